@@ -1,0 +1,16 @@
+"""imap: a lazy, buffered, multi-task parallel map on threads, processes and remote hosts.
+
+    from imap import IMap, imports
+
+    for y in IMap(f, xs):          # like map(f, xs), on worker processes
+        ...
+
+See docs/imap.md for the model (tasks, stride, buffer) and every parameter.
+"""
+from ._errors import (IMapError, RemoteError, RemoteTraceback, SerializationError,
+                      WorkerDiedError, WorkerStartError)
+from ._imap import IMap, TaskIterator
+from ._imports import imports
+
+__all__ = ["IMap", "TaskIterator", "imports", "IMapError", "WorkerDiedError",
+           "SerializationError", "WorkerStartError", "RemoteError", "RemoteTraceback"]

@@ -1,0 +1,109 @@
+"""Exceptions of the imap package.
+
+    Exception
+     +-- IMapError                 root of the errors imap itself raises
+     |    +-- WorkerDiedError      a worker process died or a remote connection was lost
+     |    |                        while it evaluated the item (raised in that item's place)
+     |    +-- SerializationError   an item, a result or a function could not be pickled or
+     |    |                        unpickled (raised in that item's place, naming task and index)
+     |    +-- WorkerStartError     a worker could not be started or reached (raised by start())
+     +-- RemoteTraceback           carries the worker-side traceback; set as __cause__ of an
+                                   exception re-raised by IMap.next()
+
+A user function's own exception is re-raised as itself (same type, same args); only
+exceptions that cannot be pickled back from a process or a remote host are replaced by a
+RemoteError that keeps their type name and message.
+
+`TimeoutError` is the builtin one.
+"""
+from __future__ import annotations
+
+import pickle
+
+
+class IMapError(Exception):
+    """Root of the exceptions raised by imap itself."""
+
+
+class WorkerDiedError(IMapError):
+    """The worker evaluating an item died (exit, signal) or its connection dropped.
+
+    Attributes: ``worker`` (a description such as ``'process 1234'`` or ``'host:18812'``),
+    ``exitcode`` (the exit code, negative for a signal, None when unknown), ``task`` and
+    ``index`` of the item.
+    """
+
+    def __init__(self, message: str, worker: str = "", exitcode: int | None = None,
+                 task: int | None = None, index: int | None = None):
+        super().__init__(message)
+        self.worker = worker
+        self.exitcode = exitcode
+        self.task = task
+        self.index = index
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.worker, self.exitcode, self.task, self.index))
+
+
+class SerializationError(IMapError):
+    """An item, a result or a function could not be pickled or unpickled."""
+
+
+class WorkerStartError(IMapError):
+    """A worker could not be started (a process) or reached (a remote host)."""
+
+
+class RemoteError(IMapError):
+    """Stands for an exception raised in a worker that could not be pickled back.
+
+    ``type_name`` is the qualified name of the original exception's type.
+    """
+
+    def __init__(self, message: str, type_name: str = ""):
+        super().__init__(message)
+        self.type_name = type_name
+
+    def __reduce__(self):
+        return (type(self), (self.args[0], self.type_name))
+
+
+class RemoteTraceback(Exception):
+    """The formatted traceback of an exception as it was raised inside a worker."""
+
+    def __init__(self, tb: str):
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return self.tb
+
+
+def attach_traceback(exc: BaseException, tb_text: str) -> BaseException:
+    """Set ``exc.__cause__`` to the worker-side traceback (once)."""
+    if not isinstance(exc.__cause__, RemoteTraceback):
+        exc.__cause__ = RemoteTraceback('\n"""\n' + tb_text.rstrip("\n") + '\n"""')
+    return exc
+
+
+def rebuild_error(record: tuple) -> BaseException:
+    """Turn an error record received from a worker back into an exception object.
+
+    ``record`` is ``(kind, type_name, message, traceback_text, exception_bytes)``, made by
+    ``imap._evaluate.error_record`` on the worker side.
+    """
+    kind, type_name, message, tb_text, exc_bytes = record
+    exc = None
+    if exc_bytes is not None:
+        try:
+            exc = pickle.loads(exc_bytes)
+        except Exception:  # noqa: BLE001 - any failure means: use the substitute below
+            exc = None
+    if exc is None:
+        if kind == "serialization":
+            exc = SerializationError(message)
+        else:
+            exc = RemoteError(f"{type_name}: {message} (the original exception could not be "
+                              f"pickled back from the worker)", type_name)
+    if tb_text:
+        attach_traceback(exc, tb_text)
+    return exc

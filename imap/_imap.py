@@ -1,0 +1,652 @@
+"""IMap: a lazy, buffered, multi-task parallel map.
+
+Data flow:
+
+    task iterables --> feeder thread (_feed_tasks) --Batch--> Pool (dispatch queue)
+        --> slot threads --> workers (threads | processes | remote connections)
+        --> slot threads --_deliver--> Task.arrived (per task, under Task.cond)
+        --> next() / iteration, in the consumer's thread
+
+Threads and what each owns:
+    feeder     the weave (``stride`` items of one task, then the next task, round robin),
+               reading the inputs, taking buffer slots (self._slots, a Condition)
+    slots      one per worker (see _pool.py); deliver finished batches to their Task
+    consumer   whoever calls next(); gives a buffer slot back for every result it takes
+
+Buffer: at most ``buffer`` items are read from the inputs and not yet taken by a consumer.
+The feeder waits (on self._slots) for enough free slots for a whole batch; a consumer
+wakes it when it has given back enough, or at once when it is about to block on a result
+that was not even submitted yet (the feeder then submits a smaller batch, so a small
+buffer never deadlocks where the original per-item semaphore would not).
+
+Life cycle (self._state, changed only under self._lock):
+    IDLE --start()--> STARTED --stop()--> STOPPING --> IDLE (tasks removed, reusable)
+
+Shutdown order in stop():
+ 1. state STOPPING; every task is closed (blocked readers get RuntimeError), feeder woken
+ 2. the pool stops: queued batches dropped, workers finish (or are killed if forced), joined
+ 3. the feeder is joined (one stuck inside a user's iterator is abandoned after a grace)
+ 4. tasks removed, state IDLE
+"""
+from __future__ import annotations
+
+import atexit
+import enum
+import itertools
+import logging
+import math
+import multiprocessing
+import os
+import threading
+import weakref
+
+from ._pool import Pool
+from ._task import Task
+from .backends.base import Batch, TaskSpec, describe
+
+log = logging.getLogger("imap")
+log.addHandler(logging.NullHandler())
+
+#: default stride per worker: long enough for batches that amortise IPC (see docs/imap.md)
+STRIDE_PER_WORKER = 512
+#: seconds stop() waits for a feeder that is blocked inside a user's iterator
+FEEDER_GRACE = 2.0
+_names = itertools.count()
+_live: "weakref.WeakSet[IMap]" = weakref.WeakSet()
+
+
+class _State(enum.Enum):
+    IDLE = "idle"
+    STARTED = "started"
+    STOPPING = "stopping"
+
+
+class IMap:
+    """A lazy parallel map over several (function, iterable) tasks at once.
+
+    ``IMap(f, xs)`` is like ``map(f, xs)`` evaluated by a pool of worker processes: it
+    starts at once, and iterating it yields ``f(x)`` for each ``x`` in order. Several tasks
+    can share one pool: add them with :meth:`add_task` (before :meth:`start`); each returns
+    its own result iterator, and a task's iterable may be the result iterator of an earlier
+    task (a chain) or a ``zip`` of several (a join).
+
+    Example::
+
+        with IMap(worker_type='thread', worker_num=4) as pool:
+            squares = pool.add_task(lambda x: x * x, range(10))
+            halves = pool.add_task(lambda x: x / 2, squares)      # chained
+            pool.start()
+            print(list(halves))
+
+    Parameters (all validated here; see docs/imap.md):
+      worker_type   'process' (default) or 'thread'
+      worker_num    local workers (default: the number of CPUs); 0 for a remote-only pool
+      worker_remote [('host[:port]', n), ...] RPyC classic servers and workers per host
+      stride        consecutive items of one task before moving to the next task
+                    (default 512 x workers: batches long enough to amortise IPC)
+      buffer        at most this many items read and not yet taken (default 2 x tasks x stride)
+      ordered       results in input order (True) or completion order (False)
+      skip          after next(timeout=...) times out, drop that position (True) or keep it
+      name          used in thread names, logs and saved pipelines (default 'imap_<n>')
+      start_method  'fork', 'forkserver' or 'spawn' for process workers (default: fork on
+                    Linux, else the platform's default)
+      remote_tls    dict(keyfile=, certfile=, cafile=) for mutual TLS with remote servers
+      remote_timeout seconds without a reply after which a remote worker counts as lost
+    """
+
+    def __init__(self, func=None, iterable=None, args=None, kwargs=None, worker_type="process",
+                 worker_num=None, worker_remote=None, stride=None, buffer=None, ordered=True,
+                 skip=False, name=None, start_method=None, remote_tls=None, remote_timeout=None):
+        if (func is None) != (iterable is None):
+            raise ValueError("IMap(func, iterable): give both (to start task 0 at once) or "
+                             "neither (then add_task() and start())")
+        if iterable is not None and hasattr(iterable, "__len__") and len(iterable) == 0:
+            raise ValueError("IMap(func, iterable): the iterable is empty (as in the original "
+                             "PaPy an empty sequence is refused here; pass iter([]) to get an "
+                             "IMap that ends at once)")
+        if worker_type not in ("process", "thread"):
+            raise ValueError(f"worker_type must be 'process' or 'thread', not {worker_type!r}")
+        self.worker_type = worker_type
+        self.worker_num = _count("worker_num", worker_num, os.cpu_count() or 1, minimum=0)
+        self.worker_remote = _parse_remote(worker_remote)
+        self._worker_total = self.worker_num + sum(n for _, _, n in self.worker_remote)
+        if self._worker_total == 0:
+            raise ValueError("the pool has no workers: worker_num=0 needs worker_remote=[('host', "
+                             "n), ...]; or give worker_num >= 1")
+        self.buffer = _count("buffer", buffer, None, minimum=1)
+        default_stride = STRIDE_PER_WORKER * self._worker_total
+        if self.buffer is not None:
+            default_stride = min(default_stride, self.buffer)
+        self.stride = _count("stride", stride, default_stride, minimum=1)
+        if self.buffer is not None and self.buffer < self.stride:
+            raise ValueError(f"buffer ({self.buffer}) must be >= stride ({self.stride}): the "
+                             f"feeder puts stride items of a task in flight at a time")
+        self.ordered = bool(ordered)
+        self.skip = bool(skip)
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a string, not {type(name).__name__}")
+        self.name = name or f"imap_{next(_names)}"
+        self.start_method = _start_method(start_method)
+        self.remote_tls = remote_tls
+        self.remote_timeout = remote_timeout
+        self._tasks: list[Task] = []
+        self._tasks_tracked: dict = {}
+        self._lock = threading.Lock()
+        self._state = _State.IDLE
+        self._stopped = threading.Event()
+        self._stopped.set()
+        self._slots = threading.Condition(threading.Lock())
+        self._generation = 0
+        self._pool: Pool | None = None
+        self._feeder: threading.Thread | None = None
+        if func is not None:
+            self.add_task(func, iterable, args, kwargs)
+            self.start()
+
+    # -- tasks -------------------------------------------------------------------------------
+
+    def add_task(self, func, iterable, args=None, kwargs=None, timeout=None, block=True,
+                 track=False) -> "TaskIterator":
+        """Add a task: ``func(item, *args, **kwargs)`` for each item of ``iterable``.
+
+        Returns the task's result iterator. Only before :meth:`start`. Add producers before
+        the tasks that consume their results. ``timeout``/``block`` are the defaults of the
+        returned iterator's ``next``; ``track=True`` keeps ``{index: result}`` in
+        ``self._tasks_tracked[task]``.
+        """
+        with self._lock:
+            if self._state is not _State.IDLE:
+                raise RuntimeError(f"{self.name}: add_task() is only allowed before start(); "
+                                   f"stop() the IMap first, then add tasks and start() again")
+            task_id = len(self._tasks)
+            if not callable(func):
+                raise TypeError(f"task {task_id}: func must be callable, not "
+                                f"{type(func).__name__}")
+            args = _as_args(args, task_id)
+            kwargs = _as_kwargs(kwargs, task_id)
+            try:
+                iterator = iter(iterable)
+            except TypeError:
+                raise TypeError(f"task {task_id}: the iterable is not iterable "
+                                f"({type(iterable).__name__}); pass a list, a generator or "
+                                f"another task's result iterator") from None
+            if timeout is not None and timeout < 0:
+                raise ValueError(f"task {task_id}: timeout must be >= 0 or None, not {timeout}")
+            spec = TaskSpec(task_id, func, args, kwargs)
+            if self.worker_type == "process" and self.worker_num or self.worker_remote:
+                spec.payload = _dump_function(spec)
+            task = Task(task_id, spec, iterator, _is_chained(iterable), self.ordered, self.skip,
+                        timeout, block, track)
+            self._tasks.append(task)
+            if track:
+                self._tasks_tracked[task_id] = task.tracked_results
+        return TaskIterator(self, task_id, timeout, block)
+
+    __call__ = add_task
+
+    def pop_task(self, number) -> None:
+        """Remove the last ``number`` tasks (``True``: all of them). Only before start()."""
+        with self._lock:
+            if self._state is not _State.IDLE:
+                raise RuntimeError(f"{self.name}: pop_task() is only allowed before start()")
+            count = len(self._tasks) if number is True else _count("number", number, 0, 0)
+            for task in self._tasks[len(self._tasks) - count:]:
+                self._tasks_tracked.pop(task.id, None)
+            del self._tasks[len(self._tasks) - count:]
+
+    def get_task(self, task=0, timeout=None, block=True) -> "TaskIterator":
+        """Another result iterator of task ``task`` (sharing its position)."""
+        if not isinstance(task, int) or not 0 <= task < len(self._tasks):
+            raise ValueError(f"{self.name}: no task {task!r} (tasks: 0..{len(self._tasks) - 1})")
+        return TaskIterator(self, task, timeout, block)
+
+    # -- life cycle --------------------------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        return self._state is _State.STARTED
+
+    def start(self) -> None:
+        """Start the workers and the feeder. Raises WorkerStartError if a worker cannot start."""
+        with self._lock:
+            if self._state is not _State.IDLE:
+                raise RuntimeError(f"{self.name} is already started; stop() it first")
+            self._state = _State.STARTED
+            self._stopped.clear()
+            self._generation += 1
+            tasks = tuple(self._tasks)
+        self._buffer_size = self.buffer or 2 * max(1, len(tasks)) * self.stride
+        self._batch_cap = max(1, math.ceil(self.stride / self._worker_total))
+        self._held = 0
+        self._starving = 0
+        self._running = tasks
+        self._by_key = {task.spec.key: task for task in tasks}
+        self._pool = Pool(self._make_handles(), self._deliver, self.name)
+        try:
+            self._pool.start()
+        except BaseException:
+            with self._lock:
+                self._state = _State.IDLE
+                self._stopped.set()
+            raise
+        _live.add(self)
+        self._feeder = threading.Thread(target=self._feed_tasks, args=(self._generation, tasks),
+                                        daemon=True, name=f"{self.name}-feeder")
+        self._feeder.start()
+
+    def stop(self, ends=None, forced=False) -> None:
+        """End every task, join every thread and worker, remove the tasks.
+
+        Results not taken yet are discarded. The IMap can then take new tasks and be
+        started again. ``forced=True`` kills process workers at once instead of letting them
+        finish their current batch. ``ends`` is accepted for compatibility and ignored
+        (every task is ended). A no-op when not started.
+        """
+        with self._lock:
+            if self._state is _State.IDLE:
+                return
+            if self._state is _State.STOPPING:
+                stopping_elsewhere = True
+            else:
+                stopping_elsewhere = False
+                self._state = _State.STOPPING
+        if stopping_elsewhere:
+            self._stopped.wait()
+            return
+        try:
+            reason = "stop() was called"
+            for task in self._running:
+                task.close(RuntimeError(reason))
+            with self._slots:
+                self._slots.notify_all()
+            self._pool.stop(forced=forced)
+            feeder = self._feeder
+            if feeder is not None and feeder is not threading.current_thread():
+                feeder.join(FEEDER_GRACE)
+                if feeder.is_alive():
+                    log.warning("%s: the feeder is blocked inside a task's input iterator and "
+                                "is abandoned (a daemon thread); make the input end or see the "
+                                "stop on its own", self.name)
+        finally:
+            with self._lock:
+                self._tasks = []
+                self._tasks_tracked = {}
+                self._running = ()
+                self._by_key = {}
+                self._pool = None
+                self._feeder = None
+                self._state = _State.IDLE
+                self._stopped.set()
+            _live.discard(self)
+
+    def __enter__(self) -> "IMap":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.stop(forced=exc_type is not None)
+
+    def __repr__(self) -> str:
+        return (f"IMap(name={self.name!r}, worker_type={self.worker_type!r}, "
+                f"workers={self._worker_total}, stride={self.stride}, {self._state.value})")
+
+    # -- results -----------------------------------------------------------------------------
+
+    def next(self, timeout=None, task=0, block=True):
+        """The next result of task ``task`` (see the class docstring).
+
+        Raises the item's exception in its place, TimeoutError when no result is ready
+        within ``timeout`` seconds (``block=False``: at once), StopIteration at the end of
+        the task (and on every later call), RuntimeError when the IMap is not started.
+        """
+        if self._state is not _State.STARTED:
+            raise RuntimeError(f"{self.name} is not started: add tasks, then call start() "
+                               f"(after stop() the tasks are removed)")
+        try:
+            current = self._running[task]
+        except (IndexError, TypeError):
+            raise ValueError(f"{self.name}: no task {task!r}") from None
+        return self._take(current, 0 if not block else timeout)
+
+    def __iter__(self):
+        return self._iterate(0, None, True)
+
+    def __next__(self):
+        return self.next()
+
+    def _iterate(self, task_id, timeout, block):
+        next_result = self.next
+        while True:
+            try:
+                value = next_result(timeout, task_id, block)
+            except StopIteration:
+                return
+            yield value
+
+    def _take(self, task: Task, timeout):
+        """Hand out the next result of ``task`` (the consumer's side; see _task.py)."""
+        if task.finished:
+            raise StopIteration
+        while True:
+            pos = task.pos
+            if pos < len(task.cur_values):
+                task.pos = pos + 1
+                task.consumed += 1
+                if task.skipped or task.skip_pending:
+                    if self._drop_skipped(task, task.cur_start + pos):
+                        continue
+                task.released += 1
+                if task.released >= task.wake_at:
+                    self._wake_feeder()
+                errors = task.cur_errors
+                if errors is not None and pos in errors:
+                    exc = errors[pos]
+                    if task.tracked_results is not None:
+                        task.tracked_results[task.cur_start + pos] = exc
+                    raise exc
+                value = task.cur_values[pos]
+                if task.tracked_results is not None:
+                    task.tracked_results[task.cur_start + pos] = value
+                return value
+            with task.cond:
+                try:
+                    task.wait_for_batch(timeout, self._on_starving)
+                except TimeoutError:
+                    if task.skip:
+                        task.drop_after_timeout()  # lock order: task.cond, then _slots
+                        if task.released >= task.wake_at:
+                            self._wake_feeder()
+                    raise
+
+    @staticmethod
+    def _drop_skipped(task: Task, index: int) -> bool:
+        """A result whose position was given up after a timeout: drop it (slot already free)."""
+        if task.ordered:
+            if index in task.skipped:
+                task.skipped.discard(index)
+                return True
+            return False
+        if task.skip_pending:
+            task.skip_pending -= 1
+            return True
+        return False
+
+    # -- buffer slots ------------------------------------------------------------------------
+
+    def _wake_feeder(self) -> None:
+        with self._slots:
+            self._slots.notify_all()
+
+    def _on_starving(self, delta: int) -> None:
+        with self._slots:
+            self._starving += delta
+            if delta > 0:
+                self._slots.notify_all()
+
+    def _acquire(self, wanted: int, generation: int) -> int:
+        """Wait for free buffer slots; return how many were granted (0: stopping)."""
+        tasks = self._running
+        with self._slots:
+            while True:
+                if self._generation != generation or self._state is not _State.STARTED:
+                    return 0
+                released = sum(t.released for t in tasks)
+                free = self._buffer_size - (self._held - released)
+                if free >= wanted:
+                    granted = wanted
+                    break
+                if free >= 1 and self._starving > 0:
+                    granted = free
+                    break
+                share = max(1, -(-(wanted - max(free, 0)) // len(tasks)))
+                for t in tasks:
+                    t.wake_at = t.released + share
+                released_now = sum(t.released for t in tasks)
+                if released_now != released:
+                    continue
+                self._slots.wait()
+                for t in tasks:
+                    t.wake_at = math.inf
+            self._held += granted
+            return granted
+
+    def _give_back(self, count: int) -> None:
+        with self._slots:
+            self._held -= count
+
+    # -- the feeder ------------------------------------------------------------------------
+
+    def _feed_tasks(self, generation: int, tasks: tuple) -> None:
+        active = list(tasks)
+        try:
+            while active:
+                for task in list(active):
+                    outcome = self._feed_stride(task, generation)
+                    if outcome is None:
+                        return
+                    if not outcome:
+                        active.remove(task)
+        except BaseException as exc:  # noqa: BLE001 - reported in place, never lost
+            if self._generation == generation and self._state is _State.STARTED:
+                log.exception("%s: the feeder failed", self.name)
+                for task in active:
+                    self._end_task_with_error(task, exc)
+
+    def _feed_stride(self, task: Task, generation: int):
+        """Feed up to ``stride`` items of one task. True: more to come, False: the task's
+        input ended, None: the IMap is stopping."""
+        remaining = self.stride
+        while remaining > 0:
+            wanted = min(task.next_batch_size(self._batch_cap), remaining)
+            if task.chained:
+                items, failure, ended = _pull(task.iterator, wanted)
+                if not self._submit_pulled(task, items, generation):
+                    return None
+            else:
+                granted = self._acquire(wanted, generation)
+                if granted == 0:
+                    return None
+                items, failure, ended = _pull(task.iterator, granted)
+                unused = granted - len(items) - (failure is not None)
+                if unused:
+                    self._give_back(unused)
+                if items:
+                    self._submit(task, items)
+            if failure is not None:
+                if task.chained and not self._acquire_exact(1, generation):
+                    return None
+                self._fail_item(task, failure)
+            remaining -= len(items) + (failure is not None)
+            if ended:
+                with task.cond:
+                    task.total = task.fed
+                    task.cond.notify_all()
+                return False
+            if self._state is not _State.STARTED:
+                return None
+        return True
+
+    def _submit_pulled(self, task: Task, items: list, generation: int) -> bool:
+        """Chained input: the items are pulled already; take slots for them, maybe in parts."""
+        while items:
+            granted = self._acquire(len(items), generation)
+            if granted == 0:
+                return False
+            self._submit(task, items[:granted])
+            items = items[granted:]
+        return True
+
+    def _acquire_exact(self, count: int, generation: int) -> bool:
+        while count:
+            granted = self._acquire(count, generation)
+            if granted == 0:
+                return False
+            count -= granted
+        return True
+
+    def _submit(self, task: Task, items: list) -> None:
+        start = task.fed
+        task.fed += len(items)
+        self._pool.submit(Batch(task.spec, start, items, tracked=task.tracked_mode()))
+
+    def _fail_item(self, task: Task, exc: BaseException) -> None:
+        """The input iterator raised: that position holds the exception."""
+        index = task.fed
+        task.fed += 1
+        task.deliver(index, [None], {0: exc})
+
+    def _end_task_with_error(self, task: Task, exc: BaseException) -> None:
+        error = RuntimeError(f"{self.name}: feeding task {task.id} failed: {exc!r}")
+        error.__cause__ = exc
+        index = task.fed
+        task.fed += 1
+        task.deliver(index, [None], {0: error})
+        with task.cond:
+            task.total = task.fed
+            task.cond.notify_all()
+
+    # -- results from the pool -------------------------------------------------------------
+
+    def _deliver(self, batch: Batch, values: list, errors, elapsed: float) -> None:
+        task = self._by_key.get(batch.task.key)
+        if task is None:  # a batch of a previous run, finishing after stop()
+            return
+        if not batch.isolated and errors is None:
+            task.learn(len(values), elapsed, self._batch_cap)
+        task.deliver(batch.start, values, errors)
+
+    # -- workers -------------------------------------------------------------------------
+
+    def _make_handles(self) -> list:
+        handles = []
+        if self.worker_num:
+            if self.worker_type == "thread":
+                from .backends.thread import ThreadHandle
+                handles += [ThreadHandle(i) for i in range(self.worker_num)]
+            else:
+                from .backends.process import ProcessHandle
+                context = multiprocessing.get_context(self.start_method)
+                handles += [ProcessHandle(i, context, self.name) for i in range(self.worker_num)]
+        if self.worker_remote:
+            from .backends import remote
+            handles += remote.make_remote_handles(self.worker_remote, tls=self.remote_tls,
+                                                  timeout=self.remote_timeout)
+        return handles
+
+
+class TaskIterator:
+    """The result iterator of one task of an IMap (returned by add_task and get_task)."""
+
+    __slots__ = ("_imap", "task", "timeout", "block")
+
+    def __init__(self, imap: IMap, task: int, timeout=None, block=True):
+        self._imap = imap
+        self.task = task
+        self.timeout = timeout
+        self.block = block
+
+    def __iter__(self):
+        return self._imap._iterate(self.task, self.timeout, self.block)
+
+    def __next__(self):
+        return self._imap.next(self.timeout, self.task, self.block)
+
+    def next(self, timeout=None, block=None):
+        """Like ``IMap.next`` for this task; defaults come from add_task()/get_task()."""
+        return self._imap.next(self.timeout if timeout is None else timeout, self.task,
+                               self.block if block is None else block)
+
+    def __repr__(self) -> str:
+        return f"<result iterator of task {self.task} of {self._imap.name}>"
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+_ITERATE_CODE = IMap._iterate.__code__
+
+
+def _is_chained(iterable) -> bool:
+    """Does this input read results of an IMap (so the feeder must pull before it waits)?"""
+    if isinstance(iterable, (IMap, TaskIterator)) or getattr(iterable, "__imap_chained__", False):
+        return True
+    if getattr(iterable, "gi_code", None) is _ITERATE_CODE:
+        return True
+    if isinstance(iterable, (zip, map)):
+        parts = iterable.__reduce__()[1]
+        return any(_is_chained(part) for part in parts)
+    return False
+
+
+def _pull(iterator, count: int):
+    """Read up to ``count`` items: (items, exception raised by the input or None, ended)."""
+    items: list = []
+    try:
+        items.extend(itertools.islice(iterator, count))
+    except BaseException as exc:  # noqa: BLE001 - becomes an error in that item's place
+        return items, exc, False
+    return items, None, len(items) < count
+
+
+def _count(what: str, value, default, minimum: int):
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int >= {minimum} or None, not {value!r}")
+    if value < minimum:
+        raise ValueError(f"{what} must be >= {minimum}, not {value}")
+    return value
+
+
+def _as_args(args, task_id: int) -> tuple:
+    if args is None:
+        return ()
+    if isinstance(args, (str, bytes)) or not isinstance(args, (tuple, list)):
+        raise TypeError(f"task {task_id}: args must be a tuple or list of extra positional "
+                        f"arguments, not {type(args).__name__} (for one argument: args=(x,))")
+    return tuple(args)
+
+
+def _as_kwargs(kwargs, task_id: int) -> dict:
+    if kwargs is None:
+        return {}
+    if not isinstance(kwargs, dict):
+        raise TypeError(f"task {task_id}: kwargs must be a dict, not {type(kwargs).__name__}")
+    return dict(kwargs)
+
+
+def _parse_remote(worker_remote) -> list:
+    if not worker_remote:
+        return []
+    from .backends import remote
+    return remote.parse_worker_remote(worker_remote)
+
+
+def _start_method(method):
+    allowed = multiprocessing.get_all_start_methods()
+    if method is None:
+        return "fork" if "fork" in allowed else multiprocessing.get_start_method()
+    if method not in allowed:
+        raise ValueError(f"start_method must be one of {allowed}, not {method!r}")
+    return method
+
+
+def _dump_function(spec: TaskSpec) -> bytes:
+    import dill
+    try:
+        return dill.dumps((spec.func, spec.args, spec.kwargs), recurse=True)
+    except Exception as exc:
+        raise TypeError(
+            f"task {spec.task_id}: the function {describe(spec.func)} (with its args and "
+            f"kwargs) cannot be pickled to send it to worker processes: {type(exc).__name__}: "
+            f"{exc}. Remove references to unpicklable objects (locks, files, sockets, "
+            f"generators) from its globals, closure and arguments, or use worker_type='thread'"
+        ) from exc
+
+
+@atexit.register
+def _stop_live_imaps() -> None:
+    """An IMap left running at interpreter exit is stopped, so exit never hangs."""
+    for imap in list(_live):
+        try:
+            imap.stop(forced=True)
+        except Exception:  # noqa: BLE001
+            log.debug("error stopping %s at exit", imap, exc_info=True)

@@ -1,0 +1,181 @@
+"""One task of an IMap: its input, its results as they arrive, and the reader's cursor.
+
+Who touches what:
+
+    feeder thread    fed, total, batch_size/tracked choice     (writes; the only writer)
+    slot threads     arrived (under cond), item_time            (deliver finished batches)
+    the consumer     cursor (cur_*, pos, next_start), released, skipped, finished
+                     (one consumer thread at a time per task; next() and iteration share it)
+
+Slot accounting: every item index holds one buffer slot from the moment the feeder pulls it
+until the consumer takes its result (or drops it after a timeout with skip). ``released``
+counts the slots given back; the feeder computes the free slots from it.
+"""
+from __future__ import annotations
+
+import collections
+import math
+import threading
+import time
+
+from ._errors import attach_traceback
+
+#: an adaptive batch aims to keep a worker busy this long (seconds)
+TARGET_BATCH_SECONDS = 0.01
+#: items slower than this are evaluated one by one with progress tracking, so a worker's
+#: death is blamed on exactly the item it was evaluating
+TRACK_ABOVE_SECONDS = 50e-6
+_NEVER = math.inf
+
+
+class Task:
+    """Bookkeeping of one (function, iterable) task of an IMap."""
+
+    def __init__(self, task_id, spec, iterator, chained, ordered, skip, timeout, block, track):
+        self.id = task_id
+        self.spec = spec
+        self.iterator = iterator
+        self.chained = chained
+        self.ordered = ordered
+        self.skip = skip
+        self.timeout = timeout
+        self.block = block
+        self.track = track
+        self.tracked_results: dict | None = {} if track else None
+        # feeder side
+        self.fed = 0
+        self.total: int | None = None
+        self.batch_size = 1
+        self.item_time: float | None = None
+        # result side
+        self.cond = threading.Condition(threading.Lock())
+        self.arrived = {} if ordered else collections.deque()
+        self.closed: BaseException | None = None   # set when the IMap stops
+        # reader side
+        self.cur_values: list = []
+        self.cur_errors: dict | None = None
+        self.cur_start = 0
+        self.pos = 0
+        self.next_start = 0
+        self.consumed = 0          # items taken from arrived batches (handed out or dropped)
+        self.released = 0          # buffer slots given back
+        self.wake_at = _NEVER      # the feeder wants a wake-up when released reaches this
+        self.skipped: set = set()  # ordered + skip: indices dropped after a timeout
+        self.skip_pending = 0      # unordered + skip: results still to drop
+        self.finished = False
+
+    # -- feeder side ---------------------------------------------------------------------
+
+    def next_batch_size(self, cap: int) -> int:
+        return max(1, min(self.batch_size, cap))
+
+    def tracked_mode(self) -> bool:
+        return self.item_time is None or self.item_time > TRACK_ABOVE_SECONDS
+
+    def learn(self, n_items: int, elapsed: float, cap: int) -> None:
+        """Adapt the batch size to the measured time per item (called by slot threads)."""
+        if n_items <= 0:
+            return
+        per_item = max(elapsed / n_items, 1e-7)
+        previous = self.item_time
+        self.item_time = per_item if previous is None else 0.7 * previous + 0.3 * per_item
+        wanted = int(TARGET_BATCH_SECONDS / self.item_time)
+        # grow at most 4x per step so one fast batch does not flood the workers
+        self.batch_size = max(1, min(wanted, cap, max(1, self.batch_size) * 4))
+
+    # -- result side (slot threads) ------------------------------------------------------
+
+    def deliver(self, start: int, values: list, errors: dict | None) -> None:
+        with self.cond:
+            if self.ordered:
+                self.arrived[start] = (values, errors)
+            else:
+                self.arrived.append((start, values, errors))
+            self.cond.notify_all()
+
+    def close(self, reason: BaseException) -> None:
+        """Wake every reader: the IMap is stopping."""
+        with self.cond:
+            self.closed = reason
+            self.cond.notify_all()
+
+    # -- reader side ---------------------------------------------------------------------
+
+    def awaited_index(self) -> int:
+        """Ordered: the index the reader waits for (the first one not skipped)."""
+        index = self.cur_start + self.pos if self.pos < len(self.cur_values) else self.next_start
+        while index in self.skipped:
+            index += 1
+        return index
+
+    def starving(self) -> bool:
+        """True when the awaited result has not even been submitted yet."""
+        if self.ordered:
+            return self.awaited_index() >= self.fed
+        return self.consumed + self.skip_pending >= self.fed
+
+    def at_end(self) -> bool:
+        total = self.total
+        if total is None:
+            return False
+        if self.ordered:
+            return self.awaited_index() >= total
+        return self.consumed >= total
+
+    def load_next_batch(self) -> bool:
+        """Move the cursor to the next arrived batch; False when none is there (under cond)."""
+        if self.ordered:
+            batch = self.arrived.pop(self.next_start, None)
+            if batch is None:
+                return False
+            self.cur_values, self.cur_errors = batch
+            self.cur_start = self.next_start
+            self.next_start += len(self.cur_values)
+        else:
+            if not self.arrived:
+                return False
+            self.cur_start, self.cur_values, self.cur_errors = self.arrived.popleft()
+        self.pos = 0
+        return True
+
+    def drop_after_timeout(self) -> None:
+        """skip=True: give up the awaited position and release its slot now."""
+        if self.ordered:
+            self.skipped.add(self.awaited_index())
+        else:
+            self.skip_pending += 1
+        self.released += 1
+
+    def wait_for_batch(self, timeout: float | None, on_starving) -> None:
+        """Block until a batch arrived, the task ended, or the timeout passed (under cond).
+
+        Raises StopIteration at the end, TimeoutError on timeout, RuntimeError when the IMap
+        stopped. ``on_starving(+1/-1)`` tells the feeder that this reader waits for an item
+        that is not submitted yet (it then submits smaller batches instead of waiting for
+        a full batch's worth of free buffer slots).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.load_next_batch():
+            if self.closed is not None:
+                raise RuntimeError(f"the IMap was stopped ({self.closed})")
+            if self.at_end():
+                self.finished = True
+                raise StopIteration
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(f"no result of task {self.id} within {timeout} s")
+            starving = self.starving()
+            if starving:
+                on_starving(1)
+            try:
+                self.cond.wait(remaining)
+            finally:
+                if starving:
+                    on_starving(-1)
+
+    def take_error(self, position: int, index: int) -> BaseException:
+        exc = self.cur_errors[position]
+        if exc.__cause__ is None and exc.__traceback__ is not None:
+            import traceback
+            attach_traceback(exc, "".join(traceback.format_exception(exc)))
+        return exc

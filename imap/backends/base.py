@@ -1,0 +1,117 @@
+"""The seam between the IMap front end and the kinds of workers.
+
+A pool is a set of *slots*. Each slot is one parent-side thread (``imap._pool``) that
+takes batches from the pool's dispatch queue and hands each one to its ``WorkerHandle``:
+
+    feeder thread --Batch--> dispatch queue --> slot thread 1 --run(batch)--> WorkerHandle 1
+                                            --> slot thread 2 --run(batch)--> WorkerHandle 2 ...
+    slot thread --deliver(batch, values, errors)--> IMap result store --> next() / iteration
+
+A handle evaluates one batch at a time. It is one of:
+
+- ``ThreadHandle``: evaluates in the slot thread itself (``imap.backends.thread``);
+- ``ProcessHandle``: a local worker process behind a pipe (``imap.backends.process``);
+- ``RemoteHandle``: one connection to an RPyC classic server (``imap.backends.remote``).
+
+A handle never raises for an item: an exception of the user's function is an entry of the
+``errors`` dict (the exception object, with the worker-side traceback as ``__cause__``). It
+raises ``WorkerLost`` when the worker itself is gone (process died, connection dropped,
+stalled past its timeout); the slot then re-queues the batch's other items, fails the
+item that was being evaluated (when known) and opens a fresh worker.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+class WorkerLost(Exception):
+    """Raised by ``WorkerHandle.run`` when the worker died or became unreachable.
+
+    ``position`` is the index within the batch of the item being evaluated when the worker
+    was lost, or None when it is not known (the items are then re-run one by one, and an
+    item that kills a worker again fails in place). ``exitcode`` is the process exit code
+    (negative: killed by that signal) or None.
+    """
+
+    def __init__(self, message: str, position: int | None = None, exitcode: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.position = position
+        self.exitcode = exitcode
+
+
+_task_keys = itertools.count(1)
+
+
+@dataclass(eq=False)
+class TaskSpec:
+    """What a worker needs to evaluate one task's items: ``func(item, *args, **kwargs)``.
+
+    ``key`` is unique within the interpreter, so a worker can cache the loaded function
+    by key and a function is shipped once per worker (process or connection), not per item.
+    ``payload`` is the dill pickle of ``(func, args, kwargs)``, made once by the front end
+    for pools that need it (process, remote).
+    """
+
+    task_id: int
+    func: Callable
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    payload: bytes | None = None
+    key: int = field(default_factory=lambda: next(_task_keys))
+
+
+@dataclass(eq=False)
+class Batch:
+    """Consecutive items ``start .. start+len(items)-1`` of one task.
+
+    ``tracked``: evaluate item by item and record the position being evaluated, so a
+    worker's death can be blamed on one item (chosen for slow items and for re-runs).
+    ``isolated``: a single item re-run after a worker died with it in an untracked batch.
+    """
+
+    task: TaskSpec
+    start: int
+    items: list
+    tracked: bool = False
+    isolated: bool = False
+
+
+class WorkerHandle:
+    """One worker of a pool. Subclasses implement the four methods below.
+
+    Threads: ``open``/``run``/``close`` are called from the slot's own thread; ``kill`` may
+    be called from any thread (at a forced stop) and must make a running ``run`` return or
+    raise ``WorkerLost`` promptly where the kind of worker allows it (processes and
+    connections do; threads cannot be interrupted).
+    """
+
+    #: a short description used in messages, e.g. 'process 1234' or 'host:18812 slot 2'
+    name: str = "worker"
+
+    def open(self) -> None:
+        """Start the worker or connect to it. Raise ``imap.WorkerStartError`` on failure."""
+        raise NotImplementedError
+
+    def run(self, batch: Batch) -> tuple[list, dict | None, float]:
+        """Evaluate ``batch``; return ``(values, errors, elapsed_seconds)``.
+
+        ``values`` has one entry per item (None where an error is); ``errors`` is None or
+        ``{position: exception}``. Raise ``WorkerLost`` if the worker is gone.
+        """
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop the worker gracefully after its current batch. Idempotent."""
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        """Stop the worker now. Idempotent; callable from any thread."""
+        self.close()
+
+
+def describe(obj: Any) -> str:
+    """A short name for a function or other object, for error messages."""
+    return getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None) or repr(obj)
