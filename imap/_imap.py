@@ -38,6 +38,7 @@ import math
 import multiprocessing
 import os
 import threading
+import time
 import weakref
 
 from ._pool import Pool
@@ -48,7 +49,7 @@ log = logging.getLogger("imap")
 log.addHandler(logging.NullHandler())
 
 #: default stride per worker: long enough for batches that amortise IPC (see docs/imap.md)
-STRIDE_PER_WORKER = 512
+STRIDE_PER_WORKER = 1024
 #: seconds stop() waits for a feeder that is blocked inside a user's iterator
 FEEDER_GRACE = 2.0
 _names = itertools.count()
@@ -83,7 +84,7 @@ class IMap:
       worker_num    local workers (default: the number of CPUs); 0 for a remote-only pool
       worker_remote [('host[:port]', n), ...] RPyC classic servers and workers per host
       stride        consecutive items of one task before moving to the next task
-                    (default 512 x workers: batches long enough to amortise IPC)
+                    (default 1024 x workers: batches long enough to amortise IPC)
       buffer        at most this many items read and not yet taken (default 2 x tasks x stride)
       ordered       results in input order (True) or completion order (False)
       skip          after next(timeout=...) times out, drop that position (True) or keep it
@@ -136,6 +137,7 @@ class IMap:
         self._stopped = threading.Event()
         self._stopped.set()
         self._slots = threading.Condition(threading.Lock())
+        self._feeder_waiting = False
         self._generation = 0
         self._pool: Pool | None = None
         self._feeder: threading.Thread | None = None
@@ -219,6 +221,10 @@ class IMap:
         self._batch_cap = max(1, math.ceil(self.stride / self._worker_total))
         self._held = 0
         self._starving = 0
+        self._feeder_waiting = False
+        self._feeder_waiting_room = False
+        self._batches_in_flight = 0
+        self._max_batches_in_flight = 2 * self._worker_total
         self._running = tasks
         self._by_key = {task.spec.key: task for task in tasks}
         self._pool = Pool(self._make_handles(), self._deliver, self.name)
@@ -305,7 +311,7 @@ class IMap:
             current = self._running[task]
         except (IndexError, TypeError):
             raise ValueError(f"{self.name}: no task {task!r}") from None
-        return self._take(current, 0 if not block else timeout)
+        return current.take(0 if not block else timeout, self._on_starving, self._wake_feeder)
 
     def __iter__(self):
         return self._iterate(0, None, True)
@@ -314,67 +320,39 @@ class IMap:
         return self.next()
 
     def _iterate(self, task_id, timeout, block):
-        next_result = self.next
+        """Iteration over a task: hands out plain batches with one store per item."""
+        if not block:
+            timeout = 0
         while True:
+            if self._state is not _State.STARTED:
+                raise RuntimeError(f"{self.name} is not started: add tasks, then call start()")
+            task = self._running[task_id]
+            values = task.cur_values
+            pos = task.pos
+            if pos < len(values) and task.plain():
+                # the fast path; one consumer per task, so pos is ours between the yields
+                for pos in range(pos, len(values)):
+                    task.pos = pos + 1
+                    if self._feeder_waiting and task.released() >= task.wake_at:
+                        self._wake_feeder()
+                    yield values[pos]
+                    if task.pos != pos + 1 or task.cur_values is not values:
+                        break   # someone called next() meanwhile: resynchronise
+                continue
             try:
-                value = next_result(timeout, task_id, block)
+                value = task.take(timeout, self._on_starving, self._wake_feeder)
             except StopIteration:
                 return
             yield value
-
-    def _take(self, task: Task, timeout):
-        """Hand out the next result of ``task`` (the consumer's side; see _task.py)."""
-        if task.finished:
-            raise StopIteration
-        while True:
-            pos = task.pos
-            if pos < len(task.cur_values):
-                task.pos = pos + 1
-                task.consumed += 1
-                if task.skipped or task.skip_pending:
-                    if self._drop_skipped(task, task.cur_start + pos):
-                        continue
-                task.released += 1
-                if task.released >= task.wake_at:
-                    self._wake_feeder()
-                errors = task.cur_errors
-                if errors is not None and pos in errors:
-                    exc = errors[pos]
-                    if task.tracked_results is not None:
-                        task.tracked_results[task.cur_start + pos] = exc
-                    raise exc
-                value = task.cur_values[pos]
-                if task.tracked_results is not None:
-                    task.tracked_results[task.cur_start + pos] = value
-                return value
-            with task.cond:
-                try:
-                    task.wait_for_batch(timeout, self._on_starving)
-                except TimeoutError:
-                    if task.skip:
-                        task.drop_after_timeout()  # lock order: task.cond, then _slots
-                        if task.released >= task.wake_at:
-                            self._wake_feeder()
-                    raise
-
-    @staticmethod
-    def _drop_skipped(task: Task, index: int) -> bool:
-        """A result whose position was given up after a timeout: drop it (slot already free)."""
-        if task.ordered:
-            if index in task.skipped:
-                task.skipped.discard(index)
-                return True
-            return False
-        if task.skip_pending:
-            task.skip_pending -= 1
-            return True
-        return False
 
     # -- buffer slots ------------------------------------------------------------------------
 
     def _wake_feeder(self) -> None:
         with self._slots:
             self._slots.notify_all()
+        # hand the GIL over now: a consumer busy in a tight loop would otherwise keep it for
+        # the whole switch interval (5 ms) and drain the pipeline before the feeder refills it
+        time.sleep(0)
 
     def _on_starving(self, delta: int) -> None:
         with self._slots:
@@ -389,21 +367,21 @@ class IMap:
             while True:
                 if self._generation != generation or self._state is not _State.STARTED:
                     return 0
-                released = sum(t.released for t in tasks)
-                free = self._buffer_size - (self._held - released)
+                free = self._buffer_size - self._held + sum(t.released() for t in tasks)
                 if free >= wanted:
                     granted = wanted
                     break
                 if free >= 1 and self._starving > 0:
                     granted = free
                     break
+                # wake up when one task alone gave back its share of what is missing
                 share = max(1, -(-(wanted - max(free, 0)) // len(tasks)))
                 for t in tasks:
-                    t.wake_at = t.released + share
-                released_now = sum(t.released for t in tasks)
-                if released_now != released:
-                    continue
-                self._slots.wait()
+                    t.wake_at = t.released() + share
+                self._feeder_waiting = True
+                if self._buffer_size - self._held + sum(t.released() for t in tasks) == free:
+                    self._slots.wait()
+                self._feeder_waiting = False
                 for t in tasks:
                     t.wake_at = math.inf
             self._held += granted
@@ -436,6 +414,8 @@ class IMap:
         input ended, None: the IMap is stopping."""
         remaining = self.stride
         while remaining > 0:
+            if not self._wait_for_room(generation):
+                return None
             wanted = min(task.next_batch_size(self._batch_cap), remaining)
             if task.chained:
                 items, failure, ended = _pull(task.iterator, wanted)
@@ -486,7 +466,22 @@ class IMap:
     def _submit(self, task: Task, items: list) -> None:
         start = task.fed
         task.fed += len(items)
-        self._pool.submit(Batch(task.spec, start, items, tracked=task.tracked_mode()))
+        with self._slots:
+            self._batches_in_flight += 1
+        self._pool.submit(Batch(task.spec, start, items, tracked=task.tracked_mode(),
+                                counted=True))
+
+    def _wait_for_room(self, generation: int) -> bool:
+        """Pace the feeder: at most 2 batches per worker in flight, so the batch size can
+        adapt to the first results instead of queueing many tiny batches. False: stopping."""
+        with self._slots:
+            while self._batches_in_flight >= self._max_batches_in_flight:
+                if self._generation != generation or self._state is not _State.STARTED:
+                    return False
+                self._feeder_waiting_room = True
+                self._slots.wait()
+            self._feeder_waiting_room = False
+            return self._generation == generation and self._state is _State.STARTED
 
     def _fail_item(self, task: Task, exc: BaseException) -> None:
         """The input iterator raised: that position holds the exception."""
@@ -510,6 +505,11 @@ class IMap:
         task = self._by_key.get(batch.task.key)
         if task is None:  # a batch of a previous run, finishing after stop()
             return
+        if batch.counted:
+            with self._slots:
+                self._batches_in_flight -= 1
+                if self._feeder_waiting_room:
+                    self._slots.notify_all()
         if not batch.isolated and errors is None:
             task.learn(len(values), elapsed, self._batch_cap)
         task.deliver(batch.start, values, errors)

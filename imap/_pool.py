@@ -156,7 +156,7 @@ class Pool:
             # unknown culprit: re-run each item alone; one that kills a worker again fails
             for offset, item in enumerate(batch.items):
                 self._dispatch.put(Batch(task, batch.start + offset, [item], tracked=True,
-                                         isolated=True))
+                                         isolated=True, counted=batch.counted and offset == 0))
             return
         index = batch.start + position
         error = WorkerDiedError(
@@ -165,8 +165,8 @@ class Pool:
             task=task.task_id, index=index)
         if position > 0:
             self._dispatch.put(Batch(task, batch.start, batch.items[:position], tracked=True))
-        self._deliver(Batch(task, index, batch.items[position:position + 1]), [None],
-                      {0: error}, 0.0)
+        self._deliver(Batch(task, index, batch.items[position:position + 1],
+                            counted=batch.counted), [None], {0: error}, 0.0)
         if position + 1 < len(batch.items):
             self._dispatch.put(Batch(task, index + 1, batch.items[position + 1:], tracked=True))
 

@@ -4,11 +4,11 @@ Who touches what:
 
     feeder thread    fed, total, batch_size/tracked choice     (writes; the only writer)
     slot threads     arrived (under cond), item_time            (deliver finished batches)
-    the consumer     cursor (cur_*, pos, next_start), released, skipped, finished
+    the consumer     cursor (cur_*, pos, next_start, done_before, adjust), skipped, finished
                      (one consumer thread at a time per task; next() and iteration share it)
 
 Slot accounting: every item index holds one buffer slot from the moment the feeder pulls it
-until the consumer takes its result (or drops it after a timeout with skip). ``released``
+until the consumer takes its result (or drops it after a timeout with skip). ``released()``
 counts the slots given back; the feeder computes the free slots from it.
 """
 from __future__ import annotations
@@ -51,18 +51,30 @@ class Task:
         self.cond = threading.Condition(threading.Lock())
         self.arrived = {} if ordered else collections.deque()
         self.closed: BaseException | None = None   # set when the IMap stops
-        # reader side
+        # reader side: released slots = done_before + pos + adjust, read in that order by
+        # the feeder (the reader writes pos before done_before, so a racing read can only
+        # under-count, which at worst delays the feeder, never overfills the buffer)
         self.cur_values: list = []
         self.cur_errors: dict | None = None
         self.cur_start = 0
         self.pos = 0
         self.next_start = 0
-        self.consumed = 0          # items taken from arrived batches (handed out or dropped)
-        self.released = 0          # buffer slots given back
-        self.wake_at = _NEVER      # the feeder wants a wake-up when released reaches this
+        self.done_before = 0       # items consumed in earlier batches (handed out or dropped)
+        self.adjust = 0            # +1 per position given up at a timeout, -1 per late drop
+        self.wake_at = _NEVER      # the feeder wants a wake-up when released() reaches this
         self.skipped: set = set()  # ordered + skip: indices dropped after a timeout
         self.skip_pending = 0      # unordered + skip: results still to drop
         self.finished = False
+
+    def released(self) -> int:
+        """Buffer slots this task gave back (see the comment in __init__)."""
+        done = self.done_before
+        return done + self.pos + self.adjust
+
+    def plain(self) -> bool:
+        """True when the current batch can be handed out without per-item bookkeeping."""
+        return (self.cur_errors is None and not self.skipped and not self.skip_pending
+                and self.tracked_results is None)
 
     # -- feeder side ---------------------------------------------------------------------
 
@@ -112,7 +124,7 @@ class Task:
         """True when the awaited result has not even been submitted yet."""
         if self.ordered:
             return self.awaited_index() >= self.fed
-        return self.consumed + self.skip_pending >= self.fed
+        return self.done_before + self.pos + self.skip_pending >= self.fed
 
     def at_end(self) -> bool:
         total = self.total
@@ -120,7 +132,7 @@ class Task:
             return False
         if self.ordered:
             return self.awaited_index() >= total
-        return self.consumed >= total
+        return self.done_before + self.pos >= total
 
     def load_next_batch(self) -> bool:
         """Move the cursor to the next arrived batch; False when none is there (under cond)."""
@@ -128,14 +140,17 @@ class Task:
             batch = self.arrived.pop(self.next_start, None)
             if batch is None:
                 return False
-            self.cur_values, self.cur_errors = batch
-            self.cur_start = self.next_start
-            self.next_start += len(self.cur_values)
+            start = self.next_start
+            values, errors = batch
+            self.next_start += len(values)
         else:
             if not self.arrived:
                 return False
-            self.cur_start, self.cur_values, self.cur_errors = self.arrived.popleft()
-        self.pos = 0
+            start, values, errors = self.arrived.popleft()
+        done = self.pos
+        self.pos = 0                  # first: a racing released() may under-count only
+        self.done_before += done
+        self.cur_values, self.cur_errors, self.cur_start = values, errors, start
         return True
 
     def drop_after_timeout(self) -> None:
@@ -144,7 +159,7 @@ class Task:
             self.skipped.add(self.awaited_index())
         else:
             self.skip_pending += 1
-        self.released += 1
+        self.adjust += 1
 
     def wait_for_batch(self, timeout: float | None, on_starving) -> None:
         """Block until a batch arrived, the task ended, or the timeout passed (under cond).
@@ -173,9 +188,49 @@ class Task:
                 if starving:
                     on_starving(-1)
 
-    def take_error(self, position: int, index: int) -> BaseException:
-        exc = self.cur_errors[position]
-        if exc.__cause__ is None and exc.__traceback__ is not None:
-            import traceback
-            attach_traceback(exc, "".join(traceback.format_exception(exc)))
-        return exc
+    def take(self, timeout, on_starving, wake_feeder):
+        """Hand out the next result (the consumer's slow path: errors, skips, tracking)."""
+        if self.finished:
+            raise StopIteration
+        while True:
+            pos = self.pos
+            if pos < len(self.cur_values):
+                index = self.cur_start + pos
+                if self._drop_late(index):
+                    self.adjust -= 1        # before pos: its slot was given back already
+                    self.pos = pos + 1
+                    continue
+                self.pos = pos + 1
+                if self.released() >= self.wake_at:
+                    wake_feeder()
+                errors = self.cur_errors
+                if errors is not None and pos in errors:
+                    result = errors[pos]
+                    if self.tracked_results is not None:
+                        self.tracked_results[index] = result
+                    raise result
+                result = self.cur_values[pos]
+                if self.tracked_results is not None:
+                    self.tracked_results[index] = result
+                return result
+            with self.cond:
+                try:
+                    self.wait_for_batch(timeout, on_starving)
+                except TimeoutError:
+                    if self.skip:
+                        self.drop_after_timeout()  # lock order: task.cond, then the slots
+                        if self.released() >= self.wake_at:
+                            wake_feeder()
+                    raise
+
+    def _drop_late(self, index: int) -> bool:
+        """A result whose position was given up after a timeout arrives: drop it."""
+        if self.ordered:
+            if self.skipped and index in self.skipped:
+                self.skipped.discard(index)
+                return True
+            return False
+        if self.skip_pending:
+            self.skip_pending -= 1
+            return True
+        return False

@@ -70,6 +70,8 @@ class Batch:
     ``tracked``: evaluate item by item and record the position being evaluated, so a
     worker's death can be blamed on one item (chosen for slow items and for re-runs).
     ``isolated``: a single item re-run after a worker died with it in an untracked batch.
+    ``counted``: the front end counts this batch as in flight until it is delivered (when a
+    batch is split after a worker died, exactly one of its pieces keeps the flag).
     """
 
     task: TaskSpec
@@ -77,6 +79,7 @@ class Batch:
     items: list
     tracked: bool = False
     isolated: bool = False
+    counted: bool = False
 
 
 class WorkerHandle:
