@@ -1,0 +1,384 @@
+"""IMap behaviour: weaving, buffer, order, chains and joins, timeouts and skip."""
+import itertools
+import threading
+import time
+
+import pytest
+
+from imap import IMap
+
+DEADLINE = 30.0  # generous bound for waiting on a condition; never a speed check
+
+
+def add1(x):
+    return x + 1
+
+
+def sub1(x):
+    return x - 1
+
+
+def wait_until(predicate, timeout=DEADLINE):
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.01)
+
+
+# -- weaving -------------------------------------------------------------------------------
+
+def test_weaving_order_with_one_thread_and_stride_2():
+    order = []
+
+    def record(item):
+        order.append(item)
+        return item
+    pool = IMap(worker_type="thread", worker_num=1, stride=2)
+    left = pool.add_task(record, [f"L{i}" for i in range(4)])
+    right = pool.add_task(record, [f"R{i}" for i in range(4)])
+    with pool:
+        pool.start()
+        assert list(zip(left, right)) == [(f"L{i}", f"R{i}") for i in range(4)]
+    assert order == ["L0", "L1", "R0", "R1", "L2", "L3", "R2", "R3"]
+
+
+def test_chained_tasks_advance_in_strides():
+    order = []
+
+    def first(x):
+        order.append(("first", x))
+        return x
+
+    def second(x):
+        order.append(("second", x))
+        return x
+    pool = IMap(worker_type="thread", worker_num=1, stride=2)
+    upstream = pool.add_task(first, range(4))
+    downstream = pool.add_task(second, upstream)
+    with pool:
+        pool.start()
+        assert list(downstream) == [0, 1, 2, 3]
+    assert order == [("first", 0), ("first", 1), ("second", 0), ("second", 1),
+                     ("first", 2), ("first", 3), ("second", 2), ("second", 3)]
+
+
+# -- buffer and back-pressure ---------------------------------------------------------------
+
+class CountingInput:
+    """An infinite input that counts how often it was read."""
+
+    def __init__(self):
+        self.pulled = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        self.pulled += 1
+        return self.pulled
+
+
+@pytest.mark.parametrize("buffer", [4, 7])
+def test_input_is_never_read_ahead_beyond_the_buffer(worker_type, buffer):
+    source = CountingInput()
+    pool = IMap(worker_type=worker_type, worker_num=2, stride=4, buffer=buffer)
+    results = pool.add_task(add1, source)
+    with pool:
+        pool.start()
+        # whole batches (here 2 items) are submitted, so a buffer of 7 fills to 6 or 7
+        wait_until(lambda: source.pulled >= buffer - 1)
+        time.sleep(0.2)  # room to misbehave; the bound below is an invariant
+        assert source.pulled <= buffer
+        taken = [next(results) for _ in range(10)]
+        assert taken == list(range(2, 12))
+        wait_until(lambda: source.pulled >= 10 + buffer - 1)
+        time.sleep(0.2)
+        assert source.pulled <= 10 + buffer
+
+
+def test_results_nobody_takes_stop_submission():
+    evaluated = []
+
+    def record(item):
+        evaluated.append(item)
+        return item
+    pool = IMap(worker_type="thread", worker_num=1, stride=2, buffer=6)
+    left = pool.add_task(record, [f"L{i}" for i in range(4)])
+    right = pool.add_task(record, [f"R{i}" for i in range(4)])
+    with pool:
+        pool.start()
+        wait_until(lambda: len(evaluated) >= 6)
+        time.sleep(0.2)
+        assert evaluated == ["L0", "L1", "R0", "R1", "L2", "L3"]
+        assert [next(left), next(left)] == ["L0", "L1"]
+        wait_until(lambda: len(evaluated) == 8)
+        assert evaluated[6:] == ["R2", "R3"]
+        assert list(right) == ["R0", "R1", "R2", "R3"]
+
+
+def test_infinite_input_with_a_slow_consumer_stays_bounded(worker_type):
+    source = CountingInput()
+    with IMap(add1, source, worker_type=worker_type, worker_num=2) as pool:
+        bound = 2 * pool.stride  # the default buffer for one task
+        for expected in range(2, 2002):
+            assert pool.next() == expected
+        time.sleep(0.1)
+        assert source.pulled <= 2000 + bound
+
+
+# -- order ---------------------------------------------------------------------------------
+
+def sleep_inverse(x):
+    time.sleep(0.05 / x)
+    return x
+
+
+def test_ordered_results_keep_input_order(worker_type):
+    data = [1, 2, 3, 4, 5, 6, 7, 8]
+    with IMap(sleep_inverse, data, worker_type=worker_type, worker_num=4, stride=4) as pool:
+        assert list(pool) == data
+
+
+def test_unordered_results_come_in_completion_order():
+    release = {i: threading.Event() for i in range(4)}
+
+    def wait_for_release(i):
+        release[i].wait(DEADLINE)
+        return i
+    pool = IMap(worker_type="thread", worker_num=4, stride=4, ordered=False)
+    results = pool.add_task(wait_for_release, range(4))
+    with pool:
+        pool.start()
+        for i in (2, 0, 3, 1):
+            release[i].set()
+            assert next(results) == i
+        with pytest.raises(StopIteration):
+            next(results)
+
+
+# -- chains and joins -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("stride, workers", [(1, 1), (2, 3), (5, 2), (23, 4)])
+def test_two_chained_tasks(worker_type, stride, workers):
+    pool = IMap(worker_type=worker_type, worker_num=workers, stride=stride)
+    up = pool.add_task(add1, range(100))
+    down = pool.add_task(sub1, up)
+    with pool:
+        pool.start()
+        assert list(down) == list(range(100))
+        with pytest.raises(StopIteration):
+            next(up)
+
+
+@pytest.mark.parametrize("buffer", [4, 5, 9])
+def test_chain_of_four_with_the_minimal_buffer(buffer):
+    pool = IMap(worker_type="thread", worker_num=2, stride=4, buffer=buffer)
+    task = pool.add_task(add1, range(50))
+    for _ in range(3):
+        task = pool.add_task(add1, task)
+    with pool:
+        pool.start()
+        assert list(task) == list(range(4, 54))
+
+
+def test_three_tasks_zipped_into_a_fourth(worker_type):
+    def total(triple):
+        return sum(triple)
+    pool = IMap(worker_type=worker_type, worker_num=2, stride=3, buffer=12)
+    a = pool.add_task(add1, range(30))
+    b = pool.add_task(sub1, range(30))
+    c = pool.add_task(add1, range(30))
+    joined = pool.add_task(total, zip(a, b, c))
+    with pool:
+        pool.start()
+        assert list(joined) == [3 * x + 1 for x in range(30)]
+
+
+def test_two_independent_tasks_read_alternately(worker_type):
+    pool = IMap(worker_type=worker_type, worker_num=2, stride=3)
+    pool.add_task(add1, range(20))
+    pool.add_task(sub1, range(20))
+    with pool:
+        pool.start()
+        for x in range(20):
+            assert pool.next(task=0) == x + 1
+            assert pool.next(task=1) == x - 1
+
+
+def test_shared_upstream_read_by_two_chains():
+    pool = IMap(worker_type="thread", worker_num=3, stride=2)
+    source = pool.add_task(add1, range(40))
+    chain_a = pool.add_task(add1, source)
+    chain_b = pool.add_task(sub1, chain_a)
+    with pool:
+        pool.start()
+        assert list(chain_b) == [x + 1 for x in range(40)]
+
+
+def test_imap_itself_as_input_of_task_1():
+    pool = IMap(worker_type="thread", worker_num=2, stride=2)
+    pool.add_task(add1, range(10))
+    last = pool.add_task(add1, pool)
+    with pool:
+        pool.start()
+        assert list(last) == list(range(2, 12))
+
+
+def test_iterator_interleaved_with_next():
+    with IMap(add1, range(300), worker_type="thread", worker_num=2) as pool:
+        got = []
+        for value in pool:
+            got.append(value)
+            if len(got) % 7 == 0:
+                got.append(pool.next())
+        assert got == list(range(1, 301))
+
+
+# -- timeouts and skip (deterministic: items wait for events the test sets) -------------------
+
+def gated_pool(skip, ordered=True):
+    gates = [threading.Event() for _ in range(5)]
+
+    def gated(i):
+        gates[i].wait(DEADLINE)
+        return i
+    pool = IMap(worker_type="thread", worker_num=1, stride=1, skip=skip, ordered=ordered)
+    pool.add_task(gated, range(5))
+    return pool, gates
+
+
+def test_timeout_without_skip_keeps_the_result():
+    pool, gates = gated_pool(skip=False)
+    with pool:
+        pool.start()
+        with pytest.raises(TimeoutError):
+            pool.next(timeout=0.05)
+        with pytest.raises(TimeoutError):
+            pool.next(block=False)
+        gates[0].set()
+        assert pool.next(timeout=DEADLINE) == 0
+        for gate in gates[1:]:
+            gate.set()
+        assert list(pool) == [1, 2, 3, 4]
+
+
+def test_timeout_with_skip_drops_that_position():
+    pool, gates = gated_pool(skip=True)
+    with pool:
+        pool.start()
+        with pytest.raises(TimeoutError):
+            pool.next(timeout=0.05)           # position 0 given up
+        gates[0].set()
+        gates[1].set()
+        assert pool.next(timeout=DEADLINE) == 1
+        with pytest.raises(TimeoutError):
+            pool.next(timeout=0.05)           # position 2 given up
+        with pytest.raises(TimeoutError):
+            pool.next(timeout=0.05)           # position 3 given up
+        for gate in gates[2:]:
+            gate.set()
+        assert pool.next(timeout=DEADLINE) == 4
+        with pytest.raises(StopIteration):
+            pool.next(timeout=DEADLINE)
+
+
+def test_timeout_with_skip_unordered_drops_the_next_result():
+    pool, gates = gated_pool(skip=True, ordered=False)
+    with pool:
+        pool.start()
+        with pytest.raises(TimeoutError):
+            pool.next(timeout=0.05)
+        for gate in gates:
+            gate.set()
+        assert sorted(pool) == [1, 2, 3, 4]
+
+
+def test_task_iterator_uses_the_task_timeout():
+    gate = threading.Event()
+
+    def gated(i):
+        gate.wait(DEADLINE)
+        return i
+    pool = IMap(worker_type="thread", worker_num=1)
+    results = pool.add_task(gated, range(2), timeout=0.05)
+    with pool:
+        pool.start()
+        with pytest.raises(TimeoutError):
+            next(results)
+        gate.set()
+        assert results.next(timeout=DEADLINE) == 0
+        assert list(pool.get_task(0, timeout=DEADLINE)) == [1]
+
+
+def test_skip_in_a_chain_drops_downstream_positions():
+    gates = [threading.Event() for _ in range(4)]
+
+    def gated(i):
+        gates[i].wait(DEADLINE)
+        return i
+    pool = IMap(worker_type="thread", worker_num=2, stride=2, skip=True)
+    up = pool.add_task(gated, range(4))
+    down = pool.add_task(add1, up)
+    with pool:
+        pool.start()
+        with pytest.raises(TimeoutError):
+            pool.next(timeout=0.05, task=1)
+        for gate in gates:
+            gate.set()
+        assert list(down) == [2, 3, 4]
+
+
+# -- stop -----------------------------------------------------------------------------------
+
+def test_stop_ends_several_independent_infinite_inputs(worker_type):
+    pool = IMap(worker_type=worker_type, worker_num=2)
+    a = pool.add_task(add1, itertools.count())
+    b = pool.add_task(sub1, itertools.count())
+    pool.start()
+    assert [next(a) for _ in range(5)] == [1, 2, 3, 4, 5]
+    assert [next(b) for _ in range(5)] == [-1, 0, 1, 2, 3]
+    started = time.monotonic()
+    pool.stop(ends=[0, 1])
+    assert time.monotonic() - started < DEADLINE
+    assert not pool.started
+
+
+def test_stop_wakes_a_blocked_reader():
+    gate = threading.Event()
+
+    def gated(i):
+        gate.wait(DEADLINE)
+        return i
+    pool = IMap(gated, range(3), worker_type="thread", worker_num=1)
+    errors = []
+
+    def read():
+        try:
+            pool.next()
+        except RuntimeError as exc:
+            errors.append(exc)
+    reader = threading.Thread(target=read)
+    reader.start()
+    time.sleep(0.1)
+    stopper = threading.Thread(target=pool.stop)
+    stopper.start()
+    time.sleep(0.1)
+    gate.set()
+    stopper.join(DEADLINE)
+    reader.join(DEADLINE)
+    assert errors and "stop" in str(errors[0])
+
+
+def test_input_that_raises_gives_an_error_in_place(worker_type):
+    def source():
+        yield 1
+        yield 2
+        raise OSError("disk gone")
+    with IMap(add1, source(), worker_type=worker_type, worker_num=2) as pool:
+        assert pool.next() == 2
+        assert pool.next() == 3
+        with pytest.raises(OSError, match="disk gone"):
+            pool.next()
+        with pytest.raises(StopIteration):
+            pool.next()
