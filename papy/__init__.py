@@ -1,0 +1,39 @@
+"""papy: parallel pipelines for Python.
+
+A pipeline is a directed acyclic graph of Pipers (nodes evaluating a Worker, a composition
+of user functions) joined by pipes; each Piper runs linearly or on an IMap (a pool of
+threads, processes or remote workers, possibly shared by several Pipers). A Plumber runs
+the graph. See docs/papy.md.
+
+    from papy import *
+
+    def grep(inbox, pattern):
+        return inbox[0] if pattern in inbox[0] else None
+
+    with IMap(worker_type='thread', worker_num=2) as pool:
+        plumber = Plumber()
+        plumber.add_pipe((Piper(Worker(grep, ('papy',)), parallel=pool),
+                          Piper(workers.io.print_)))
+        plumber.start([['papy 1', 'other', 'papy 2']]); plumber.run()
+        plumber.wait(); plumber.pause(); plumber.stop()
+
+Only ``papy`` (this package) is the pipeline layer; ``imap`` is the pool and never imports
+papy. The ``papy`` logger has a NullHandler; ``papy.start_logger()`` shows the records.
+"""
+import logging
+
+from imap import IMap, imports
+
+from . import workers
+from ._dagger import Dagger
+from ._errors import DaggerError, PapyError, PiperError, PlumberError, WorkerError
+from ._logging import start_logger
+from ._piper import Piper
+from ._plumber import Plumber
+from ._runtime import current_stop_event
+from ._worker import Worker
+
+logging.getLogger("papy").addHandler(logging.NullHandler())
+
+__all__ = ["Worker", "Piper", "Dagger", "Plumber", "IMap", "imports", "workers",
+           "PapyError", "WorkerError", "PiperError", "DaggerError", "PlumberError"]

@@ -1,0 +1,318 @@
+"""Dagger: a directed acyclic graph of Pipers connected by pipes (upstream -> downstream).
+
+Orders, all deterministic:
+
+- ``postorder()``: a topological order (upstream first) made with ``graphlib``; among Pipers
+  that become ready together, by ``branch`` (no branch first, then ascending), then by the
+  order the Pipers were added.
+- the inputs of a join (``get_upstream``): by ``branch`` (no branch first, then ascending),
+  then by the order their pipes were added. This is the order of ``inbox[0], inbox[1], ...``.
+- ``get_inputs()`` / ``get_outputs()``: in postorder; ``datas[i]`` feeds ``get_inputs()[i]``.
+
+A pipe that would close a cycle is refused with a DaggerError naming the Pipers on it.
+"""
+from __future__ import annotations
+
+import graphlib
+import logging
+
+from ._errors import DaggerError, PapyError, PiperError
+from ._piper import Piper, stop_imap
+from ._runtime import Feed, RunContext
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Dagger"]
+
+
+def _branch_key(piper: Piper):
+    return (0, 0) if piper.branch is None else (1, piper.branch)
+
+
+class Dagger:
+    """A DAG of Pipers. ``Dagger(pipers=(), pipes=(), xtras=None)``.
+
+    Example::
+
+        >>> d = Dagger()
+        >>> d.add_pipe((a, b, c))          # a -> b -> c
+        >>> d.add_pipe((a, d2))            # fan-out: a feeds b and d2
+        >>> d.get_inputs(), d.get_outputs()
+        ([Piper(a)], [Piper(c), Piper(d2)])
+    """
+
+    def __init__(self, pipers=(), pipes=(), xtras=None):
+        self._pipers: dict[int, Piper] = {}          # insertion order
+        self._xtras: dict[int, object] = {}
+        self._up: dict[int, list[Piper]] = {}        # pipes into a Piper, in order added
+        self._down: dict[int, list[Piper]] = {}
+        self._context: RunContext | None = None
+        xtras = list(xtras) if xtras is not None else [None] * len(pipers)
+        for piper, xtra in zip(pipers, xtras):
+            self.add_piper(piper, xtra)
+        self.add_pipes(pipes)
+
+    # -- lookup -----------------------------------------------------------------------
+    def resolve(self, piper, forgive: bool = False):
+        """The Piper of this Dagger given as itself or as its ``id()``; else DaggerError
+        (or False with ``forgive=True``)."""
+        key = id(piper) if isinstance(piper, Piper) else piper
+        if isinstance(key, int) and not isinstance(key, bool) and key in self._pipers:
+            return self._pipers[key]
+        if forgive:
+            return False
+        raise DaggerError(f"{piper!r} is not a Piper of {self!r}")
+
+    def __len__(self) -> int:
+        return len(self._pipers)
+
+    def __iter__(self):
+        return iter(list(self._pipers.values()))
+
+    def __contains__(self, piper) -> bool:
+        return bool(self.resolve(piper, forgive=True))
+
+    def nodes(self) -> list[Piper]:
+        """The Pipers, in the order they were added."""
+        return list(self._pipers.values())
+
+    def pipes(self) -> list[tuple[Piper, Piper]]:
+        """The pipes as ``(upstream, downstream)`` pairs."""
+        return [(up, self._pipers[key]) for key, ups in self._up.items() for up in ups]
+
+    edges = pipes
+
+    def get_upstream(self, piper) -> list[Piper]:
+        """The Pipers that feed ``piper``, in join order (branch, then order added)."""
+        piper = self.resolve(piper)
+        try:
+            return sorted(self._up[id(piper)], key=_branch_key)
+        except TypeError as exc:
+            raise DaggerError(f"the branches of the inputs of {piper.name!r} cannot be "
+                              f"compared: {[u.branch for u in self._up[id(piper)]]}") from exc
+
+    def get_downstream(self, piper) -> list[Piper]:
+        piper = self.resolve(piper)
+        return list(self._down[id(piper)])
+
+    def postorder(self) -> list[Piper]:
+        """All Pipers, upstream first (ties: branch, then order added)."""
+        rank = {key: k for k, key in enumerate(self._pipers)}
+        sorter = graphlib.TopologicalSorter()
+        for key, ups in self._up.items():
+            sorter.add(key, *(id(u) for u in ups))
+        try:
+            sorter.prepare()
+        except graphlib.CycleError as exc:
+            names = " -> ".join(self._pipers[key].name for key in exc.args[1])
+            raise DaggerError(f"the pipes form a cycle: {names}") from None
+        order = []
+        while sorter.is_active():
+            ready = list(sorter.get_ready())
+            try:
+                ready.sort(key=lambda key: (_branch_key(self._pipers[key]), rank[key]))
+            except TypeError as exc:
+                raise DaggerError(f"Piper branches cannot be compared: "
+                                  f"{[self._pipers[k].branch for k in ready]}") from exc
+            order.extend(self._pipers[key] for key in ready)
+            sorter.done(*ready)
+        return order
+
+    def get_inputs(self) -> list[Piper]:
+        """Pipers without upstream Pipers, in postorder."""
+        return [p for p in self.postorder() if not self._up[id(p)]]
+
+    def get_outputs(self) -> list[Piper]:
+        """Pipers without downstream Pipers, in postorder."""
+        return [p for p in self.postorder() if not self._down[id(p)]]
+
+    # -- building ---------------------------------------------------------------------
+    def add_piper(self, piper, xtra=None, create: bool = True, branch=None):
+        """Add a Piper (or its id, or anything ``Piper()`` accepts when ``create``).
+
+        Returns ``(created, piper)``; adding a Piper twice is harmless.
+        """
+        found = self.resolve(piper, forgive=True)
+        created = not found
+        if found:
+            piper = found
+        else:
+            if not isinstance(piper, Piper):
+                if not create:
+                    raise DaggerError(f"{piper!r} is not a Piper (and create=False)")
+                try:
+                    piper = Piper(piper)
+                except (PapyError, TypeError, ValueError) as exc:
+                    raise DaggerError(f"cannot make a Piper of {piper!r}: {exc}") from exc
+            key = id(piper)
+            self._pipers[key], self._up[key], self._down[key] = piper, [], []
+        if branch is not None:
+            piper.branch = branch
+        if xtra is not None:
+            self._xtras[id(piper)] = xtra
+        return created, piper
+
+    def del_piper(self, piper, forced: bool = False) -> None:
+        """Remove a Piper and its pipes; one that feeds others needs ``forced=True``."""
+        piper = self.resolve(piper)
+        key = id(piper)
+        if self._down[key] and not forced:
+            raise DaggerError(f"piper {piper.name!r} feeds "
+                              f"{[d.name for d in self._down[key]]}; use forced=True")
+        for up in self._up[key]:
+            self._down[id(up)].remove(piper)
+        for down in self._down[key]:
+            self._up[id(down)].remove(piper)
+        for table in (self._pipers, self._up, self._down, self._xtras):
+            table.pop(key, None)
+
+    def add_pipe(self, pipe, branch=None) -> None:
+        """Add the pipes ``a -> b -> c`` of ``pipe = (a, b, c)`` (Pipers added as needed;
+        ``branch`` is set on the Pipers this call adds). A cycle is a DaggerError."""
+        if isinstance(pipe, (str, bytes)) or not hasattr(pipe, "__iter__"):
+            raise DaggerError(f"a pipe is a sequence of Pipers, not {pipe!r}")
+        saved = self._snapshot()
+        try:
+            pipers = []
+            for element in pipe:
+                created, piper = self.add_piper(element)
+                if created and branch is not None:
+                    piper.branch = branch
+                pipers.append(piper)
+            for up, down in zip(pipers, pipers[1:]):
+                if up is down:
+                    raise DaggerError(f"the pipes form a cycle: {up.name} -> {up.name}")
+                if up not in self._up[id(down)]:
+                    self._up[id(down)].append(up)
+                    self._down[id(up)].append(down)
+            self.postorder()
+        except BaseException:
+            self._restore(saved)
+            raise
+
+    def del_pipe(self, pipe, forced: bool = False) -> None:
+        """Remove the pipes of ``pipe`` (right to left) and the Pipers of ``pipe`` left
+        without any pipe; ``forced=True`` also removes those left without downstream."""
+        pipers = [self.resolve(p) for p in pipe]
+        pairs = list(zip(pipers, pipers[1:]))
+        for up, down in pairs:
+            if up not in self._up[id(down)]:
+                raise DaggerError(f"there is no pipe {up.name} -> {down.name}")
+        for up, down in reversed(pairs):
+            self._up[id(down)].remove(up)
+            self._down[id(up)].remove(down)
+        for piper in reversed(pipers):
+            key = id(piper)
+            if key in self._pipers and not self._down[key] and (forced or not self._up[key]):
+                self.del_piper(piper)
+
+    def add_pipers(self, pipers, *args, **kwargs) -> None:
+        for piper in pipers:
+            self.add_piper(piper, *args, **kwargs)
+
+    def del_pipers(self, pipers, *args, **kwargs) -> None:
+        for piper in reversed(list(pipers)):
+            self.del_piper(piper, *args, **kwargs)
+
+    def add_pipes(self, pipes, *args, **kwargs) -> None:
+        for pipe in pipes:
+            self.add_pipe(pipe, *args, **kwargs)
+
+    def del_pipes(self, pipes, *args, **kwargs) -> None:
+        for pipe in reversed(list(pipes)):
+            self.del_pipe(pipe, *args, **kwargs)
+
+    def _snapshot(self):
+        return (dict(self._pipers), dict(self._xtras), {k: list(v) for k, v in self._up.items()},
+                {k: list(v) for k, v in self._down.items()})
+
+    def _restore(self, saved) -> None:
+        self._pipers, self._xtras, self._up, self._down = saved
+
+    # -- running ----------------------------------------------------------------------
+    def connect(self, datas=None, context: RunContext | None = None) -> None:
+        """Connect every Piper: ``datas[i]`` feeds the i-th input Piper (if given), the
+        others read their upstream Pipers in join order. Adds the IMap tasks."""
+        order = self.postorder()
+        inputs = [p for p in order if not self._up[id(p)]]
+        if datas is not None and len(datas) != len(inputs):
+            raise DaggerError(f"{len(datas)} input iterables for {len(inputs)} input Pipers "
+                              f"{[p.name for p in inputs]}")
+        if context is None:
+            context = next((p._context for p in inputs if p._context), None) \
+                or RunContext(repr(self))
+        self._context = context
+        done = []
+        try:
+            for piper in order:
+                if self._up[id(piper)]:
+                    piper._connect(self.get_upstream(piper), context)
+                elif datas is not None:
+                    data = datas[inputs.index(piper)]
+                    piper._connect([Feed(data, context, f"input of piper {piper.name!r}")],
+                                   context)
+                elif not piper.connected:
+                    raise DaggerError(f"input piper {piper.name!r} has no input: give datas")
+                done.append(piper)
+        except BaseException:
+            for piper in reversed(done):
+                piper.disconnect(forced=True)
+            raise
+
+    def disconnect(self, forced: bool = False) -> None:
+        """Disconnect every connected Piper, downstream first."""
+        for piper in reversed(self.postorder()):
+            if piper.connected:
+                piper.disconnect(forced)
+
+    def start(self) -> None:
+        """Start every Piper, upstream first (each IMap is started once, after all the
+        tasks of every Piper that shares it were added by ``connect``)."""
+        for piper in self.postorder():
+            if not piper.started:
+                piper.start()
+
+    def stop(self) -> None:
+        """End the inputs, drain the outputs (results are discarded), stop the IMaps."""
+        if self._context is not None:
+            self._context.request_stop()
+            self._pull_outputs(self.get_outputs())
+        self._stop_imaps()
+
+    def _stop_imaps(self) -> None:
+        order = self.postorder()
+        imaps = {id(p.parallel): p.parallel for p in order if p.parallel is not False}
+        for imap in imaps.values():
+            stop_imap(imap)
+        for piper in order:
+            if piper.started:
+                piper.stop(forced=True)
+
+    def _pull_outputs(self, outputs, pausing=None) -> bool:
+        """Read the outputs round-robin, one item each, discarding; True when all ended,
+        False when ``pausing`` (an Event) was set at a round boundary."""
+        live = list(outputs)
+        while live:
+            if pausing is not None and pausing.is_set():
+                return False
+            for piper in list(live):
+                try:
+                    piper._outlet_pull(0)
+                except StopIteration:
+                    live.remove(piper)
+                except PiperError as exc:       # debug=True: recorded, the stream goes on
+                    self._context.fail(exc, f"output piper {piper.name!r} raised (debug)")
+                except Exception as exc:  # noqa: BLE001 - recorded; this output is ended
+                    self._context.fail(exc, f"reading output piper {piper.name!r}")
+                    live.remove(piper)
+        return True
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({id(self)})"
+
+    def __str__(self) -> str:
+        lines = [repr(self), "pipers:"]
+        lines += [f"  {p.name}" for p in self.postorder()]
+        lines.append("pipes:")
+        lines += [f"  {a.name}>>>{b.name}" for a, b in self.pipes()]
+        return "\n".join(lines)

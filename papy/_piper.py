@@ -1,0 +1,458 @@
+"""Piper: a processing node that evaluates a Worker over its inputs, linearly or on an IMap.
+
+    inputs --> inboxes --> consume --> [TaskInput --> IMap task x spawn] --> round_robin
+           --> _settle (errors, timing, tracking) --> produce --> outlet (PassThrough | Tee)
+           --> Branch per downstream Piper, or next() for the reader of an output Piper
+
+(see ``papy._streams`` for each stage). Lifecycle, changed under ``Piper._lock``::
+
+    IDLE --connect--> CONNECTED --start--> STARTED --stop--> CONNECTED --disconnect--> IDLE
+
+``finished`` is a fact about the stream (it ended), not a state: it is set by the reader.
+"""
+from __future__ import annotations
+
+import enum
+import itertools
+import logging
+import numbers
+import threading
+from dataclasses import dataclass
+
+from imap import IMapError
+
+from ._errors import PapyError, PiperError, WorkerError, _short_repr
+from ._runtime import Feed, RunContext, raise_failures
+from ._streams import (ChainedTaskInput, PassThrough, TaskInput, Tee, consume, inboxes,
+                       produce, round_robin)
+from ._worker import TimedCall, Worker
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Piper", "PiperCounters", "stop_imap"]
+
+
+class PiperState(enum.Enum):
+    IDLE = "idle"
+    CONNECTED = "connected"
+    STARTED = "started"
+
+
+@dataclass
+class PiperCounters:
+    """Per-Piper counters: inboxes taken, items given out, error items, seconds the Worker
+    was busy (measured where it ran). ``counters['items_in']`` works too."""
+
+    items_in: int = 0
+    items_out: int = 0
+    errors: int = 0
+    time_busy: float = 0.0
+
+    def __getitem__(self, key: str):
+        return getattr(self, key)
+
+
+# The tasks papy added to each IMap, in order: {id(imap): (imap, [piper, ...])}. It tells
+# disconnect() whether a Piper's tasks are the last ones (pop_task) or already gone (stop).
+_LEDGER: dict = {}
+_LEDGER_LOCK = threading.Lock()
+
+
+def stop_imap(imap, **kwargs) -> None:
+    """Stop an IMap that Pipers use, and forget the tasks they had added to it."""
+    with _LEDGER_LOCK:
+        _LEDGER.pop(id(imap), None)
+    if imap.started:
+        imap.stop(**kwargs)
+
+
+class Branch:
+    """One downstream reader's view of a Piper's output (see ``papy._streams.Tee``)."""
+
+    __slots__ = ("owner", "reader", "index")
+
+    def __init__(self, owner: "Piper", reader):
+        self.owner, self.reader, self.index = owner, reader, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return self.owner._outlet_pull(self.index)
+
+
+class TaskReader:
+    """Reads one IMap task: through its fast iterator while nothing goes wrong, through
+    ``next(task)`` (which can time out and go on) when the Piper has a timeout or after the
+    fast iterator raised an item's exception (a generator ends when it raises)."""
+
+    __slots__ = ("task", "fast")
+
+    def __init__(self, task, timeout):
+        self.task = task
+        self.fast = iter(task) if timeout is None else None
+
+    def __call__(self):
+        if self.fast is not None:
+            try:
+                return next(self.fast)
+            except StopIteration:
+                raise
+            except Exception:
+                self.fast = None
+                raise
+        return next(self.task)
+
+
+class Piper:
+    """A node of a pipeline: evaluates ``worker`` for every inbox, in order.
+
+    ``Piper(worker, parallel=False, consume=1, produce=1, spawn=1, timeout=None,
+    branch=None, debug=False, name=None, track=False, repeat=False)``
+
+    - ``worker``: a Worker, a function, a sequence of them, or a Piper (its Worker is used).
+    - ``parallel``: an IMap (several Pipers may share one) or False: a *linear* Piper,
+      evaluated lazily in the thread that reads it.
+    - ``consume``/``produce``/``spawn``/``repeat``: the produce/spawn/consume idiom
+      (docs/papy.md); interleaving uses the IMap's ``stride`` (1 for a linear Piper).
+    - ``timeout``: seconds to wait for each result (parallel Pipers); a late item becomes a
+      ``PiperError(TimeoutError)`` in its place.
+    - ``branch``: sort key of this Piper among the inputs of a join (docs/papy.md).
+    - ``debug``: raise error items instead of passing them on.
+    - ``track``: keep ``{index: result}`` in ``tracked`` (``Plumber.stats['pipers_tracked']``).
+
+    Example (a linear Piper, read by hand)::
+
+        >>> def inc(inbox): return inbox[0] + 1
+        >>> p = Piper(inc)
+        >>> p.connect([[1, 2, 3]]); p.start(); list(p)
+        Piper(...)
+        [2, 3, 4]
+    """
+
+    def __init__(self, worker, parallel=False, consume=1, produce=1, spawn=1, timeout=None,
+                 branch=None, debug=False, name=None, track=False, repeat=False):
+        if isinstance(worker, Piper):
+            worker = worker.worker
+        if not isinstance(worker, Worker):
+            try:
+                worker = Worker(worker)
+            except TypeError as exc:
+                raise PiperError(f"Piper needs a Worker, a function or a sequence of them: "
+                                 f"{exc}") from exc
+        if parallel is None:
+            parallel = False
+        if parallel is not False and not all(
+                hasattr(parallel, attr) for attr in ("add_task", "start", "stop", "stride")):
+            raise PiperError(f"parallel must be an IMap or False, not {parallel!r}")
+        for key, value in (("consume", consume), ("produce", produce), ("spawn", spawn)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"Piper {key} must be an int >= 1, not {value!r}")
+        if timeout is not None and (not isinstance(timeout, numbers.Real) or timeout <= 0):
+            raise ValueError(f"Piper timeout must be None or seconds > 0, not {timeout!r}")
+        if timeout is not None and parallel is False:
+            log.warning("Piper %r: timeout applies to parallel Pipers only; ignored", name)
+        self.worker = worker
+        self.parallel = parallel
+        self.imap = parallel if parallel is not False else map
+        self.consume, self.produce, self.spawn = consume, produce, spawn
+        self.timeout, self.branch, self.debug = timeout, branch, bool(debug)
+        self.track, self.repeat = bool(track), bool(repeat)
+        self.name = name if name is not None else f"piper_{id(self)}"
+        self.counters = PiperCounters()
+        self.tracked: dict = {}
+        self.finished = False
+        self.inbox: list = []
+        self.outbox = None
+        self._state = PiperState.IDLE
+        self._lock = threading.Lock()
+        self._context: RunContext | None = None
+        self._upstream: list[Piper] = []
+        self._branches: list[Branch] = []   # readers of this Piper's output
+        self._outlet = None                 # PassThrough or Tee, made at the first read
+        self._track_index = 0
+
+    # -- properties -------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self._state is not PiperState.IDLE
+
+    @property
+    def started(self) -> bool:
+        return self._state is PiperState.STARTED
+
+    @property
+    def stride(self) -> int:
+        """Items per round of the interleavings: the IMap's stride, 1 for a linear Piper."""
+        return self.parallel.stride if self.parallel is not False else 1
+
+    @property
+    def tees(self) -> list:
+        """The Branches that downstream Pipers read."""
+        return list(self._branches)
+
+    # -- lifecycle --------------------------------------------------------------------
+    def connect(self, inbox) -> "Piper":
+        """Connect the inputs: a list of upstream Pipers and/or iterables (one per input).
+
+        ``piper.connect([[1, 2, 3]])`` gives one input stream; ``piper(inbox)`` is the same.
+        """
+        context = next((p._context for p in inbox if isinstance(p, Piper) and p._context),
+                       None) if isinstance(inbox, (list, tuple)) else None
+        return self._connect(inbox, context or RunContext(self.name, standalone=True))
+
+    __call__ = connect
+
+    def _connect(self, inbox, context: RunContext) -> "Piper":
+        if not isinstance(inbox, (list, tuple)) or not inbox:
+            raise PiperError(f"piper {self.name!r}: connect takes a non-empty list of "
+                             f"upstream Pipers and/or iterables, not {inbox!r}")
+        for source in inbox:
+            if not isinstance(source, Piper) and not hasattr(source, "__iter__"):
+                raise PiperError(f"piper {self.name!r}: input {source!r} is neither a "
+                                 f"Piper nor an iterable")
+        with self._lock:
+            if self._state is not PiperState.IDLE:
+                raise PiperError(f"piper {self.name!r} is already connected")
+            if self.parallel is not False and self.parallel.started:
+                raise PiperError(f"piper {self.name!r}: its IMap is already started; "
+                                 f"connect every Piper that shares it before starting")
+            inputs = [self._input(k, source, context) for k, source in enumerate(inbox)]
+            self._context = context
+            self._upstream = [s for s in inbox if isinstance(s, Piper)]
+            self._reset_stream()
+            self.outbox = self._build(inputs, context)
+            self.inbox = list(inbox)
+            self._state = PiperState.CONNECTED
+        return self
+
+    def _input(self, k, source, context):
+        if isinstance(source, Piper):
+            return source._open_branch(self)
+        if isinstance(source, Feed):
+            return source
+        return Feed(source, context, f"input {k} of piper {self.name!r}")
+
+    def _build(self, inputs, context):
+        stride = self.stride
+        stream = consume(inboxes(inputs, self, context), self.consume, stride)
+        func = TimedCall(self.worker)
+        if self.parallel is False:
+            shared = iter(stream)
+            tasks, pull = [map(func, shared) for _ in range(self.spawn)], next
+        else:
+            chained = id(self.parallel) in self._imaps_upstream()
+            task_input = (ChainedTaskInput if chained else TaskInput)(stream, self, context)
+            tasks, pull = self._add_tasks(func, task_input), self._pull_task
+        results = map(self._settle, round_robin(tasks, stride, pull))
+        return produce(results, self.produce, stride, self.repeat, self._explode)
+
+    def _add_tasks(self, func, task_input) -> list:
+        imap, tasks = self.parallel, []
+        try:
+            for _ in range(self.spawn):
+                tasks.append(imap.add_task(func, task_input, timeout=self.timeout))
+        except Exception as exc:
+            if tasks:
+                imap.pop_task(len(tasks))
+            raise PiperError(f"piper {self.name!r}: cannot add its task to {imap!r}: "
+                             f"{exc}") from exc
+        with _LEDGER_LOCK:
+            _LEDGER.setdefault(id(imap), (imap, []))[1].append(self)
+        return [TaskReader(task, self.timeout) for task in tasks]
+
+    def _imaps_upstream(self) -> set:
+        """ids of the IMaps of every Piper upstream of this one (transitively)."""
+        found, seen, stack = set(), set(), list(self._upstream)
+        while stack:
+            piper = stack.pop()
+            if id(piper) not in seen:
+                seen.add(id(piper))
+                if piper.parallel is not False:
+                    found.add(id(piper.parallel))
+                stack.extend(piper._upstream)
+        return found
+
+    def start(self, stages=None) -> None:
+        """Start evaluating: stage 0 (the Piper), stages 1 and 2 (its IMap, if not yet).
+
+        Pipers that share an IMap must all be connected before any of them starts it.
+        """
+        linear = self.parallel is False
+        stages = tuple(stages) if stages is not None else ((0,) if linear else (0, 1, 2))
+        with self._lock:
+            if self._state is PiperState.IDLE:
+                raise PiperError(f"piper {self.name!r} is not connected; connect it first")
+            if self._state is PiperState.STARTED:
+                raise PiperError(f"piper {self.name!r} is already started")
+            if not linear and (1 in stages or 2 in stages) and not self.parallel.started:
+                self.parallel.start()
+            if linear or 2 in stages:
+                self._state = PiperState.STARTED
+
+    def stop(self, forced=False, ends=None) -> None:
+        """Stop: a finished Piper, or any with ``forced=True``. Stops the IMap (and so the
+        other Pipers on it); a linear Piper ends its inputs instead."""
+        with self._lock:
+            if self._state is not PiperState.STARTED:
+                raise PiperError(f"piper {self.name!r} is not started")
+            if not self.finished and not forced:
+                raise PiperError(f"piper {self.name!r} has not finished; read it to the "
+                                 f"end or stop(forced=True)")
+            if self.parallel is False:
+                self._context.request_stop()
+            else:
+                stop_imap(self.parallel, **({"forced": True} if forced else {}))
+            self._state = PiperState.CONNECTED
+
+    def disconnect(self, forced=False) -> None:
+        """Undo connect: removes this Piper's tasks from its (stopped) IMap."""
+        with self._lock:
+            if self._state is PiperState.IDLE:
+                raise PiperError(f"piper {self.name!r} is not connected")
+            if self._state is PiperState.STARTED:
+                raise PiperError(f"piper {self.name!r} is started; stop it first")
+            if self.parallel is not False:
+                self._remove_tasks(forced)
+            for upstream in self._upstream:
+                upstream._close_branch(self)
+            self._upstream, self.inbox, self.outbox = [], [], None
+            self._reset_stream()
+            self._state = PiperState.IDLE
+
+    def _remove_tasks(self, forced) -> None:
+        imap = self.parallel
+        if imap.started:
+            raise PiperError(f"piper {self.name!r}: its IMap is running; stop it first")
+        with _LEDGER_LOCK:
+            entry = _LEDGER.get(id(imap))
+            owners = entry[1] if entry else []
+            if self not in owners:
+                return          # the IMap was stopped: its tasks are gone already
+            if owners[-1] is self:
+                imap.pop_task(self.spawn)
+                owners.pop()
+            elif forced:
+                imap.pop_task(True)
+                owners.clear()
+            else:
+                raise PiperError(f"piper {self.name!r}: its tasks are not the last ones added "
+                                 f"to {imap!r}; disconnect downstream Pipers first, or use "
+                                 f"forced=True to remove all tasks")
+            if not owners:
+                _LEDGER.pop(id(imap), None)
+
+    def _reset_stream(self) -> None:
+        self.finished = False
+        self._outlet = None
+        self._track_index = 0
+        self.tracked = {}
+        self.counters = PiperCounters()
+
+    # -- fan-out ----------------------------------------------------------------------
+    def _open_branch(self, reader) -> Branch:
+        with self._lock:
+            if self._outlet is not None:
+                raise PiperError(f"piper {self.name!r} is already being read; connect "
+                                 f"every downstream Piper before reading")
+            branch = Branch(self, reader)
+            self._branches.append(branch)
+        return branch
+
+    def _close_branch(self, reader) -> None:
+        with self._lock:
+            self._branches = [b for b in self._branches if b.reader is not reader]
+            self._outlet = None
+
+    def _outlet_pull(self, index: int):
+        outlet = self._outlet
+        if outlet is None:
+            with self._lock:
+                if self._outlet is None:
+                    for k, branch in enumerate(self._branches):
+                        branch.index = k
+                    count = len(self._branches)
+                    self._outlet = PassThrough(self._pull) if count <= 1 else \
+                        Tee(self._pull, count)
+                outlet = self._outlet
+        return outlet.pull(index)
+
+    # -- reading ----------------------------------------------------------------------
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return self.next()
+
+    def next(self):
+        """The next result of an output Piper (one that no downstream Piper reads)."""
+        if self._state is not PiperState.STARTED:
+            raise PiperError(f"piper {self.name!r} is not started")
+        if self._branches:
+            raise PiperError(f"piper {self.name!r} is read by downstream Pipers; read "
+                             f"the output Pipers instead")
+        try:
+            return self._outlet_pull(0)
+        except StopIteration:
+            if self._context.standalone:
+                raise_failures(self._context.take_failures(), f"piper {self.name!r}")
+            raise
+
+    def _pull(self):
+        try:
+            item = next(self.outbox)
+        except StopIteration:
+            self.finished = True
+            raise
+        self.counters.items_out += 1
+        if self.debug and isinstance(item, PiperError):
+            raise item
+        return item
+
+    def _pull_task(self, reader):
+        try:
+            return reader()
+        except TimeoutError as exc:
+            log.warning("piper %r: no result within %ss; a PiperError takes its place",
+                        self.name, self.timeout)
+            return PiperError(exc)
+        except IMapError as exc:
+            log.error("piper %r: %s: %s", self.name, type(exc).__name__, exc)
+            return PiperError(exc)
+
+    def _settle(self, raw):
+        counters = self.counters
+        if type(raw) is tuple:
+            counters.time_busy += raw[0]
+            result = raw[1]
+        else:
+            result = raw
+        if isinstance(result, PapyError):
+            if isinstance(result, WorkerError):
+                log.error("piper %r: %s", self.name, result)
+                log.debug("piper %r: traceback:\n%s", self.name, result.traceback_text)
+                result = PiperError(result)
+            counters.errors += 1
+        if self.track:
+            self.tracked[self._track_index] = result
+            self._track_index += 1
+        return result
+
+    def _explode(self, result, n: int, repeat: bool) -> list:
+        if repeat or isinstance(result, BaseException):
+            return [result] * n
+        try:
+            values = list(itertools.islice(iter(result), n))
+        except TypeError:
+            values = []
+        if len(values) == n:
+            return values
+        error = PiperError(ValueError(
+            f"piper {self.name!r} has produce={n}, so its function must return a sequence "
+            f"of at least {n} items (or use repeat=True); it returned {_short_repr(result)}"))
+        log.error("%s", error.args[0])
+        self.counters.errors += 1
+        return [error] * n
+
+    def __repr__(self) -> str:
+        return f"Piper({self.name})"

@@ -1,0 +1,242 @@
+"""Plumber: a Dagger that runs, with a state machine and a background *plunger* thread.
+
+    user thread                          plunger thread (run() .. pause()/end)
+    -----------                          --------------------------------------
+    start(datas): connect, start IMaps
+    run() -----------------------------> reads the output Pipers round-robin, one item
+                                         each, discards them (output Pipers should store
+                                         or print their results); at the end: FINISHED
+    wait(): until FINISHED or a failure
+    pause() --- sets _pausing, joins --> stops at a round boundary
+    stop(): end inputs, drain, stop IMaps, disconnect
+
+States (changed only by ``_move`` under ``_lock``; the plunger only moves RUNNING -> FINISHED)::
+
+    IDLE --start--> STARTED --run--> RUNNING --(outputs ended)--> FINISHED
+    RUNNING/FINISHED --pause--> PAUSED --run--> RUNNING
+    STARTED/PAUSED --stop--> IDLE          any but IDLE --chinkup--> IDLE
+
+Shutdown order of ``chinkup()``: 1. close the input gate (inputs end at their next pull,
+``load_file(follow=True)`` wakes up at once); 2. the plunger drains what was taken and ends;
+3. join the plunger; 4. stop every IMap (joins its threads and processes); 5. disconnect the
+Pipers; 6. raise the failures collected during the run.
+"""
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+
+from ._dagger import Dagger
+from ._errors import PlumberError
+from ._runtime import RunContext, raise_failures
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Plumber", "PlumberState"]
+
+
+class PlumberState(enum.Enum):
+    IDLE = "idle"
+    STARTING = "starting"
+    STARTED = "started"
+    RUNNING = "running"
+    FINISHED = "finished"
+    PAUSING = "pausing"
+    PAUSED = "paused"
+    STOPPING = "stopping"
+
+
+_S = PlumberState
+_ALLOWED = {
+    "start": {_S.IDLE},
+    "plunge": {_S.IDLE},
+    "run": {_S.STARTED, _S.PAUSED},
+    "wait": {_S.RUNNING, _S.FINISHED},
+    "pause": {_S.RUNNING, _S.FINISHED},
+    "stop": {_S.STARTED, _S.PAUSED},
+    "chinkup": {_S.STARTED, _S.RUNNING, _S.FINISHED, _S.PAUSED},
+}
+
+
+class Plumber(Dagger):
+    """Runs a pipeline. Two ways to drive it:
+
+    1. ``set_inputs([iterables])``; ``plunge()`` (returns at once, runs in the background);
+       ``chinkup()`` (graceful stop: what was taken from the inputs reaches the outputs).
+    2. ``start(datas)``; ``run()``; ``wait()``; ``pause()``; ``stop()`` -- or, without
+       ``run()``, read the output Pipers yourself between ``start`` and ``stop``.
+
+    ``stats``: ``start_time``, ``run_time``, ``pipers_tracked`` ({piper: {index: result}}
+    for Pipers with ``track=True``) and ``pipers`` ({piper: PiperCounters}).
+
+    Example::
+
+        >>> plumber = Plumber()
+        >>> plumber.add_pipe((Piper(inc), Piper(print_)))
+        >>> plumber.start([range(3)]); plumber.run(); plumber.wait()
+        1
+        2
+        3
+        True
+        >>> plumber.pause(); plumber.stop()
+    """
+
+    def __init__(self, logger_options=None, **kwargs):
+        super().__init__(**kwargs)
+        if logger_options:
+            from ._logging import start_logger
+            start_logger(**logger_options)
+        self._state = PlumberState.IDLE
+        self._lock = threading.Lock()
+        self._finished = threading.Event()     # the plunger read every output to its end
+        self._attention = threading.Event()    # finished, or a failure was recorded
+        self._pausing = threading.Event()
+        self._plunger: threading.Thread | None = None
+        self._datas = None
+        self.stats: dict = {"start_time": None, "run_time": None, "pipers_tracked": {},
+                            "pipers": {}}
+
+    @property
+    def state(self) -> PlumberState:
+        return self._state
+
+    def _move(self, action: str, to: PlumberState | None) -> PlumberState:
+        """Check that ``action`` is allowed now and move to ``to`` (None: stay)."""
+        with self._lock:
+            before = self._state
+            if before not in _ALLOWED[action]:
+                allowed = ", ".join(sorted(s.value for s in _ALLOWED[action]))
+                raise PlumberError(f"cannot {action}(): the Plumber is {before.value} "
+                                   f"({action}() is allowed when {allowed})")
+            if to is not None:
+                self._state = to
+                log.debug("%r: %s -> %s (%s)", self, before.value, to.value, action)
+            return before
+
+    def _set(self, to: PlumberState) -> None:
+        with self._lock:
+            self._state = to
+
+    # -- the original 1.0 interface ---------------------------------------------------
+    def start(self, datas) -> None:
+        """Connect ``datas[i]`` to the i-th input Piper and start the IMaps."""
+        self._move("start", _S.STARTING)
+        try:
+            self._start(datas)
+        except BaseException:
+            self._set(_S.IDLE)
+            raise
+        self._set(_S.STARTED)
+
+    def _start(self, datas) -> None:
+        self._finished.clear()
+        self._attention.clear()
+        context = RunContext(repr(self), on_failure=self._attention.set)
+        self.connect(list(datas), context)
+        try:
+            pipers = self.postorder()
+            self.stats = {"start_time": time.time(), "run_time": None,
+                          "pipers_tracked": {p: p.tracked for p in pipers if p.track},
+                          "pipers": {p: p.counters for p in pipers}}
+            Dagger.start(self)
+        except BaseException:
+            self._stop_imaps()
+            self.disconnect(forced=True)
+            raise
+
+    def run(self) -> None:
+        """Read the outputs in a background thread until they end (or ``pause()``)."""
+        self._move("run", _S.RUNNING)
+        self._pausing.clear()
+        self._plunger = threading.Thread(target=self._plunge_outputs, daemon=True,
+                                         name=f"papy-plunger-{id(self)}")
+        self._plunger.start()
+
+    def _plunge_outputs(self) -> None:
+        try:
+            ended = self._pull_outputs(self.get_outputs(), self._pausing)
+        except BaseException as exc:  # noqa: BLE001 - never lost: recorded for wait()
+            self._context.fail(exc, "the plunger thread failed")
+            ended = True
+        if ended:
+            with self._lock:
+                if self._state is _S.RUNNING:
+                    self._state = _S.FINISHED
+            self.stats["run_time"] = time.time() - self.stats["start_time"]
+            self._finished.set()
+            self._attention.set()
+            log.debug("%r: outputs ended", self)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the outputs ended (True) or ``timeout`` passed (False); raise the
+        failures of the run (one as itself, several as an ExceptionGroup)."""
+        self._move("wait", None)
+        self._attention.wait(timeout)
+        self._raise_failures()
+        return self._finished.is_set()
+
+    def pause(self) -> None:
+        """Stop reading the outputs (at a round boundary; parallel Pipers go on until their
+        buffers are full). ``run()`` resumes. Waits for the item being read."""
+        before = self._move("pause", _S.PAUSING)
+        self._pausing.set()
+        self._plunger.join()
+        self._plunger = None
+        log.debug("%r: paused (was %s)", self, before.value)
+        self._set(_S.PAUSED)
+
+    def stop(self) -> None:
+        """End the inputs, carry what was taken to the outputs (discarded), stop every
+        IMap and disconnect; raises the failures of the run not raised yet."""
+        self._move("stop", _S.STOPPING)
+        self._stop()
+
+    def _stop(self) -> None:
+        try:
+            Dagger.stop(self)
+            self.disconnect(forced=True)
+        finally:
+            if self.stats["start_time"] is not None:
+                self.stats["run_time"] = time.time() - self.stats["start_time"]
+            self._set(_S.IDLE)
+        self._raise_failures()
+
+    # -- the seed's interface ---------------------------------------------------------
+    def set_inputs(self, datas) -> None:
+        """Remember the input iterables for ``plunge()`` (one per input Piper)."""
+        self._datas = list(datas)
+
+    def plunge(self, datas=None) -> None:
+        """Start processing in the background and return at once."""
+        datas = datas if datas is not None else self._datas
+        if datas is None:
+            raise PlumberError("plunge(): no inputs; call set_inputs([iterables]) first")
+        self.start(datas)
+        self.run()
+
+    def chinkup(self) -> None:
+        """Stop gracefully: every item taken from an input reaches the outputs, then every
+        thread and process is joined. Raises the failures of the run."""
+        before = self._move("chinkup", _S.STOPPING)
+        self._context.request_stop()
+        if before in (_S.RUNNING, _S.FINISHED):
+            self._plunger.join()
+            self._plunger = None
+        self._stop()
+
+    # -- helpers ----------------------------------------------------------------------
+    def _raise_failures(self) -> None:
+        if self._context is not None:
+            raise_failures(self._context.take_failures(), repr(self))
+
+    def save(self, filename: str) -> None:
+        """Write the pipeline as a runnable Python module (see ``papy._save``)."""
+        from ._save import save_pipeline
+        save_pipeline(self, filename)
+
+    def load(self, filename: str) -> None:
+        """Add the Pipers and pipes of a module written by ``save`` (runs its code)."""
+        from ._save import load_pipeline
+        load_pipeline(self, filename)

@@ -1,0 +1,271 @@
+"""The iterators a Piper is made of, from its inputs to its output.
+
+    upstream Pipers' Branches, Feeds        (one per input, in join order)
+            |
+        inboxes()      strict zip: one inbox [x0, x1, ...] per item; inputs of different
+            |          lengths are a failure of the run (and the inputs are drained)
+        consume()      n inboxes per evaluation, stride-interleaved
+            |
+        TaskInput      what an IMap's feeder thread pulls (``__imap_chained__`` when it reads
+            |          results of the same IMap); linear Pipers use ``map`` in the caller
+        spawn tasks    the Worker added ``spawn`` times, all pulling the same TaskInput
+            |
+        round_robin()  ``stride`` results from each spawned task in turn (restores order)
+            |
+        (Piper: errors wrapped, timing, tracking, counters)
+            |
+        produce()      n items per result, stride-interleaved (or the result n times)
+            |
+        Tee            one Branch per downstream Piper, thread-safe
+
+Who reads what: a Piper's streams are pulled by exactly one thread at a time (the IMap feeder
+of the downstream Piper, or the thread reading a linear Piper); the Tee lets several readers
+in different threads share one stream. It never holds its lock while pulling the source, so a
+reader blocked on a slow upstream does not block a reader with buffered items (a feeder of a
+shared IMap may be that second reader). Tee buffers are not bounded by the Tee: each is
+bounded by how far its reader can run ahead, i.e. by the downstream IMap buffers.
+"""
+from __future__ import annotations
+
+import collections
+import itertools
+import threading
+from typing import Callable, Iterator
+
+from ._errors import PiperError
+
+__all__ = ["inboxes", "consume", "produce", "round_robin", "TaskInput", "ChainedTaskInput",
+           "Tee", "PassThrough"]
+
+
+def inboxes(inputs: list, piper, context) -> Iterator[list]:
+    """Zip the inputs strictly: ``[x0, x1, ...]``; counts ``items_in`` on ``piper``.
+
+    An input that raises, or inputs that end at different positions, are a failure of the
+    run (``context.fail``); the remaining inputs are then drained (so that upstream Pipers
+    on a shared IMap are not left holding results) and the stream ends.
+    """
+    counters = piper.counters
+    iterators = [iter(i) for i in inputs]
+    if len(iterators) == 1:
+        source = iterators[0]
+        try:
+            for item in source:
+                counters.items_in += 1
+                yield [item]
+        except Exception as exc:  # noqa: BLE001 - an upstream raised (debug=True)
+            context.fail(exc, f"input of piper {piper.name!r} raised")
+            _drain(iterators, context)
+        return
+    while True:
+        inbox = []
+        try:
+            for iterator in iterators:
+                inbox.append(next(iterator))
+        except StopIteration:
+            if inbox or _any_left(iterators[1:], context):
+                context.fail(_mismatch(piper, inputs, len(inbox), counters.items_in))
+                _drain(iterators, context)
+            return
+        except Exception as exc:  # noqa: BLE001
+            context.fail(exc, f"input {len(inbox)} of piper {piper.name!r} raised")
+            _drain(iterators, context)
+            return
+        counters.items_in += 1
+        yield inbox
+
+
+def _any_left(iterators, context) -> bool:
+    """After the first input ended: do any of the others still have items?"""
+    left = False
+    for iterator in iterators:
+        try:
+            next(iterator)
+            left = True
+        except StopIteration:
+            pass
+        except Exception as exc:  # noqa: BLE001
+            context.fail(exc, "an input of a join raised")
+    return left
+
+
+def _drain(iterators, context) -> None:
+    for iterator in iterators:
+        while True:
+            try:
+                next(iterator)
+            except StopIteration:
+                break
+            except Exception as exc:  # noqa: BLE001
+                context.fail(exc, "an input raised while it was drained")
+
+
+def _mismatch(piper, inputs, ended_at: int, count: int) -> PiperError:
+    names = [getattr(getattr(i, "owner", None), "name", None) or f"input {k}"
+             for k, i in enumerate(inputs)]
+    return PiperError(
+        f"the inputs of piper {piper.name!r} have different lengths: input {ended_at} "
+        f"({names[ended_at]!r}) ended after {count} items while others went on "
+        f"(inputs in join order: {names}). Every input of a join must give the same number "
+        f"of items; check the produce/consume settings upstream.")
+
+
+def consume(stream: Iterator, n: int, stride: int) -> Iterator:
+    """Group ``n`` items per evaluation; from each block of ``n * stride`` items, group
+    ``g`` takes positions ``g, g + stride, ..., g + (n - 1) * stride``. A short last block
+    gives short groups; an empty group ends the stream."""
+    if n == 1:
+        return stream
+    return _consume(iter(stream), n, stride)
+
+
+def _consume(iterator, n, stride):
+    size = n * stride
+    while True:
+        block = list(itertools.islice(iterator, size))
+        for g in range(stride):
+            group = block[g::stride]
+            if not group:
+                return
+            yield group
+        if len(block) < size:
+            return
+
+
+def produce(results: Iterator, n: int, stride: int, repeat: bool,
+            explode: Callable[[object, int, bool], list]) -> Iterator:
+    """Emit ``n`` items per result, stride-interleaved: for results ``r1..rs`` of a block,
+    ``r1[0] .. rs[0], r1[1] .. rs[1], ...``. A short last block emits only its results."""
+    if n == 1:
+        return results
+    return _produce(iter(results), n, stride, repeat, explode)
+
+
+def _produce(iterator, n, stride, repeat, explode):
+    while True:
+        block = [explode(r, n, repeat) for r in itertools.islice(iterator, stride)]
+        for k in range(n):
+            for values in block:
+                yield values[k]
+        if len(block) < stride:
+            return
+
+
+def round_robin(tasks: list, stride: int, pull: Callable) -> Iterator:
+    """``stride`` results from each task in turn; a task that ends leaves the rotation."""
+    if len(tasks) == 1:
+        task = tasks[0]
+        while True:
+            try:
+                yield pull(task)
+            except StopIteration:
+                return
+    live = list(tasks)
+    while live:
+        for task in list(live):
+            for _ in range(stride):
+                try:
+                    result = pull(task)
+                except StopIteration:
+                    live.remove(task)
+                    break
+                yield result
+
+
+class TaskInput:
+    """The iterable a Piper gives to ``IMap.add_task`` (all its spawned tasks share it).
+
+    Guards the IMap's feeder thread: an exception from the Piper's input side is recorded as
+    a failure of the run and ends the input, instead of escaping into the IMap.
+    """
+
+    __imap_chained__ = False
+
+    def __init__(self, stream: Iterator, piper, context):
+        self._stream = iter(stream)
+        self._piper = piper
+        self._context = context
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        try:
+            return next(self._stream)
+        except StopIteration:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            self._stream = iter(())
+            self._context.fail(exc, f"input of piper {self._piper.name!r} raised")
+            raise StopIteration from None
+
+
+class ChainedTaskInput(TaskInput):
+    """A TaskInput that reads results of a task of the same IMap (see the imap contract)."""
+
+    __imap_chained__ = True
+
+
+class PassThrough:
+    """The output of a Piper with a single reader: no buffering, no lock."""
+
+    def __init__(self, source: Callable):
+        self._source = source
+        self.readers = 1
+
+    def pull(self, index: int):
+        return self._source()
+
+
+class Tee:
+    """Share one stream among ``readers`` readers, each of which sees every item once.
+
+    ``source()`` returns the next item or raises StopIteration. Only one reader pulls the
+    source at a time; the others take buffered items or wait on the condition. An exception
+    from the source is raised to the reader that pulled and handed to the others as a value.
+    """
+
+    def __init__(self, source: Callable, readers: int):
+        self._source = source
+        self.readers = readers
+        self._buffers = [collections.deque() for _ in range(readers)]
+        self._condition = threading.Condition()
+        self._pulling = False
+        self._ended = False
+
+    def pull(self, index: int):
+        buffer = self._buffers[index]
+        with self._condition:
+            while not buffer:
+                if self._ended:
+                    raise StopIteration
+                if not self._pulling:
+                    self._pulling = True
+                    break
+                self._condition.wait()
+            else:
+                return buffer.popleft()
+        raised = None
+        try:
+            item = self._source()
+        except StopIteration:
+            item = _END
+        except Exception as exc:  # noqa: BLE001 - raised below, shared as a value
+            item = raised = exc
+        with self._condition:
+            self._pulling = False
+            if item is _END:
+                self._ended = True
+            else:
+                for k, other in enumerate(self._buffers):
+                    if k != index:
+                        other.append(item)
+            self._condition.notify_all()
+        if item is _END:
+            raise StopIteration
+        if raised is not None:
+            raise raised
+        return item
+
+
+_END = object()

@@ -1,0 +1,184 @@
+"""Worker: a composition of user functions that follows the *inbox* convention.
+
+A Piper evaluates its Worker once per item. The Worker receives an *inbox*: a list with one
+element per upstream input (``inbox[0]`` for a Piper with one input, ``inbox[i]`` for a
+join). The first function gets the inbox itself, each later function gets the previous
+result boxed as a 1-tuple, and the last result is returned bare::
+
+    Worker((f, g))(inbox)  ==  g((f(inbox),))
+
+Errors are values, never raised: an exception raised by a function is returned as a
+``WorkerError(exception, function_name, inbox)``; an inbox that already holds an upstream
+``PiperError`` is not evaluated and ``PiperError(*those_errors)`` is returned.
+"""
+from __future__ import annotations
+
+import functools
+import time
+import traceback
+import types
+from typing import Any, Callable, Iterable, Sequence
+
+from ._errors import PiperError, WorkerError
+
+__all__ = ["Worker"]
+
+_FUNCTION_TYPES = (types.FunctionType, types.BuiltinFunctionType, types.MethodType,
+                   types.BuiltinMethodType, types.MethodWrapperType, functools.partial)
+
+
+def _is_function(obj) -> bool:
+    return isinstance(obj, _FUNCTION_TYPES)
+
+
+def _function_name(func) -> str:
+    name = getattr(func, "__name__", None)
+    if name is None and isinstance(func, functools.partial):
+        name = _function_name(func.func)
+    return name or repr(func)
+
+
+class Worker:
+    """Compose functions left to right over an inbox; errors are returned as values.
+
+    ``Worker(functions, arguments=None, kwargs=None, name=None)`` accepts:
+
+    - one function, with one argument tuple and one kwargs dict:
+      ``Worker(grep, ('papy',))`` evaluates ``grep(inbox, 'papy')``;
+    - a sequence of functions with one argument tuple and one kwargs dict each:
+      ``Worker((f, g), ((1,), ()), ({}, {'k': 2}))``;
+    - a Worker (a copy of its functions and arguments), or a sequence of Workers (and
+      functions), concatenated in order.
+
+    Anything else is a TypeError. Workers are compared by their functions and arguments
+    and are not hashable. ``__name__`` is the function names joined by ``'>'``.
+
+    Example::
+
+        >>> def plus(inbox, n): return inbox[0] + n
+        >>> def double(inbox): return inbox[0] * 2
+        >>> Worker((plus, double), ((1,), ()))([20])
+        42
+    """
+
+    __hash__ = None  # equal Workers are interchangeable, but they are mutable containers
+
+    def __init__(self, functions, arguments=None, kwargs=None, name: str | None = None):
+        if isinstance(functions, Worker):
+            task, args, kws = functions.task, functions.args, functions.kwargs
+        elif _is_function(functions):
+            task = (functions,)
+            args = (_as_tuple(arguments, "arguments"),)
+            kws = (_as_dict(kwargs, "kwargs"),)
+        elif isinstance(functions, (list, tuple)) and functions:
+            task, args, kws = _from_sequence(functions, arguments, kwargs)
+        else:
+            raise TypeError(f"Worker takes a function, a Worker or a non-empty sequence of "
+                            f"them, not {functions!r}")
+        self.task: tuple = tuple(task)
+        self.args: tuple = tuple(args)
+        self.kwargs: tuple = tuple(kws)
+        self.__name__ = ">".join(_function_name(f) for f in self.task)
+        self.name = name if name is not None else f"{self.__name__}_{id(self)}"
+
+    def __call__(self, inbox: Sequence) -> Any:
+        errors = _upstream_errors(inbox)
+        if errors:
+            return PiperError(*errors)
+        outbox = inbox
+        for func, args, kwargs in zip(self.task, self.args, self.kwargs):
+            try:
+                outbox = (func(outbox, *args, **kwargs),)
+            except Exception as exc:  # noqa: BLE001 - every user error becomes a value
+                error = WorkerError(exc, _function_name(func), inbox)
+                error.traceback_text = traceback.format_exc()
+                return error
+        return outbox[0]
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Worker):
+            return NotImplemented
+        return (self.task, self.args, self.kwargs) == (other.task, other.args, other.kwargs)
+
+    def __repr__(self) -> str:
+        return f"{self.__name__}({id(self)})"
+
+
+def _as_tuple(arguments, what: str) -> tuple:
+    if arguments is None:
+        return ()
+    if isinstance(arguments, (str, bytes)) or not isinstance(arguments, Iterable):
+        raise TypeError(f"Worker {what} must be a tuple of positional arguments, "
+                        f"not {arguments!r}")
+    return tuple(arguments)
+
+
+def _as_dict(kwargs, what: str) -> dict:
+    if kwargs is None:
+        return {}
+    if not isinstance(kwargs, dict):
+        raise TypeError(f"Worker {what} must be a dict of keyword arguments, not {kwargs!r}")
+    return dict(kwargs)
+
+
+def _from_sequence(functions, arguments, kwargs):
+    count = len(functions)
+    arguments = [None] * count if arguments is None else list(arguments)
+    kwargs = [None] * count if kwargs is None else list(kwargs)
+    if len(arguments) != count or len(kwargs) != count:
+        raise TypeError(f"Worker got {count} functions, {len(arguments)} argument tuples and "
+                        f"{len(kwargs)} kwargs dicts; give one of each per function")
+    task, args, kws = [], [], []
+    for func, arg, kw in zip(functions, arguments, kwargs):
+        if isinstance(func, Worker):
+            task += func.task
+            args += func.args
+            kws += func.kwargs
+        elif _is_function(func):
+            task.append(func)
+            args.append(_as_tuple(arg, "arguments"))
+            kws.append(_as_dict(kw, "kwargs"))
+        else:
+            raise TypeError(f"Worker takes functions or Workers, not {func!r}")
+    return task, args, kws
+
+
+def _upstream_errors(inbox) -> list:
+    """The PiperErrors an inbox holds (one level deep, to see into ``consume`` groups)."""
+    errors = []
+    try:
+        for element in inbox:
+            if isinstance(element, PiperError):
+                errors.append(element)
+            elif type(element) is list:
+                errors.extend(e for e in element if isinstance(e, PiperError))
+    except TypeError:
+        pass  # not iterable: the function will say what it thinks of it
+    return errors
+
+
+class TimedCall:
+    """Evaluate a Worker and measure it: ``TimedCall(worker)(inbox) -> (seconds, result)``.
+
+    This is what a Piper hands to its IMap, so that the time a Worker is busy is measured
+    where it runs (a thread, a process or a remote host) and travels back with the result.
+    """
+
+    __slots__ = ("worker",)
+
+    def __init__(self, worker: Callable):
+        self.worker = worker
+
+    def __call__(self, inbox):
+        start = time.perf_counter()
+        result = self.worker(inbox)
+        return (time.perf_counter() - start, result)
+
+    def __getstate__(self):
+        return self.worker
+
+    def __setstate__(self, state):
+        self.worker = state
+
+    def __repr__(self) -> str:
+        return f"TimedCall({self.worker!r})"
