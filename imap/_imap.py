@@ -468,7 +468,7 @@ class IMap:
         task.fed += len(items)
         with self._slots:
             self._batches_in_flight += 1
-        self._pool.submit(Batch(task.spec, start, items, tracked=task.tracked_mode(),
+        self._pool.submit(Batch(task.spec, start, items, tracked=task.tracked_mode(len(items)),
                                 counted=True))
 
     def _wait_for_room(self, generation: int) -> bool:

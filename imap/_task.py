@@ -25,6 +25,7 @@ TARGET_BATCH_SECONDS = 0.01
 #: items slower than this are evaluated one by one with progress tracking, so a worker's
 #: death is blamed on exactly the item it was evaluating
 TRACK_ABOVE_SECONDS = 50e-6
+TRACK_UP_TO_ITEMS = 16
 _NEVER = math.inf
 
 
@@ -81,8 +82,11 @@ class Task:
     def next_batch_size(self, cap: int) -> int:
         return max(1, min(self.batch_size, cap))
 
-    def tracked_mode(self) -> bool:
-        return self.item_time is None or self.item_time > TRACK_ABOVE_SECONDS
+    def tracked_mode(self, batch_length: int) -> bool:
+        """Evaluate item by item, recording the position? Yes for short batches and slow
+        items, where the cost is nil; long batches of fast items run in C instead."""
+        return (batch_length <= TRACK_UP_TO_ITEMS or self.item_time is None
+                or self.item_time > TRACK_ABOVE_SECONDS)
 
     def learn(self, n_items: int, elapsed: float, cap: int) -> None:
         """Adapt the batch size to the measured time per item (called by slot threads)."""

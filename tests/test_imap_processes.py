@@ -1,0 +1,124 @@
+"""Process pools seen from a user's script: code shipping, start methods, interpreter exit."""
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+DEADLINE = 60
+
+
+def run_script(tmp_path, source, *args):
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(source))
+    return subprocess.run([sys.executable, "-W", "error", str(script), *args],
+                          capture_output=True, text=True, timeout=DEADLINE)
+
+
+MAIN_FUNCTIONS = """
+    import sys
+    from imap import IMap, imports
+
+    OFFSET = 100
+
+    def from_main(x):                 # a __main__ function reading a __main__ global
+        return x + OFFSET
+
+    def make_closure(k):
+        def closure(x):
+            return x * k
+        return closure
+
+    @imports(['math'])
+    def with_imports(x):
+        return math.sqrt(x)
+
+    if __name__ == '__main__':
+        method = sys.argv[1]
+        with IMap(worker_num=2, start_method=method) as pool:
+            a = pool.add_task(from_main, range(5))
+            b = pool.add_task(make_closure(3), range(5))
+            c = pool.add_task(lambda x: -x, range(5))
+            d = pool.add_task(with_imports, [4, 9])
+            pool.start()
+            print(list(a), list(b), list(c), list(d))
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_main_functions_lambdas_closures_under_every_start_method(tmp_path, method):
+    done = run_script(tmp_path, MAIN_FUNCTIONS, method)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ("[100, 101, 102, 103, 104] [0, 3, 6, 9, 12] "
+                                   "[0, -1, -2, -3, -4] [2.0, 3.0]")
+    assert "Warning" not in done.stderr
+
+
+EXIT_WITHOUT_STOP = """
+    import itertools, os
+    from imap import IMap
+
+    def slow_square(x):
+        return x * x
+
+    pool = IMap(slow_square, itertools.count(), worker_num=2)
+    print([pool.next() for _ in range(3)], flush=True)
+    threads = IMap(slow_square, itertools.count(), worker_type='thread', worker_num=2)
+    print([threads.next() for _ in range(3)], flush=True)
+    # no stop(): the interpreter must still exit
+"""
+
+
+def test_exit_without_stop_does_not_hang(tmp_path):
+    done = run_script(tmp_path, EXIT_WITHOUT_STOP)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["[0, 1, 4]", "[0, 1, 4]"]
+
+
+PARENT_KILLED = """
+    import itertools, os, sys, time
+    from imap import IMap
+
+    def square(x):
+        time.sleep(0.01)
+        return x * x
+
+    pool = IMap(square, itertools.count(), worker_num=2)
+    pool.next()
+    import multiprocessing
+    print(' '.join(str(c.pid) for c in multiprocessing.active_children()), flush=True)
+    time.sleep(60)
+"""
+
+
+def test_workers_die_with_a_parent_killed_by_sigkill(tmp_path):
+    import os
+    import signal
+    import time
+    script = tmp_path / "parent.py"
+    script.write_text(textwrap.dedent(PARENT_KILLED))
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        workers = [int(pid) for pid in parent.stdout.readline().split()]
+        assert len(workers) == 2
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(DEADLINE)
+        end = time.monotonic() + 3.0
+        alive = workers
+        while alive and time.monotonic() < end:
+            alive = [pid for pid in workers if _alive(pid)]
+            time.sleep(0.05)
+        assert alive == [], f"workers {alive} outlived their parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        parent.stdout.close()
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
