@@ -59,7 +59,8 @@ class ServerProcess:
         self.kind, self.mode = kind, mode
         argv = ["--host", HOST, "--port", "0", "--mode", mode, *args]
         environment = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get(
-            "PYTHONPATH", ""), **(env or {}))
+            "PYTHONPATH", ""))
+        environment.update(env or {})
         self.proc = subprocess.Popen(
             [sys.executable, "-c", BOOT, kind, *argv], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
@@ -178,19 +179,26 @@ def servers():
         server.stop()
 
 
+SERVER_KINDS = [("imap", "forking"), ("rpyc", "forking"), ("imap", "threaded")]
+
+
+@pytest.fixture(scope="session", params=SERVER_KINDS, ids=lambda kind: "-".join(kind))
+def any_server(request):
+    """A long-lived server of each kind, for tests that do not harm it.
+
+    Session-scoped, so it starts before the leak guard's snapshot of each test.
+    """
+    server = ServerProcess(*request.param)
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
-def shared_servers():
-    """Long-lived servers for tests that do not harm them, keyed by (kind, mode)."""
-    started: dict[tuple[str, str], ServerProcess] = {}
-
-    def get(kind="imap", mode="forking") -> ServerProcess:
-        if (kind, mode) not in started:
-            started[kind, mode] = ServerProcess(kind, mode)
-        return started[kind, mode]
-
-    yield get
-    for server in started.values():
-        server.stop()
+def forking_server():
+    """A long-lived forking launcher, for tests that do not harm it."""
+    server = ServerProcess("imap", "forking")
+    yield server
+    server.stop()
 
 
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02) -> bool:
@@ -201,3 +209,20 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02) -> bool:
             return False
         time.sleep(interval)
     return True
+
+
+def make_task(func, *args, task_id: int = 1, **kwargs):
+    """A TaskSpec with its dill payload, as the IMap front end makes it."""
+    import dill
+
+    from imap.backends.base import TaskSpec
+    return TaskSpec(task_id, func, args, kwargs,
+                    payload=dill.dumps((func, args, kwargs), recurse=True))
+
+
+def open_handle(server: ServerProcess, **options):
+    """An open RemoteHandle on ``server`` (the caller closes it)."""
+    from imap.backends.remote import RemoteHandle
+    handle = RemoteHandle(HOST, server.port, **options)
+    handle.open()
+    return handle

@@ -239,11 +239,18 @@ def _open_stream(host: str, port: int, tls: dict | None, timeout: float) -> _Str
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         sock.connect(address)
         if tls is not None:
-            sock = _tls_context(tls).wrap_socket(sock, server_hostname=host)
+            try:
+                sock = _tls_context(tls).wrap_socket(sock, server_hostname=host)
+            except OSError as exc:
+                raise _HandshakeFailed(exc) from exc
         return _Stream(sock)
     except BaseException:
         sock.close()
         raise
+
+
+class _HandshakeFailed(Exception):
+    pass
 
 
 def _tls_context(tls: dict):
@@ -461,6 +468,12 @@ class RemoteHandle(WorkerHandle):
         where = f"{self.host}:{self.port}"
         try:
             stream = _open_stream(self.host, self.port, self.tls, self.connect_timeout)
+        except _HandshakeFailed as exc:
+            raise WorkerStartError(
+                f"the TLS handshake with the remote worker server {where} failed: "
+                f"{_cause(exc.__cause__)}; check remote_tls: the server must run with TLS "
+                f"(--ssl-keyfile, --ssl-certfile, --ssl-cafile) and its certificate must be "
+                f"signed by remote_tls['cafile']") from exc.__cause__
         except (OSError, EOFError) as exc:
             raise WorkerStartError(
                 f"cannot connect to the remote worker server {where}: {_cause(exc)}; check "
@@ -704,5 +717,5 @@ def _tls_hint(tls: dict | None) -> str:
     if tls is None:
         return ("; if the server uses TLS (--ssl-cafile), give remote_tls=dict(keyfile=, "
                 "certfile=, cafile=); a server of another rpyc major version also fails here")
-    return ("; check remote_tls: the server must accept a certificate signed by its "
-            "--ssl-cafile, and its own certificate must be signed by remote_tls['cafile']")
+    return ("; check remote_tls: remote_tls['certfile'] must be signed by the CA the server "
+            "trusts (its --ssl-cafile)")
