@@ -320,25 +320,16 @@ class IMap:
         return self.next()
 
     def _iterate(self, task_id, timeout, block):
-        """Iteration over a task: hands out plain batches with one store per item."""
+        """Iteration over a task: a plain batch is handed out by its list iterator (C speed);
+        the first item of each batch and any batch with errors go through Task.take."""
         if not block:
             timeout = 0
         while True:
             if self._state is not _State.STARTED:
                 raise RuntimeError(f"{self.name} is not started: add tasks, then call start()")
             task = self._running[task_id]
-            values = task.cur_values
-            pos = task.pos
-            if pos < len(values) and task.plain():
-                # the fast path; one consumer per task, so pos is ours between the yields
-                for pos in range(pos, len(values)):
-                    task.pos = pos + 1
-                    if self._feeder_waiting and task.released() >= task.wake_at:
-                        self._wake_feeder()
-                    yield values[pos]
-                    if task.pos != pos + 1 or task.cur_values is not values:
-                        break   # someone called next() meanwhile: resynchronise
-                continue
+            if task.plain():
+                yield from task.cursor[1]
             try:
                 value = task.take(timeout, self._on_starving, self._wake_feeder)
             except StopIteration:
@@ -355,9 +346,10 @@ class IMap:
         time.sleep(0)
 
     def _on_starving(self, delta: int) -> None:
+        """A reader is about to block (delta 1: starving, 0: not) or woke up (-1)."""
         with self._slots:
             self._starving += delta
-            if delta > 0:
+            if delta > 0 or (delta == 0 and self._feeder_waiting):
                 self._slots.notify_all()
 
     def _acquire(self, wanted: int, generation: int) -> int:

@@ -52,13 +52,15 @@ class Task:
         self.cond = threading.Condition(threading.Lock())
         self.arrived = {} if ordered else collections.deque()
         self.closed: BaseException | None = None   # set when the IMap stops
-        # reader side: released slots = done_before + pos + adjust, read in that order by
-        # the feeder (the reader writes pos before done_before, so a racing read can only
-        # under-count, which at worst delays the feeder, never overfills the buffer)
-        self.cur_values: list = []
+        # reader side. The cursor is (values, iterator over values): iteration hands out a
+        # plain batch at C speed with ``yield from``, and next() uses the same iterator, so
+        # both see one position: len(values) - iterator.__length_hint__().
+        # released slots = done_before + consumed in the cursor + adjust; the feeder reads
+        # done_before first, the reader replaces the cursor before adding to done_before,
+        # so a racing read can only under-count (delaying the feeder, never overfilling).
+        self.cursor: tuple = ([], iter(()))
         self.cur_errors: dict | None = None
         self.cur_start = 0
-        self.pos = 0
         self.next_start = 0
         self.done_before = 0       # items consumed in earlier batches (handed out or dropped)
         self.adjust = 0            # +1 per position given up at a timeout, -1 per late drop
@@ -67,10 +69,15 @@ class Task:
         self.skip_pending = 0      # unordered + skip: results still to drop
         self.finished = False
 
+    def position(self) -> int:
+        """How many items of the current batch were consumed."""
+        values, iterator = self.cursor
+        return len(values) - iterator.__length_hint__()
+
     def released(self) -> int:
         """Buffer slots this task gave back (see the comment in __init__)."""
         done = self.done_before
-        return done + self.pos + self.adjust
+        return done + self.position() + self.adjust
 
     def plain(self) -> bool:
         """True when the current batch can be handed out without per-item bookkeeping."""
@@ -119,7 +126,9 @@ class Task:
 
     def awaited_index(self) -> int:
         """Ordered: the index the reader waits for (the first one not skipped)."""
-        index = self.cur_start + self.pos if self.pos < len(self.cur_values) else self.next_start
+        values, iterator = self.cursor
+        left = iterator.__length_hint__()
+        index = self.cur_start + len(values) - left if left else self.next_start
         while index in self.skipped:
             index += 1
         return index
@@ -128,7 +137,7 @@ class Task:
         """True when the awaited result has not even been submitted yet."""
         if self.ordered:
             return self.awaited_index() >= self.fed
-        return self.done_before + self.pos + self.skip_pending >= self.fed
+        return self.done_before + self.position() + self.skip_pending >= self.fed
 
     def at_end(self) -> bool:
         total = self.total
@@ -136,7 +145,7 @@ class Task:
             return False
         if self.ordered:
             return self.awaited_index() >= total
-        return self.done_before + self.pos >= total
+        return self.done_before + self.position() >= total
 
     def load_next_batch(self) -> bool:
         """Move the cursor to the next arrived batch; False when none is there (under cond)."""
@@ -151,10 +160,10 @@ class Task:
             if not self.arrived:
                 return False
             start, values, errors = self.arrived.popleft()
-        done = self.pos
-        self.pos = 0                  # first: a racing released() may under-count only
+        done = len(self.cursor[0])
+        self.cur_errors, self.cur_start = errors, start
+        self.cursor = (values, iter(values))  # first: a racing released() under-counts only
         self.done_before += done
-        self.cur_values, self.cur_errors, self.cur_start = values, errors, start
         return True
 
     def drop_after_timeout(self) -> None:
@@ -183,9 +192,10 @@ class Task:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise TimeoutError(f"no result of task {self.id} within {timeout} s")
+            # about to block: tell the feeder (it may be waiting for slots this reader
+            # gave back without a per-item wake-up), and whether we starve
             starving = self.starving()
-            if starving:
-                on_starving(1)
+            on_starving(1 if starving else 0)
             try:
                 self.cond.wait(remaining)
             finally:
@@ -197,23 +207,24 @@ class Task:
         if self.finished:
             raise StopIteration
         while True:
-            pos = self.pos
-            if pos < len(self.cur_values):
-                index = self.cur_start + pos
+            values, iterator = self.cursor
+            left = iterator.__length_hint__()
+            if left:
+                position = len(values) - left
+                index = self.cur_start + position
                 if self._drop_late(index):
-                    self.adjust -= 1        # before pos: its slot was given back already
-                    self.pos = pos + 1
+                    self.adjust -= 1        # before consuming: its slot was given back already
+                    next(iterator)
                     continue
-                self.pos = pos + 1
-                if self.released() >= self.wake_at:
+                result = next(iterator)
+                if self.wake_at is not _NEVER and self.released() >= self.wake_at:
                     wake_feeder()
                 errors = self.cur_errors
-                if errors is not None and pos in errors:
-                    result = errors[pos]
+                if errors is not None and position in errors:
+                    result = errors[position]
                     if self.tracked_results is not None:
                         self.tracked_results[index] = result
                     raise result
-                result = self.cur_values[pos]
                 if self.tracked_results is not None:
                     self.tracked_results[index] = result
                 return result
@@ -226,6 +237,8 @@ class Task:
                         if self.released() >= self.wake_at:
                             wake_feeder()
                     raise
+            if self.released() >= self.wake_at:
+                wake_feeder()
 
     def _drop_late(self, index: int) -> bool:
         """A result whose position was given up after a timeout arrives: drop it."""
