@@ -406,7 +406,7 @@ class IMap:
         input ended, None: the IMap is stopping."""
         remaining = self.stride
         while remaining > 0:
-            if not self._wait_for_room(generation):
+            if not self._wait_for_room(task, generation):
                 return None
             wanted = min(task.next_batch_size(self._batch_cap), remaining)
             if task.chained:
@@ -463,11 +463,16 @@ class IMap:
         self._pool.submit(Batch(task.spec, start, items, tracked=task.tracked_mode(len(items)),
                                 counted=True))
 
-    def _wait_for_room(self, generation: int) -> bool:
-        """Pace the feeder: at most 2 batches per worker in flight, so the batch size can
-        adapt to the first results instead of queueing many tiny batches. False: stopping."""
+    def _wait_for_room(self, task: Task, generation: int) -> bool:
+        """Pace the feeder: at most 2 batches per worker in flight while the batch size
+        still adapts (so the first results shape it instead of a queue of tiny batches);
+        8 per worker once a task's batches are as long as its stride allows (fast items,
+        where only more batches in flight keep the workers busy). False: stopping."""
+        limit = self._max_batches_in_flight
+        if task.batch_size >= self._batch_cap:
+            limit *= 4
         with self._slots:
-            while self._batches_in_flight >= self._max_batches_in_flight:
+            while self._batches_in_flight >= limit:
                 if self._generation != generation or self._state is not _State.STARTED:
                     return False
                 self._feeder_waiting_room = True
