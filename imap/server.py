@@ -2,7 +2,7 @@
 
     main thread: accept loop --forking--> one child process per connection (the default)
                              --threaded--> one thread per connection, all in this process
-    SIGTERM / SIGINT (handled in the main thread): stop accepting
+    SIGTERM / SIGINT / SIGHUP (handled in the main thread): stop accepting
 
 It serves rpyc's classic ``SlaveService``, exactly like ``rpyc_classic``, plus: it prints one
 line ``listening on HOST:PORT`` on stdout once it accepts connections (``--port 0`` picks a
@@ -102,7 +102,7 @@ class _Forking(ForkingServer):
     def _serve_in_child(self, sock):
         status = 0
         try:
-            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
                 signal.signal(signum, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
             _die_with_parent()
@@ -264,7 +264,7 @@ def _setup_logging(quiet: bool, logfile: str | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the server until SIGTERM or SIGINT; return the exit status."""
+    """Run the server until SIGTERM, SIGINT or SIGHUP; return the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
     authenticator = _check_args(parser, args)
@@ -290,8 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             pass
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):   # SIGHUP: ssh hang-up
+        signal.signal(signum, stop)
     host = f"[{server.host}]" if ":" in server.host else server.host
     print(f"listening on {host}:{server.port}", flush=True)
     log.info("serving IMap workers in %s mode on %s:%s%s", args.mode, host, server.port,

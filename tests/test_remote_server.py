@@ -6,12 +6,15 @@ import socket
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 import rpyc
-from remote_servers import ROOT, group_members, servers, wait_for  # noqa: F401
+from remote_servers import (ROOT, group_members, make_task, open_handle, servers,  # noqa: F401
+                            wait_for)
 
 from imap import server as launcher
+from imap.backends.base import Batch
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -135,3 +138,42 @@ def test_a_signal_stops_the_server_and_every_forked_child_within_2_s(servers, si
                 conn.close()
             except Exception:  # noqa: BLE001 - the server is gone
                 pass
+
+
+FAKE_SSH = """#!/usr/bin/env bash
+# stands for ssh in tests: drops the options (the tunnel is the identity: same port), runs
+# the remote command on this machine
+while [[ $1 == -* ]]; do case $1 in -o|-L|-p) shift 2 ;; *) shift ;; esac; done
+shift
+exec bash -c "$*"
+"""
+
+
+def test_start_remote_servers_script_with_a_fake_ssh(tmp_path):
+    fake = tmp_path / "ssh"
+    fake.write_text(FAKE_SSH)
+    fake.chmod(0o755)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, PATH=f"{tmp_path}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=ROOT)
+    proc = subprocess.Popen(
+        ["bash", os.path.join(ROOT, "scripts", "start_remote_servers.sh"), "-n", "3", "-p",
+         str(port), "-l", str(port), "-P", sys.executable, "node1"], stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL, text=True, env=env, start_new_session=True)
+    try:
+        lines = [proc.stdout.readline() for _ in range(2)]
+        assert lines[1].strip() == f"worker_remote=[('127.0.0.1:{port}', 3)]", lines
+        handle = open_handle(types.SimpleNamespace(port=port), timeout=10)
+        try:
+            assert handle.run(Batch(make_task(lambda x: x * 2), 0, [21]))[0] == [42]
+        finally:
+            handle.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 143
+        assert wait_for(lambda: not group_members(proc.pid), timeout=10)
+    finally:
+        if proc.poll() is None or group_members(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        proc.stdout.close()
