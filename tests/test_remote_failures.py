@@ -164,3 +164,21 @@ def test_a_message_that_stops_halfway_is_an_eof():
     finally:
         left.close()
         right.close()
+
+
+@pytest.mark.parametrize("kind", ["imap", "rpyc"])
+def test_a_forked_server_process_stops_computing_when_its_client_is_gone(servers, kind,  # noqa: F811
+                                                                          tmp_path):
+    server = servers(kind)
+    baseline = len(server.group_pids())
+    handle = open_handle(server, timeout=1.0)
+    marker = tmp_path / "running"
+    when = _When(marker, handle.kill)
+    try:
+        assert len(server.group_pids()) == baseline + 1
+        with pytest.raises(WorkerLost, match="was killed"):
+            handle.run(Batch(make_task(_marked_sleep(str(marker))), 0, [60]))
+        assert wait_for(lambda: len(server.group_pids()) == baseline, timeout=15)
+    finally:
+        when.join()
+        handle.close()

@@ -56,6 +56,24 @@ def test_a_client_with_a_certificate_of_the_ca_is_accepted(tls_server, pki):
         handle.close()
 
 
+def test_kill_ends_a_run_under_tls(tls_server, pki):
+    import threading
+    import time
+
+    from imap.backends.base import WorkerLost
+    handle = open_handle(tls_server, tls=_client(pki), timeout=10)
+    started = threading.Event()
+    killer = threading.Thread(target=lambda: (started.wait(10), time.sleep(0.3), handle.kill()))
+    killer.start()
+    try:
+        started.set()
+        with pytest.raises(WorkerLost, match="was killed"):
+            handle.run(Batch(make_task(time.sleep), 0, [5]))
+    finally:
+        killer.join()
+        handle.close()
+
+
 def test_a_client_without_a_certificate_is_refused(tls_server):
     handle = remote.RemoteHandle("127.0.0.1", tls_server.port, timeout=5)
     with pytest.raises(WorkerStartError, match=f"127.0.0.1:{tls_server.port}.*remote_tls"):

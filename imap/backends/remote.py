@@ -293,6 +293,9 @@ class _RemoteSide:
         self._chunk = chunk
         self._busy = False
         self._conn = server_conn
+        # served by the main thread: a process of its own (forking server), which may exit
+        # when its client is gone; a threaded server's connection thread may not
+        self._dedicated = threading.current_thread() is threading.main_thread()
         try:  # replies of ~1 MB: no zlib (18 MB/s) and no Nagle stalls
             server_conn._channel.compress = False
             server_conn._channel.stream.sock.setsockopt(socket.IPPROTO_TCP,
@@ -304,14 +307,26 @@ class _RemoteSide:
                          name="imap-heartbeat").start()
 
     def _beat_loop(self, interval):
+        """While a call runs: a heartbeat every ``interval`` s; and in a process of its own,
+        exit when the client hung up (killed, timed out), rather than compute for nobody."""
+        import os
+        import select
         import time
+        try:
+            hangup = select.poll()
+            hangup.register(self._conn.fileno(), select.POLLRDHUP)   # Linux
+        except (AttributeError, OSError, ValueError, EOFError):
+            hangup = None
         while not self._conn.closed:
             time.sleep(interval)
-            if self._busy:
-                try:
-                    self._beat()
-                except Exception:  # noqa: BLE001 - the connection is gone
-                    return
+            if not self._busy:
+                continue
+            if self._dedicated and hangup is not None and hangup.poll(0):
+                os._exit(0)
+            try:
+                self._beat()
+            except Exception:  # noqa: BLE001 - the connection is gone
+                return
 
     def put(self, which, chunk):
         """Receive one chunk of a payload or batch bigger than one call."""
