@@ -43,6 +43,7 @@ import socket
 import sys
 import threading
 import time
+
 import dill
 import rpyc
 from rpyc.core.channel import Channel
@@ -504,14 +505,16 @@ class RemoteHandle(WorkerHandle):
             self._check_versions(conn, where)
             self._install(conn)
             conn._config["sync_request_timeout"] = CLOSE_TIMEOUT   # only close() waits now
-        except BaseException as exc:
+        except WorkerStartError:
             _discard(conn, stream)
-            if isinstance(exc, WorkerStartError):
-                raise
-            if not isinstance(exc, Exception):
-                raise
+            raise
+        except Exception as exc:  # noqa: BLE001 - reset, timeout, protocol or TLS error
+            _discard(conn, stream)
             raise WorkerStartError(f"cannot open a worker on {where}: {_cause(exc)}"
                                    f"{_tls_hint(self.tls)}") from exc
+        except BaseException:
+            _discard(conn, stream)
+            raise
         with self._lock:
             self._conn, self._stream, self._state = conn, stream, _State.OPEN
             self._killed = False
@@ -665,16 +668,15 @@ class RemoteHandle(WorkerHandle):
 
     def _lost(self, what: str) -> WorkerLost:
         """The pool writes 'worker <name> <message> while evaluating item ...'."""
-        with self._lock:
-            killed = self._killed
-            if self._state is _State.OPEN:
-                self._state = _State.BROKEN
+        killed = self._mark_broken()
         return WorkerLost("was killed (its connection was shut down)" if killed else what)
 
-    def _mark_broken(self) -> None:
+    def _mark_broken(self) -> bool:
+        """Never reuse this connection; return whether kill() broke it."""
         with self._lock:
             if self._state is _State.OPEN:
                 self._state = _State.BROKEN
+            return self._killed
 
     # -- close and kill --------------------------------------------------------------------
 
@@ -699,9 +701,9 @@ class RemoteHandle(WorkerHandle):
     def _release(self) -> None:
         with self._lock:
             conn, stream, state = self._conn, self._stream, self._state
-            self._conn = self._stream = self._remote = None
-            self._side = None
+            self._conn = self._stream = self._remote = self._side = None
             self._state = _State.CLOSED
+        self._payloads.clear()
         if conn is None:
             return
         if state is not _State.OPEN:
