@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import graphlib
 import logging
+from fractions import Fraction
 
 from ._errors import DaggerError, PapyError, PiperError
 from ._piper import Piper, stop_imap
@@ -234,6 +235,7 @@ class Dagger:
         """Connect every Piper: ``datas[i]`` feeds the i-th input Piper (if given), the
         others read their upstream Pipers in join order. Adds the IMap tasks."""
         order = self.postorder()
+        self._check_shared_imaps(order)
         inputs = [p for p in order if not self._up[id(p)]]
         if datas is not None and len(datas) != len(inputs):
             raise DaggerError(f"{len(datas)} input iterables for {len(inputs)} input Pipers "
@@ -258,6 +260,38 @@ class Dagger:
             for piper in reversed(done):
                 piper.disconnect(forced=True)
             raise
+
+    def _check_shared_imaps(self, order) -> None:
+        """Refuse what would hang a shared IMap (the produce/spawn/consume rule).
+
+        In each round the IMap's feeder gives every task ``stride`` inboxes, and it is the
+        feeder itself that reads the results of upstream tasks for downstream tasks. If a
+        Piper needs more items per round than the Pipers upstream of it on the same IMap
+        make, the feeder waits for a round it has not fed; if it needs fewer, unread results
+        pile up until they fill the buffer and the feeder waits for room only it can make.
+        """
+        for piper in order:
+            if piper.parallel is False:
+                continue
+            need = piper.spawn * piper.consume
+            stack, seen = [(u, Fraction(1)) for u in self._up[id(piper)]], set()
+            while stack:
+                up, ratio = stack.pop()     # ratio: items reaching piper per item of up
+                if (id(up), ratio) in seen:
+                    continue
+                seen.add((id(up), ratio))
+                if up.parallel is piper.parallel:
+                    make = up.spawn * up.produce * ratio
+                    if need != make:
+                        raise DaggerError(
+                            f"pipers {up.name!r} and {piper.name!r} share {up.parallel!r}, "
+                            f"but in each round of it {piper.name!r} reads {need} items per "
+                            f"stride (spawn x consume) where {up.name!r} makes {make} "
+                            f"(produce x spawn, through the Pipers between them): the IMap "
+                            f"would wait forever. Follow the rule upstream produce x spawn "
+                            f"= downstream consume x spawn, or use separate IMaps.")
+                ratio_up = ratio * Fraction(up.produce, up.consume)
+                stack.extend((u, ratio_up) for u in self._up[id(up)])
 
     def disconnect(self, forced: bool = False) -> None:
         """Disconnect every connected Piper, downstream first."""

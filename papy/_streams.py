@@ -113,7 +113,8 @@ def _mismatch(piper, inputs, ended_at: int, count: int) -> PiperError:
 def consume(stream: Iterator, n: int, stride: int) -> Iterator:
     """Group ``n`` items per evaluation; from each block of ``n * stride`` items, group
     ``g`` takes positions ``g, g + stride, ..., g + (n - 1) * stride``. A short last block
-    gives short groups; an empty group ends the stream."""
+    of m items is read as ``ceil(m / n)`` rounds (the inverse of ``produce`` on a short
+    block); only the last groups may be short."""
     if n == 1:
         return stream
     return _consume(iter(stream), n, stride)
@@ -123,6 +124,10 @@ def _consume(iterator, n, stride):
     size = n * stride
     while True:
         block = list(itertools.islice(iterator, size))
+        if len(block) < size:
+            # the tail: an upstream produce=n emitted its last k < stride results as
+            # n rounds of k, so group g takes g, g + k, ... (the inverse of that)
+            stride = -(-len(block) // n)
         for g in range(stride):
             group = block[g::stride]
             if not group:
@@ -152,7 +157,13 @@ def _produce(iterator, n, stride, repeat, explode):
 
 
 def round_robin(tasks: list, stride: int, pull: Callable) -> Iterator:
-    """``stride`` results from each task in turn; a task that ends leaves the rotation."""
+    """``stride`` results from each task in turn, until one of them ends.
+
+    The spawned tasks read one shared input, ``stride`` items per turn and in turn, so this
+    gives the results in input order. The first task that ends found the input exhausted:
+    the tasks before it have given their last round, those after it have nothing left
+    (asking them again would wait for a round that never comes).
+    """
     if len(tasks) == 1:
         task = tasks[0]
         while True:
@@ -160,15 +171,13 @@ def round_robin(tasks: list, stride: int, pull: Callable) -> Iterator:
                 yield pull(task)
             except StopIteration:
                 return
-    live = list(tasks)
-    while live:
-        for task in list(live):
+    while True:
+        for task in tasks:
             for _ in range(stride):
                 try:
                     result = pull(task)
                 except StopIteration:
-                    live.remove(task)
-                    break
+                    return
                 yield result
 
 
