@@ -188,3 +188,26 @@ def test_main_module_functions_lambdas_closures_and_imports_run_remotely(two_hos
     assert json.loads(result.stdout) == [
         [x // 2 + 10 for x in range(6)], [3 * x for x in range(6)], [-x for x in range(6)],
         [hashlib.md5(str(x).encode()).hexdigest()[:6] for x in range(6)]]
+
+
+def test_a_plumber_runs_its_pipers_on_a_remote_imap(two_hosts):
+    papy = pytest.importorskip("papy")
+    a, b = two_hosts
+
+    def double(inbox):                          # nested: sent by value
+        return inbox[0] * 2
+
+    def plus(inbox, k):
+        return inbox[0] + k
+
+    pool = IMap(worker_num=0, worker_remote=[(a.address, 1), (b.address, 1)], stride=4)
+    first = papy.Piper(papy.Worker(double), parallel=pool)
+    second = papy.Piper(papy.Worker(plus, (1,)), parallel=pool)
+    plumber = papy.Plumber()
+    plumber.add_pipe((first, second))
+    plumber.start([range(50)])
+    try:
+        assert list(second) == [2 * x + 1 for x in range(50)]
+    finally:
+        plumber.stop()
+        pool.stop()
