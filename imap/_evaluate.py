@@ -152,13 +152,21 @@ def serialization_record(what, exc):
             "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)), None)
 
 
-def encode_reply(values, errors, elapsed, task=None, start=0):
-    """Pickle a batch's results; a result that cannot be pickled becomes an error record."""
+def _dumps(obj):
+    return pickle.dumps(obj, PROTOCOL)
+
+
+def encode_reply(values, errors, elapsed, task=None, start=0, dumps=_dumps):
+    """Pickle a batch's results; a result that cannot be pickled becomes an error record.
+
+    ``dumps`` pickles the reply (the process backend passes one that puts large buffers
+    into shared memory).
+    """
     records = None
     if errors:
         records = {pos: error_record(exc) for pos, exc in errors.items()}
     try:
-        return pickle.dumps((values, records, elapsed), PROTOCOL)
+        return dumps((values, records, elapsed))
     except Exception:  # noqa: BLE001 - find the culprits one by one
         pass
     records = dict(records or {})
@@ -173,7 +181,7 @@ def encode_reply(values, errors, elapsed, task=None, start=0):
             records[pos] = serialization_record(
                 f"the result of item {start + pos} of task {task} cannot be pickled", exc)
     try:
-        return pickle.dumps((clean, records, elapsed), PROTOCOL)
+        return dumps((clean, records, elapsed))
     except Exception as exc:  # noqa: BLE001 - e.g. an error record itself
         records = {pos: serialization_record(
             f"the reply for items {start}..{start + len(values) - 1} of task {task} cannot be "

@@ -22,6 +22,8 @@ from ._errors import attach_traceback
 
 #: an adaptive batch aims to keep a worker busy this long (seconds)
 TARGET_BATCH_SECONDS = 0.01
+#: ... and to move at most about this many bytes (pickles and shared memory, both ways)
+TARGET_BATCH_BYTES = 4 << 20
 #: items slower than this are evaluated one by one with progress tracking, so a worker's
 #: death is blamed on exactly the item it was evaluating
 TRACK_ABOVE_SECONDS = 50e-6
@@ -48,6 +50,7 @@ class Task:
         self.total: int | None = None
         self.batch_size = 1
         self.item_time: float | None = None
+        self.item_bytes: float | None = None
         # result side
         self.cond = threading.Condition(threading.Lock())
         self.arrived = {} if ordered else collections.deque()
@@ -95,14 +98,20 @@ class Task:
         return (batch_length <= TRACK_UP_TO_ITEMS or self.item_time is None
                 or self.item_time > TRACK_ABOVE_SECONDS)
 
-    def learn(self, n_items: int, elapsed: float, cap: int) -> None:
-        """Adapt the batch size to the measured time per item (called by slot threads)."""
+    def learn(self, n_items: int, elapsed: float, cap: int, nbytes: int = 0) -> None:
+        """Adapt the batch size to the measured time (and bytes) per item (slot threads)."""
         if n_items <= 0:
             return
         per_item = max(elapsed / n_items, 1e-7)
         previous = self.item_time
         self.item_time = per_item if previous is None else 0.7 * previous + 0.3 * per_item
         wanted = int(TARGET_BATCH_SECONDS / self.item_time)
+        if nbytes:
+            per_item_bytes = nbytes / n_items
+            previous = self.item_bytes
+            self.item_bytes = (per_item_bytes if previous is None
+                               else 0.7 * previous + 0.3 * per_item_bytes)
+            wanted = min(wanted, int(TARGET_BATCH_BYTES / self.item_bytes))
         # grow at most 4x per step so one fast batch does not flood the workers
         self.batch_size = max(1, min(wanted, cap, max(1, self.batch_size) * 4))
 

@@ -30,9 +30,13 @@ def _is_stdlib_helper(pid: str) -> bool:
 
 
 def child_pids() -> set[int]:
-    """PIDs of this process's live (non-zombie) children, read from /proc."""
-    me = str(os.getpid())
-    pids = set()
+    """PIDs of this process's live (non-zombie) descendants, read from /proc.
+
+    multiprocessing's own helpers (fork server, resource tracker) are not counted, but the
+    workers the fork server starts for us are.
+    """
+    parents: dict[str, list[str]] = {}
+    helpers = set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -42,10 +46,17 @@ def child_pids() -> set[int]:
         except OSError:
             continue
         fields = stat[stat.rfind(")") + 2:].split()
-        if len(fields) > 1 and fields[1] == me and fields[0] != "Z" \
-                and not _is_stdlib_helper(entry):
-            pids.add(int(entry))
-    return pids
+        if len(fields) > 1 and fields[0] != "Z":
+            parents.setdefault(fields[1], []).append(entry)
+            if _is_stdlib_helper(entry):
+                helpers.add(entry)
+    found, todo = set(), [str(os.getpid())]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return {int(pid) for pid in found - helpers}
 
 
 def shm_entries() -> set[str]:

@@ -61,18 +61,21 @@ EXIT_WITHOUT_STOP = """
     def slow_square(x):
         return x * x
 
-    pool = IMap(slow_square, itertools.count(), worker_num=2)
-    print([pool.next() for _ in range(3)], flush=True)
-    threads = IMap(slow_square, itertools.count(), worker_type='thread', worker_num=2)
-    print([threads.next() for _ in range(3)], flush=True)
-    # no stop(): the interpreter must still exit
+    if __name__ == '__main__':
+        pool = IMap(slow_square, itertools.count(), worker_num=2)
+        print([pool.next() for _ in range(3)], flush=True)
+        threads = IMap(slow_square, itertools.count(), worker_type='thread', worker_num=2)
+        print([threads.next() for _ in range(3)], flush=True)
+        forked = IMap(slow_square, itertools.count(), worker_num=1, start_method='fork')
+        print([forked.next() for _ in range(3)], flush=True)
+        # no stop(): the interpreter must still exit
 """
 
 
 def test_exit_without_stop_does_not_hang(tmp_path):
     done = run_script(tmp_path, EXIT_WITHOUT_STOP)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split("\n")[:2] == ["[0, 1, 4]", "[0, 1, 4]"]
+    assert done.stdout.split("\n")[:3] == ["[0, 1, 4]"] * 3
 
 
 PARENT_KILLED = """
@@ -83,21 +86,24 @@ PARENT_KILLED = """
         time.sleep(0.01)
         return x * x
 
-    pool = IMap(square, itertools.count(), worker_num=2)
-    pool.next()
-    import multiprocessing
-    print(' '.join(str(c.pid) for c in multiprocessing.active_children()), flush=True)
-    time.sleep(60)
+    if __name__ == '__main__':
+        pool = IMap(square, itertools.count(), worker_num=2, start_method=sys.argv[1])
+        pool.next()
+        import multiprocessing
+        print(' '.join(str(c.pid) for c in multiprocessing.active_children()), flush=True)
+        time.sleep(60)
 """
 
 
-def test_workers_die_with_a_parent_killed_by_sigkill(tmp_path):
+@pytest.mark.parametrize("method", ["forkserver", "fork", "spawn"])
+def test_workers_die_with_a_parent_killed_by_sigkill(tmp_path, method):
     import os
     import signal
     import time
     script = tmp_path / "parent.py"
     script.write_text(textwrap.dedent(PARENT_KILLED))
-    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    parent = subprocess.Popen([sys.executable, str(script), method], stdout=subprocess.PIPE,
+                              text=True)
     try:
         workers = [int(pid) for pid in parent.stdout.readline().split()]
         assert len(workers) == 2

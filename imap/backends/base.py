@@ -72,6 +72,8 @@ class Batch:
     ``isolated``: a single item re-run after a worker died with it in an untracked batch.
     ``counted``: the front end counts this batch as in flight until it is delivered (when a
     batch is split after a worker died, exactly one of its pieces keeps the flag).
+    ``nbytes``: set by handles that serialise: bytes sent and received for this batch, so
+    the batch size also adapts to the size of the items, not only to their time.
     """
 
     task: TaskSpec
@@ -80,6 +82,7 @@ class Batch:
     tracked: bool = False
     isolated: bool = False
     counted: bool = False
+    nbytes: int = 0
 
 
 class WorkerHandle:
