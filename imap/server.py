@@ -31,6 +31,7 @@ import signal
 import socket
 import ssl
 import sys
+import threading
 import time
 
 from rpyc.core.service import SlaveService
@@ -303,6 +304,11 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(server, _Forking):
             server.stop_children()
         log.info("stopped")
+    if any(not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        # threaded mode: a client started a thread that would keep the process alive
+        log.warning("exiting with client threads still running")
+        logging.shutdown()
+        os._exit(0)
     return 0
 
 

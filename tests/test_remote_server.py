@@ -116,15 +116,19 @@ def test_accepted_sockets_have_tcp_nodelay(servers, mode):  # noqa: F811
         conn.close()
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_stops_the_server_and_every_forked_child_within_2_s(servers, signum):  # noqa: F811
-    server = servers("imap", "forking")
+@pytest.mark.parametrize("mode, signum", [("forking", signal.SIGTERM),
+                                          ("forking", signal.SIGINT),
+                                          ("threaded", signal.SIGTERM)])
+def test_a_signal_stops_the_server_and_every_forked_child_within_2_s(servers, mode,  # noqa: F811
+                                                                       signum):
+    server = servers("imap", mode)
     conns = [rpyc.classic.connect("127.0.0.1", server.port) for _ in range(3)]
     try:
-        assert wait_for(lambda: len(server.group_pids()) == 4)     # the server + 3 children
-        conns[0].modules.signal.signal(signal.SIGTERM, signal.SIG_IGN)   # a stubborn child
-        conns[1].execute("import threading, time\n"
-                         "threading.Thread(target=time.sleep, args=(60,)).start()")
+        if mode == "forking":
+            assert wait_for(lambda: len(server.group_pids()) == 4)  # the server + 3 children
+            conns[0].modules.signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a stubborn child
+        conns[1].execute("import threading, time\n"                # a thread that would
+                         "threading.Thread(target=time.sleep, args=(60,)).start()")  # hold on
         started = time.monotonic()
         os.kill(server.pid, signum)
         assert server.proc.wait(10) == 0
