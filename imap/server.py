@@ -43,6 +43,8 @@ __all__ = ["main", "DEFAULT_PORT"]
 log = logging.getLogger("imap.server")
 
 DEFAULT_PORT = 18812
+#: the signals the server handles: stop on the first three, reap children on SIGCHLD
+_HANDLED = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
 #: seconds the children get to exit after SIGTERM before SIGKILL
 STOP_GRACE = 1.0
 
@@ -89,24 +91,27 @@ class _Forking(ForkingServer):
 
     def _accept_method(self, sock):
         _nodelay(sock)
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+        parent = os.getpid()
+        # blocked from fork until the pid is recorded (parent) or the handlers are reset
+        # (child): no reaping of an unrecorded pid, no parent handler run in the child
+        signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
         try:
             pid = os.fork()
             if pid == 0:
-                self._serve_in_child(sock)        # never returns
+                self._serve_in_child(sock, parent)        # never returns
             self.children.add(pid)
         finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED)
         sock.close()
         self.clients.discard(sock)
 
-    def _serve_in_child(self, sock):
+    def _serve_in_child(self, sock, parent: int):
         status = 0
         try:
-            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+            for signum in _HANDLED:
                 signal.signal(signum, signal.SIG_DFL)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
-            _die_with_parent()
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED)
+            _die_with_parent(parent)
             self.listener.close()
             self.clients.clear()
             self._authenticate_and_serve_client(sock)
@@ -130,13 +135,13 @@ class _Forking(ForkingServer):
         self.children.clear()
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     """Linux: the connection process gets SIGKILL when the server process dies."""
     try:
         import ctypes
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL)               # PR_SET_PDEATHSIG
-        if os.getppid() == 1:                       # the parent died before prctl
+        if os.getppid() != parent:                  # the parent died before prctl
             os._exit(0)
     except (OSError, AttributeError):
         pass

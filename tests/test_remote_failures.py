@@ -182,3 +182,18 @@ def test_a_forked_server_process_stops_computing_when_its_client_is_gone(servers
     finally:
         when.join()
         handle.close()
+
+
+def test_killing_the_launcher_alone_ends_its_connections(servers, tmp_path):  # noqa: F811
+    server = servers("imap")
+    handle = open_handle(server, timeout=20)
+    marker = tmp_path / "running"
+    when = _When(marker, lambda: os.kill(server.pid, signal.SIGKILL))   # not the group
+    try:
+        with pytest.raises(WorkerLost, match="lost its connection"):
+            handle.run(Batch(make_task(_marked_sleep(str(marker))), 0, [20]))
+        server.proc.wait(10)
+        assert wait_for(lambda: not server.group_pids(), timeout=10)    # PR_SET_PDEATHSIG
+    finally:
+        when.join()
+        handle.close()
