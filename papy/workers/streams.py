@@ -61,7 +61,11 @@ def load_stream(handle: IO, delimiter: str | None = None) -> Iterator:
     (``str`` from a text handle, ``bytes`` from a binary one).
 
     Text written but not followed by a delimiter line (a stream cut short) is yielded
-    as a last item. Example: see :func:`dump_stream`.
+    as a last item.
+
+    >>> import io
+    >>> list(load_stream(io.StringIO('one\\n%%\\ntwo\\n\\nlines\\n%%\\n')))
+    ['one', 'two\\n\\nlines']
     """
     lines: list = []
     separator = newline = None
@@ -75,8 +79,9 @@ def load_stream(handle: IO, delimiter: str | None = None) -> Iterator:
             lines = []
         else:
             lines.append(_unescape(body, separator) + ending)
-    if lines:
-        yield newline[:0].join(lines)[:-1]
+    if lines:  # a stream cut short: the last item, without the newline dump_stream adds
+        last = newline[:0].join(lines)
+        yield last[:-1] if last.endswith(newline) else last
 
 
 @imports(["pickle"])
@@ -98,8 +103,11 @@ def dump_pickle_stream(inbox, handle: IO) -> None:
 def load_pickle_stream(handle: IO) -> Iterator:
     """Yield the objects pickled back to back in a binary ``handle``, up to its end.
 
-    Only load pickles you trust: unpickling runs code. Example: see
-    :func:`dump_pickle_stream`.
+    Only load pickles you trust: unpickling runs code.
+
+    >>> import io
+    >>> list(load_pickle_stream(io.BytesIO(pickle.dumps(1) + pickle.dumps('a'))))
+    [1, 'a']
     """
     while True:
         try:
@@ -160,6 +168,9 @@ def _delimiter(delimiter: str | bytes | None, binary: bool):
             ("\r" if not binary else b"\r") in delimiter:
         raise ValueError(f"a stream delimiter is one line without line breaks, "
                          f"not {delimiter!r}")
+    if delimiter.startswith(b"\\" if binary else "\\"):
+        raise ValueError(f"a stream delimiter cannot start with a backslash (the escape "
+                         f"character of the format), as {delimiter!r} does")
     return delimiter
 
 
