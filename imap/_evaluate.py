@@ -111,14 +111,18 @@ def evaluate(call, items):
 
 
 def evaluate_tracked(call, items, progress):
-    """Like :func:`evaluate`, writing each item's position to ``progress[0]`` first.
+    """Like :func:`evaluate`, writing each item's position to ``progress[0]`` and the time
+    it started (``time.monotonic_ns()``) to ``progress[1]`` first.
 
-    The owner reads ``progress`` after the worker died to know which item killed it.
+    The owner reads ``progress`` after the worker died to know which item killed it, and
+    while it runs to know how long the current item has been running.
     """
     started = time.perf_counter()
     values = []
     errors = None
+    clock = time.monotonic_ns
     for position, item in enumerate(items):
+        progress[1] = clock()
         progress[0] = position
         try:
             values.append(call(item))

@@ -154,13 +154,15 @@ class IMap:
     # -- tasks -------------------------------------------------------------------------------
 
     def add_task(self, func, iterable, args=None, kwargs=None, timeout=None, block=True,
-                 track=False) -> "TaskIterator":
+                 track=False, item_timeout=None) -> "TaskIterator":
         """Add a task: ``func(item, *args, **kwargs)`` for each item of ``iterable``.
 
         Returns the task's result iterator. Only before :meth:`start`. Add producers before
         the tasks that consume their results. ``timeout``/``block`` are the defaults of the
         returned iterator's ``next``; ``track=True`` keeps ``{index: result}`` in
-        ``self._tasks_tracked[task]``.
+        ``self._tasks_tracked[task]``. ``item_timeout`` (seconds) bounds each evaluation:
+        an item running longer fails with TimeoutError in its place, and its worker is
+        killed and replaced (process, remote) or the item abandoned (thread).
         """
         with self._lock:
             if self._state is not _State.IDLE:
@@ -178,9 +180,12 @@ class IMap:
                 raise TypeError(f"task {task_id}: the iterable is not iterable "
                                 f"({type(iterable).__name__}); pass a list, a generator or "
                                 f"another task's result iterator") from None
-            if timeout is not None and timeout < 0:
-                raise ValueError(f"task {task_id}: timeout must be >= 0 or None, not {timeout}")
-            spec = TaskSpec(task_id, func, args, kwargs)
+            for what, value in (("timeout", timeout), ("item_timeout", item_timeout)):
+                if value is not None and (isinstance(value, bool)
+                                          or not isinstance(value, (int, float)) or value < 0):
+                    raise ValueError(f"task {task_id}: {what} must be a number of seconds >= 0 "
+                                     f"or None, not {value!r}")
+            spec = TaskSpec(task_id, func, args, kwargs, item_timeout=item_timeout)
             if self.worker_type == "process" and self.worker_num or self.worker_remote:
                 spec.payload = _dump_function(spec)
             task = Task(task_id, spec, iterator, _is_chained(iterable), self.ordered, self.skip,

@@ -149,9 +149,10 @@ class Pool:
         """A worker died with ``batch``: blame one item if known, re-queue the others."""
         position = 0 if batch.isolated else lost.position
         task = batch.task
-        log.warning("%s: worker %s lost while evaluating items %d..%d of task %d: %s",
-                    self._name, handle.name, batch.start, batch.start + len(batch.items) - 1,
-                    task.task_id, lost.message)
+        log.log(logging.INFO if lost.timed_out else logging.WARNING,
+                "%s: worker %s lost while evaluating items %d..%d of task %d: %s",
+                self._name, handle.name, batch.start, batch.start + len(batch.items) - 1,
+                task.task_id, lost.message)
         if position is None:
             # unknown culprit: re-run each item alone; one that kills a worker again fails
             for offset, item in enumerate(batch.items):
@@ -159,10 +160,16 @@ class Pool:
                                          isolated=True, counted=batch.counted and offset == 0))
             return
         index = batch.start + position
-        error = WorkerDiedError(
-            f"worker {handle.name} {lost.message} while evaluating item {index} of task "
-            f"{task.task_id}", worker=handle.name, exitcode=lost.exitcode,
-            task=task.task_id, index=index)
+        if lost.timed_out:
+            error = TimeoutError(f"item {index} of task {task.task_id} ran longer than its "
+                                 f"item_timeout of {task.item_timeout} s; worker "
+                                 f"{handle.name} {lost.message.split(' after ')[0]} and was "
+                                 f"replaced")
+        else:
+            error = WorkerDiedError(
+                f"worker {handle.name} {lost.message} while evaluating item {index} of task "
+                f"{task.task_id}", worker=handle.name, exitcode=lost.exitcode,
+                task=task.task_id, index=index)
         if position > 0:
             self._dispatch.put(Batch(task, batch.start, batch.items[:position], tracked=True))
         self._deliver(Batch(task, index, batch.items[position:position + 1],

@@ -96,7 +96,7 @@ class Task:
         """Evaluate item by item, recording the position? Yes for short batches and slow
         items, where the cost is nil; long batches of fast items run in C instead."""
         return (batch_length <= TRACK_UP_TO_ITEMS or self.item_time is None
-                or self.item_time > TRACK_ABOVE_SECONDS)
+                or self.item_time > TRACK_ABOVE_SECONDS or self.spec.item_timeout is not None)
 
     def learn(self, n_items: int, elapsed: float, cap: int, nbytes: int = 0) -> None:
         """Adapt the batch size to the measured time (and bytes) per item (slot threads)."""

@@ -217,3 +217,51 @@ def test_system_exit_in_a_thread_worker_is_an_error_in_place():
         with pytest.raises(SystemExit):
             pool.next()
         assert pool.next() == 2
+
+
+# -- per-item timeouts ---------------------------------------------------------------------
+
+def sleep_on_2(x):
+    if x == 2:
+        time.sleep(3)
+    return x
+
+
+def test_item_timeout_kills_and_replaces_a_process_worker():
+    pool = IMap(worker_num=2, stride=2)
+    results = pool.add_task(sleep_on_2, range(6), item_timeout=0.5)
+    with pool:
+        pool.start()
+        started = time.monotonic()
+        outcome = []
+        for _ in range(6):
+            try:
+                outcome.append(next(results))
+            except TimeoutError as exc:
+                assert "item 2 of task 0 ran longer than its item_timeout of 0.5 s" in str(exc)
+                assert "killed" in str(exc)
+                outcome.append("timeout")
+        assert time.monotonic() - started < 2.9   # did not wait for the 3 s sleep
+    assert outcome == [0, 1, "timeout", 3, 4, 5]
+
+
+@pytest.mark.allow_leftovers   # the abandoned item's thread ends 3 s later, by design
+def test_item_timeout_abandons_the_item_in_a_thread_pool():
+    pool = IMap(worker_type="thread", worker_num=2, stride=2)
+    results = pool.add_task(sleep_on_2, range(6), item_timeout=0.5)
+    with pool:
+        pool.start()
+        outcome = []
+        for _ in range(6):
+            try:
+                outcome.append(next(results))
+            except TimeoutError as exc:
+                assert "abandoned" in str(exc)
+                outcome.append("timeout")
+    assert outcome == [0, 1, "timeout", 3, 4, 5]
+
+
+def test_item_timeout_must_be_positive():
+    pool = IMap(worker_type="thread", worker_num=1)
+    with pytest.raises(ValueError, match="item_timeout must be a number"):
+        pool.add_task(add1, [1], item_timeout=-1)

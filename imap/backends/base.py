@@ -35,11 +35,13 @@ class WorkerLost(Exception):
     (negative: killed by that signal) or None.
     """
 
-    def __init__(self, message: str, position: int | None = None, exitcode: int | None = None):
+    def __init__(self, message: str, position: int | None = None, exitcode: int | None = None,
+                 timed_out: bool = False):
         super().__init__(message)
         self.message = message
         self.position = position
         self.exitcode = exitcode
+        self.timed_out = timed_out   # killed because the item ran past the task's item_timeout
 
 
 _task_keys = itertools.count(1)
@@ -61,6 +63,9 @@ class TaskSpec:
     kwargs: dict = field(default_factory=dict)
     payload: bytes | None = None
     key: int = field(default_factory=lambda: next(_task_keys))
+    #: seconds one item may run; past it the worker is killed and replaced (processes,
+    #: remote) or the item abandoned (threads), and the item fails with TimeoutError
+    item_timeout: float | None = None
 
 
 @dataclass(eq=False)

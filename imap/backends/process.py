@@ -25,6 +25,7 @@ import pickle
 import signal
 import sys
 import threading
+import time
 from multiprocessing import connection
 
 from .. import _evaluate
@@ -186,7 +187,7 @@ class ProcessHandle(WorkerHandle):
             shm_settings = (self._shm_threshold, self._shm_prefix + "out")
         with _spawn_lock:
             parent_conn, child_conn = context.Pipe(duplex=True)
-            progress = context.RawArray("q", 1)
+            progress = context.RawArray("q", 2)
             progress[0] = -1
             process = context.Process(target=_worker_main,
                                       args=(child_conn, progress, expected, shm_settings),
@@ -305,15 +306,32 @@ class ProcessHandle(WorkerHandle):
         conn, process = self._conn, self._process
         if conn is None:
             raise self._lost(batch)
+        limit = batch.task.item_timeout
         while True:
-            ready = connection.wait([conn, process.sentinel])
+            ready = connection.wait([conn, process.sentinel], self._until_overdue(limit))
             if conn in ready:
                 try:
                     return conn.recv_bytes()
                 except (EOFError, OSError):
                     raise self._lost(batch) from None
-            if not conn.poll():
-                raise self._lost(batch)
+            if process.sentinel in ready:
+                if not conn.poll():
+                    raise self._lost(batch)
+                continue
+            if self._until_overdue(limit) == 0:   # the current item ran past item_timeout
+                position = self._progress[0]
+                process.kill()
+                process.join()
+                raise WorkerLost(f"was killed after item {batch.start + position} ran longer "
+                                 f"than {limit} s", position, process.exitcode, timed_out=True)
+
+    def _until_overdue(self, limit: float | None) -> float | None:
+        """Seconds until the item being evaluated exceeds ``limit`` (0: it did; None: no
+        limit, or no item is running yet)."""
+        if limit is None or self._progress[0] < 0:
+            return None if limit is None else limit
+        running = (time.monotonic_ns() - self._progress[1]) / 1e9
+        return max(0.0, limit - running)
 
     def _lost(self, batch: Batch | None) -> WorkerLost:
         process = self._process

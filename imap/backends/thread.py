@@ -1,6 +1,14 @@
-"""Thread workers: the slot thread evaluates the batch itself, no pickling."""
+"""Thread workers: the slot thread evaluates the batch itself, no pickling.
+
+With an ``item_timeout`` each item runs in a helper thread the slot waits for; an item that
+runs too long is abandoned (threads cannot be killed): its helper thread finishes it in the
+background, its result is dropped, and the next items get a fresh helper thread.
+"""
 from __future__ import annotations
 
+import queue
+import threading
+import time
 import traceback
 
 from .._errors import attach_traceback
@@ -9,16 +17,13 @@ from .base import Batch, WorkerHandle
 
 
 class ThreadHandle(WorkerHandle):
-    """Evaluates batches in the calling (slot) thread.
-
-    A thread cannot be killed: ``kill`` only marks it, and an item that never returns keeps
-    its thread busy (the IMap abandons it at stop; it is a daemon thread).
-    """
+    """Evaluates batches in the calling (slot) thread."""
 
     def __init__(self, index: int):
         self.name = f"thread {index}"
         self._calls: dict = {}
-        self._progress = [-1]
+        self._progress = [-1, 0]
+        self._runner: _Runner | None = None
 
     def open(self) -> None:
         self._calls.clear()
@@ -28,14 +33,73 @@ class ThreadHandle(WorkerHandle):
         call = self._calls.get(spec.key)
         if call is None:
             call = self._calls[spec.key] = make_call(spec.func, spec.args, spec.kwargs)
-        if batch.tracked:
+        if spec.item_timeout is not None:
+            values, errors, elapsed = self._run_with_timeout(call, batch)
+        elif batch.tracked:
             values, errors, elapsed = evaluate_tracked(call, batch.items, self._progress)
         else:
             values, errors, elapsed = evaluate(call, batch.items)
         if errors:
             for exc in errors.values():
-                attach_traceback(exc, "".join(traceback.format_exception(exc)))
+                if exc.__traceback__ is not None:
+                    attach_traceback(exc, "".join(traceback.format_exception(exc)))
         return values, errors, elapsed
+
+    def _run_with_timeout(self, call, batch: Batch):
+        limit = batch.task.item_timeout
+        started = time.perf_counter()
+        values, errors = [], None
+        for position, item in enumerate(batch.items):
+            if self._runner is None:
+                self._runner = _Runner(f"{self.name}-runner")
+            try:
+                ok, value = self._runner.call(call, item, limit)
+            except queue.Empty:
+                self._runner.abandon()
+                self._runner = None
+                ok, value = False, TimeoutError(
+                    f"item {batch.start + position} of task {batch.task.task_id} ran longer "
+                    f"than its item_timeout of {limit} s; it was abandoned (a thread cannot "
+                    f"be stopped) and goes on in the background")
+            if not ok:
+                errors = errors or {}
+                errors[position] = value
+                value = None
+            values.append(value)
+        return values, errors, time.perf_counter() - started
 
     def close(self) -> None:
         self._calls.clear()
+        if self._runner is not None:
+            self._runner.abandon()
+            self._runner = None
+
+
+class _Runner:
+    """A helper thread evaluating one item at a time for a slot with an item_timeout."""
+
+    def __init__(self, name: str):
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        self._replies: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, daemon=True, name=name)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            request = self._requests.get()
+            if request is None:
+                return
+            call, item = request
+            try:
+                self._replies.put((True, call(item)))
+            except BaseException as exc:  # noqa: BLE001 - the item's error, in place
+                self._replies.put((False, exc))
+
+    def call(self, call, item, timeout: float):
+        """(ok, value) of call(item); queue.Empty when it did not return within timeout."""
+        self._requests.put((call, item))
+        return self._replies.get(timeout=timeout)
+
+    def abandon(self) -> None:
+        """The thread exits once its current item (if any) returns."""
+        self._requests.put(None)
