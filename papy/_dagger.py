@@ -170,7 +170,7 @@ class Dagger:
     def add_pipe(self, pipe, branch=None) -> None:
         """Add the pipes ``a -> b -> c`` of ``pipe = (a, b, c)`` (Pipers added as needed;
         ``branch`` is set on the Pipers this call adds). A cycle is a DaggerError."""
-        if isinstance(pipe, (str, bytes)) or not hasattr(pipe, "__iter__"):
+        if isinstance(pipe, (str, bytes, Piper)) or not hasattr(pipe, "__iter__"):
             raise DaggerError(f"a pipe is a sequence of Pipers, not {pipe!r}")
         saved = self._snapshot()
         try:
@@ -194,6 +194,8 @@ class Dagger:
     def del_pipe(self, pipe, forced: bool = False) -> None:
         """Remove the pipes of ``pipe`` (right to left) and the Pipers of ``pipe`` left
         without any pipe; ``forced=True`` also removes those left without downstream."""
+        if isinstance(pipe, (str, bytes, Piper)) or not hasattr(pipe, "__iter__"):
+            raise DaggerError(f"a pipe is a sequence of Pipers, not {pipe!r}")
         pipers = [self.resolve(p) for p in pipe]
         pairs = list(zip(pipers, pipers[1:]))
         for up, down in pairs:

@@ -356,12 +356,15 @@ class Piper:
                 raise PiperError(f"piper {self.name!r} is already being read; connect "
                                  f"every downstream Piper before reading")
             branch = Branch(self, reader)
+            branch.index = len(self._branches)
             self._branches.append(branch)
         return branch
 
     def _close_branch(self, reader) -> None:
         with self._lock:
             self._branches = [b for b in self._branches if b.reader is not reader]
+            for k, branch in enumerate(self._branches):
+                branch.index = k
             self._outlet = None
 
     def _outlet_pull(self, index: int):
@@ -369,8 +372,6 @@ class Piper:
         if outlet is None:
             with self._lock:
                 if self._outlet is None:
-                    for k, branch in enumerate(self._branches):
-                        branch.index = k
                     count = len(self._branches)
                     self._outlet = PassThrough(self._pull) if count <= 1 else \
                         Tee(self._pull, count)
