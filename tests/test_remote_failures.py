@@ -197,3 +197,31 @@ def test_killing_the_launcher_alone_ends_its_connections(servers, tmp_path):  # 
     finally:
         when.join()
         handle.close()
+
+
+@pytest.mark.parametrize("kind, mode", [("imap", "forking"), ("rpyc", "forking"),
+                                        ("imap", "threaded")])
+def test_an_item_past_its_item_timeout_is_blamed_by_position(servers, kind, mode):  # noqa: F811
+    server = servers(kind, mode)
+    baseline = len(server.group_pids())
+    handle = open_handle(server, timeout=20)
+    task = make_task(lambda s: time.sleep(s) or s)
+    task.item_timeout = 0.5
+    try:
+        assert handle.run(Batch(task, 0, [0.01, 0.02]))[:2] == ([0.01, 0.02], None)
+        started = time.monotonic()
+        with pytest.raises(WorkerLost) as info:
+            handle.run(Batch(task, 10, [0.01, 0.02, 30, 0.01], tracked=True))
+        assert 0.5 <= time.monotonic() - started < 10
+        lost = info.value
+        assert lost.position == 2 and lost.timed_out
+        assert "after item 12 ran longer than 0.5 s" in lost.message
+        if mode == "forking":
+            assert lost.message.startswith("was killed")
+            assert wait_for(lambda: len(server.group_pids()) == baseline, timeout=10)
+        else:
+            assert lost.message.startswith("was disconnected")
+        handle.open()
+        assert handle.run(Batch(task, 0, [0.01]))[0] == [0.01]
+    finally:
+        handle.close()

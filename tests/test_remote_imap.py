@@ -211,3 +211,19 @@ def test_a_plumber_runs_its_pipers_on_a_remote_imap(two_hosts):
     finally:
         plumber.stop()
         pool.stop()
+
+
+def test_item_timeout_fails_only_the_slow_item(two_hosts):
+    import inspect
+    if "item_timeout" not in inspect.signature(IMap.add_task).parameters:
+        pytest.skip("IMap.add_task has no item_timeout yet")
+    a, b = two_hosts
+    items = [0.01] * 8 + [30] + [0.01] * 8
+    with IMap(worker_num=0, worker_remote=[(a.address, 1), (b.address, 1)], stride=4) as pool:
+        results = pool.add_task(lambda s: time.sleep(s) or s, items, item_timeout=1.0)
+        pool.start()
+        started = time.monotonic()
+        got = _drain(results)
+    assert time.monotonic() - started < 20
+    assert got[:8] == items[:8] and got[9:] == items[9:]
+    assert isinstance(got[8], TimeoutError) and "item_timeout" in str(got[8])

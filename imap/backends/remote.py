@@ -276,6 +276,11 @@ class _RemoteSide:
 
     Self-contained: its methods import what they need (standard library, rpyc, dill), since
     the source text of this class is executed on a server where imap may not be installed.
+
+    Threads: the connection's serving thread runs ``run`` (and the user's function); the
+    beat thread only reads ``_busy``, ``_limit`` and ``_progress`` and sends asynchronous
+    calls: ``beat()`` every ``interval`` s while a call runs, ``beat(position)`` when the
+    item at ``position`` ran past its item_timeout.
     """
 
     def __init__(self, evaluate_source, beat, interval, chunk, server_conn):
@@ -293,6 +298,9 @@ class _RemoteSide:
         self._pending = []            # reply chunks not fetched yet, last one first
         self._chunk = chunk
         self._busy = False
+        self._limit = None            # item_timeout of the running call, in ns
+        self._progress = [-1, 0]      # position in the batch being evaluated, its start (ns)
+        self._wake = threading.Event()
         self._conn = server_conn
         # served by the main thread: a process of its own (forking server), which may exit
         # when its client is gone; a threaded server's connection thread may not
@@ -308,8 +316,8 @@ class _RemoteSide:
                          name="imap-heartbeat").start()
 
     def _beat_loop(self, interval):
-        """While a call runs: a heartbeat every ``interval`` s; and in a process of its own,
-        exit when the client hung up (killed, timed out), rather than compute for nobody."""
+        """While a call runs: heartbeats; the item_timeout; and, in a process of its own,
+        exit when the client hung up (killed, timed out) rather than compute for nobody."""
         import os
         import select
         import time
@@ -318,16 +326,41 @@ class _RemoteSide:
             hangup.register(self._conn.fileno(), select.POLLRDHUP)   # Linux
         except (AttributeError, OSError, ValueError, EOFError):
             hangup = None
+        next_beat = time.monotonic_ns() + int(interval * 1e9)
         while not self._conn.closed:
-            time.sleep(interval)
+            self._wake.wait(max(0, min(next_beat, self._deadline()) - time.monotonic_ns()) / 1e9)
+            self._wake.clear()
+            now = time.monotonic_ns()
             if not self._busy:
+                next_beat = now + int(interval * 1e9)
                 continue
             if self._dedicated and hangup is not None and hangup.poll(0):
                 os._exit(0)
             try:
-                self._beat()
+                overdue = self._overdue(now)
+                if overdue is not None:
+                    self._limit = None            # tell the client once
+                    self._beat(overdue, self._dedicated)
+                    if self._dedicated:           # the item is stopped with its process
+                        os._exit(0)
+                elif now >= next_beat:
+                    self._beat()
+                    next_beat = now + int(interval * 1e9)
             except Exception:  # noqa: BLE001 - the connection is gone
                 return
+
+    def _deadline(self):
+        position, started, limit = self._progress[0], self._progress[1], self._limit
+        if limit is None or position < 0 or not self._busy:
+            return float("inf")
+        return started + limit
+
+    def _overdue(self, now):
+        """The position of the item running past the item_timeout, or None."""
+        position, started, limit = self._progress[0], self._progress[1], self._limit
+        if limit is None or position < 0 or now - started < limit:
+            return None
+        return position if self._progress[0] == position else None   # it did not just end
 
     def put(self, which, chunk):
         """Receive one chunk of a payload or batch bigger than one call."""
@@ -337,14 +370,19 @@ class _RemoteSide:
         """Send the next chunk of a reply bigger than one call."""
         return self._pending.pop()
 
-    def run(self, key, payload, data, each, task, start):
+    def run(self, key, payload, data, each, task, start, item_timeout=None):
         """Evaluate a batch; return reply bytes, (chunks left, first chunk), or None when
         the batch cannot be unpickled here (the client then sends it item by item)."""
+        self._progress[0] = -1
+        self._limit = None if item_timeout is None else int(item_timeout * 1e9)
         self._busy = True
+        if item_timeout is not None:
+            self._wake.set()                      # the beat thread now watches the items
         try:
             reply = self._run(key, payload, data, each, task, start)
         finally:
             self._busy = False
+            self._limit = None
         if reply is None or len(reply) <= self._chunk:
             return reply
         chunks = [reply[i:i + self._chunk] for i in range(0, len(reply), self._chunk)]
@@ -359,6 +397,22 @@ class _RemoteSide:
         joined = b"".join(parts)
         parts.clear()
         return joined
+
+    def _evaluated(self, call, items, positions):
+        """evaluate(); with an item_timeout, each item's start and position are recorded
+        first (in that order: the beat thread reads them in the other order)."""
+        if self._limit is None:
+            return self._evaluate.evaluate(call, items)
+        import itertools
+        import time
+        progress, clock = self._progress, time.monotonic_ns
+        numbers = iter(positions) if positions is not None else itertools.count()
+
+        def timed(item):
+            progress[1] = clock()
+            progress[0] = next(numbers)
+            return call(item)
+        return self._evaluate.evaluate(timed, items)
 
     def _run(self, key, payload, data, each, task, start):
         ev = self._evaluate
@@ -392,7 +446,7 @@ class _RemoteSide:
             values, errors, elapsed = [None] * len(items), None, 0.0
             records.update({pos: failure for pos in (positions or range(len(items)))})
         else:
-            values, errors, elapsed = ev.evaluate(call, items)
+            values, errors, elapsed = self._evaluated(call, items, positions)
         if positions is not None:
             full, moved = [None] * len(blobs), {}
             for i, pos in enumerate(positions):
@@ -426,6 +480,10 @@ class _State(enum.Enum):
 
 
 class _Stalled(Exception):
+    pass
+
+
+class _Overdue(Exception):
     pass
 
 
@@ -470,6 +528,7 @@ class RemoteHandle(WorkerHandle):
         self._shipped: set[int] = set()
         self._payloads: dict[int, bytes] = {}
         self._last_sign = 0.0
+        self._overdue: tuple[int, bool] | None = None   # (position, stopped) from the server
         self._beat = self._on_beat        # one bound method, referenced by the server
         self._remote = None               # async wrappers of the _RemoteSide methods
         self._side = None                 # the netref keeping the server side alive
@@ -565,16 +624,21 @@ class RemoteHandle(WorkerHandle):
             data, each, local_errors = pickle.dumps(batch.items, PROTOCOL), False, None
         except Exception:  # noqa: BLE001 - find the unpicklable items one by one
             data, each, local_errors = self._pickle_each(batch)
+        self._overdue = None
         try:
             reply = self._request(task, payload, data, each, batch.start)
             if reply is None:             # the server could not unpickle the batch
                 data, each, local_errors = self._pickle_each(batch)
                 reply = self._request(task, None, data, True, batch.start)
+        except (_Overdue, EOFError, OSError) as exc:
+            if self._overdue is None:     # a lost connection (below)
+                raise self._lost(f"lost its connection ({_cause(exc)})") from exc
+            raise self._timed_out(batch) from None
         except _Stalled:
             raise self._lost(f"sent no reply and no heartbeat for {self.timeout:g} s (a "
                              f"stopped or overloaded server, or a network stall); "
                              f"remote_timeout sets this limit") from None
-        except (EOFError, OSError, ValueError, TimeoutError) as exc:
+        except ValueError as exc:         # e.g. rpyc: invalid message type
             raise self._lost(f"lost its connection ({_cause(exc)})") from exc
         except Exception as exc:  # noqa: BLE001 - the server side itself failed
             raise self._lost(f"failed on the server ({_cause(exc)})") from exc
@@ -614,7 +678,8 @@ class RemoteHandle(WorkerHandle):
         if payload is not None:
             payload = self._upload(put, "payload", payload)
         data = self._upload(put, "data", data)
-        reply = self._call(run, task.key, payload, data, each, task.task_id, start)
+        reply = self._call(run, task.key, payload, data, each, task.task_id, start,
+                           getattr(task, "item_timeout", None))
         self._shipped.add(task.key)
         if isinstance(reply, tuple):
             left, first = reply
@@ -644,11 +709,28 @@ class RemoteHandle(WorkerHandle):
                 raise _Stalled()
             if conn.serve(left, waiting=waiting):
                 self._last_sign = time.monotonic()
+            if self._overdue is not None:
+                raise _Overdue()
         return result.value
 
-    def _on_beat(self) -> None:
-        """Called by the server (inside ``serve`` in the slot thread) while it evaluates."""
+    def _on_beat(self, overdue: int | None = None, stopped: bool = False) -> None:
+        """Called by the server (inside ``serve`` in the slot thread) while it evaluates;
+        with ``overdue``: that item ran past its item_timeout (``stopped``: with its
+        process; else it runs on in a threaded server, which cannot stop it)."""
         self._last_sign = time.monotonic()
+        if overdue is not None:
+            self._overdue = (overdue, stopped)
+
+    def _timed_out(self, batch: Batch) -> WorkerLost:
+        position, stopped = self._overdue
+        self._mark_broken()
+        limit = getattr(batch.task, "item_timeout", None)
+        what = "was killed" if stopped else "was disconnected"
+        lost = WorkerLost(f"{what} after item {batch.start + position} ran longer than {limit} s"
+                          f"{'' if stopped else ' (a threaded server cannot stop it)'}",
+                          position)
+        lost.timed_out = True             # the pool fails that item with TimeoutError
+        return lost
 
     def _decode(self, reply: bytes, batch: Batch, local_errors: dict | None):
         try:
