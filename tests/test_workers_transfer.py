@@ -80,8 +80,8 @@ def test_round_trip(kind, item, nothing_left):
     assert isinstance(ref, ItemRef) and ref.kind == kind
     loaded = load_item([ref])
     assert loaded == item and type(loaded) is type(item)
+    assert wait_until(lambda: not item_threads())   # a tcp server closes, then ends
     assert not location_exists(ref)
-    assert wait_until(lambda: not item_threads())
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -232,3 +232,11 @@ def test_round_trip_property(item, kind, nothing_left):
     loaded = load_item([dump_item([item], type=kind)])
     assert type(loaded) is type(item)
     assert pickle.dumps(loaded) == pickle.dumps(item)   # NaN-safe equality
+
+
+def test_sweep_leftovers_spares_the_items_of_running_processes(nothing_left):
+    from papy.workers.transfer import sweep_leftovers
+    refs = [dump_item(["alive"], type=kind) for kind in ("file", "fifo", "shm")]
+    removed = sweep_leftovers()
+    assert not {ref.location for ref in refs} & {path.replace("/dev/shm", "") for path in removed}
+    assert [load_item([ref]) for ref in refs] == ["alive"] * 3

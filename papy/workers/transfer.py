@@ -28,8 +28,9 @@ Clean-up, whatever happens:
    second whether the file, segment or FIFO still exists;
 3. the dumping process exits (a pool worker stopped by its IMap included): whatever it
    still holds is removed, by a multiprocessing finaliser (which also runs at exit of the
-   main process). A process killed by SIGKILL cleans nothing: sweep ``/dev/shm/papy_<pid>_*``
-   and the ``papy_item_*`` / ``papy_fifo_*`` files of the temp directory for that pid.
+   main process). A process killed by SIGKILL cleans nothing; ``sweep_leftovers()``
+   removes what dead processes left (names carry the pid: ``/dev/shm/papy_<pid>_*``,
+   ``<tempdir>/papy_item_<pid>_*`` and ``papy_fifo_<pid>_*``).
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ import logging
 import multiprocessing.util
 import os
 import pickle
+import re
 import secrets
 import select
 import socket
@@ -51,8 +53,8 @@ import posix_ipc
 
 from imap import imports
 
-__all__ = ["dump_item", "load_item", "ItemRef", "TransferError", "KINDS", "SHM_PREFIX",
-           "DEFAULT_TIMEOUT"]
+__all__ = ["dump_item", "load_item", "sweep_leftovers", "ItemRef", "TransferError", "KINDS",
+           "SHM_PREFIX", "DEFAULT_TIMEOUT"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,7 @@ DEFAULT_TIMEOUT = 300.0        #: seconds an item waits for its loader
 LOAD_TIMEOUT = 60.0            #: seconds a fifo/tcp loader waits for the next bytes
 SWEEP_SECONDS = 1.0            #: how often the janitor looks for items loaded elsewhere
 _CHUNK = 1 << 20
+_HANDSHAKE_SECONDS = 10.0      #: a tcp loader must send its token within this time
 
 
 class ItemRef(NamedTuple):
@@ -87,7 +90,8 @@ def dump_item(inbox, type: str = "file", timeout: float | None = DEFAULT_TIMEOUT
 
     ``timeout``: seconds after which an item nobody loaded is removed (None: only when
     loaded or when this process exits). ``dir``, ``prefix``, ``suffix``: where and how the
-    file or FIFO is named (default: the temp directory, ``papy_item_`` / ``papy_fifo_``).
+    file or FIFO is named (default: the temp directory, ``papy_item_<pid>_`` /
+    ``papy_fifo_<pid>_``).
     ``host``: the address a ``tcp`` item listens on (loopback by default).
 
     >>> ref = dump_item([b'a large payload'], type='shm')
@@ -104,11 +108,13 @@ def dump_item(inbox, type: str = "file", timeout: float | None = DEFAULT_TIMEOUT
     expires = None if timeout is None else time.time() + timeout
     deadline = None if timeout is None else time.monotonic() + timeout
     if type == "file":
-        location = _dump_file(payload, deadline, dir, prefix or "papy_item_", suffix)
+        location = _dump_file(payload, deadline, dir, prefix or f"papy_item_{os.getpid()}_",
+                              suffix)
     elif type == "shm":
         location = _dump_shm(payload, deadline)
     elif type == "fifo":
-        location = _dump_fifo(payload, deadline, dir, prefix or "papy_fifo_", suffix)
+        location = _dump_fifo(payload, deadline, dir, prefix or f"papy_fifo_{os.getpid()}_",
+                              suffix)
     else:
         location, token = _dump_tcp(payload, deadline, host)
         return ItemRef(type, location, size, encoding, expires, token)
@@ -140,6 +146,39 @@ def load_item(inbox, remove: bool = True, timeout: float | None = LOAD_TIMEOUT) 
     else:
         data = _load_tcp(ref, timeout)
     return _decode(data, ref.encoding)
+
+
+@imports(["os", "re", "tempfile", "posix_ipc"])
+def sweep_leftovers(directory: str | None = None) -> list:
+    """Remove the items that processes which no longer exist dumped and nobody loaded
+    (a process killed by SIGKILL cleans nothing up); return what was removed.
+
+    Only default names are recognised: ``/dev/shm/papy_<pid>_*`` and, in ``directory``
+    (the temp directory by default), ``papy_item_<pid>_*`` and ``papy_fifo_<pid>_*``.
+
+    >>> removed = sweep_leftovers()    # e.g. after a pool worker was killed
+    """
+    temp = directory or tempfile.gettempdir()
+    places = [("/dev/shm", re.compile(r"papy_(\d+)_[0-9a-f]+$"),
+               lambda name: _unlink_shm("/" + name)),
+              (temp, re.compile(r"papy_(?:item|fifo)_(\d+)_"),
+               lambda name: _unlink(os.path.join(temp, name)))]
+    removed = []
+    for folder, pattern, remove in places:
+        for name in _listdir(folder):
+            match = pattern.match(name)
+            if match is None or os.path.exists(f"/proc/{match.group(1)}"):
+                continue  # not ours, or its process still runs (and its janitor with it)
+            remove(name)
+            removed.append(os.path.join(folder, name))
+    return removed
+
+
+def _listdir(folder: str) -> list:
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
 
 
 # -- encoding ---------------------------------------------------------------------------
@@ -407,11 +446,17 @@ class _TcpServer:
 
     def _send(self, connection: socket.socket, peer) -> bool:
         """Send the item if the peer knows the token; True when the item is gone."""
+        connection.settimeout(_HANDSHAKE_SECONDS)
+        try:
+            token = _receive(connection, len(self.token))
+        except OSError:
+            token = b""
+        if not hmac.compare_digest(token, self.token):
+            log.warning("tcp item: refused a connection from %s (wrong token)", peer)
+            return False
+        self.listener.close()  # taken: closed before the loader can see the end of it
         connection.settimeout(LOAD_TIMEOUT)
         try:
-            if not hmac.compare_digest(_receive(connection, len(self.token)), self.token):
-                log.warning("tcp item: refused a connection from %s (wrong token)", peer)
-                return False
             view = memoryview(self.payload).cast("B")
             for start in range(0, len(view), _CHUNK):
                 connection.sendall(view[start:start + _CHUNK])
