@@ -91,7 +91,6 @@ class Plumber(Dagger):
         self._state = PlumberState.IDLE
         self._lock = threading.Lock()
         self._finished = threading.Event()     # the plunger read every output to its end
-        self._attention = threading.Event()    # finished, or a failure was recorded
         self._pausing = threading.Event()
         self._plunger: threading.Thread | None = None
         self._datas = None
@@ -132,8 +131,7 @@ class Plumber(Dagger):
 
     def _start(self, datas) -> None:
         self._finished.clear()
-        self._attention.clear()
-        context = RunContext(repr(self), on_failure=self._attention.set)
+        context = RunContext(repr(self))
         self.connect(list(datas), context)
         try:
             pipers = self.postorder()
@@ -166,16 +164,16 @@ class Plumber(Dagger):
                     self._state = _S.FINISHED
             self.stats["run_time"] = time.time() - self.stats["start_time"]
             self._finished.set()
-            self._attention.set()
             log.debug("%r: outputs ended", self)
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait until the outputs ended (True) or ``timeout`` passed (False); raise the
-        failures of the run (one as itself, several as an ExceptionGroup)."""
+        """Wait until the outputs ended (True) or ``timeout`` passed (False); then raise the
+        failures of the run (one as itself, several as an ExceptionGroup). A failure stops
+        the inputs, so a pipeline that failed ends soon and wait() raises then."""
         self._move("wait", None)
-        self._attention.wait(timeout)
+        finished = self._finished.wait(timeout)
         self._raise_failures()
-        return self._finished.is_set()
+        return finished
 
     def pause(self) -> None:
         """Stop reading the outputs (at a round boundary; parallel Pipers go on until their

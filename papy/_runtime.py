@@ -51,10 +51,9 @@ def current_stop_event() -> threading.Event | None:
 class RunContext:
     """Gate for the inputs and sink for the failures of one pipeline run."""
 
-    def __init__(self, name: str = "pipeline", standalone: bool = False, on_failure=None):
+    def __init__(self, name: str = "pipeline", standalone: bool = False):
         self.name = name
         self.standalone = standalone    # True: Pipers used without a Plumber raise failures
-        self._on_failure = on_failure   # called (no arguments) after a failure is recorded
         self.stop_event = threading.Event()
         self._lock = threading.Lock()
         self._limit: int | None = None      # set when stopping
@@ -96,8 +95,6 @@ class RunContext:
             else:
                 self._dropped += 1
         self.request_stop()
-        if self._on_failure is not None:
-            self._on_failure()
 
     @property
     def failed(self) -> bool:

@@ -3,7 +3,7 @@
     upstream Pipers' Branches, Feeds        (one per input, in join order)
             |
         inboxes()      strict zip: one inbox [x0, x1, ...] per item; inputs of different
-            |          lengths are a failure of the run (and the inputs are drained)
+            |          lengths are a failure of the run, missing items errors in place
         consume()      n inboxes per evaluation, stride-interleaved
             |
         TaskInput      what an IMap's feeder thread pulls (``__imap_chained__`` when it reads
@@ -41,63 +41,57 @@ __all__ = ["inboxes", "consume", "produce", "round_robin", "TaskInput", "Chained
 def inboxes(inputs: list, piper, context) -> Iterator[list]:
     """Zip the inputs strictly: ``[x0, x1, ...]``; counts ``items_in`` on ``piper``.
 
-    An input that raises, or inputs that end at different positions, are a failure of the
-    run (``context.fail``); the remaining inputs are then drained (so that upstream Pipers
-    on a shared IMap are not left holding results) and the stream ends.
+    Never reads ahead of the normal pace (that could wait for a round of a shared IMap that
+    only the reading thread can feed), so failures are put *in place* and reading goes on:
+
+    - an input that raises (an upstream Piper with ``debug=True``): the exception is a
+      failure of the run and a ``PiperError`` takes that item's place;
+    - inputs that end at different positions: a failure of the run (which ends the
+      inputs), and a ``PiperError`` saying so takes the place of each missing item until
+      the longer inputs end too.
     """
     counters = piper.counters
     iterators = [iter(i) for i in inputs]
     if len(iterators) == 1:
         source = iterators[0]
-        try:
-            for item in source:
+        while True:
+            try:
+                for item in source:
+                    counters.items_in += 1
+                    yield [item]
+                return
+            except Exception as exc:  # noqa: BLE001 - an upstream raised (debug=True)
+                context.fail(exc, f"the input of piper {piper.name!r} raised")
                 counters.items_in += 1
-                yield [item]
-        except Exception as exc:  # noqa: BLE001 - an upstream raised (debug=True)
-            context.fail(exc, f"input of piper {piper.name!r} raised")
-            _drain(iterators, context)
-        return
+                yield [PiperError(exc)]
+    live = [True] * len(iterators)
+    mismatch = None
     while True:
         inbox = []
-        try:
-            for iterator in iterators:
+        for k, iterator in enumerate(iterators):
+            if not live[k]:
+                inbox.append(_GAP)
+                continue
+            try:
                 inbox.append(next(iterator))
-        except StopIteration:
-            if inbox or _any_left(iterators[1:], context):
-                context.fail(_mismatch(piper, inputs, len(inbox), counters.items_in))
-                _drain(iterators, context)
+            except StopIteration:
+                live[k] = False
+                inbox.append(_GAP)
+            except Exception as exc:  # noqa: BLE001
+                context.fail(exc, f"input {k} of piper {piper.name!r} raised")
+                inbox.append(PiperError(exc))
+        if not any(live):
             return
-        except Exception as exc:  # noqa: BLE001
-            context.fail(exc, f"input {len(inbox)} of piper {piper.name!r} raised")
-            _drain(iterators, context)
-            return
+        if not all(live):
+            if mismatch is None:
+                mismatch = _mismatch(piper, inputs, live.index(False), counters.items_in)
+                context.fail(mismatch)
+            inbox = [mismatch if x is _GAP else x for x in inbox]
         counters.items_in += 1
         yield inbox
 
 
-def _any_left(iterators, context) -> bool:
-    """After the first input ended: do any of the others still have items?"""
-    left = False
-    for iterator in iterators:
-        try:
-            next(iterator)
-            left = True
-        except StopIteration:
-            pass
-        except Exception as exc:  # noqa: BLE001
-            context.fail(exc, "an input of a join raised")
-    return left
-
-
-def _drain(iterators, context) -> None:
-    for iterator in iterators:
-        while True:
-            try:
-                next(iterator)
-            except StopIteration:
-                break
-            except Exception as exc:  # noqa: BLE001
-                context.fail(exc, "an input raised while it was drained")
+_GAP = object()
 
 
 def _mismatch(piper, inputs, ended_at: int, count: int) -> PiperError:
@@ -106,8 +100,9 @@ def _mismatch(piper, inputs, ended_at: int, count: int) -> PiperError:
     return PiperError(
         f"the inputs of piper {piper.name!r} have different lengths: input {ended_at} "
         f"({names[ended_at]!r}) ended after {count} items while others went on "
-        f"(inputs in join order: {names}). Every input of a join must give the same number "
-        f"of items; check the produce/consume settings upstream.")
+        f"(inputs in join order: {names}); the missing items are errors in place. Every "
+        f"input of a join must give the same number of items; check the inputs and the "
+        f"produce/consume settings upstream.")
 
 
 def consume(stream: Iterator, n: int, stride: int) -> Iterator:

@@ -233,10 +233,13 @@ def test_join_inputs_of_different_lengths_end_with_an_error(pool):
     piper.connect([range(5), range(3)])
     piper.start()
     results = []
-    with pytest.raises(PiperError, match="different lengths"):
+    with pytest.raises(PiperError, match="different lengths"):   # raised at the end
         for item in piper:
             results.append(item)
-    assert results == [0, 2, 4]
+    assert results[:3] == [0, 2, 4]
+    assert len(results) == 4            # the failure ended the inputs: one item in place
+    assert isinstance(results[3], PiperError)
+    assert "different lengths" in str(results[3].args[0])
     piper.stop(forced=True)
 
 
