@@ -284,6 +284,7 @@ class _RemoteSide:
     """
 
     def __init__(self, evaluate_source, beat, interval, chunk, server_conn):
+        import os
         import pickle
         import rpyc
         import socket
@@ -293,6 +294,7 @@ class _RemoteSide:
         exec(compile(evaluate_source, "imap/_evaluate.py (shipped)", "exec"), module.__dict__)
         self._evaluate = module
         self._pickle = pickle
+        self._os = os
         self._functions = {}          # task key -> (call, None) or (None, error record)
         self._parts = {"payload": [], "data": []}
         self._pending = []            # reply chunks not fetched yet, last one first
@@ -300,7 +302,7 @@ class _RemoteSide:
         self._busy = False
         self._limit = None            # item_timeout of the running call, in ns
         self._progress = [-1, 0]      # position in the batch being evaluated, its start (ns)
-        self._wake = threading.Event()
+        self._wake_read, self._wake_write = os.pipe()   # wakes the beat thread
         self._conn = server_conn
         # served by the main thread: a process of its own (forking server), which may exit
         # when its client is gone; a threaded server's connection thread may not
@@ -317,37 +319,50 @@ class _RemoteSide:
 
     def _beat_loop(self, interval):
         """While a call runs: heartbeats; the item_timeout; and, in a process of its own,
-        exit when the client hung up (killed, timed out) rather than compute for nobody."""
+        exit as soon as the client hangs up (killed, timed out): no computing for nobody.
+
+        Waits in poll() on the connection's socket (for the client's hang-up only) and on
+        a pipe written to when the first item of a call with an item_timeout starts; later
+        deadlines follow from the progress it reads when it wakes at the previous one.
+        """
         import os
         import select
         import time
+        poller = select.poll()
+        poller.register(self._wake_read, select.POLLIN)
         try:
-            hangup = select.poll()
-            hangup.register(self._conn.fileno(), select.POLLRDHUP)   # Linux
-        except (AttributeError, OSError, ValueError, EOFError):
-            hangup = None
+            poller.register(self._conn.fileno(), getattr(select, "POLLRDHUP", 0))
+        except (OSError, ValueError, EOFError):
+            pass
         next_beat = time.monotonic_ns() + int(interval * 1e9)
-        while not self._conn.closed:
-            self._wake.wait(max(0, min(next_beat, self._deadline()) - time.monotonic_ns()) / 1e9)
-            self._wake.clear()
-            now = time.monotonic_ns()
-            if not self._busy:
-                next_beat = now + int(interval * 1e9)
-                continue
-            if self._dedicated and hangup is not None and hangup.poll(0):
-                os._exit(0)
-            try:
+        try:
+            while not self._conn.closed:
+                wait = max(0, min(next_beat, self._deadline()) - time.monotonic_ns())
+                events = poller.poll(wait / 1e6)
+                if any(fd == self._wake_read for fd, _ in events):
+                    os.read(self._wake_read, 4096)
+                if any(fd != self._wake_read for fd, _ in events):   # the client hung up
+                    if self._busy and self._dedicated:
+                        os._exit(0)
+                    return                    # nobody listens any more
+                now = time.monotonic_ns()
+                if not self._busy:
+                    next_beat = now + int(interval * 1e9)
+                    continue
                 overdue = self._overdue(now)
                 if overdue is not None:
-                    self._limit = None            # tell the client once
+                    self._limit = None        # tell the client once
                     self._beat(overdue, self._dedicated)
-                    if self._dedicated:           # the item is stopped with its process
+                    if self._dedicated:       # the item is stopped with its process
                         os._exit(0)
                 elif now >= next_beat:
                     self._beat()
                     next_beat = now + int(interval * 1e9)
-            except Exception:  # noqa: BLE001 - the connection is gone
-                return
+        except Exception:  # noqa: BLE001 - the connection is gone
+            return
+        finally:
+            os.close(self._wake_read)
+            os.close(self._wake_write)
 
     def _deadline(self):
         position, started, limit = self._progress[0], self._progress[1], self._limit
@@ -376,8 +391,6 @@ class _RemoteSide:
         self._progress[0] = -1
         self._limit = None if item_timeout is None else int(item_timeout * 1e9)
         self._busy = True
-        if item_timeout is not None:
-            self._wake.set()                      # the beat thread now watches the items
         try:
             reply = self._run(key, payload, data, each, task, start)
         finally:
@@ -407,10 +420,14 @@ class _RemoteSide:
         import time
         progress, clock = self._progress, time.monotonic_ns
         numbers = iter(positions) if positions is not None else itertools.count()
+        first = [True]
 
         def timed(item):
             progress[1] = clock()
             progress[0] = next(numbers)
+            if first:                      # the beat thread learns the first deadline
+                first.clear()
+                self._os.write(self._wake_write, b"x")
             return call(item)
         return self._evaluate.evaluate(timed, items)
 
