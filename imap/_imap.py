@@ -144,6 +144,7 @@ class IMap:
         self._stopped.set()
         self._slots = threading.Condition(threading.Lock())
         self._feeder_waiting = False
+        self._feeder_ident = None
         self._generation = 0
         self._pool: Pool | None = None
         self._feeder: threading.Thread | None = None
@@ -322,7 +323,9 @@ class IMap:
             current = self._running[task]
         except (IndexError, TypeError):
             raise ValueError(f"{self.name}: no task {task!r}") from None
-        return current.take(0 if not block else timeout, self._on_starving, self._wake_feeder)
+        return current.take(0 if not block else timeout, self._on_starving, self._wake_feeder,
+                            self._feed_now if threading.get_ident() == self._feeder_ident
+                            else None)
 
     def __iter__(self):
         return self._iterate(0, None, True)
@@ -341,8 +344,9 @@ class IMap:
             task = self._running[task_id]
             if task.plain():
                 yield from task.cursor[1]
+            feed_now = self._feed_now if threading.get_ident() == self._feeder_ident else None
             try:
-                value = task.take(timeout, self._on_starving, self._wake_feeder)
+                value = task.take(timeout, self._on_starving, self._wake_feeder, feed_now)
             except StopIteration:
                 return
             yield value
@@ -396,7 +400,18 @@ class IMap:
 
     # -- the feeder ------------------------------------------------------------------------
 
+    def _feed_now(self, task: Task) -> bool:
+        """The feeder itself waits for a result of ``task`` that was never submitted (the
+        task's results are read by more tasks, or faster, than the weave feeds it): feed one
+        more stride of it now, out of turn, instead of waiting forever. False when the task
+        has nothing more to feed."""
+        if task.total is not None:
+            return False
+        return self._feed_stride(task, self._generation) is not None and (
+            task.fed > task.done_before + task.position() or task.total is not None)
+
     def _feed_tasks(self, generation: int, tasks: tuple) -> None:
+        self._feeder_ident = threading.get_ident()
         active = list(tasks)
         try:
             while active:

@@ -211,8 +211,13 @@ class Task:
                 if starving:
                     on_starving(-1)
 
-    def take(self, timeout, on_starving, wake_feeder):
-        """Hand out the next result (the consumer's slow path: errors, skips, tracking)."""
+    def take(self, timeout, on_starving, wake_feeder, feed_now=None):
+        """Hand out the next result (the consumer's slow path: errors, skips, tracking).
+
+        ``feed_now`` is given when the caller is the IMap's own feeder (reading a chained
+        input): if the awaited result was not even submitted, waiting would never end (only
+        the feeder submits), so ``feed_now(self)`` submits more of this task first.
+        """
         if self.finished:
             raise StopIteration
         while True:
@@ -237,6 +242,9 @@ class Task:
                 if self.tracked_results is not None:
                     self.tracked_results[index] = result
                 return result
+            if feed_now is not None and not self.arrived and self.starving() \
+                    and feed_now(self):
+                continue
             with self.cond:
                 try:
                     self.wait_for_batch(timeout, on_starving)

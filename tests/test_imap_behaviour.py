@@ -382,3 +382,66 @@ def test_input_that_raises_gives_an_error_in_place(worker_type):
             pool.next()
         with pytest.raises(StopIteration):
             pool.next()
+
+
+# -- more of the original test list -----------------------------------------------------------
+
+def test_two_chains_one_reading_task_0_through_get_task():
+    """Original test_2_chained_2_chained: two chains read in turns, and a fifth task reads
+    task 0's results through another iterator, so task 0's results are split between two
+    readers. The weave gives task 0 one stride per round, which is not enough for both: the
+    feeder then feeds task 0 out of turn instead of waiting forever."""
+    pool = IMap(worker_type="thread", worker_num=2, stride=3)
+    t0 = pool.add_task(add1, range(60))
+    t1 = pool.add_task(sub1, t0)
+    t2 = pool.add_task(add1, range(30))
+    t3 = pool.add_task(sub1, t2)
+    t4 = pool.add_task(add1, pool.get_task(0))
+    with pool:
+        pool.start()
+        a, b, c = [], [], []
+        for _ in range(30):            # every reader in step (rule 5 of docs/imap.md)
+            a.append(next(t1))
+            b.append(next(t3))
+            c.append(next(t4))
+        assert list(t1) == [] and list(t4) == []
+    assert b == list(range(30))
+    assert sorted(a + [x - 2 for x in c]) == list(range(60))
+
+
+@pytest.mark.parametrize("stride", [1, 2, 7, 17, 32])
+@pytest.mark.parametrize("workers", [1, 3])
+def test_any_stride_and_worker_count_completes(stride, workers):
+    with IMap(add1, range(99), worker_type="thread", worker_num=workers, stride=stride) as pool:
+        assert list(pool) == list(range(1, 100))
+
+
+def test_stop_after_three_results_of_a_longer_input(worker_type):
+    pool = IMap(add1, range(99), worker_type=worker_type, worker_num=2, stride=17)
+    assert [pool.next(), pool.next(), pool.next()] == [1, 2, 3]
+    pool.stop(ends=[0])
+    with pytest.raises(RuntimeError):
+        pool.next()
+
+
+def sleep_for(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+def test_reference_timeout_values_with_skip():
+    """Reference §1.6: one worker, ordered, sleeps [.5, .3, .5, .5, .1], skip=True."""
+    pool = IMap(worker_type="thread", worker_num=1, skip=True)
+    pool.add_task(sleep_for, [0.5, 0.3, 0.5, 0.5, 0.1])
+    outcome = []
+    with pool:
+        pool.start()
+        while True:
+            try:
+                outcome.append(pool.next(timeout=0.45))
+            except TimeoutError:
+                outcome.append("T")
+            except StopIteration:
+                break
+    # 0.5 s items time out (0.45 s); their late results are dropped, not handed out
+    assert outcome == ["T", 0.3, "T", "T", 0.1]
