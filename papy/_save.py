@@ -4,9 +4,10 @@ The module written by ``Plumber.save(filename)`` looks like::
 
     from papy import *                    # Worker, Piper, IMap, imports, workers, ...
     from mypackage.steps import clean     # functions of importable modules: imported
-    import re                             # the imports of __main__ (for the code below)
+    import re                             # the imports of the files of the functions below
 
-    @imports(['re'])                      # functions of __main__: their source
+    @imports(['re'])                      # functions of __main__ (or of no importable
+                                          # module, e.g. a loaded pipeline): their source
     def grep(inbox, pattern): ...
 
     def pipeline():
@@ -33,8 +34,8 @@ import importlib
 import importlib.util
 import inspect
 import itertools
+import linecache
 import os
-import sys
 import textwrap
 import time
 
@@ -83,9 +84,7 @@ class _Writer:
         if not module or not qualname or "<" in qualname or inspect.ismethod(func):
             raise PlumberError(f"cannot save {func!r}: lambdas, nested functions and bound "
                                f"methods cannot be saved; use a module-level function")
-        by_source = module == "__main__" or getattr(sys.modules.get(module), "__papy_saved__",
-                                                    False)
-        if not by_source and _locate(module, qualname) is func:
+        if module != "__main__" and _locate(module, qualname) is func:
             top, _, rest = qualname.partition(".")
             return self.alias(module, top) + ("." + rest if rest else "")
         if "." in qualname or not inspect.isfunction(func):
@@ -95,7 +94,7 @@ class _Writer:
             if func.__name__ in self.taken:
                 raise PlumberError(f"cannot save two functions named {func.__name__!r}; "
                                    f"rename one of them")
-            self.source(func, module)
+            self.source(func)
             self.taken.add(func.__name__)
         return func.__name__
 
@@ -111,21 +110,21 @@ class _Writer:
             self.taken.add(alias)
         return self.imports[key]
 
-    def source(self, func, module_name: str) -> None:
+    def source(self, func) -> None:
+        """Keep the source of ``func`` and the top-level imports of the file it is in."""
         try:
             self.sources[id(func)] = textwrap.dedent(inspect.getsource(func))
         except (OSError, TypeError) as exc:
             raise PlumberError(f"cannot save {func.__qualname__}: its source is not "
                                f"available ({exc})") from exc
-        module = sys.modules.get(module_name)
         try:
-            tree = ast.parse(inspect.getsource(module))
-        except (OSError, TypeError, SyntaxError):
+            tree = ast.parse("".join(linecache.getlines(func.__code__.co_filename)))
+        except (SyntaxError, ValueError):
             return
         for node in tree.body:
-            if isinstance(node, (ast.Import, ast.ImportFrom)) and node.col_offset == 0:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
                 line = ast.unparse(node)
-                if line not in self.main_imports:
+                if line not in self.main_imports and line != "from papy import *":
                     self.main_imports.append(line)
 
 
@@ -204,14 +203,13 @@ def load_pipeline(dagger, filename) -> None:
     spec = importlib.util.spec_from_file_location(name, filename)
     if spec is None or spec.loader is None:
         raise PlumberError(f"cannot load {filename!r}: not a Python file")
+    # not put in sys.modules: its functions cannot be imported by name in a worker, so
+    # they are sent by value (as functions of __main__ are), whatever the start method
     module = importlib.util.module_from_spec(spec)
-    module.__papy_saved__ = True
-    sys.modules[name] = module      # so that its functions can be pickled by reference
     try:
         spec.loader.exec_module(module)
         pipers, xtras, pipes = module.pipeline()
     except Exception as exc:
-        sys.modules.pop(name, None)
         raise PlumberError(f"cannot load the pipeline in {filename!r}: "
                            f"{type(exc).__name__}: {exc}") from exc
     for piper, xtra in zip(pipers, xtras):
