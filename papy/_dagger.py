@@ -268,9 +268,10 @@ class Dagger:
 
         In each round the IMap's feeder gives every task ``stride`` inboxes, and it is the
         feeder itself that reads the results of upstream tasks for downstream tasks. If a
-        Piper needs more items per round than the Pipers upstream of it on the same IMap
-        make, the feeder waits for a round it has not fed; if it needs fewer, unread results
-        pile up until they fill the buffer and the feeder waits for room only it can make.
+        Piper reads fewer items per round than the Pipers upstream of it on the same IMap
+        make, unread results pile up until they fill the buffer, and the feeder waits for
+        room that only it could make. (The opposite, a Piper that reads more, is handled by
+        the IMap: its feeder feeds the upstream task out of turn.)
         """
         for piper in order:
             if piper.parallel is False:
@@ -284,14 +285,15 @@ class Dagger:
                 seen.add((id(up), ratio))
                 if up.parallel is piper.parallel:
                     make = up.spawn * up.produce * ratio
-                    if need != make:
+                    if need < make:
                         raise DaggerError(
                             f"pipers {up.name!r} and {piper.name!r} share {up.parallel!r}, "
                             f"but in each round of it {piper.name!r} reads {need} items per "
                             f"stride (spawn x consume) where {up.name!r} makes {make} "
-                            f"(produce x spawn, through the Pipers between them): the IMap "
-                            f"would wait forever. Follow the rule upstream produce x spawn "
-                            f"= downstream consume x spawn, or use separate IMaps.")
+                            f"(produce x spawn, through the Pipers between them): unread "
+                            f"results would fill the IMap's buffer and it would wait forever. "
+                            f"Follow the rule upstream produce x spawn = downstream consume "
+                            f"x spawn, or use separate IMaps.")
                 ratio_up = ratio * Fraction(up.produce, up.consume)
                 stack.extend((u, ratio_up) for u in self._up[id(up)])
 
