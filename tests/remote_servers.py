@@ -58,8 +58,9 @@ class ServerProcess:
             raise ValueError(kind)
         self.kind, self.mode = kind, mode
         argv = ["--host", HOST, "--port", "0", "--mode", mode, *args]
-        environment = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get(
-            "PYTHONPATH", ""))
+        # the project and tests/ importable there: functions of test modules go by reference
+        path = [ROOT, os.path.join(ROOT, "tests"), os.environ.get("PYTHONPATH", "")]
+        environment = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
         environment.update(env or {})
         self.proc = subprocess.Popen(
             [sys.executable, "-c", BOOT, kind, *argv], stdin=subprocess.PIPE,
