@@ -6,8 +6,11 @@
         2. pickle.dumps(items) as bytes, in calls of at most CHUNK bytes  -> _RemoteSide.run
         3. <- the reply bytes (values, error records, elapsed), in calls of at most CHUNK bytes
         <- heartbeats: while a call runs, the server's beat thread calls back every
-           ``interval`` seconds (an asynchronous call, never waited for)
+           ``interval`` seconds (an asynchronous call, never waited for), or at once with
+           the position of an item that ran past the task's item_timeout
     any thread --kill()--> shutdown(socket): the slot thread blocked in run() sees EOF
+    server, forked per connection: the beat thread exits the process when the client
+           hangs up mid-call (killed, timed out) or an item runs past its item_timeout
 
 Who reads and writes what: only the slot thread sends calls and reads the socket (rpyc's
 ``serve``), and the heartbeat callback runs in that thread too, inside ``serve``. ``kill``
