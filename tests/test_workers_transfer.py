@@ -6,6 +6,7 @@ timeout, or (test_workers_transfer_pools.py) when the dumping process exits.
 """
 import os
 import pickle
+import re
 import socket
 import tempfile
 import threading
@@ -22,12 +23,34 @@ from papy.workers.transfer import (KINDS, SHM_PREFIX, ItemRef, TransferError, du
 BOUND = 20.0  # seconds: only against hangs
 
 
+_NAME = re.compile(r"papy_(?:item_|fifo_)?(\d+)_")
+
+
+def _is_ours(pid: int) -> bool:
+    """This process, a descendant of it, or a process that is gone (it may have been ours).
+
+    Entries of other live processes (another test session on this host) are not ours.
+    """
+    while pid > 1:
+        if pid == os.getpid():
+            return True
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                stat = handle.read()
+        except OSError:
+            return True  # gone
+        pid = int(stat[stat.rfind(")") + 2:].split()[1])
+    return False
+
+
 def papy_entries() -> set:
-    """What papy items may leave: files and FIFOs in the temp directory, shm segments."""
-    temp = {os.path.join(tempfile.gettempdir(), name) for name in os.listdir(tempfile.gettempdir())
-            if name.startswith(("papy_item_", "papy_fifo_"))}
-    shm = {"/dev/shm/" + name for name in os.listdir("/dev/shm") if name.startswith("papy_")}
-    return temp | shm
+    """What papy items of this test session may leave: files and FIFOs in the temp
+    directory, shm segments (their names carry the pid of the process that made them)."""
+    temp = tempfile.gettempdir()
+    found = {os.path.join(temp, name) for name in os.listdir(temp)} | \
+        {"/dev/shm/" + name for name in os.listdir("/dev/shm")}
+    return {path for path in found if (match := _NAME.match(os.path.basename(path)))
+            and _is_ours(int(match.group(1)))}
 
 
 def location_exists(ref: ItemRef) -> bool:

@@ -34,6 +34,7 @@ Clean-up, whatever happens:
 """
 from __future__ import annotations
 
+import enum
 import hmac
 import io
 import logging
@@ -327,13 +328,20 @@ def _dump_fifo(payload, deadline, directory, prefix, suffix) -> str:
     return path
 
 
+class _FifoState(enum.Enum):
+    """WAITING -> WRITING (a loader opened the FIFO) or WAITING -> EXPIRED (the janitor)."""
+    WAITING = "waiting"
+    WRITING = "writing"
+    EXPIRED = "expired"
+
+
 class _FifoWriter:
-    """Writes one item into a FIFO for the first loader; states waiting -> writing|expired."""
+    """Writes one item into a FIFO for the first loader; its state changes under _lock."""
 
     def __init__(self, path: str, payload):
         self.path, self.payload = path, payload
         self._lock = threading.Lock()
-        self._state = "waiting"
+        self._state = _FifoState.WAITING
 
     def serve(self) -> None:
         try:
@@ -343,9 +351,9 @@ class _FifoWriter:
                 return  # expired: the janitor removed the FIFO
             try:
                 with self._lock:
-                    if self._state == "expired":
+                    if self._state is _FifoState.EXPIRED:
                         return
-                    self._state = "writing"
+                    self._state = _FifoState.WRITING
                 _unlink(self.path)  # the loader holds it open; nobody else may open it
                 view = memoryview(self.payload).cast("B")
                 while view:
@@ -361,9 +369,9 @@ class _FifoWriter:
 
     def expire(self) -> None:
         with self._lock:
-            if self._state != "waiting":
+            if self._state is not _FifoState.WAITING:
                 return
-            self._state = "expired"
+            self._state = _FifoState.EXPIRED
         try:  # opening the read end releases a writer blocked in open()
             fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
         except OSError:
