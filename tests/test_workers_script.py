@@ -14,7 +14,9 @@ PY = sys.executable
 
 
 def temp_entries():
-    return {name for name in os.listdir(tempfile.gettempdir()) if name.startswith("papy_script_")}
+    """The temp files of this process's scripts (names carry the pid; threads share it)."""
+    prefix = f"papy_script_{os.getpid()}_"
+    return {name for name in os.listdir(tempfile.gettempdir()) if name.startswith(prefix)}
 
 
 @pytest.fixture(autouse=True)

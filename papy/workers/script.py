@@ -14,7 +14,8 @@ item:
 - ``timeout`` kills the program (and anything it started) and raises
   ``subprocess.TimeoutExpired``.
 
-Temp files live in ``dir`` (the temp directory by default) and are removed after the run.
+Temp files (``papy_script_<pid>_*``) live in ``dir`` (the temp directory by default) and
+are removed after the run.
 """
 from __future__ import annotations
 
@@ -146,7 +147,7 @@ def _as_bytes(item) -> bytes:
 
 
 def _temp_file(temp_files: list, directory, suffix: str, data: bytes) -> str:
-    fd, path = tempfile.mkstemp(suffix, "papy_script_", directory)
+    fd, path = tempfile.mkstemp(suffix, f"papy_script_{os.getpid()}_", directory)
     temp_files.append(path)
     with open(fd, "wb") as handle:
         handle.write(data)
