@@ -232,6 +232,7 @@ class IMap:
         self._buffer_size = self.buffer or 2 * max(1, len(tasks)) * self.stride
         self._batch_cap = max(1, math.ceil(self.stride / self._worker_total))
         self._held = 0
+        self._overdrawn = False
         self._starving = 0
         self._feeder_waiting = False
         self._feeder_waiting_room = False
@@ -381,6 +382,12 @@ class IMap:
                 if free >= 1 and self._starving > 0:
                     granted = free
                     break
+                if self._starving > 0 and self._batches_in_flight == 0:
+                    # every slot holds a result nobody reads while a reader waits for an item
+                    # only we can submit: overdraw the buffer by one item instead of hanging
+                    granted = 1
+                    self._warn_overdraft()
+                    break
                 # wake up when one task alone gave back its share of what is missing
                 share = max(1, -(-(wanted - max(free, 0)) // len(tasks)))
                 for t in tasks:
@@ -393,6 +400,14 @@ class IMap:
                     t.wake_at = math.inf
             self._held += granted
             return granted
+
+    def _warn_overdraft(self) -> None:
+        if not self._overdrawn:
+            self._overdrawn = True
+            log.warning("%s: the buffer (%d items) is full of results that are not being read "
+                        "while a reader waits for another task; going over the buffer to avoid "
+                        "a deadlock. Read the tasks in step (docs/imap.md, rules) or give a "
+                        "larger buffer.", self.name, self._buffer_size)
 
     def _give_back(self, count: int) -> None:
         with self._slots:
@@ -531,7 +546,7 @@ class IMap:
         if batch.counted:
             with self._slots:
                 self._batches_in_flight -= 1
-                if self._feeder_waiting_room:
+                if self._feeder_waiting_room or (self._feeder_waiting and self._starving):
                     self._slots.notify_all()
         if not batch.isolated and errors is None:
             task.learn(len(values), elapsed, self._batch_cap, batch.nbytes)

@@ -445,3 +445,14 @@ def test_reference_timeout_values_with_skip():
                 break
     # 0.5 s items time out (0.45 s); their late results are dropped, not handed out
     assert outcome == ["T", 0.3, "T", "T", 0.1]
+
+
+def test_reading_one_task_far_ahead_overdraws_instead_of_hanging(caplog):
+    pool = IMap(worker_type="thread", worker_num=1, stride=2, buffer=4)
+    left = pool.add_task(add1, range(20))
+    right = pool.add_task(sub1, range(20))
+    with pool:
+        pool.start()
+        assert list(right) == list(range(-1, 19))   # left is not read at all meanwhile
+        assert list(left) == list(range(1, 21))
+    assert "going over the buffer" in caplog.text
