@@ -329,20 +329,20 @@ class Dagger:
     def _pull_outputs(self, outputs, pausing=None) -> bool:
         """Read the outputs round-robin, one item each, discarding; True when all ended,
         False when ``pausing`` (an Event) was set at a round boundary."""
-        live = list(outputs)
+        live = [(piper, piper._outlet_reader(0)) for piper in outputs]
         while live:
             if pausing is not None and pausing.is_set():
                 return False
-            for piper in list(live):
+            for piper, read in list(live):
                 try:
-                    piper._outlet_pull(0)
+                    read()
                 except StopIteration:
-                    live.remove(piper)
+                    live.remove((piper, read))
                 except PiperError as exc:       # debug=True: recorded, the stream goes on
                     self._context.fail(exc, f"output piper {piper.name!r} raised (debug)")
                 except Exception as exc:  # noqa: BLE001 - recorded; this output is ended
                     self._context.fail(exc, f"reading output piper {piper.name!r}")
-                    live.remove(piper)
+                    live.remove((piper, read))
         return True
 
     def __repr__(self) -> str:

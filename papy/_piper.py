@@ -69,39 +69,18 @@ def stop_imap(imap, **kwargs) -> None:
 class Branch:
     """One downstream reader's view of a Piper's output (see ``papy._streams.Tee``)."""
 
-    __slots__ = ("owner", "reader", "index")
+    __slots__ = ("owner", "reader", "index", "_next")
 
     def __init__(self, owner: "Piper", reader):
-        self.owner, self.reader, self.index = owner, reader, 0
+        self.owner, self.reader, self.index, self._next = owner, reader, 0, None
 
     def __iter__(self):
         return self
 
     def __next__(self):
-        return self.owner._outlet_pull(self.index)
-
-
-class TaskReader:
-    """Reads one IMap task: through its fast iterator while nothing goes wrong, through
-    ``next(task)`` (which can time out and go on) when the Piper has a timeout or after the
-    fast iterator raised an item's exception (a generator ends when it raises)."""
-
-    __slots__ = ("task", "fast")
-
-    def __init__(self, task, timeout):
-        self.task = task
-        self.fast = iter(task) if timeout is None else None
-
-    def __call__(self):
-        if self.fast is not None:
-            try:
-                return next(self.fast)
-            except StopIteration:
-                raise
-            except Exception:
-                self.fast = None
-                raise
-        return next(self.task)
+        if self._next is None:      # the first read: bind to the outlet (made once)
+            self._next = self.owner._outlet_reader(self.index)
+        return self._next()
 
 
 class Piper:
@@ -170,6 +149,7 @@ class Piper:
         self._upstream: list[Piper] = []
         self._branches: list[Branch] = []   # readers of this Piper's output
         self._outlet = None                 # PassThrough or Tee, made at the first read
+        self._read = None                   # next() of an output Piper, once bound
         self._track_index = 0
 
     # -- properties -------------------------------------------------------------------
@@ -239,13 +219,14 @@ class Piper:
         func = TimedCall(self.worker)
         if self.parallel is False:
             shared = iter(stream)
-            tasks, pull = [map(func, shared) for _ in range(self.spawn)], next
+            tasks = [map(func, shared) for _ in range(self.spawn)]
         else:
             chained = id(self.parallel) in self._imaps_upstream()
-            task_input = (ChainedTaskInput if chained else TaskInput)(stream, self, context)
-            tasks, pull = self._add_tasks(func, task_input), self._pull_task
-        results = map(self._settle, round_robin(tasks, stride, pull))
-        return produce(results, self.produce, stride, self.repeat, self._explode)
+            task_input = (ChainedTaskInput if chained else TaskInput)(stream)
+            tasks = [self._read_task(task) for task in self._add_tasks(func, task_input)]
+        raw = tasks[0] if len(tasks) == 1 else round_robin(tasks, stride)
+        return produce(map(self._settle, raw), self.produce, stride, self.repeat,
+                       self._explode)
 
     def _add_tasks(self, func, task_input) -> list:
         imap, tasks = self.parallel, []
@@ -259,7 +240,7 @@ class Piper:
                              f"{exc}") from exc
         with _LEDGER_LOCK:
             _LEDGER.setdefault(id(imap), (imap, []))[1].append(self)
-        return [TaskReader(task, self.timeout) for task in tasks]
+        return tasks
 
     def _imaps_upstream(self) -> set:
         """ids of the IMaps of every Piper upstream of this one (transitively)."""
@@ -345,6 +326,7 @@ class Piper:
     def _reset_stream(self) -> None:
         self.finished = False
         self._outlet = None
+        self._read = None
         self._track_index = 0
         self.tracked = {}
         self.counters = PiperCounters()
@@ -367,16 +349,15 @@ class Piper:
                 branch.index = k
             self._outlet = None
 
-    def _outlet_pull(self, index: int):
-        outlet = self._outlet
-        if outlet is None:
-            with self._lock:
-                if self._outlet is None:
-                    count = len(self._branches)
-                    self._outlet = PassThrough(self._pull) if count <= 1 else \
-                        Tee(self._pull, count)
-                outlet = self._outlet
-        return outlet.pull(index)
+    def _outlet_reader(self, index: int):
+        """The function that gives reader ``index`` its next item (makes the outlet once:
+        after every downstream Piper opened its Branch)."""
+        with self._lock:
+            if self._outlet is None:
+                count = len(self._branches)
+                self._outlet = PassThrough(self._pull) if count <= 1 else \
+                    Tee(self._pull, count)
+            return self._outlet.reader(index)
 
     # -- reading ----------------------------------------------------------------------
     def __iter__(self):
@@ -389,11 +370,14 @@ class Piper:
         """The next result of an output Piper (one that no downstream Piper reads)."""
         if self._state is not PiperState.STARTED:
             raise PiperError(f"piper {self.name!r} is not started")
-        if self._branches:
-            raise PiperError(f"piper {self.name!r} is read by downstream Pipers; read "
-                             f"the output Pipers instead")
+        read = self._read
+        if read is None:
+            if self._branches:
+                raise PiperError(f"piper {self.name!r} is read by downstream Pipers; read "
+                                 f"the output Pipers instead")
+            read = self._read = self._outlet_reader(0)
         try:
-            return self._outlet_pull(0)
+            return read()
         except StopIteration:
             if self._context.standalone:
                 raise_failures(self._context.take_failures(), f"piper {self.name!r}")
@@ -410,16 +394,27 @@ class Piper:
             raise item
         return item
 
-    def _pull_task(self, reader):
-        try:
-            return reader()
-        except TimeoutError as exc:
-            log.warning("piper %r: no result within %ss; a PiperError takes its place",
-                        self.name, self.timeout)
-            return PiperError(exc)
-        except IMapError as exc:
-            log.error("piper %r: %s: %s", self.name, type(exc).__name__, exc)
-            return PiperError(exc)
+    def _read_task(self, task):
+        """The results of one IMap task; a timeout or an imap error is a PiperError in its
+        place. Iterating the task is its fast path; after an exception (which ends that
+        generator) a new iteration goes on from the next position."""
+        while True:
+            try:
+                if self.timeout is None:
+                    yield from task
+                else:
+                    while True:
+                        yield next(task)
+                return
+            except StopIteration:
+                return
+            except TimeoutError as exc:
+                log.warning("piper %r: no result within %ss; a PiperError takes its place",
+                            self.name, self.timeout)
+                yield PiperError(exc)
+            except IMapError as exc:
+                log.error("piper %r: %s: %s", self.name, type(exc).__name__, exc)
+                yield PiperError(exc)
 
     def _settle(self, raw):
         counters = self.counters

@@ -28,6 +28,7 @@ bounded by how far its reader can run ahead, i.e. by the downstream IMap buffers
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
 import threading
 from typing import Callable, Iterator
@@ -151,7 +152,7 @@ def _produce(iterator, n, stride, repeat, explode):
             return
 
 
-def round_robin(tasks: list, stride: int, pull: Callable) -> Iterator:
+def round_robin(tasks: list, stride: int) -> Iterator:
     """``stride`` results from each task in turn, until one of them ends.
 
     The spawned tasks read one shared input, ``stride`` items per turn and in turn, so this
@@ -159,18 +160,11 @@ def round_robin(tasks: list, stride: int, pull: Callable) -> Iterator:
     the tasks before it have given their last round, those after it have nothing left
     (asking them again would wait for a round that never comes).
     """
-    if len(tasks) == 1:
-        task = tasks[0]
-        while True:
-            try:
-                yield pull(task)
-            except StopIteration:
-                return
     while True:
         for task in tasks:
             for _ in range(stride):
                 try:
-                    result = pull(task)
+                    result = next(task)
                 except StopIteration:
                     return
                 yield result
@@ -179,33 +173,23 @@ def round_robin(tasks: list, stride: int, pull: Callable) -> Iterator:
 class TaskInput:
     """The iterable a Piper gives to ``IMap.add_task`` (all its spawned tasks share it).
 
-    Guards the IMap's feeder thread: an exception from the Piper's input side is recorded as
-    a failure of the run and ends the input, instead of escaping into the IMap.
+    ``iter()`` gives the stream itself, so the IMap's feeder reads it without a layer in
+    between; the class only tells the IMap whether the stream reads results of the same IMap
+    (``__imap_chained__``, see the imap contract). ``inboxes()`` keeps exceptions of the
+    inputs from reaching the feeder.
     """
 
     __imap_chained__ = False
 
-    def __init__(self, stream: Iterator, piper, context):
+    def __init__(self, stream: Iterator):
         self._stream = iter(stream)
-        self._piper = piper
-        self._context = context
 
     def __iter__(self):
-        return self
-
-    def __next__(self):
-        try:
-            return next(self._stream)
-        except StopIteration:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            self._stream = iter(())
-            self._context.fail(exc, f"input of piper {self._piper.name!r} raised")
-            raise StopIteration from None
+        return self._stream
 
 
 class ChainedTaskInput(TaskInput):
-    """A TaskInput that reads results of a task of the same IMap (see the imap contract)."""
+    """A TaskInput that reads results of a task of the same IMap."""
 
     __imap_chained__ = True
 
@@ -217,8 +201,8 @@ class PassThrough:
         self._source = source
         self.readers = 1
 
-    def pull(self, index: int):
-        return self._source()
+    def reader(self, index: int) -> Callable:
+        return self._source
 
 
 class Tee:
@@ -236,6 +220,9 @@ class Tee:
         self._condition = threading.Condition()
         self._pulling = False
         self._ended = False
+
+    def reader(self, index: int) -> Callable:
+        return functools.partial(self.pull, index)
 
     def pull(self, index: int):
         buffer = self._buffers[index]

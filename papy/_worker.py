@@ -78,13 +78,29 @@ class Worker:
         self.task: tuple = tuple(task)
         self.args: tuple = tuple(args)
         self.kwargs: tuple = tuple(kws)
+        self._single = (self.task[0], self.args[0], self.kwargs[0]) if len(self.task) == 1 \
+            else None     # the common case, without the boxing of a composition
         self.__name__ = ">".join(_function_name(f) for f in self.task)
         self.name = name if name is not None else f"{self.__name__}_{id(self)}"
 
     def __call__(self, inbox: Sequence) -> Any:
-        errors = _upstream_errors(inbox)
-        if errors:
-            return PiperError(*errors)
+        try:
+            for element in inbox:
+                if isinstance(element, _SUSPECT):
+                    errors = _upstream_errors(inbox)
+                    if errors:
+                        return PiperError(*errors)
+                    break
+        except TypeError:
+            pass        # not iterable: the function will say what it thinks of it
+        if self._single is not None:
+            func, args, kwargs = self._single
+            try:
+                return func(inbox, *args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - every user error becomes a value
+                error = WorkerError(exc, _function_name(func), inbox)
+                error.traceback_text = traceback.format_exc()
+                return error
         outbox = inbox
         for func, args, kwargs in zip(self.task, self.args, self.kwargs):
             try:
@@ -143,17 +159,17 @@ def _from_sequence(functions, arguments, kwargs):
     return task, args, kws
 
 
+_SUSPECT = (PiperError, list)      # an upstream error, or a consume group that may hold one
+
+
 def _upstream_errors(inbox) -> list:
     """The PiperErrors an inbox holds (one level deep, to see into ``consume`` groups)."""
     errors = []
-    try:
-        for element in inbox:
-            if isinstance(element, PiperError):
-                errors.append(element)
-            elif type(element) is list:
-                errors.extend(e for e in element if isinstance(e, PiperError))
-    except TypeError:
-        pass  # not iterable: the function will say what it thinks of it
+    for element in inbox:
+        if isinstance(element, PiperError):
+            errors.append(element)
+        elif type(element) is list:
+            errors.extend(e for e in element if isinstance(e, PiperError))
     return errors
 
 
