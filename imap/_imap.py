@@ -93,7 +93,8 @@ class IMap:
       start_method  'fork', 'forkserver' or 'spawn' for process workers (default:
                     forkserver where available, else the platform's default)
       remote_tls    dict(keyfile=, certfile=, cafile=) for mutual TLS with remote servers
-      remote_timeout seconds without a reply after which a remote worker counts as lost
+      remote_timeout seconds without a reply or heartbeat after which a remote worker counts
+                    as lost (default 30; long items are fine: servers send heartbeats)
       shm_threshold process workers: bytes, bytearray, memoryview and numpy buffers of at
                     least this many bytes travel through POSIX shared memory instead of the
                     pipe (default 1 MiB; 0 turns it off)

@@ -29,6 +29,9 @@ _STOP = object()
 #: seconds to wait for a slot thread that is busy in user code at a non-forced stop
 #: before giving up on it (threads cannot be killed; the thread is a daemon)
 JOIN_GRACE = 5.0
+#: an item re-run alone after its worker died is retried this often when it is not clear
+#: that it was running when the worker was lost; then it is blamed
+MAX_ATTEMPTS = 2
 
 Deliver = Callable[[Batch, list, "dict | None", float], None]
 
@@ -147,8 +150,17 @@ class Pool:
 
     def _recover(self, batch: Batch, handle: WorkerHandle, lost: WorkerLost) -> None:
         """A worker died with ``batch``: blame one item if known, re-queue the others."""
-        position = 0 if batch.isolated else lost.position
+        position = lost.position
         task = batch.task
+        if batch.isolated and position is None:
+            # lost before it was seen running (a connection that dropped while idle, a
+            # worker killed before the item started): try it elsewhere, twice at most
+            if batch.attempts < MAX_ATTEMPTS and not lost.timed_out:
+                self._dispatch.put(Batch(task, batch.start, batch.items, tracked=True,
+                                         isolated=True, counted=batch.counted,
+                                         attempts=batch.attempts + 1))
+                return
+            position = 0
         log.log(logging.INFO if lost.timed_out else logging.WARNING,
                 "%s: worker %s lost while evaluating items %d..%d of task %d: %s",
                 self._name, handle.name, batch.start, batch.start + len(batch.items) - 1,

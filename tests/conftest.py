@@ -14,6 +14,8 @@ import time
 
 import pytest
 
+from remote_servers import forking_server  # noqa: F401  (a session fixture, re-exported)
+
 SETTLE_SECONDS = 10.0
 # multiprocessing's own singletons: started on first use of spawn/forkserver, they live
 # until the interpreter exits (and die with it); they are not leaks of ours
@@ -107,3 +109,12 @@ def pytest_configure(config):
 def worker_type(request) -> str:
     """Runs a test on a thread pool and on a process pool."""
     return request.param
+
+
+@pytest.fixture(params=["thread", "process", "remote"])
+def pool_options(request, forking_server):  # noqa: F811
+    """IMap options for a 2-worker pool of each kind: threads, processes, and two slots on
+    a loopback RPyC server (session-scoped, so it exists before the leak guard looks)."""
+    if request.param == "remote":
+        return dict(worker_num=0, worker_remote=[(forking_server.address, 2)])
+    return dict(worker_type=request.param, worker_num=2)

@@ -72,8 +72,8 @@ def test_buffer_default_stride_follows_a_small_buffer():
     assert pool.stride == 10
 
 
-def test_func_and_iterable_start_at_once_like_imap(worker_type):
-    with IMap(add1, range(20), worker_type=worker_type, worker_num=2) as pool:
+def test_func_and_iterable_start_at_once_like_imap(pool_options):
+    with IMap(add1, range(20), **pool_options) as pool:
         assert pool.started
         assert list(pool) == list(range(1, 21))
 
@@ -172,8 +172,8 @@ def test_stop_when_not_started_is_a_no_op():
     pool.stop(forced=True)
 
 
-def test_reusable_after_stop(worker_type):
-    pool = IMap(worker_type=worker_type, worker_num=2)
+def test_reusable_after_stop(pool_options):
+    pool = IMap(**pool_options)
     for round_ in range(3):
         pool.add_task(add1, range(round_ * 10, round_ * 10 + 10))
         pool.start()
@@ -182,9 +182,9 @@ def test_reusable_after_stop(worker_type):
         assert pool._tasks == [] and not pool.started
 
 
-def test_stop_right_after_start_and_forced(worker_type):
+def test_stop_right_after_start_and_forced(pool_options):
     for forced in (False, True):
-        pool = IMap(worker_type=worker_type, worker_num=2)
+        pool = IMap(**pool_options)
         pool.add_task(add1, range(100000))
         pool.start()
         pool.stop(forced=forced)
@@ -209,10 +209,10 @@ def test_context_manager_stops():
     assert not pool.started
 
 
-def test_track_keeps_results_by_index(worker_type):
+def test_track_keeps_results_by_index(pool_options):
     def square(x):
         return x * x
-    pool = IMap(worker_type=worker_type, worker_num=2)
+    pool = IMap(**pool_options)
     pool.add_task(square, range(10), track=True)
     with pool:
         pool.start()

@@ -80,9 +80,9 @@ class CountingInput:
 
 
 @pytest.mark.parametrize("buffer", [4, 7])
-def test_input_is_never_read_ahead_beyond_the_buffer(worker_type, buffer):
+def test_input_is_never_read_ahead_beyond_the_buffer(pool_options, buffer):
     source = CountingInput()
-    pool = IMap(worker_type=worker_type, worker_num=2, stride=4, buffer=buffer)
+    pool = IMap(**pool_options, stride=4, buffer=buffer)
     results = pool.add_task(add1, source)
     with pool:
         pool.start()
@@ -117,9 +117,9 @@ def test_results_nobody_takes_stop_submission():
         assert list(right) == ["R0", "R1", "R2", "R3"]
 
 
-def test_infinite_input_with_a_slow_consumer_stays_bounded(worker_type):
+def test_infinite_input_with_a_slow_consumer_stays_bounded(pool_options):
     source = CountingInput()
-    with IMap(add1, source, worker_type=worker_type, worker_num=2) as pool:
+    with IMap(add1, source, **pool_options) as pool:
         bound = 2 * pool.stride  # the default buffer for one task
         for expected in range(2, 2002):
             assert pool.next() == expected
@@ -182,10 +182,10 @@ def test_chain_of_four_with_the_minimal_buffer(buffer):
         assert list(task) == list(range(4, 54))
 
 
-def test_three_tasks_zipped_into_a_fourth(worker_type):
+def test_three_tasks_zipped_into_a_fourth(pool_options):
     def total(triple):
         return sum(triple)
-    pool = IMap(worker_type=worker_type, worker_num=2, stride=3, buffer=12)
+    pool = IMap(**pool_options, stride=3, buffer=12)
     a = pool.add_task(add1, range(30))
     b = pool.add_task(sub1, range(30))
     c = pool.add_task(add1, range(30))
@@ -195,8 +195,8 @@ def test_three_tasks_zipped_into_a_fourth(worker_type):
         assert list(joined) == [3 * x + 1 for x in range(30)]
 
 
-def test_two_independent_tasks_read_alternately(worker_type):
-    pool = IMap(worker_type=worker_type, worker_num=2, stride=3)
+def test_two_independent_tasks_read_alternately(pool_options):
+    pool = IMap(**pool_options, stride=3)
     pool.add_task(add1, range(20))
     pool.add_task(sub1, range(20))
     with pool:
@@ -331,8 +331,8 @@ def test_skip_in_a_chain_drops_downstream_positions():
 
 # -- stop -----------------------------------------------------------------------------------
 
-def test_stop_ends_several_independent_infinite_inputs(worker_type):
-    pool = IMap(worker_type=worker_type, worker_num=2)
+def test_stop_ends_several_independent_infinite_inputs(pool_options):
+    pool = IMap(**pool_options)
     a = pool.add_task(add1, itertools.count())
     b = pool.add_task(sub1, itertools.count())
     pool.start()
@@ -370,12 +370,12 @@ def test_stop_wakes_a_blocked_reader():
     assert errors and "stop" in str(errors[0])
 
 
-def test_input_that_raises_gives_an_error_in_place(worker_type):
+def test_input_that_raises_gives_an_error_in_place(pool_options):
     def source():
         yield 1
         yield 2
         raise OSError("disk gone")
-    with IMap(add1, source(), worker_type=worker_type, worker_num=2) as pool:
+    with IMap(add1, source(), **pool_options) as pool:
         assert pool.next() == 2
         assert pool.next() == 3
         with pytest.raises(OSError, match="disk gone"):
@@ -416,8 +416,8 @@ def test_any_stride_and_worker_count_completes(stride, workers):
         assert list(pool) == list(range(1, 100))
 
 
-def test_stop_after_three_results_of_a_longer_input(worker_type):
-    pool = IMap(add1, range(99), worker_type=worker_type, worker_num=2, stride=17)
+def test_stop_after_three_results_of_a_longer_input(pool_options):
+    pool = IMap(add1, range(99), **pool_options, stride=17)
     assert [pool.next(), pool.next(), pool.next()] == [1, 2, 3]
     pool.stop(ends=[0])
     with pytest.raises(RuntimeError):

@@ -20,8 +20,8 @@ def invert(x):
     return 1 / x
 
 
-def test_exception_is_raised_in_place_and_the_task_goes_on(worker_type):
-    with IMap(add1, [1, "a", 3, None, 5], worker_type=worker_type, worker_num=2) as pool:
+def test_exception_is_raised_in_place_and_the_task_goes_on(pool_options):
+    with IMap(add1, [1, "a", 3, None, 5], **pool_options) as pool:
         assert pool.next() == 2
         with pytest.raises(TypeError):
             pool.next()

@@ -79,6 +79,7 @@ class Batch:
     batch is split after a worker died, exactly one of its pieces keeps the flag).
     ``nbytes``: set by handles that serialise: bytes sent and received for this batch, so
     the batch size also adapts to the size of the items, not only to their time.
+    ``attempts``: how often an isolated item was lost with its worker without being blamed.
     """
 
     task: TaskSpec
@@ -88,6 +89,7 @@ class Batch:
     isolated: bool = False
     counted: bool = False
     nbytes: int = 0
+    attempts: int = 0
 
 
 class WorkerHandle:
