@@ -25,7 +25,7 @@ from ._errors import PapyError, PiperError, WorkerError, _short_repr
 from ._runtime import Feed, RunContext, raise_failures
 from ._streams import (ChainedTaskInput, PassThrough, TaskInput, Tee, consume, inboxes,
                        produce, round_robin)
-from ._worker import TimedCall, Worker
+from ._worker import Busy, TimedCall, Worker
 
 log = logging.getLogger(__name__)
 
@@ -416,13 +416,11 @@ class Piper:
                 log.error("piper %r: %s: %s", self.name, type(exc).__name__, exc)
                 yield PiperError(exc)
 
-    def _settle(self, raw):
+    def _settle(self, result):
         counters = self.counters
-        if type(raw) is tuple:
-            counters.time_busy += raw[0]
-            result = raw[1]
-        else:
-            result = raw
+        if type(result) is Busy:
+            counters.time_busy += result.seconds
+            result = result.value
         if isinstance(result, PapyError):
             if isinstance(result, WorkerError):
                 log.error("piper %r: %s", self.name, result)

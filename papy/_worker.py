@@ -173,28 +173,54 @@ def _upstream_errors(inbox) -> list:
     return errors
 
 
-class TimedCall:
-    """Evaluate a Worker and measure it: ``TimedCall(worker)(inbox) -> (seconds, result)``.
+REPORT_EVERY = 0.01     # seconds of work between two reports of a TimedCall
 
-    This is what a Piper hands to its IMap, so that the time a Worker is busy is measured
-    where it runs (a thread, a process or a remote host) and travels back with the result.
+
+class Busy:
+    """A result that also carries the seconds a worker was busy since its last report."""
+
+    __slots__ = ("seconds", "value")
+
+    def __init__(self, seconds: float, value):
+        self.seconds, self.value = seconds, value
+
+    def __reduce__(self):
+        return (Busy, (self.seconds, self.value))
+
+
+class TimedCall:
+    """Evaluate a Worker and measure the time it is busy where it runs.
+
+    This is what a Piper hands to its IMap, so the time is measured in the thread, process
+    or host that evaluates. Most results travel bare; about every ``REPORT_EVERY`` seconds
+    of work one is wrapped in a ``Busy`` carrying the time summed since the last report
+    (the time of the last few milliseconds of a run may be missing from the total).
     """
 
-    __slots__ = ("worker",)
+    __slots__ = ("worker", "pending", "reported")
 
     def __init__(self, worker: Callable):
         self.worker = worker
+        self.pending = 0.0
+        self.reported = time.perf_counter()
 
     def __call__(self, inbox):
         start = time.perf_counter()
         result = self.worker(inbox)
-        return (time.perf_counter() - start, result)
+        now = time.perf_counter()
+        self.pending += now - start
+        if now - self.reported < REPORT_EVERY:
+            return result
+        busy, self.pending, self.reported = self.pending, 0.0, now
+        return Busy(busy, result)
 
     def __getstate__(self):
         return self.worker
 
     def __setstate__(self, state):
         self.worker = state
+        self.pending = 0.0
+        self.reported = time.perf_counter()
 
     def __repr__(self) -> str:
         return f"TimedCall({self.worker!r})"

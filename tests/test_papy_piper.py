@@ -228,6 +228,27 @@ def test_counters(pool):
     piper.stop()
 
 
+def sleeps_20ms(inbox):
+    import time
+    time.sleep(0.02)
+    return inbox[0]
+
+
+@pytest.mark.parametrize("kind", ["linear", "thread"])
+def test_time_busy_is_measured_where_the_worker_runs(kind):
+    imap = False if kind == "linear" else IMap(worker_type="thread", worker_num=2, stride=2)
+    try:
+        piper = Piper(sleeps_20ms, parallel=imap)
+        piper.connect([range(5)])
+        piper.start()
+        assert list(piper) == list(range(5))
+        assert piper.counters.time_busy >= 5 * 0.02 * 0.9
+        piper.stop()
+    finally:
+        if imap:
+            imap.stop()
+
+
 def test_join_inputs_of_different_lengths_end_with_an_error(pool):
     piper = Piper(join_sum, parallel=pool)
     piper.connect([range(5), range(3)])
