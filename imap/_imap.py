@@ -2,28 +2,21 @@
 
 Data flow:
 
-    task iterables --> feeder thread (_feed_tasks) --Batch--> Pool (dispatch queue)
+    task iterables --> Feeder thread (_feeder.py) --Batch--> Pool (_pool.py, dispatch queue)
         --> slot threads --> workers (threads | processes | remote connections)
-        --> slot threads --_deliver--> Task.arrived (per task, under Task.cond)
-        --> next() / iteration, in the consumer's thread
+        --> slot threads --IMap._deliver--> Task.arrived (per task, under Task.cond)
+        --> next() / iteration, in the consumer's thread (_task.py)
 
 Threads and what each owns:
-    feeder     the weave (``stride`` items of one task, then the next task, round robin),
-               reading the inputs, taking buffer slots (self._slots, a Condition)
+    feeder     the weave and the buffer accounting (one Feeder per run, see _feeder.py)
     slots      one per worker (see _pool.py); deliver finished batches to their Task
     consumer   whoever calls next(); gives a buffer slot back for every result it takes
-
-Buffer: at most ``buffer`` items are read from the inputs and not yet taken by a consumer.
-The feeder waits (on self._slots) for enough free slots for a whole batch; a consumer
-wakes it when it has given back enough, or at once when it is about to block on a result
-that was not even submitted yet (the feeder then submits a smaller batch, so a small
-buffer never deadlocks where the original per-item semaphore would not).
 
 Life cycle (self._state, changed only under self._lock):
     IDLE --start()--> STARTED --stop()--> STOPPING --> IDLE (tasks removed, reusable)
 
 Shutdown order in stop():
- 1. state STOPPING; every task is closed (blocked readers get RuntimeError), feeder woken
+ 1. state STOPPING; every task is closed (blocked readers get RuntimeError), feeder told
  2. the pool stops: queued batches dropped, workers finish (or are killed if forced), joined
  3. the feeder is joined (one stuck inside a user's iterator is abandoned after a grace)
  4. tasks removed, state IDLE
@@ -38,13 +31,14 @@ import math
 import multiprocessing
 import os
 import threading
-import time
 import weakref
 
+from . import _config
+from ._feeder import Feeder
 from ._pool import Pool
 from ._task import Task
 from .backends import _shm
-from .backends.base import Batch, TaskSpec, describe
+from .backends.base import Batch, TaskSpec
 
 log = logging.getLogger("imap")
 log.addHandler(logging.NullHandler())
@@ -114,17 +108,18 @@ class IMap:
         if worker_type not in ("process", "thread"):
             raise ValueError(f"worker_type must be 'process' or 'thread', not {worker_type!r}")
         self.worker_type = worker_type
-        self.worker_num = _count("worker_num", worker_num, os.cpu_count() or 1, minimum=0)
-        self.worker_remote = _parse_remote(worker_remote)
+        self.worker_num = _config.count("worker_num", worker_num, os.cpu_count() or 1,
+                                        minimum=0)
+        self.worker_remote = _config.parse_remote(worker_remote)
         self._worker_total = self.worker_num + sum(n for _, _, n in self.worker_remote)
         if self._worker_total == 0:
             raise ValueError("the pool has no workers: worker_num=0 needs worker_remote=[('host', "
                              "n), ...]; or give worker_num >= 1")
-        self.buffer = _count("buffer", buffer, None, minimum=1)
+        self.buffer = _config.count("buffer", buffer, None, minimum=1)
         default_stride = STRIDE_PER_WORKER * self._worker_total
         if self.buffer is not None:
             default_stride = min(default_stride, self.buffer)
-        self.stride = _count("stride", stride, default_stride, minimum=1)
+        self.stride = _config.count("stride", stride, default_stride, minimum=1)
         if self.buffer is not None and self.buffer < self.stride:
             raise ValueError(f"buffer ({self.buffer}) must be >= stride ({self.stride}): the "
                              f"feeder puts stride items of a task in flight at a time")
@@ -133,8 +128,9 @@ class IMap:
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a string, not {type(name).__name__}")
         self.name = name or f"imap_{next(_names)}"
-        self.start_method = _start_method(start_method)
-        self.shm_threshold = _count("shm_threshold", shm_threshold, _shm.DEFAULT_THRESHOLD, 0)
+        self.start_method = _config.start_method(start_method)
+        self.shm_threshold = _config.count("shm_threshold", shm_threshold,
+                                           _shm.DEFAULT_THRESHOLD, 0)
         self.remote_tls = remote_tls
         self.remote_timeout = remote_timeout
         self._tasks: list[Task] = []
@@ -143,12 +139,8 @@ class IMap:
         self._state = _State.IDLE
         self._stopped = threading.Event()
         self._stopped.set()
-        self._slots = threading.Condition(threading.Lock())
-        self._feeder_waiting = False
-        self._feeder_ident = None
-        self._generation = 0
         self._pool: Pool | None = None
-        self._feeder: threading.Thread | None = None
+        self._feeder: Feeder | None = None
         if func is not None:
             self.add_task(func, iterable, args, kwargs)
             self.start()
@@ -174,8 +166,8 @@ class IMap:
             if not callable(func):
                 raise TypeError(f"task {task_id}: func must be callable, not "
                                 f"{type(func).__name__}")
-            args = _as_args(args, task_id)
-            kwargs = _as_kwargs(kwargs, task_id)
+            args = _config.as_args(args, task_id)
+            kwargs = _config.as_kwargs(kwargs, task_id)
             try:
                 iterator = iter(iterable)
             except TypeError:
@@ -189,7 +181,7 @@ class IMap:
                                      f"or None, not {value!r}")
             spec = TaskSpec(task_id, func, args, kwargs, item_timeout=item_timeout)
             if self.worker_type == "process" and self.worker_num or self.worker_remote:
-                spec.payload = _dump_function(spec)
+                spec.payload = _config.dump_function(spec)
             task = Task(task_id, spec, iterator, _is_chained(iterable), self.ordered, self.skip,
                         timeout, block, track)
             self._tasks.append(task)
@@ -204,10 +196,11 @@ class IMap:
         with self._lock:
             if self._state is not _State.IDLE:
                 raise RuntimeError(f"{self.name}: pop_task() is only allowed before start()")
-            count = len(self._tasks) if number is True else _count("number", number, 0, 0)
-            for task in self._tasks[len(self._tasks) - count:]:
+            removed = (len(self._tasks) if number is True
+                       else _config.count("number", number, 0, 0))
+            for task in self._tasks[len(self._tasks) - removed:]:
                 self._tasks_tracked.pop(task.id, None)
-            del self._tasks[len(self._tasks) - count:]
+            del self._tasks[len(self._tasks) - removed:]
 
     def get_task(self, task=0, timeout=None, block=True) -> "TaskIterator":
         """Another result iterator of task ``task`` (sharing its position)."""
@@ -228,17 +221,7 @@ class IMap:
                 raise RuntimeError(f"{self.name} is already started; stop() it first")
             self._state = _State.STARTED
             self._stopped.clear()
-            self._generation += 1
             tasks = tuple(self._tasks)
-        self._buffer_size = self.buffer or 2 * max(1, len(tasks)) * self.stride
-        self._batch_cap = max(1, math.ceil(self.stride / self._worker_total))
-        self._held = 0
-        self._overdrawn = False
-        self._starving = 0
-        self._feeder_waiting = False
-        self._feeder_waiting_room = False
-        self._batches_in_flight = 0
-        self._max_batches_in_flight = 2 * self._worker_total
         self._running = tasks
         self._by_key = {task.spec.key: task for task in tasks}
         self._pool = Pool(self._make_handles(), self._deliver, self.name)
@@ -250,8 +233,10 @@ class IMap:
                 self._stopped.set()
             raise
         _live.add(self)
-        self._feeder = threading.Thread(target=self._feed_tasks, args=(self._generation, tasks),
-                                        daemon=True, name=f"{self.name}-feeder")
+        self._feeder = Feeder(self.name, tasks, self._pool, self.stride,
+                              buffer_size=self.buffer or 2 * max(1, len(tasks)) * self.stride,
+                              batch_cap=max(1, math.ceil(self.stride / self._worker_total)),
+                              workers=self._worker_total)
         self._feeder.start()
 
     def stop(self, ends=None, forced=False) -> None:
@@ -277,13 +262,13 @@ class IMap:
             reason = "stop() was called"
             for task in self._running:
                 task.close(RuntimeError(reason))
-            with self._slots:
-                self._slots.notify_all()
-            self._pool.stop(forced=forced)
             feeder = self._feeder
-            if feeder is not None and feeder is not threading.current_thread():
-                feeder.join(FEEDER_GRACE)
-                if feeder.is_alive():
+            if feeder is not None:
+                feeder.stop()
+            self._pool.stop(forced=forced)
+            if feeder is not None and feeder.thread is not threading.current_thread():
+                feeder.thread.join(FEEDER_GRACE)
+                if feeder.thread.is_alive():
                     log.warning("%s: the feeder is blocked inside a task's input iterator and "
                                 "is abandoned (a daemon thread); make the input end or see the "
                                 "stop on its own", self.name)
@@ -325,9 +310,9 @@ class IMap:
             current = self._running[task]
         except (IndexError, TypeError):
             raise ValueError(f"{self.name}: no task {task!r}") from None
-        return current.take(0 if not block else timeout, self._on_starving, self._wake_feeder,
-                            self._feed_now if threading.get_ident() == self._feeder_ident
-                            else None)
+        feeder = self._feeder
+        return current.take(0 if not block else timeout, feeder.on_starving, feeder.wake,
+                            feeder.feed_now if threading.get_ident() == feeder.ident else None)
 
     def __iter__(self):
         return self._iterate(0, None, True)
@@ -346,197 +331,13 @@ class IMap:
             task = self._running[task_id]
             if task.plain():
                 yield from task.cursor[1]
-            feed_now = self._feed_now if threading.get_ident() == self._feeder_ident else None
+            feeder = self._feeder
+            feed_now = feeder.feed_now if threading.get_ident() == feeder.ident else None
             try:
-                value = task.take(timeout, self._on_starving, self._wake_feeder, feed_now)
+                value = task.take(timeout, feeder.on_starving, feeder.wake, feed_now)
             except StopIteration:
                 return
             yield value
-
-    # -- buffer slots ------------------------------------------------------------------------
-
-    def _wake_feeder(self) -> None:
-        with self._slots:
-            self._slots.notify_all()
-        # hand the GIL over now: a consumer busy in a tight loop would otherwise keep it for
-        # the whole switch interval (5 ms) and drain the pipeline before the feeder refills it
-        time.sleep(0)
-
-    def _on_starving(self, delta: int) -> None:
-        """A reader is about to block (delta 1: starving, 0: not) or woke up (-1)."""
-        with self._slots:
-            self._starving += delta
-            if delta > 0 or (delta == 0 and self._feeder_waiting):
-                self._slots.notify_all()
-
-    def _acquire(self, wanted: int, generation: int) -> int:
-        """Wait for free buffer slots; return how many were granted (0: stopping)."""
-        tasks = self._running
-        with self._slots:
-            while True:
-                if self._generation != generation or self._state is not _State.STARTED:
-                    return 0
-                free = self._buffer_size - self._held + sum(t.released() for t in tasks)
-                if free >= wanted:
-                    granted = wanted
-                    break
-                if free >= 1 and self._starving > 0:
-                    granted = free
-                    break
-                if self._starving > 0 and self._batches_in_flight == 0:
-                    # every slot holds a result nobody reads while a reader waits for an item
-                    # only we can submit: overdraw the buffer by one item instead of hanging
-                    granted = 1
-                    self._warn_overdraft()
-                    break
-                # wake up when one task alone gave back its share of what is missing
-                share = max(1, -(-(wanted - max(free, 0)) // len(tasks)))
-                for t in tasks:
-                    t.wake_at = t.released() + share
-                self._feeder_waiting = True
-                if self._buffer_size - self._held + sum(t.released() for t in tasks) == free:
-                    self._slots.wait()
-                self._feeder_waiting = False
-                for t in tasks:
-                    t.wake_at = math.inf
-            self._held += granted
-            return granted
-
-    def _warn_overdraft(self) -> None:
-        if not self._overdrawn:
-            self._overdrawn = True
-            log.warning("%s: the buffer (%d items) is full of results that are not being read "
-                        "while a reader waits for another task; going over the buffer to avoid "
-                        "a deadlock. Read the tasks in step (docs/imap.md, rules) or give a "
-                        "larger buffer.", self.name, self._buffer_size)
-
-    def _give_back(self, count: int) -> None:
-        with self._slots:
-            self._held -= count
-
-    # -- the feeder ------------------------------------------------------------------------
-
-    def _feed_now(self, task: Task) -> bool:
-        """The feeder itself waits for a result of ``task`` that was never submitted (the
-        task's results are read by more tasks, or faster, than the weave feeds it): feed one
-        more stride of it now, out of turn, instead of waiting forever. False when the task
-        has nothing more to feed."""
-        if task.total is not None:
-            return False
-        return self._feed_stride(task, self._generation) is not None and (
-            task.fed > task.done_before + task.position() or task.total is not None)
-
-    def _feed_tasks(self, generation: int, tasks: tuple) -> None:
-        self._feeder_ident = threading.get_ident()
-        active = list(tasks)
-        try:
-            while active:
-                for task in list(active):
-                    outcome = self._feed_stride(task, generation)
-                    if outcome is None:
-                        return
-                    if not outcome:
-                        active.remove(task)
-        except BaseException as exc:  # noqa: BLE001 - reported in place, never lost
-            if self._generation == generation and self._state is _State.STARTED:
-                log.exception("%s: the feeder failed", self.name)
-                for task in active:
-                    self._end_task_with_error(task, exc)
-
-    def _feed_stride(self, task: Task, generation: int):
-        """Feed up to ``stride`` items of one task. True: more to come, False: the task's
-        input ended, None: the IMap is stopping."""
-        remaining = self.stride
-        while remaining > 0:
-            if not self._wait_for_room(task, generation):
-                return None
-            wanted = min(task.next_batch_size(self._batch_cap), remaining)
-            if task.chained:
-                items, failure, ended = _pull(task.iterator, wanted)
-                if not self._submit_pulled(task, items, generation):
-                    return None
-            else:
-                granted = self._acquire(wanted, generation)
-                if granted == 0:
-                    return None
-                items, failure, ended = _pull(task.iterator, granted)
-                unused = granted - len(items) - (failure is not None)
-                if unused:
-                    self._give_back(unused)
-                if items:
-                    self._submit(task, items)
-            if failure is not None:
-                if task.chained and not self._acquire_exact(1, generation):
-                    return None
-                self._fail_item(task, failure)
-            remaining -= len(items) + (failure is not None)
-            if ended:
-                with task.cond:
-                    task.total = task.fed
-                    task.cond.notify_all()
-                return False
-            if self._state is not _State.STARTED:
-                return None
-        return True
-
-    def _submit_pulled(self, task: Task, items: list, generation: int) -> bool:
-        """Chained input: the items are pulled already; take slots for them, maybe in parts."""
-        while items:
-            granted = self._acquire(len(items), generation)
-            if granted == 0:
-                return False
-            self._submit(task, items[:granted])
-            items = items[granted:]
-        return True
-
-    def _acquire_exact(self, count: int, generation: int) -> bool:
-        while count:
-            granted = self._acquire(count, generation)
-            if granted == 0:
-                return False
-            count -= granted
-        return True
-
-    def _submit(self, task: Task, items: list) -> None:
-        start = task.fed
-        task.fed += len(items)
-        with self._slots:
-            self._batches_in_flight += 1
-        self._pool.submit(Batch(task.spec, start, items, tracked=task.tracked_mode(len(items)),
-                                counted=True))
-
-    def _wait_for_room(self, task: Task, generation: int) -> bool:
-        """Pace the feeder: at most 2 batches per worker in flight while the batch size
-        still adapts (so the first results shape it instead of a queue of tiny batches);
-        8 per worker once a task's batches are as long as its stride allows (fast items,
-        where only more batches in flight keep the workers busy). False: stopping."""
-        limit = self._max_batches_in_flight
-        if task.batch_size >= self._batch_cap:
-            limit *= 4
-        with self._slots:
-            while self._batches_in_flight >= limit:
-                if self._generation != generation or self._state is not _State.STARTED:
-                    return False
-                self._feeder_waiting_room = True
-                self._slots.wait()
-            self._feeder_waiting_room = False
-            return self._generation == generation and self._state is _State.STARTED
-
-    def _fail_item(self, task: Task, exc: BaseException) -> None:
-        """The input iterator raised: that position holds the exception."""
-        index = task.fed
-        task.fed += 1
-        task.deliver(index, [None], {0: exc})
-
-    def _end_task_with_error(self, task: Task, exc: BaseException) -> None:
-        error = RuntimeError(f"{self.name}: feeding task {task.id} failed: {exc!r}")
-        error.__cause__ = exc
-        index = task.fed
-        task.fed += 1
-        task.deliver(index, [None], {0: error})
-        with task.cond:
-            task.total = task.fed
-            task.cond.notify_all()
 
     # -- results from the pool -------------------------------------------------------------
 
@@ -544,13 +345,10 @@ class IMap:
         task = self._by_key.get(batch.task.key)
         if task is None:  # a batch of a previous run, finishing after stop()
             return
-        if batch.counted:
-            with self._slots:
-                self._batches_in_flight -= 1
-                if self._feeder_waiting_room or (self._feeder_waiting and self._starving):
-                    self._slots.notify_all()
+        feeder = self._feeder
+        feeder.delivered(batch)
         if not batch.isolated and errors is None:
-            task.learn(len(values), elapsed, self._batch_cap, batch.nbytes)
+            task.learn(len(values), elapsed, feeder.batch_cap, batch.nbytes)
         task.deliver(batch.start, values, errors)
 
     # -- workers -------------------------------------------------------------------------
@@ -618,75 +416,6 @@ def _is_chained(iterable) -> bool:
         parts = iterable.__reduce__()[1]
         return any(_is_chained(part) for part in parts)
     return False
-
-
-def _pull(iterator, count: int):
-    """Read up to ``count`` items: (items, exception raised by the input or None, ended)."""
-    items: list = []
-    try:
-        items.extend(itertools.islice(iterator, count))
-    except BaseException as exc:  # noqa: BLE001 - becomes an error in that item's place
-        return items, exc, False
-    return items, None, len(items) < count
-
-
-def _count(what: str, value, default, minimum: int):
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{what} must be an int >= {minimum} or None, not {value!r}")
-    if value < minimum:
-        raise ValueError(f"{what} must be >= {minimum}, not {value}")
-    return value
-
-
-def _as_args(args, task_id: int) -> tuple:
-    if args is None:
-        return ()
-    if isinstance(args, (str, bytes)) or not isinstance(args, (tuple, list)):
-        raise TypeError(f"task {task_id}: args must be a tuple or list of extra positional "
-                        f"arguments, not {type(args).__name__} (for one argument: args=(x,))")
-    return tuple(args)
-
-
-def _as_kwargs(kwargs, task_id: int) -> dict:
-    if kwargs is None:
-        return {}
-    if not isinstance(kwargs, dict):
-        raise TypeError(f"task {task_id}: kwargs must be a dict, not {type(kwargs).__name__}")
-    return dict(kwargs)
-
-
-def _parse_remote(worker_remote) -> list:
-    if not worker_remote:
-        return []
-    from .backends import remote
-    return remote.parse_worker_remote(worker_remote)
-
-
-def _start_method(method):
-    """The default is forkserver where it exists (Python 3.14's default on Linux): workers
-    start in a clean single-threaded process, never forked from our own threads, and their
-    main-thread malloc arena lets the shared-memory transport reuse memory (see _shm.py)."""
-    allowed = multiprocessing.get_all_start_methods()
-    if method is None:
-        return "forkserver" if "forkserver" in allowed else multiprocessing.get_start_method()
-    if method not in allowed:
-        raise ValueError(f"start_method must be one of {allowed}, not {method!r}")
-    return method
-
-
-def _dump_function(spec: TaskSpec) -> bytes:
-    import dill
-    try:
-        return dill.dumps((spec.func, spec.args, spec.kwargs), recurse=True)
-    except Exception as exc:
-        raise TypeError(
-            f"task {spec.task_id}: the function {describe(spec.func)} (with its args and "
-            f"kwargs) cannot be pickled to send it to worker processes: {type(exc).__name__}: "
-            f"{exc}. Remove references to unpicklable objects (locks, files, sockets, "
-            f"generators) from its globals, closure and arguments, or use worker_type='thread'"
-        ) from exc
 
 
 @atexit.register

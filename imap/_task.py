@@ -18,7 +18,6 @@ import math
 import threading
 import time
 
-from ._errors import attach_traceback
 
 #: an adaptive batch aims to keep a worker busy this long (seconds)
 TARGET_BATCH_SECONDS = 0.01
