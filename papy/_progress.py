@@ -254,7 +254,7 @@ def _is_terminal(stream) -> bool:
 
 def _describe(f: PiperFigures, elapsed: float) -> str:
     rate = f.items_out / elapsed if elapsed > 0 else 0.0
-    text = f"{f.items_out} out ({rate:.1f}/s), {f.items_in} in, {f.errors} errors"
+    text = f"{f.items_out} out ({rate:.1f}/s overall), {f.items_in} in, {f.errors} errors"
     if f.time_waiting is not None:
         text += f", waited {f.time_waiting:.1f} s"
     if f.buffer_used is not None and f.buffer_size:
@@ -273,18 +273,25 @@ def _make_view(mode, stream, outputs, totals):
 
 
 class _LogLines:
-    """mode 'log': one timestamped line per output Piper per update."""
+    """mode 'log': one timestamped line per output Piper per update, with the rate since
+    the previous line."""
 
     def __init__(self, stream, pipers):
         self.stream, self.pipers = stream, pipers
+        self._last = (0.0, [0] * len(pipers))
 
     def update(self, rows, final: bool) -> None:
         items, elapsed = rows
         stamp = time.strftime("%H:%M:%S")
         word = "done" if final else "progress"
-        for f in items:
-            self.stream.write(f"{stamp} papy {word}: {f.name}: {_describe(f, elapsed)}\n")
+        before, counts = self._last
+        span = elapsed - before
+        for f, count in zip(items, counts):
+            recent = (f.items_out - count) / span if span > 0 else 0.0
+            self.stream.write(f"{stamp} papy {word}: {f.name}: {_describe(f, elapsed)}; "
+                              f"{recent:.1f}/s lately\n")
         self.stream.flush()
+        self._last = (elapsed, [f.items_out for f in items])
 
     def close(self) -> None:
         pass

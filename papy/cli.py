@@ -35,7 +35,8 @@ from ._errors import PapyError
 from ._plumber import Plumber, PlumberState
 from ._progress import MODES, Progress, count_errors, expected_totals, summary
 
-__all__ = ["main", "run_plumber", "add_run_options", "run_options", "load_module",
+__all__ = ["main", "run_plumber", "add_run_options", "run_options", "summary", "Progress",
+           "load_module",
            "build_plumber", "graph_text", "UsageError", "TEMPLATES_DIR",
            "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED", "EXIT_TERMINATED"]
 
@@ -244,8 +245,8 @@ def _open_inputs(paths, stack) -> list:
 # -- graphs -----------------------------------------------------------------------------
 
 def _graph_model(plumber):
-    """(nodes, groups, edges, inputs): ids and label lines of the Pipers, the Pipers of each
-    IMap, the pipes, and the input Pipers."""
+    """(nodes, groups, edges, inputs): ids and label lines of the Pipers, (IMap, member
+    ids) per IMap, (up, down, label) per pipe, and the ids of the input Pipers."""
     order = plumber.postorder()
     ids = {id(p): f"p{k}" for k, p in enumerate(order)}
     nodes, groups = [], {}
@@ -261,13 +262,19 @@ def _graph_model(plumber):
             imap = piper.parallel
             groups.setdefault(id(imap), (imap, []))[1].append(ids[id(piper)])
         nodes.append((ids[id(piper)], lines))
-    edges = [(ids[id(a)], ids[id(b)]) for a, b in plumber.pipes()]
+    edges = []                          # (up, down, label): joins name their inbox slots
+    for piper in order:
+        ups = plumber.get_upstream(piper)
+        edges += [(ids[id(up)], ids[id(piper)], f"inbox[{k}]" if len(ups) > 1 else "")
+                  for k, up in enumerate(ups)]
     inputs = [ids[id(p)] for p in plumber.get_inputs()]
     return nodes, list(groups.values()), edges, inputs
 
 
 def _imap_label(imap) -> str:
-    workers = [f"{imap.worker_num} {imap.worker_type}"] if imap.worker_num else []
+    kind = {"process": "processes", "thread": "threads"}.get(imap.worker_type,
+                                                              imap.worker_type)
+    workers = [f"{imap.worker_num} {kind}"] if imap.worker_num else []
     workers += [f"{n} on {host}:{port}" for host, port, n in imap.worker_remote or []]
     return f"IMap {imap.name}: " + ", ".join(workers)
 
@@ -287,7 +294,8 @@ def _dot(plumber) -> str:
         out.append(f"    {'; '.join(members)};")
         out.append("  }")
     out += [f"  in{k} -> {node_id};" for k, node_id in enumerate(inputs)]
-    out += [f"  {a} -> {b};" for a, b in edges]
+    out += [f"  {a} -> {b}" + (f" [label={q(label)}]" if label else "") + ";"
+            for a, b, label in edges]
     out.append("}")
     return "\n".join(out) + "\n"
 
@@ -313,7 +321,8 @@ def _mermaid(plumber) -> str:
         out += [f"    {m}[{q('<br/>'.join(labels[m]))}]" for m in members]
         out.append("  end")
     out += [f"  in{k} --> {node_id}" for k, node_id in enumerate(inputs)]
-    out += [f"  {a} --> {b}" for a, b in edges]
+    out += [f"  {a} -->" + (f"|{q(label)}|" if label else "") + f" {b}"
+            for a, b, label in edges]
     return "\n".join(out) + "\n"
 
 
@@ -413,9 +422,16 @@ def _cmd_graph(args) -> int:
     return EXIT_OK
 
 
-def _cmd_serve(args) -> int:
+def _serve(argv: list[str]) -> int:
     from imap.server import main as serve
-    return serve(list(args.args))
+    try:
+        return serve(argv)
+    except SystemExit as exc:              # its argparse: --help or a usage error
+        return _exit_code(exc.code)
+
+
+def _cmd_serve(args) -> int:
+    return _serve(list(args.args))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -483,6 +499,8 @@ def _exit_code(code) -> int:
 def main(argv: list[str] | None = None) -> int:
     """The ``papy`` command; returns the exit code (see the module docstring)."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve"]:              # every option, --help included, is the server's
+        return _exit_code(_serve(argv[1:]))
     parser = _parser()
     try:
         args = parser.parse_args(argv)
