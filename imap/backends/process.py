@@ -248,7 +248,10 @@ class ProcessHandle(WorkerHandle):
             payload = self._dumps(batch.items)
         except Exception:  # noqa: BLE001 - find the items that cannot be pickled
             return self._run_split(batch, reason="pickle")
-        values, records, elapsed = self._round_trip(batch, payload)
+        try:
+            values, records, elapsed = self._round_trip(batch, payload)
+        except _UnreadableReply:  # a result cannot be unpickled here: find it, alone
+            return self._run_split(batch, reason="reply")
         if values is None:  # the worker could not unpickle the batch
             return self._run_split(batch, reason="unpickle")
         return values, _rebuild(records), elapsed
@@ -268,7 +271,12 @@ class ProcessHandle(WorkerHandle):
             try:
                 item_values, records, seconds = self._round_trip(single, payload)
             except WorkerLost as lost:
-                raise WorkerLost(lost.message, position, lost.exitcode) from None
+                raise WorkerLost(lost.message, position, lost.exitcode, lost.timed_out) from None
+            except _UnreadableReply as unreadable:
+                errors[position] = rebuild_error(_evaluate.serialization_record(
+                    f"the result of item {index} of task {batch.task.task_id} cannot be "
+                    f"unpickled here", unreadable.__cause__))
+                continue
             elapsed += seconds
             if item_values is None:
                 errors[position] = rebuild_error(records[-1])
@@ -293,7 +301,10 @@ class ProcessHandle(WorkerHandle):
         reply_descriptor = pickle.loads(self._receive(batch))
         reply = self._receive(batch)
         batch.nbytes += _size(data, descriptor) + _size(reply, reply_descriptor)
-        return self._reader.loads(reply, reply_descriptor)
+        try:
+            return self._reader.loads(reply, reply_descriptor)
+        except Exception as exc:  # noqa: BLE001 - e.g. a result's class unknown here
+            raise _UnreadableReply() from exc
 
     def _send(self, header: bytes, payload: bytes) -> None:
         try:
@@ -343,6 +354,10 @@ class ProcessHandle(WorkerHandle):
         if batch is not None and batch.tracked and self._progress is not None:
             position = self._progress[0] if self._progress[0] >= 0 else None
         return WorkerLost(describe_exit(exitcode), position, exitcode)
+
+
+class _UnreadableReply(Exception):
+    """The worker's reply could not be unpickled in this process (the cause is chained)."""
 
 
 def _size(data: bytes, descriptor) -> int:
