@@ -27,10 +27,10 @@ from imap import IMap, imports
 from . import workers
 from ._dagger import Dagger
 from ._errors import DaggerError, PapyError, PiperError, PlumberError, WorkerError
-from ._logging import start_logger
+from ._logging import start_logger  # noqa: F401 - papy.start_logger, not in __all__
 from ._piper import Piper
 from ._plumber import Plumber
-from ._runtime import current_stop_event
+from ._runtime import current_stop_event  # noqa: F401 - papy.current_stop_event
 from ._worker import Worker
 
 logging.getLogger("papy").addHandler(logging.NullHandler())

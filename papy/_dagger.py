@@ -18,7 +18,8 @@ import logging
 from fractions import Fraction
 
 from ._errors import DaggerError, PapyError, PiperError
-from ._piper import Piper, stop_imap
+from ._ledger import stop_imap
+from ._piper import Piper
 from ._runtime import Feed, RunContext
 
 log = logging.getLogger(__name__)

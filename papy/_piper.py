@@ -17,70 +17,25 @@ import itertools
 import logging
 import numbers
 import threading
-from dataclasses import dataclass
 
 from imap import IMapError
 
+from . import _ledger as ledger
 from ._errors import PapyError, PiperError, WorkerError, _short_repr
 from ._runtime import Feed, RunContext, raise_failures
-from ._streams import (ChainedTaskInput, PassThrough, TaskInput, Tee, consume, inboxes,
-                       produce, round_robin)
+from ._streams import (Branch, ChainedTaskInput, PassThrough, PiperCounters, TaskInput, Tee,
+                       consume, inboxes, produce, round_robin)
 from ._worker import Busy, TimedCall, Worker
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Piper", "PiperCounters", "stop_imap"]
+__all__ = ["Piper"]
 
 
 class PiperState(enum.Enum):
     IDLE = "idle"
     CONNECTED = "connected"
     STARTED = "started"
-
-
-@dataclass
-class PiperCounters:
-    """Per-Piper counters: inboxes taken, items given out, error items, seconds the Worker
-    was busy (measured where it ran). ``counters['items_in']`` works too."""
-
-    items_in: int = 0
-    items_out: int = 0
-    errors: int = 0
-    time_busy: float = 0.0
-
-    def __getitem__(self, key: str):
-        return getattr(self, key)
-
-
-# The tasks papy added to each IMap, in order: {id(imap): (imap, [piper, ...])}. It tells
-# disconnect() whether a Piper's tasks are the last ones (pop_task) or already gone (stop).
-_LEDGER: dict = {}
-_LEDGER_LOCK = threading.Lock()
-
-
-def stop_imap(imap, **kwargs) -> None:
-    """Stop an IMap that Pipers use, and forget the tasks they had added to it."""
-    with _LEDGER_LOCK:
-        _LEDGER.pop(id(imap), None)
-    if imap.started:
-        imap.stop(**kwargs)
-
-
-class Branch:
-    """One downstream reader's view of a Piper's output (see ``papy._streams.Tee``)."""
-
-    __slots__ = ("owner", "reader", "index", "_next")
-
-    def __init__(self, owner: "Piper", reader):
-        self.owner, self.reader, self.index, self._next = owner, reader, 0, None
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        if self._next is None:      # the first read: bind to the outlet (made once)
-            self._next = self.owner._outlet_reader(self.index)
-        return self._next()
 
 
 class Piper:
@@ -238,8 +193,7 @@ class Piper:
                 imap.pop_task(len(tasks))
             raise PiperError(f"piper {self.name!r}: cannot add its task to {imap!r}: "
                              f"{exc}") from exc
-        with _LEDGER_LOCK:
-            _LEDGER.setdefault(id(imap), (imap, []))[1].append(self)
+        ledger.record(imap, self)
         return tasks
 
     def _imaps_upstream(self) -> set:
@@ -283,7 +237,7 @@ class Piper:
             if self.parallel is False:
                 self._context.request_stop()
             else:
-                stop_imap(self.parallel, **({"forced": True} if forced else {}))
+                ledger.stop_imap(self.parallel, **({"forced": True} if forced else {}))
             self._state = PiperState.CONNECTED
 
     def disconnect(self, forced=False) -> None:
@@ -305,23 +259,10 @@ class Piper:
         imap = self.parallel
         if imap.started:
             raise PiperError(f"piper {self.name!r}: its IMap is running; stop it first")
-        with _LEDGER_LOCK:
-            entry = _LEDGER.get(id(imap))
-            owners = entry[1] if entry else []
-            if self not in owners:
-                return          # the IMap was stopped: its tasks are gone already
-            if owners[-1] is self:
-                imap.pop_task(self.spawn)
-                owners.pop()
-            elif forced:
-                imap.pop_task(True)
-                owners.clear()
-            else:
-                raise PiperError(f"piper {self.name!r}: its tasks are not the last ones added "
-                                 f"to {imap!r}; disconnect downstream Pipers first, or use "
-                                 f"forced=True to remove all tasks")
-            if not owners:
-                _LEDGER.pop(id(imap), None)
+        if not ledger.remove(imap, self, self.spawn, forced):
+            raise PiperError(f"piper {self.name!r}: its tasks are not the last ones added "
+                             f"to {imap!r}; disconnect downstream Pipers first, or use "
+                             f"forced=True to remove all tasks")
 
     def _reset_stream(self) -> None:
         self.finished = False

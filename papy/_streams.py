@@ -31,12 +31,27 @@ import collections
 import functools
 import itertools
 import threading
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from ._errors import PiperError
 
-__all__ = ["inboxes", "consume", "produce", "round_robin", "TaskInput", "ChainedTaskInput",
-           "Tee", "PassThrough"]
+__all__ = ["PiperCounters", "inboxes", "consume", "produce", "round_robin", "TaskInput",
+           "ChainedTaskInput", "Tee", "PassThrough", "Branch"]
+
+
+@dataclass
+class PiperCounters:
+    """Per-Piper counters: inboxes taken, items given out, error items, seconds the Worker
+    was busy (measured where it ran). ``counters['items_in']`` works too."""
+
+    items_in: int = 0
+    items_out: int = 0
+    errors: int = 0
+    time_busy: float = 0.0
+
+    def __getitem__(self, key: str):
+        return getattr(self, key)
 
 
 def inboxes(inputs: list, piper, context) -> Iterator[list]:
@@ -260,3 +275,20 @@ class Tee:
 
 
 _END = object()
+
+
+class Branch:
+    """One downstream reader's view of a Piper's output (see ``papy._streams.Tee``)."""
+
+    __slots__ = ("owner", "reader", "index", "_next")
+
+    def __init__(self, owner, reader):
+        self.owner, self.reader, self.index, self._next = owner, reader, 0, None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._next is None:      # the first read: bind to the outlet (made once)
+            self._next = self.owner._outlet_reader(self.index)
+        return self._next()

@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from papy import IMap, Piper, PiperError, Worker, WorkerError
+from papy import IMap, Piper, PiperError, WorkerError
 
 
 def square(inbox):
