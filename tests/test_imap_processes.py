@@ -128,3 +128,50 @@ def _alive(pid):
             return handle.read().split(") ")[1][0] != "Z"
     except OSError:
         return False
+
+
+RUN_UNTIL_SIGNALLED = """
+    import itertools, multiprocessing, sys, time
+    from imap import IMap
+
+    def slow(x):
+        time.sleep(0.01)
+        return x
+
+    if __name__ == '__main__':
+        with IMap(slow, itertools.count(), worker_num=2) as pool:
+            pool.next()
+            print(' '.join(str(c.pid) for c in multiprocessing.active_children()), flush=True)
+            for _ in pool:
+                pass
+"""
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_a_signal_ends_an_imap_program_and_its_workers(tmp_path, signum):
+    import os
+    import signal
+    import time
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(RUN_UNTIL_SIGNALLED))
+    program = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        workers = [int(pid) for pid in program.stdout.readline().split()]
+        assert len(workers) == 2
+        sent = time.monotonic()
+        program.send_signal(getattr(signal, signum))
+        program.wait(DEADLINE)
+        assert time.monotonic() - sent < 3.0
+        end = time.monotonic() + 3.0
+        while any(_alive(pid) for pid in workers) and time.monotonic() < end:
+            time.sleep(0.05)
+        assert not any(_alive(pid) for pid in workers)
+        if signum == "SIGINT":
+            assert "KeyboardInterrupt" in program.stderr.read()
+    finally:
+        if program.poll() is None:
+            program.kill()
+            program.wait()
+        program.stdout.close()
+        program.stderr.close()
