@@ -327,12 +327,12 @@ class Dagger:
             if piper.started:
                 piper.stop(forced=True)
 
-    def _pull_outputs(self, outputs, pausing=None) -> bool:
+    def _pull_outputs(self, outputs, should_stop=None) -> bool:
         """Read the outputs round-robin, one item each, discarding; True when all ended,
-        False when ``pausing`` (an Event) was set at a round boundary."""
+        False when ``should_stop()`` said so at a round boundary."""
         live = [(piper, piper._outlet_reader(0)) for piper in outputs]
         while live:
-            if pausing is not None and pausing.is_set():
+            if should_stop is not None and should_stop():
                 return False
             for piper, read in list(live):
                 try:

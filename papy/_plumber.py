@@ -7,19 +7,21 @@
                                          each, discards them (output Pipers should store
                                          or print their results); at the end: FINISHED
     wait(): until FINISHED or a failure
-    pause() --- sets _pausing, joins --> stops at a round boundary
+    pause() --- sets _pausing ---------> stops at the next round boundary
+    run() again: the same thread goes on if it had not stopped yet, else a new one
     stop(): end inputs, drain, stop IMaps, disconnect
 
 States (changed only by ``_move`` under ``_lock``; the plunger only moves RUNNING -> FINISHED)::
 
     IDLE --start--> STARTED --run--> RUNNING --(outputs ended)--> FINISHED
-    RUNNING/FINISHED --pause--> PAUSED --run--> RUNNING
+    RUNNING/FINISHED --pause--> PAUSED --run--> RUNNING   (pause() does not wait)
     STARTED/PAUSED --stop--> IDLE          any but IDLE --chinkup--> IDLE
 
-Shutdown order of ``chinkup()``: 1. close the input gate (inputs end at their next pull,
-``load_file(follow=True)`` wakes up at once); 2. the plunger drains what was taken and ends;
-3. join the plunger; 4. stop every IMap (joins its threads and processes); 5. disconnect the
-Pipers; 6. raise the failures collected during the run.
+Shutdown order of ``chinkup()`` and ``stop()``: 1. close the input gate (inputs end at
+their next pull, ``load_file(follow=True)`` wakes up at once); 2. join the plunger (running:
+it drains what was taken to the end; paused: it finishes the item it waits for); 3. drain
+the rest in the caller's thread; 4. stop every IMap (joins its threads and processes);
+5. disconnect the Pipers; 6. raise the failures collected during the run.
 """
 from __future__ import annotations
 
@@ -43,7 +45,6 @@ class PlumberState(enum.Enum):
     STARTED = "started"
     RUNNING = "running"
     FINISHED = "finished"
-    PAUSING = "pausing"
     PAUSED = "paused"
     STOPPING = "stopping"
 
@@ -91,8 +92,9 @@ class Plumber(Dagger):
         self._state = PlumberState.IDLE
         self._lock = threading.Lock()
         self._finished = threading.Event()     # the plunger read every output to its end
-        self._pausing = threading.Event()
+        self._pausing = False                  # pause() asked the plunger to stop reading
         self._plunger: threading.Thread | None = None
+        self._plunger_active = False           # the plunger goes on reading (under _lock)
         self._datas = None
         self.stats: dict = {"start_time": None, "run_time": None, "pipers_tracked": {},
                             "pipers": {}}
@@ -147,24 +149,42 @@ class Plumber(Dagger):
     def run(self) -> None:
         """Read the outputs in a background thread until they end (or ``pause()``)."""
         self._move("run", _S.RUNNING)
-        self._pausing.clear()
+        with self._lock:
+            self._pausing = False
+            if self._plunger_active:        # paused while it waited for an item: goes on
+                return
+        self._join_plunger()                # it is returning (it saw the pause)
+        self._plunger_active = True
         self._plunger = threading.Thread(target=self._plunge_outputs, daemon=True,
                                          name=f"papy-plunger-{id(self)}")
         self._plunger.start()
 
     def _plunge_outputs(self) -> None:
         try:
-            ended = self._pull_outputs(self.get_outputs(), self._pausing)
+            ended = self._pull_outputs(self.get_outputs(), self._plunger_should_stop)
         except BaseException as exc:  # noqa: BLE001 - never lost: recorded for wait()
             self._context.fail(exc, "the plunger thread failed")
             ended = True
+        with self._lock:
+            self._plunger_active = False
+            if ended and self._state is _S.RUNNING:
+                self._state = _S.FINISHED
         if ended:
-            with self._lock:
-                if self._state is _S.RUNNING:
-                    self._state = _S.FINISHED
             self.stats["run_time"] = time.time() - self.stats["start_time"]
             self._finished.set()
             log.debug("%r: outputs ended", self)
+
+    def _plunger_should_stop(self) -> bool:
+        """Asked by the plunger at each round boundary."""
+        with self._lock:
+            if self._pausing:
+                self._plunger_active = False
+            return self._pausing
+
+    def _join_plunger(self) -> None:
+        if self._plunger is not None:
+            self._plunger.join()
+            self._plunger = None
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the outputs ended (True) or ``timeout`` passed (False); then raise the
@@ -176,14 +196,12 @@ class Plumber(Dagger):
         return finished
 
     def pause(self) -> None:
-        """Stop reading the outputs (at a round boundary; parallel Pipers go on until their
-        buffers are full). ``run()`` resumes. Waits for the item being read."""
-        before = self._move("pause", _S.PAUSING)
-        self._pausing.set()
-        self._plunger.join()
-        self._plunger = None
-        log.debug("%r: paused (was %s)", self, before.value)
-        self._set(_S.PAUSED)
+        """Stop reading the outputs, at a round boundary: returns at once; the background
+        thread finishes the item it may be waiting for, keeps it, and then stops (parallel
+        Pipers go on until their buffers are full). ``run()`` resumes."""
+        self._move("pause", _S.PAUSED)
+        with self._lock:
+            self._pausing = True
 
     def stop(self) -> None:
         """End the inputs, carry what was taken to the outputs (discarded), stop every
@@ -193,6 +211,8 @@ class Plumber(Dagger):
 
     def _stop(self) -> None:
         try:
+            self._context.request_stop()    # also ends an input a paused plunger waits for
+            self._join_plunger()
             Dagger.stop(self)
             self.disconnect(forced=True)
         finally:
@@ -217,11 +237,7 @@ class Plumber(Dagger):
     def chinkup(self) -> None:
         """Stop gracefully: every item taken from an input reaches the outputs, then every
         thread and process is joined. Raises the failures of the run."""
-        before = self._move("chinkup", _S.STOPPING)
-        self._context.request_stop()
-        if before in (_S.RUNNING, _S.FINISHED):
-            self._plunger.join()
-            self._plunger = None
+        self._move("chinkup", _S.STOPPING)
         self._stop()
 
     # -- helpers ----------------------------------------------------------------------

@@ -121,3 +121,25 @@ def test_a_partial_line_waits_for_its_newline(tmp_path, capsys):
         finally:
             pipes.chinkup()
     assert output.final().count("second papy") == 1
+
+
+def test_pause_and_stop_while_the_input_waits_for_data(tmp_path, capsys):
+    path = tmp_path / "input_file"
+    append(path, ["first papy"])
+    output = Output(capsys)
+    with IMap(worker_type="thread", worker_num=2, stride=2) as imap, open(path) as handle:
+        pipes = pipeline(imap)
+        pipes.start([workers.io.load_file(handle, follow=True)])
+        pipes.run()
+        output.wait_for(["first papy"])
+        began = time.monotonic()
+        pipes.pause()                   # the plunger waits inside the input: no waiting here
+        assert time.monotonic() - began < 2.0 and pipes.state.value == "paused"
+        pipes.run()                     # the same reader goes on
+        append(path, ["second papy"])
+        output.wait_for(["second papy"])
+        pipes.pause()
+        began = time.monotonic()
+        pipes.stop()
+        assert time.monotonic() - began < 2.0
+    assert [line for line in output.final() if "papy" in line] == ["first papy", "second papy"]
