@@ -50,8 +50,11 @@ def write(inbox, out):
 
 
 def pipeline(pattern="papy", imap=None, out=None) -> Plumber:
-    """grep on ``imap`` (default: 2 worker processes), then ``write`` to ``out`` (stdout)."""
-    imap = imap if imap is not None else IMap(worker_type="process", worker_num=2)
+    """grep on ``imap`` (default: 2 worker processes), then ``write`` to ``out`` (stdout).
+
+    A followed file gives a line now and then: a small ``stride`` (the number of workers)
+    lets the IMap evaluate each line as it comes instead of waiting for a batch of them."""
+    imap = imap if imap is not None else IMap(worker_type="process", worker_num=2, stride=2)
     out = out if out is not None else sys.stdout
     grepper = Piper(Worker(grep, (pattern,)), parallel=imap, name="grep")
     printer = Piper(Worker(write, (out,)), name="write")
@@ -126,7 +129,7 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    imap = IMap(worker_type=args.worker_type, worker_num=args.workers)
+    imap = IMap(worker_type=args.worker_type, worker_num=args.workers, stride=args.workers)
     if args.file is None:
         return demo(args.pattern, imap)
     try:
