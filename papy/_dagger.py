@@ -22,7 +22,7 @@ from ._ledger import stop_imap
 from ._piper import Piper
 from ._runtime import Feed, RunContext
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("papy")  # one name for the whole package (and "imap")
 
 __all__ = ["Dagger"]
 

@@ -27,7 +27,7 @@ from ._streams import (Branch, ChainedTaskInput, PassThrough, PiperCounters, Tas
                        consume, inboxes, produce, round_robin)
 from ._worker import Busy, TimedCall, Worker
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("papy")  # one name for the whole package (and "imap")
 
 __all__ = ["Piper"]
 

@@ -34,7 +34,7 @@ from ._dagger import Dagger
 from ._errors import PlumberError
 from ._runtime import RunContext, raise_failures
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("papy")  # one name for the whole package (and "imap")
 
 __all__ = ["Plumber", "PlumberState"]
 

@@ -28,7 +28,7 @@ import logging
 import threading
 from typing import Iterable
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("papy")  # one name for the whole package (and "imap")
 
 __all__ = ["RunContext", "Feed", "current_stop_event"]
 

@@ -46,7 +46,7 @@ def test_start_logger_to_a_file_and_back(tmp_path):
     installed = papy.start_logger(log_to_stream=False, log_to_file=True, filename=filename,
                                   level="DEBUG")
     try:
-        logging.getLogger("papy.test").info("hello from papy")
+        logging.getLogger("papy").info("hello from papy")
         logging.getLogger("imap").warning("hello from imap")
         again = papy.start_logger(log_to_stream=False, log_to_file=True, filename=filename,
                                   level="DEBUG")    # replaces, does not duplicate
@@ -60,7 +60,7 @@ def test_start_logger_to_a_file_and_back(tmp_path):
         for handler in installed + again:
             handler.close()
     text = filename.read_text()
-    assert "[papy.test]" in text and "hello from papy" in text and "[imap]" in text
+    assert "[papy]" in text and "hello from papy" in text and "[imap]" in text
     assert text.count("once") == 1
 
 

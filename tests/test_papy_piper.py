@@ -1,5 +1,6 @@
 """Piper on its own: flags, lifecycle misuse, shared IMaps, errors, timeouts, tracking
 (the original test_Piper, on linear Pipers and thread and process IMaps)."""
+import logging
 import threading
 
 import pytest
@@ -178,6 +179,7 @@ def test_function_errors_are_values_in_place(pool, caplog):
     assert isinstance(error.args[0].exception, TypeError)
     assert piper.counters.errors == 1 and piper.counters.items_out == 3
     assert "fails_on_none" in caplog.text
+    assert any(r.name == "papy" and r.levelno == logging.ERROR for r in caplog.records)
     piper.stop()
 
 

@@ -12,7 +12,7 @@ from typing import IO, Iterator
 
 from .._runtime import current_stop_event
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("papy")  # one name for the whole package (and "imap")
 
 __all__ = ["print_", "load_file"]
 
