@@ -18,9 +18,10 @@ touches nothing but the socket (a shutdown, never a close, so the descriptor sta
 for the reader). On the server, the connection's serving thread runs the calls and the beat
 thread only sends.
 
-The server side is the class ``_RemoteSide`` below: its source text (with the source of
-``imap._evaluate``) is sent with ``conn.execute``, so a plain ``rpyc_classic`` server with
-only rpyc and dill installed can serve IMap workers.
+The server side is the class ``_RemoteSide`` in ``_remote_side.py``: its source text (with
+the source of ``imap._evaluate``) is sent with ``conn.execute``, so a plain ``rpyc_classic``
+server with only rpyc and dill installed can serve IMap workers. The validation of
+``worker_remote`` and ``remote_tls`` and the socket are in ``_remote_args.py``.
 
 Life of a handle (``_State``, changed under ``_lock``):
 
@@ -35,12 +36,7 @@ Shutdown order (close):
 from __future__ import annotations
 
 import enum
-import errno
-import functools
-import inspect
-import ipaddress
 import logging
-import os
 import pickle
 import socket
 import sys
@@ -51,11 +47,12 @@ import dill
 import rpyc
 from rpyc.core.channel import Channel
 from rpyc.core.service import ClassicClient
-from rpyc.core.stream import SocketStream
 from rpyc.utils.factory import connect_channel
 
-from .. import _evaluate
 from .._errors import SerializationError, WorkerStartError, rebuild_error
+from ._remote_args import (DEFAULT_PORT, _check_tls, _HandshakeFailed, _open_stream,
+                           _Stream, _tls_hint, parse_worker_remote)
+from ._remote_side import _PROBE, _sources
 from .base import Batch, TaskSpec, WorkerHandle, WorkerLost, describe
 
 __all__ = ["RemoteHandle", "parse_worker_remote", "make_remote_handles", "DEFAULT_PORT",
@@ -63,8 +60,6 @@ __all__ = ["RemoteHandle", "parse_worker_remote", "make_remote_handles", "DEFAUL
 
 log = logging.getLogger(__name__)
 
-#: the port of ``rpyc_classic`` and of ``python -m imap.server``
-DEFAULT_PORT = 18812
 #: seconds without any sign of life (a reply or a heartbeat) before a server counts as lost
 DEFAULT_TIMEOUT = 30.0
 #: longest wait for the TCP connection and for each request made by ``open()``
@@ -74,90 +69,6 @@ CLOSE_TIMEOUT = 1.0
 #: the most bytes sent or received in one call
 CHUNK = 1 << 20
 PROTOCOL = 5
-
-_ALLOWED = ("worker_remote takes a list of [host, n] or (host, n) pairs: host is 'name' or "
-            f"'name:port' (default port {DEFAULT_PORT}; IPv6 as '[addr]:port') and n, the number "
-            "of workers on that host, is a positive int; e.g. [('node1', 4), ('node2:18813', 2)]")
-_TLS_KEYS = ("keyfile", "certfile", "cafile")
-
-
-# -- arguments --------------------------------------------------------------------------
-
-def parse_worker_remote(worker_remote) -> list[tuple[str, int, int]]:
-    """Validate ``worker_remote``; return ``[(host, port, n), ...]``.
-
-    >>> parse_worker_remote([('node1', 4), ['node2:18813', 2]])
-    [('node1', 18812, 4), ('node2', 18813, 2)]
-
-    Raises TypeError for a value of the wrong type and ValueError for a bad value, with a
-    message saying what is allowed.
-    """
-    if worker_remote is None:
-        return []
-    if isinstance(worker_remote, (str, bytes, dict)) or not isinstance(worker_remote,
-                                                                          (list, tuple)):
-        raise TypeError(f"{_ALLOWED}; got {worker_remote!r}")
-    specs = []
-    for entry in worker_remote:
-        if not isinstance(entry, (list, tuple)) or len(entry) != 2:
-            raise TypeError(f"{_ALLOWED}; got the entry {entry!r}")
-        address, count = entry
-        if not isinstance(address, str):
-            raise TypeError(f"{_ALLOWED}; got the host {address!r}")
-        if isinstance(count, bool) or not isinstance(count, int):
-            raise TypeError(f"{_ALLOWED}; got n = {count!r} for {address!r}")
-        if count < 1:
-            raise ValueError(f"{_ALLOWED}; got n = {count} for {address!r}")
-        host, port = _split_address(address)
-        specs.append((host, port, count))
-    return specs
-
-
-def _split_address(address: str) -> tuple[str, int]:
-    text = address.strip()
-    host, port_text = text, None
-    if text.startswith("["):                      # [IPv6] or [IPv6]:port
-        end = text.find("]")
-        host, rest = text[1:end], text[end + 1:]
-        if end < 0 or (rest and not rest.startswith(":")):
-            raise ValueError(f"{_ALLOWED}; got the host {address!r}")
-        port_text = rest[1:] if rest else None
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    elif text.count(":") > 1:                     # a bare IPv6 address
-        _check_ipv6(text, address)
-    if not host or any(c.isspace() for c in host) or "/" in host:
-        raise ValueError(f"{_ALLOWED}; got the host {address!r}")
-    if port_text is None:
-        return host, DEFAULT_PORT
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"{_ALLOWED}; the port must be 1..65535, got {address!r}")
-    return host, int(port_text)
-
-
-def _check_ipv6(text: str, address: str) -> None:
-    try:
-        ipaddress.IPv6Address(text)
-    except ValueError:
-        raise ValueError(f"{_ALLOWED}; got the host {address!r}") from None
-
-
-def _check_tls(tls) -> dict | None:
-    if tls is None:
-        return None
-    if not isinstance(tls, dict):
-        raise TypeError(f"remote_tls must be None or a dict(keyfile=..., certfile=..., "
-                        f"cafile=...) for mutual TLS, not {type(tls).__name__}")
-    unknown = sorted(set(tls) - set(_TLS_KEYS))
-    missing = [key for key in _TLS_KEYS if not tls.get(key)]
-    if unknown or missing:
-        raise ValueError(f"remote_tls takes exactly keyfile (this client's private key), "
-                         f"certfile (its certificate) and cafile (the CA that signed the "
-                         f"servers' certificates); unknown: {unknown}, missing: {missing}")
-    for key in _TLS_KEYS:
-        if not os.path.isfile(tls[key]):
-            raise ValueError(f"remote_tls[{key!r}]: no such file {tls[key]!r}")
-    return {key: os.fspath(tls[key]) for key in _TLS_KEYS}
 
 
 def make_remote_handles(specs, tls: dict | None = None,
@@ -185,312 +96,6 @@ def make_remote_handles(specs, tls: dict | None = None,
 def local_versions() -> tuple[str, str, str]:
     """This interpreter's (Python minor, rpyc, dill) versions, compared with each server's."""
     return (f"{sys.version_info[0]}.{sys.version_info[1]}", rpyc.__version__, dill.__version__)
-
-
-# -- the socket --------------------------------------------------------------------------
-
-class _Stream(SocketStream):
-    """rpyc's SocketStream, but a stall inside a message is an error, not an endless wait.
-
-    The socket's timeout is the handle's timeout: a message that stops arriving halfway
-    (a server stopped mid-reply) ends as EOFError. ``write`` slices a memoryview instead
-    of copying the rest of the buffer for every 64 KB chunk.
-    """
-
-    __slots__ = ()
-
-    def read(self, count):
-        data = []
-        while count > 0:
-            try:
-                buf = self.sock.recv(min(self.MAX_IO_CHUNK, count))
-            except socket.timeout:
-                self.close()
-                raise EOFError("the server stopped sending in the middle of a message")
-            except OSError as exc:
-                if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
-                    continue
-                self.close()
-                raise EOFError(exc) from exc
-            if not buf:
-                self.close()
-                raise EOFError("connection closed by peer")
-            data.append(buf)
-            count -= len(buf)
-        return b"".join(data)
-
-    def write(self, data):
-        view = memoryview(data)
-        try:
-            while view:
-                view = view[self.sock.send(view[:self.MAX_IO_CHUNK]):]
-        except OSError as exc:
-            self.close()
-            raise EOFError(exc) from exc
-
-
-def _open_stream(host: str, port: int, tls: dict | None, timeout: float) -> _Stream:
-    """Connect (and do the TLS handshake) within ``timeout``; the socket is closed on error.
-
-    rpyc's own connect leaks the socket when the connection is refused, and its factories
-    give no way to turn compression off or to bound the connect time.
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    address = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)[0][-1]
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.settimeout(timeout)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        sock.connect(address)
-        if tls is not None:
-            try:
-                sock = _tls_context(tls).wrap_socket(sock, server_hostname=host)
-            except OSError as exc:
-                raise _HandshakeFailed(exc) from exc
-        return _Stream(sock)
-    except BaseException:
-        sock.close()
-        raise
-
-
-class _HandshakeFailed(Exception):
-    pass
-
-
-def _tls_context(tls: dict):
-    """Client side of mutual TLS: show our certificate, require one signed by the CA.
-
-    Only the chain is checked, not the host name: any certificate of the private CA is
-    accepted (so use a CA dedicated to one cluster).
-    """
-    import ssl
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls["cafile"])
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_REQUIRED
-    context.load_cert_chain(tls["certfile"], keyfile=tls["keyfile"])
-    return context
-
-
-# -- the server side (its source is sent to the server) -----------------------------------
-
-class _RemoteSide:
-    """The other end of a RemoteHandle, living in the server process (one per connection).
-
-    Self-contained: its methods import what they need (standard library, rpyc, dill), since
-    the source text of this class is executed on a server where imap may not be installed.
-
-    Threads: the connection's serving thread runs ``run`` (and the user's function); the
-    beat thread only reads ``_busy``, ``_limit`` and ``_progress`` and sends asynchronous
-    calls: ``beat()`` every ``interval`` s while a call runs, ``beat(position)`` when the
-    item at ``position`` ran past its item_timeout.
-    """
-
-    def __init__(self, evaluate_source, beat, interval, chunk, server_conn):
-        import os
-        import pickle
-        import rpyc
-        import socket
-        import threading
-        import types
-        module = types.ModuleType("imap_evaluate_shipped")
-        exec(compile(evaluate_source, "imap/_evaluate.py (shipped)", "exec"), module.__dict__)
-        self._evaluate = module
-        self._pickle = pickle
-        self._os = os
-        self._functions = {}          # task key -> (call, None) or (None, error record)
-        self._parts = {"payload": [], "data": []}
-        self._pending = []            # reply chunks not fetched yet, last one first
-        self._chunk = chunk
-        self._busy = False
-        self._limit = None            # item_timeout of the running call, in ns
-        self._progress = [-1, 0]      # position in the batch being evaluated, its start (ns)
-        self._wake_read, self._wake_write = os.pipe()   # wakes the beat thread
-        self._conn = server_conn
-        # served by the main thread: a process of its own (forking server), which may exit
-        # when its client is gone; a threaded server's connection thread may not
-        self._dedicated = threading.current_thread() is threading.main_thread()
-        try:  # replies of ~1 MB: no zlib (18 MB/s) and no Nagle stalls
-            server_conn._channel.compress = False
-            server_conn._channel.stream.sock.setsockopt(socket.IPPROTO_TCP,
-                                                        socket.TCP_NODELAY, 1)
-        except Exception:  # noqa: BLE001 - an unusual stream: only slower
-            pass
-        self._beat = rpyc.async_(beat)
-        threading.Thread(target=self._beat_loop, args=(interval,), daemon=True,
-                         name="imap-heartbeat").start()
-
-    def _beat_loop(self, interval):
-        """While a call runs: heartbeats; the item_timeout; and, in a process of its own,
-        exit as soon as the client hangs up (killed, timed out): no computing for nobody.
-
-        Waits in poll() on the connection's socket (for the client's hang-up only) and on
-        a pipe written to when the first item of a call with an item_timeout starts; later
-        deadlines follow from the progress it reads when it wakes at the previous one.
-        """
-        import os
-        import select
-        import time
-        poller = select.poll()
-        poller.register(self._wake_read, select.POLLIN)
-        try:
-            poller.register(self._conn.fileno(), getattr(select, "POLLRDHUP", 0))
-        except (OSError, ValueError, EOFError):
-            pass
-        next_beat = time.monotonic_ns() + int(interval * 1e9)
-        try:
-            while not self._conn.closed:
-                wait = max(0, min(next_beat, self._deadline()) - time.monotonic_ns())
-                events = poller.poll(wait / 1e6)
-                if any(fd == self._wake_read for fd, _ in events):
-                    os.read(self._wake_read, 4096)
-                if any(fd != self._wake_read for fd, _ in events):   # the client hung up
-                    if self._busy and self._dedicated:
-                        os._exit(0)
-                    return                    # nobody listens any more
-                now = time.monotonic_ns()
-                if not self._busy:
-                    next_beat = now + int(interval * 1e9)
-                    continue
-                overdue = self._overdue(now)
-                if overdue is not None:
-                    self._limit = None        # tell the client once
-                    self._beat(overdue, self._dedicated)
-                    if self._dedicated:       # the item is stopped with its process
-                        os._exit(0)
-                elif now >= next_beat:
-                    self._beat()
-                    next_beat = now + int(interval * 1e9)
-        except Exception:  # noqa: BLE001 - the connection is gone
-            return
-        finally:
-            os.close(self._wake_read)
-            os.close(self._wake_write)
-
-    def _deadline(self):
-        position, started, limit = self._progress[0], self._progress[1], self._limit
-        if limit is None or position < 0 or not self._busy:
-            return float("inf")
-        return started + limit
-
-    def _overdue(self, now):
-        """The position of the item running past the item_timeout, or None."""
-        position, started, limit = self._progress[0], self._progress[1], self._limit
-        if limit is None or position < 0 or now - started < limit:
-            return None
-        return position if self._progress[0] == position else None   # it did not just end
-
-    def put(self, which, chunk):
-        """Receive one chunk of a payload or batch bigger than one call."""
-        self._parts[which].append(chunk)
-
-    def more(self):
-        """Send the next chunk of a reply bigger than one call."""
-        return self._pending.pop()
-
-    def run(self, key, payload, data, each, task, start, item_timeout=None):
-        """Evaluate a batch; return reply bytes, (chunks left, first chunk), or None when
-        the batch cannot be unpickled here (the client then sends it item by item)."""
-        self._progress[0] = -1
-        self._limit = None if item_timeout is None else int(item_timeout * 1e9)
-        self._busy = True
-        try:
-            reply = self._run(key, payload, data, each, task, start)
-        finally:
-            self._busy = False
-            self._limit = None
-        if reply is None or len(reply) <= self._chunk:
-            return reply
-        chunks = [reply[i:i + self._chunk] for i in range(0, len(reply), self._chunk)]
-        self._pending = chunks[:0:-1]
-        return len(self._pending), chunks[0]
-
-    def _joined(self, which, last):
-        parts = self._parts[which]
-        if not parts:
-            return last
-        parts.append(last)
-        joined = b"".join(parts)
-        parts.clear()
-        return joined
-
-    def _evaluated(self, call, items, positions):
-        """evaluate(); with an item_timeout, each item's start and position are recorded
-        first (in that order: the beat thread reads them in the other order)."""
-        if self._limit is None:
-            return self._evaluate.evaluate(call, items)
-        import itertools
-        import time
-        progress, clock = self._progress, time.monotonic_ns
-        numbers = iter(positions) if positions is not None else itertools.count()
-        first = [True]
-
-        def timed(item):
-            progress[1] = clock()
-            progress[0] = next(numbers)
-            if first:                      # the beat thread learns the first deadline
-                first.clear()
-                self._os.write(self._wake_write, b"x")
-            return call(item)
-        return self._evaluate.evaluate(timed, items)
-
-    def _run(self, key, payload, data, each, task, start):
-        ev = self._evaluate
-        if payload is not None:
-            try:
-                self._functions[key] = (ev.load_function(self._joined("payload", payload)), None)
-            except BaseException as exc:  # noqa: BLE001 - reported for every item
-                self._functions[key] = (None, ev.serialization_record(
-                    f"the function of task {task} cannot be loaded on the remote worker", exc))
-        call, failure = self._functions[key]
-        data = self._joined("data", data)
-        if not each:
-            items, record = ev.decode_items(data, task, start)
-            if record is not None:
-                return None
-            positions, blobs, records = None, None, {}
-        else:
-            blobs = self._pickle.loads(data)
-            positions, items, records = [], [], {}
-            for pos, blob in enumerate(blobs):
-                if blob is None:      # could not be pickled by the client: its error is there
-                    continue
-                try:
-                    items.append(self._pickle.loads(blob))
-                    positions.append(pos)
-                except Exception as exc:  # noqa: BLE001
-                    records[pos] = ev.serialization_record(
-                        f"item {start + pos} of task {task} cannot be unpickled on the remote "
-                        f"worker", exc)
-        if failure is not None:
-            values, errors, elapsed = [None] * len(items), None, 0.0
-            records.update({pos: failure for pos in (positions or range(len(items)))})
-        else:
-            values, errors, elapsed = self._evaluated(call, items, positions)
-        if positions is not None:
-            full, moved = [None] * len(blobs), {}
-            for i, pos in enumerate(positions):
-                full[pos] = values[i]
-                if errors and i in errors:
-                    moved[pos] = errors[i]
-            values, errors = full, moved or None
-        reply = ev.encode_reply(values, errors, elapsed, task, start)
-        if records:
-            values, more, elapsed = self._pickle.loads(reply)
-            records.update(more or {})
-            reply = self._pickle.dumps((values, records, elapsed), 5)
-        return reply
-
-
-_PROBE = """
-import sys as _imap_sys, rpyc as _imap_rpyc
-try:
-    import dill as _imap_dill
-    _imap_versions = (_imap_dill.__version__,)
-except Exception as _imap_exc:
-    _imap_versions = (None,)
-_imap_versions = ('%d.%d' % _imap_sys.version_info[:2], _imap_rpyc.__version__) + _imap_versions
-"""
 
 
 class _State(enum.Enum):
@@ -818,12 +423,6 @@ class RemoteHandle(WorkerHandle):
         stream.close()
 
 
-@functools.lru_cache(maxsize=None)
-def _sources() -> tuple[str, str]:
-    """The source texts sent to every server (inspect.getsource of a class takes ~20 ms)."""
-    return inspect.getsource(_RemoteSide), inspect.getsource(_evaluate)
-
-
 def _discard(conn, stream: _Stream) -> None:
     stream.close()
     if conn is not None:
@@ -838,11 +437,3 @@ def _cause(exc: BaseException) -> str:
     if isinstance(exc, EOFError) and isinstance(exc.__cause__ or exc.__context__, OSError):
         text = str(exc.__cause__ or exc.__context__)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _tls_hint(tls: dict | None) -> str:
-    if tls is None:
-        return ("; if the server uses TLS (--ssl-cafile), give remote_tls=dict(keyfile=, "
-                "certfile=, cafile=); a server of another rpyc major version also fails here")
-    return ("; check remote_tls: remote_tls['certfile'] must be signed by the CA the server "
-            "trusts (its --ssl-cafile)")
