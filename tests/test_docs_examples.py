@@ -6,7 +6,7 @@ of the blocks above it, as a reader following the page would), with ``__name__ =
 session: it runs as a doctest, so its printed output is checked too. A block is left out when the line before its fence is
 ``<!-- skip -->`` or ``<!-- skip: reason -->`` (e.g. it needs a remote server, or runs
 forever); docs/index.md lists the reasons. A failing block is reported with its file and
-line.
+line. docs/workers.md is left to tests/test_workers_docs.py (TESTED_ELSEWHERE).
 """
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
+# Pages whose examples another test runs already, as one doctest file: not run twice here.
+TESTED_ELSEWHERE = {"workers.md": "tests/test_workers_docs.py runs it with doctest.testfile"}
 SKIP = re.compile(r"^<!--\s*skip\b.*-->$")
 
 RUNNER = r'''
@@ -34,6 +36,7 @@ def run(line, code, namespace):
         test = doctest.DocTestParser().get_doctest(code, namespace, name, sys.argv[2], line)
         flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
         result = doctest.DocTestRunner(optionflags=flags).run(test, clear_globs=False)
+        namespace.update(test.globs)              # a DocTest works on a copy
         return result.failed == 0
     try:
         exec(compile(code, name, "exec"), namespace)
@@ -86,12 +89,14 @@ def test_skip_marker_is_recognised(tmp_path):
     page.write_text("text\n\n<!-- skip: needs a server -->\n```python\nboom()\n```\n\n"
                     "```python\nx = 1\n```\n")
     runnable, skipped = python_blocks(page)
-    assert runnable == [(9, "x = 1\n")] and skipped == [4]
+    assert runnable == [(8, "x = 1\n")] and skipped == [4]
 
 
 @pytest.mark.parametrize("page", [p for p in PAGES if p.exists()],
                          ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_examples_run(page, tmp_path):
+    if page.name in TESTED_ELSEWHERE:
+        pytest.skip(TESTED_ELSEWHERE[page.name])
     runnable, _ = python_blocks(page)
     if not runnable:
         pytest.skip(f"{page.name} has no runnable python examples")
@@ -101,3 +106,37 @@ def test_examples_run(page, tmp_path):
     done = subprocess.run([sys.executable, "run_blocks.py", "blocks.json", page.name],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=100)
     assert done.returncode == 0, f"{page.name}:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+
+
+# -- links ---------------------------------------------------------------------------------
+
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+OWN_PAGES = ["README.md"] + [f"docs/{name}" for name in (
+    "index.md", "quickstart.md", "concepts.md", "cli.md", "templates.md", "original-papy.md",
+    "benchmarks.md")]
+
+
+def anchors(path: Path) -> set[str]:
+    """GitHub's anchors of the headings of a Markdown page."""
+    found, fenced = set(), False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            found.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return found
+
+
+@pytest.mark.parametrize("name", OWN_PAGES)
+def test_links_resolve(name):
+    page = ROOT / name
+    text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
+    for target in LINK.findall(text):
+        if re.match(r"[a-z]+:", target):
+            continue                                   # http(s): not checked offline
+        path, _, anchor = target.partition("#")
+        resolved = (page.parent / path).resolve() if path else page
+        assert resolved.exists(), f"{name}: broken link {target}"
+        if anchor:
+            assert anchor in anchors(resolved), f"{name}: no heading for #{anchor} in {path}"
