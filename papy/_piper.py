@@ -1,7 +1,7 @@
 """Piper: a processing node that evaluates a Worker over its inputs, linearly or on an IMap.
 
     inputs --> inboxes --> consume --> [TaskInput --> IMap task x spawn] --> round_robin
-           --> _settle (errors, timing, tracking) --> produce --> outlet (PassThrough | Tee)
+           --> _settled (errors, timing, tracking) --> produce --> outlet (PassThrough | Tee)
            --> Branch per downstream Piper, or next() for the reader of an output Piper
 
 (see ``papy._streams`` for each stage). Lifecycle, changed under ``Piper._lock``::
@@ -105,7 +105,8 @@ class Piper:
         self._branches: list[Branch] = []   # readers of this Piper's output
         self._outlet = None                 # PassThrough or Tee, made at the first read
         self._read = None                   # next() of an output Piper, once bound
-        self._track_index = 0
+        self._next_item = None              # gives the next output item (made by connect)
+        self._fused = False                 # _next_item is the output generator itself
 
     # -- properties -------------------------------------------------------------------
     @property
@@ -180,7 +181,12 @@ class Piper:
             task_input = (ChainedTaskInput if chained else TaskInput)(stream)
             tasks = [self._read_task(task) for task in self._add_tasks(func, task_input)]
         raw = tasks[0] if len(tasks) == 1 else round_robin(tasks, stride)
-        return produce(map(self._settle, raw), self.produce, stride, self.repeat,
+        if self.produce == 1 and not self.debug:    # the common case: one generator
+            outbox = self._settled(raw, last=True)
+            self._next_item, self._fused = outbox.__next__, True
+            return outbox
+        self._next_item, self._fused = self._pull, False
+        return produce(self._settled(raw, last=False), self.produce, stride, self.repeat,
                        self._explode)
 
     def _add_tasks(self, func, task_input) -> list:
@@ -268,7 +274,7 @@ class Piper:
         self.finished = False
         self._outlet = None
         self._read = None
-        self._track_index = 0
+        self._next_item = None
         self.tracked = {}
         self.counters = PiperCounters()
 
@@ -296,9 +302,15 @@ class Piper:
         with self._lock:
             if self._outlet is None:
                 count = len(self._branches)
-                self._outlet = PassThrough(self._pull) if count <= 1 else \
-                    Tee(self._pull, count)
+                self._outlet = PassThrough(self._next_item) if count <= 1 else \
+                    Tee(self._next_item, count)
             return self._outlet.reader(index)
+
+    def _iterator_for(self, branch: Branch):
+        """What a downstream Piper iterates: the output stream itself when it is the only
+        reader and nothing is done per item after the stream (no produce, no debug)."""
+        reader = self._outlet_reader(branch.index)
+        return self.outbox if self._fused and reader is self._next_item else branch
 
     # -- reading ----------------------------------------------------------------------
     def __iter__(self):
@@ -357,21 +369,34 @@ class Piper:
                 log.error("piper %r: %s: %s", self.name, type(exc).__name__, exc)
                 yield PiperError(exc)
 
-    def _settle(self, result):
-        counters = self.counters
-        if type(result) is Busy:
-            counters.time_busy += result.seconds
-            result = result.value
-        if isinstance(result, PapyError):
-            if isinstance(result, WorkerError):
-                log.error("piper %r: %s", self.name, result)
-                log.debug("piper %r: traceback:\n%s", self.name, result.traceback_text)
-                result = PiperError(result)
-            counters.errors += 1
-        if self.track:
-            self.tracked[self._track_index] = result
-            self._track_index += 1
-        return result
+    def _settled(self, raw, last: bool):
+        """Results as they leave the Worker: time busy added up, a WorkerError wrapped as
+        a PiperError (and logged), tracking. ``last``: nothing follows (no produce, no
+        debug), so this generator also counts the items out and marks the end."""
+        counters, tracked = self.counters, self.tracked if self.track else None
+        index = 0
+        for result in raw:
+            if type(result) is Busy:
+                counters.time_busy += result.seconds
+                result = result.value
+            if isinstance(result, PapyError):
+                result = self._error_item(result)
+            if tracked is not None:
+                tracked[index] = result
+            index += 1
+            if last:
+                counters.items_out += 1
+            yield result
+        if last:
+            self.finished = True
+
+    def _error_item(self, error):
+        if isinstance(error, WorkerError):
+            log.error("piper %r: %s", self.name, error)
+            log.debug("piper %r: traceback:\n%s", self.name, error.traceback_text)
+            error = PiperError(error)
+        self.counters.errors += 1
+        return error
 
     def _explode(self, result, n: int, repeat: bool) -> list:
         if repeat or isinstance(result, BaseException):

@@ -139,11 +139,18 @@ class Feed:
 
     def __next__(self):
         context = self._context
-        with context._lock:
-            if self._done or (context._limit is not None and self.taken >= context._limit):
+        if len(context._feeds) == 1:    # the only input: no other input to line up with
+            if self._done or context._limit is not None:
                 self._done = True
                 raise StopIteration
-            self.taken += 1     # reserve: a stop requested now waits for this item
+            self.taken += 1
+        else:
+            with context._lock:
+                if self._done or (context._limit is not None and
+                                  self.taken >= context._limit):
+                    self._done = True
+                    raise StopIteration
+                self.taken += 1     # reserve: a stop requested now waits for this item
         token = _CURRENT_STOP.set(context.stop_event)
         try:
             return next(self._iterator)

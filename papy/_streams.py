@@ -286,7 +286,8 @@ class Branch:
         self.owner, self.reader, self.index, self._next = owner, reader, 0, None
 
     def __iter__(self):
-        return self
+        # the only reader of a plain stream reads the stream itself (no layer per item)
+        return self.owner._iterator_for(self)
 
     def __next__(self):
         if self._next is None:      # the first read: bind to the outlet (made once)
