@@ -34,13 +34,13 @@ def _branch_key(piper: Piper):
 class Dagger:
     """A DAG of Pipers. ``Dagger(pipers=(), pipes=(), xtras=None)``.
 
-    Example::
+    Example (``a``, ``b``, ``c``, ``e`` are Pipers)::
 
-        >>> d = Dagger()
-        >>> d.add_pipe((a, b, c))          # a -> b -> c
-        >>> d.add_pipe((a, d2))            # fan-out: a feeds b and d2
-        >>> d.get_inputs(), d.get_outputs()
-        ([Piper(a)], [Piper(c), Piper(d2)])
+        dagger = Dagger()
+        dagger.add_pipe((a, b, c))           # a -> b -> c
+        dagger.add_pipe((a, e))              # fan-out: a feeds b and e
+        dagger.get_inputs()                  # [a]
+        dagger.get_outputs()                 # [e, c]: topological order, e is nearer a
     """
 
     def __init__(self, pipers=(), pipes=(), xtras=None):

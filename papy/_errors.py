@@ -39,9 +39,10 @@ class WorkerError(PapyError):
 
     Example::
 
-        >>> err = Worker(int)(['x'])   # int(['x']) raises TypeError
+        >>> def first(inbox): return inbox[0] + 1
+        >>> err = Worker(first)(['x'])   # 'x' + 1 raises TypeError
         >>> isinstance(err, WorkerError), type(err.exception).__name__, err.function
-        (True, 'TypeError', 'int')
+        (True, 'TypeError', 'first')
     """
 
     traceback_text = ""

@@ -18,13 +18,11 @@ import logging
 import numbers
 import threading
 
-from imap import IMapError
-
 from . import _ledger as ledger
 from ._errors import PapyError, PiperError, WorkerError, _short_repr
 from ._runtime import Feed, RunContext, raise_failures
 from ._streams import (Branch, ChainedTaskInput, PassThrough, PiperCounters, TaskInput, Tee,
-                       consume, inboxes, produce, round_robin)
+                       consume, inboxes, produce, read_task, round_robin)
 from ._worker import Busy, TimedCall, Worker
 
 log = logging.getLogger("papy")  # one name for the whole package (and "imap")
@@ -58,9 +56,9 @@ class Piper:
     Example (a linear Piper, read by hand)::
 
         >>> def inc(inbox): return inbox[0] + 1
-        >>> p = Piper(inc)
-        >>> p.connect([[1, 2, 3]]); p.start(); list(p)
-        Piper(...)
+        >>> p = Piper(inc).connect([[1, 2, 3]])
+        >>> p.start()
+        >>> list(p)
         [2, 3, 4]
     """
 
@@ -179,7 +177,8 @@ class Piper:
         else:
             chained = id(self.parallel) in self._imaps_upstream()
             task_input = (ChainedTaskInput if chained else TaskInput)(stream)
-            tasks = [self._read_task(task) for task in self._add_tasks(func, task_input)]
+            tasks = [read_task(task, self.timeout, self.name)
+                     for task in self._add_tasks(func, task_input)]
         raw = tasks[0] if len(tasks) == 1 else round_robin(tasks, stride)
         if self.produce == 1 and not self.debug:    # the common case: one generator
             outbox = self._settled(raw, last=True)
@@ -346,28 +345,6 @@ class Piper:
         if self.debug and isinstance(item, PiperError):
             raise item
         return item
-
-    def _read_task(self, task):
-        """The results of one IMap task; a timeout or an imap error is a PiperError in its
-        place. Iterating the task is its fast path; after an exception (which ends that
-        generator) a new iteration goes on from the next position."""
-        while True:
-            try:
-                if self.timeout is None:
-                    yield from task
-                else:
-                    while True:
-                        yield next(task)
-                return
-            except StopIteration:
-                return
-            except TimeoutError as exc:
-                log.warning("piper %r: no result within %ss; a PiperError takes its place",
-                            self.name, self.timeout)
-                yield PiperError(exc)
-            except IMapError as exc:
-                log.error("piper %r: %s: %s", self.name, type(exc).__name__, exc)
-                yield PiperError(exc)
 
     def _settled(self, raw, last: bool):
         """Results as they leave the Worker: time busy added up, a WorkerError wrapped as

@@ -72,16 +72,14 @@ class Plumber(Dagger):
     ``stats``: ``start_time``, ``run_time``, ``pipers_tracked`` ({piper: {index: result}}
     for Pipers with ``track=True``) and ``pipers`` ({piper: PiperCounters}).
 
-    Example::
+    Example (``inc`` a worker function)::
 
-        >>> plumber = Plumber()
-        >>> plumber.add_pipe((Piper(inc), Piper(print_)))
-        >>> plumber.start([range(3)]); plumber.run(); plumber.wait()
-        1
-        2
-        3
-        True
-        >>> plumber.pause(); plumber.stop()
+        plumber = Plumber()
+        output = Piper(inc, track=True)
+        plumber.add_pipe((Piper(inc), output))
+        plumber.start([range(3)]); plumber.run(); plumber.wait(); plumber.pause()
+        plumber.stop()
+        plumber.stats['pipers_tracked'][output]      # {0: 2, 1: 3, 2: 4}
     """
 
     def __init__(self, logger_options=None, **kwargs):

@@ -30,14 +30,19 @@ from __future__ import annotations
 import collections
 import functools
 import itertools
+import logging
 import threading
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from imap import IMapError
+
 from ._errors import PiperError
 
-__all__ = ["PiperCounters", "inboxes", "consume", "produce", "round_robin", "TaskInput",
-           "ChainedTaskInput", "Tee", "PassThrough", "Branch"]
+log = logging.getLogger("papy")
+
+__all__ = ["PiperCounters", "inboxes", "consume", "produce", "round_robin", "read_task",
+           "TaskInput", "ChainedTaskInput", "Tee", "PassThrough", "Branch"]
 
 
 @dataclass
@@ -183,6 +188,29 @@ def round_robin(tasks: list, stride: int) -> Iterator:
                 except StopIteration:
                     return
                 yield result
+
+
+def read_task(task, timeout, name: str) -> Iterator:
+    """The results of one IMap task; a timeout or an imap error is a PiperError in its
+    place. Iterating the task is its fast path; after an exception (which ends that
+    generator) a new iteration goes on from the next position."""
+    while True:
+        try:
+            if timeout is None:
+                yield from task
+            else:
+                while True:
+                    yield next(task)
+            return
+        except StopIteration:
+            return
+        except TimeoutError as exc:
+            log.warning("piper %r: no result within %ss; a PiperError takes its place",
+                        name, timeout)
+            yield PiperError(exc)
+        except IMapError as exc:
+            log.error("piper %r: %s: %s", name, type(exc).__name__, exc)
+            yield PiperError(exc)
 
 
 class TaskInput:

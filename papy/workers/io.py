@@ -42,11 +42,11 @@ def load_file(handle: IO, follow: bool = False, wait: float = 0.1) -> Iterator:
     for data; a partial line that is still without its newline is then not yielded (a
     warning says so). Used outside a Plumber it never ends by itself.
 
-    Example (the seed's grep pipeline)::
+    Example (the seed's grep pipeline, ``plumber`` a Plumber)::
 
-        >>> plumber.set_inputs([load_file(open('input_file'), follow=True)])
-        >>> plumber.plunge()      # ... lines appended to input_file are processed ...
-        >>> plumber.chinkup()     # returns promptly
+        plumber.set_inputs([load_file(open('input_file'), follow=True)])
+        plumber.plunge()          # ... lines appended to input_file are processed ...
+        plumber.chinkup()         # returns promptly
     """
     if wait <= 0:
         raise ValueError(f"load_file wait must be seconds > 0, not {wait!r}")
