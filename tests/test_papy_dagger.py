@@ -2,7 +2,7 @@
 (the original test_Dagger)."""
 import pytest
 
-from papy import Dagger, DaggerError, IMap, Piper, Worker
+from papy import Dagger, DaggerError, IMap, Piper, PiperError, Worker
 
 
 def ipasser(inbox):
@@ -193,3 +193,29 @@ def test_connect_errors():
     with pytest.raises(DaggerError, match="no input"):
         dagger.connect()
     assert not a.connected and not b.connected
+
+
+def test_disconnect_removes_the_imap_tasks():
+    with IMap(worker_type="thread", worker_num=2, stride=2) as pool:
+        a, b, c = (Piper(ipasser, parallel=pool, name=n) for n in "abc")
+        dagger = Dagger(pipes=[(a, b), (a, c)])
+        dagger.connect([range(3)])
+        assert len(pool._tasks) == 3
+        dagger.disconnect()
+        assert pool._tasks == [] and not any(p.connected for p in dagger)
+        dagger.connect([range(3)])          # and the graph can be connected again
+        dagger.start()
+        assert list(zip(b, c)) == [(0, 0), (1, 1), (2, 2)]
+        dagger.stop()
+        dagger.disconnect()
+
+
+def test_connect_is_undone_when_it_fails():
+    with IMap(worker_type="thread", worker_num=2, stride=2) as busy:
+        busy.add_task(square, range(3))
+        busy.start()                        # a started IMap takes no more tasks
+        a, b = named("a"), Piper(square, parallel=busy, name="b")
+        dagger = Dagger(pipes=[(a, b)])
+        with pytest.raises(PiperError, match="already started"):
+            dagger.connect([range(3)])
+        assert not a.connected and not b.connected
