@@ -55,13 +55,17 @@ class _Terminated(KeyboardInterrupt):
 
 # -- running a Plumber ------------------------------------------------------------------
 
-def add_run_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add ``--progress``, ``--interval`` and ``--quiet`` (read by ``run_options``)."""
+def add_run_options(parser: argparse.ArgumentParser,
+                    progress: str = "auto") -> argparse.ArgumentParser:
+    """Add ``--progress``, ``--interval`` and ``--quiet`` (read by ``run_options``).
+
+    ``progress`` is the default mode: pipelines that print every item to the terminal
+    choose ``'log'``, whose whole lines do not garble with theirs as a redrawn bar would."""
     group = parser.add_argument_group("running")
-    group.add_argument("--progress", choices=MODES, default="auto",
-                       help="live progress: a bar per output Piper (bar), periodic lines "
-                            "(log), bar on a terminal and log otherwise (auto, the default), "
-                            "or none (off)")
+    group.add_argument("--progress", choices=MODES, default=progress,
+                       help=f"live progress: a bar per output Piper (bar), periodic lines "
+                            f"(log), bar on a terminal and log otherwise (auto), or none "
+                            f"(off); default {progress}")
     group.add_argument("--interval", type=float, default=None, metavar="SECONDS",
                        help="seconds between progress updates (default 0.2 for bars, 10 "
                             "for log lines)")

@@ -124,7 +124,7 @@ def parse_args(argv):
                         help="read FILE to its end and stop (like grep, not tail -f)")
     parser.add_argument("--workers", type=int, default=2, help="worker threads or processes")
     parser.add_argument("--worker-type", choices=("process", "thread"), default="process")
-    return add_run_options(parser).parse_args(argv)
+    return add_run_options(parser, progress="log").parse_args(argv)
 
 
 def main(argv=None) -> int:

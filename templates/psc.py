@@ -108,7 +108,7 @@ def parse_args(argv):
     parser.add_argument("--workers", type=int, default=None,
                         help="local workers (default: one per CPU)")
     parser.add_argument("--worker-type", choices=("process", "thread"), default="process")
-    return add_run_options(parser).parse_args(argv)
+    return add_run_options(parser, progress="log").parse_args(argv)
 
 
 def main(argv=None) -> int:

@@ -92,7 +92,7 @@ def parse_args(argv):
     parser.add_argument("--tls-keyfile", help="this client's key (mutual TLS)")
     parser.add_argument("--tls-certfile", help="this client's certificate")
     parser.add_argument("--tls-cafile", help="the CA that signed the servers' certificates")
-    return add_run_options(parser).parse_args(argv)
+    return add_run_options(parser, progress="log").parse_args(argv)
 
 
 def main(argv=None) -> int:

@@ -10,6 +10,7 @@ import io
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -307,12 +308,18 @@ def test_graph_png_with_and_without_graphviz(tmp_path, capsys, monkeypatch):
 # -- papy serve ---------------------------------------------------------------------------
 
 def test_serve_is_the_imap_server(tmp_path):
-    server = subprocess.Popen([sys.executable, "-m", "papy", "serve", "--port", "0", "--quiet"],
+    server = subprocess.Popen([sys.executable, "-m", "papy", "serve", "--port", "0"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env=ENV, cwd=tmp_path)
     try:
         line = server.stdout.readline()
-        assert re.fullmatch(r"listening on 127\.0\.0\.1:\d+\n", line), server.stderr.read()
+        match = re.fullmatch(r"listening on 127\.0\.0\.1:(\d+)\n", line)
+        assert match, server.stderr.read()
+        # A connection that the server accepts shows its accept loop runs: a signal that
+        # comes before that loop started can be missed by imap.server (see issue 7 report).
+        with socket.create_connection(("127.0.0.1", int(match.group(1))), timeout=30):
+            while "accepted" not in server.stderr.readline():
+                pass
         server.send_signal(signal.SIGTERM)
         server.communicate(timeout=30)
     finally:
