@@ -61,6 +61,12 @@ PIPELINE = """
 """
 
 
+
+@pytest.fixture(autouse=True)
+def _restore_sys_path(monkeypatch):
+    """load_module puts a module's folder first on sys.path (as python FILE does)."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+
 # -- the command line ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("argv", [["--help"], ["new", "--help"], ["run", "--help"],

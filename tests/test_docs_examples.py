@@ -23,6 +23,10 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
 # Pages whose examples another test runs already, as one doctest file: not run twice here.
 TESTED_ELSEWHERE = {"workers.md": "tests/test_workers_docs.py runs it with doctest.testfile"}
+# The guide pages (issue 7): their links and their list of skipped examples are checked too.
+OWN_PAGES = ["README.md"] + [f"docs/{name}" for name in (
+    "index.md", "quickstart.md", "concepts.md", "cli.md", "templates.md", "original-papy.md",
+    "benchmarks.md")]
 SKIP = re.compile(r"^<!--\s*skip\b.*-->$")
 
 RUNNER = r'''
@@ -92,6 +96,18 @@ def test_skip_marker_is_recognised(tmp_path):
     assert runnable == [(8, "x = 1\n")] and skipped == [4]
 
 
+def test_index_lists_every_skipped_example_of_the_guide_pages():
+    index = (ROOT / "docs" / "index.md").read_text(encoding="utf-8")
+    table = index[index.index("## The examples in these pages are tested"):]
+    for name in OWN_PAGES:
+        page = ROOT / name
+        if page.name != "README.md":
+            skipped = python_blocks(page)[1]
+            listed = table.count(f"[{page.name}]({page.name})")
+            assert listed == len(skipped), f"docs/index.md lists {listed} skipped blocks " \
+                f"of {page.name}, which has {len(skipped)}"
+
+
 @pytest.mark.parametrize("page", [p for p in PAGES if p.exists()],
                          ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_examples_run(page, tmp_path):
@@ -111,9 +127,6 @@ def test_examples_run(page, tmp_path):
 # -- links ---------------------------------------------------------------------------------
 
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
-OWN_PAGES = ["README.md"] + [f"docs/{name}" for name in (
-    "index.md", "quickstart.md", "concepts.md", "cli.md", "templates.md", "original-papy.md",
-    "benchmarks.md")]
 
 
 def anchors(path: Path) -> set[str]:

@@ -49,6 +49,12 @@ def test_every_template_has_pipeline_and_main():
         assert module.__doc__ and "python -m papy run templates/" in module.__doc__
 
 
+
+@pytest.fixture(autouse=True)
+def _restore_sys_path(monkeypatch):
+    """load_module puts a module's folder first on sys.path (as python FILE does)."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+
 # -- wordcount -----------------------------------------------------------------------------
 
 TEXTS = {"a.txt": "The cat and the hat.\nThe end\n", "b.txt": "Été, été! don't stop\n",
