@@ -36,8 +36,7 @@ from ._plumber import Plumber, PlumberState
 from ._progress import MODES, Progress, count_errors, expected_totals, summary
 
 __all__ = ["main", "run_plumber", "add_run_options", "run_options", "summary", "Progress",
-           "load_module",
-           "build_plumber", "graph_text", "UsageError", "TEMPLATES_DIR",
+           "load_module", "build_plumber", "graph_text", "UsageError", "TEMPLATES_DIR",
            "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED", "EXIT_TERMINATED"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
@@ -116,7 +115,7 @@ def run_plumber(plumber: Plumber, datas, progress: str = "auto", interval: float
             status = EXIT_TERMINATED if isinstance(exc, _Terminated) else EXIT_INTERRUPTED
             stream.write("\npapy: interrupted: stopping gracefully (the items already taken "
                          "are finished; Ctrl-C again to abandon them)\n")
-            status = max(status, _shutdown(plumber, stream))
+            _shutdown(plumber, stream)
         except Exception as exc:  # noqa: BLE001 - failures of the run: exit code 1
             display.stop()
             _report(stream, "the pipeline failed", exc)
@@ -129,26 +128,25 @@ def run_plumber(plumber: Plumber, datas, progress: str = "auto", interval: float
     if show_summary:
         stream.write(summary(plumber) + "\n")
         stream.flush()
-    if status == EXIT_OK and count_errors(plumber):
-        stream.write("papy: some items failed (see 'errors' above and the log)\n")
+    errors = count_errors(plumber)
+    if status == EXIT_OK and errors:
+        stream.write(f"papy: some items failed ({errors} error items counted over the Pipers; "
+                     f"they are logged under 'papy', see papy.start_logger)\n")
         status = EXIT_FAILED
     return status
 
 
-def _shutdown(plumber: Plumber, stream) -> int:
-    """Stop whatever is running after an error or an interrupt; EXIT_FAILED if that raised."""
+def _shutdown(plumber: Plumber, stream) -> None:
+    """Stop whatever is running after an error or an interrupt; report what that raised."""
     try:
         if plumber.state in (PlumberState.STARTED, PlumberState.RUNNING,
                              PlumberState.FINISHED, PlumberState.PAUSED):
             plumber.chinkup()
-        return EXIT_OK
     except KeyboardInterrupt:
         stream.write("papy: interrupted again: stopped without finishing the items in "
                      "flight (the pools are stopped at exit)\n")
-        return EXIT_INTERRUPTED
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - the exit code already says it failed
         _report(stream, "the pipeline failed while stopping", exc)
-        return EXIT_FAILED
 
 
 def _report(stream, what: str, exc: BaseException) -> None:
@@ -165,8 +163,8 @@ class _sigterm_as_interrupt:
     """In the main thread: SIGTERM raises ``_Terminated`` (a KeyboardInterrupt)."""
 
     def __enter__(self):
-        self.previous = None
-        if threading.current_thread() is threading.main_thread():
+        self.installed = threading.current_thread() is threading.main_thread()
+        if self.installed:
             self.previous = signal.signal(signal.SIGTERM, self._raise)
         return self
 
@@ -175,8 +173,9 @@ class _sigterm_as_interrupt:
         raise _Terminated()
 
     def __exit__(self, *exc_info):
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
+        if self.installed:
+            signal.signal(signal.SIGTERM, self.previous if self.previous is not None
+                          else signal.SIG_DFL)
 
 
 # -- loading pipeline modules -----------------------------------------------------------
