@@ -8,15 +8,16 @@
             |
         TaskInput      what an IMap's feeder thread pulls (``__imap_chained__`` when it reads
             |          results of the same IMap); linear Pipers use ``map`` in the caller
-        spawn tasks    the Worker added ``spawn`` times, all pulling the same TaskInput
-            |
+        spawn tasks    the Worker added ``spawn`` times, all pulling the same TaskInput;
+            |          read_task() reads each (a timeout or an imap error: an error in place)
         round_robin()  ``stride`` results from each spawned task in turn (restores order)
             |
-        (Piper: errors wrapped, timing, tracking, counters)
+        (Piper._settled: errors wrapped, timing, tracking, counters)
             |
         produce()      n items per result, stride-interleaved (or the result n times)
             |
-        Tee            one Branch per downstream Piper, thread-safe
+        PassThrough    the only downstream reader iterates the output stream itself
+        or Tee         one Branch per downstream Piper, thread-safe
 
 Who reads what: a Piper's streams are pulled by exactly one thread at a time (the IMap feeder
 of the downstream Piper, or the thread reading a linear Piper); the Tee lets several readers
