@@ -3,8 +3,8 @@
     Piper threads, plunger  --write-->  PiperCounters (one per Piper, in plumber.stats["pipers"])
     progress thread         --read--->  those counters every `interval` seconds
     (_report_loop)          --write-->  the stream: a bar per output Piper (tqdm if installed,
-                                        else one carriage-return line) on a terminal, a log
-                                        line per output Piper otherwise
+                                        else a block of lines redrawn with ANSI escapes) on a
+                                        terminal, a log line per output Piper otherwise
     owner (Plumber, papy run): start() ... stop()
 
 The progress thread only reads counters (plain numbers, each written by one thread), so it
@@ -154,8 +154,8 @@ class Progress:
 
     ``Progress(plumber, mode='auto', stream=None, interval=None, totals=None)``
 
-    - ``mode``: ``'bar'`` (a bar per output Piper: tqdm if installed, else one line redrawn
-      with a carriage return), ``'log'`` (a line per output Piper every ``interval``
+    - ``mode``: ``'bar'`` (a bar per output Piper: tqdm if installed, else a simple bar per
+      output redrawn in place), ``'log'`` (a line per output Piper every ``interval``
       seconds), ``'auto'`` (bar on a terminal, log otherwise), ``'off'``.
     - ``stream``: where to write (default ``sys.stderr``).
     - ``interval``: seconds between updates (default 0.2 for bars, 10 for log lines).
@@ -268,7 +268,7 @@ def _make_view(mode, stream, outputs, totals):
     try:
         import tqdm  # optional: not a dependency
     except ImportError:
-        return _CarriageLine(stream, outputs, totals)
+        return _TerminalBars(stream, outputs, totals)
     return _TqdmBars(tqdm.tqdm, stream, outputs, totals)
 
 
@@ -297,31 +297,39 @@ class _LogLines:
         pass
 
 
-class _CarriageLine:
-    """mode 'bar' without tqdm: every output Piper on one line, redrawn in place."""
+class _TerminalBars:
+    """mode 'bar' without tqdm: a line with a bar per output Piper, the block redrawn in
+    place with ANSI escapes (cursor up N lines, clear each line)."""
+
+    NAME_WIDTH = 16
 
     def __init__(self, stream, pipers, totals):
         self.stream, self.pipers, self.totals = stream, pipers, totals
-        self._drawn = False
+        self._drawn = 0                 # lines of the block on the screen
 
     def update(self, rows, final: bool) -> None:
         items, elapsed = rows
-        parts = []
-        for piper, f in zip(self.pipers, items):
-            total = self.totals.get(piper)
-            done = f"{f.items_out}/{total}" if total else f"{f.items_out}"
-            rate = f.items_out / elapsed if elapsed > 0 else 0.0
-            parts.append(f"{f.name} {done} ({rate:.0f}/s, {f.errors} err)")
         width = shutil.get_terminal_size((100, 20)).columns - 1
-        line = f"papy {elapsed:6.1f}s | " + " | ".join(parts)
-        self.stream.write("\r" + line[:width].ljust(width))
+        lines = [self._line(piper, f, elapsed, width) for piper, f in zip(self.pipers, items)]
+        up = f"\x1b[{self._drawn}F" if self._drawn else ""
+        self.stream.write(up + "".join(f"\x1b[2K{line}\n" for line in lines))
         self.stream.flush()
-        self._drawn = True
+        self._drawn = len(lines)
+
+    def _line(self, piper, f: PiperFigures, elapsed: float, width: int) -> str:
+        total = self.totals.get(piper)
+        rate = f.items_out / elapsed if elapsed > 0 else 0.0
+        head = f"{f.name[:self.NAME_WIDTH]:<{self.NAME_WIDTH}} "
+        count = f"{f.items_out}/{total}" if total else f"{f.items_out}"
+        tail = f" {count} items, {rate:.0f}/s, {f.errors} errors"
+        if total:
+            room = max(10, width - len(head) - len(tail) - 2)
+            done = min(room, room * f.items_out // total)
+            head += "[" + "#" * done + "." * (room - done) + "]"
+        return (head + tail)[:width]
 
     def close(self) -> None:
-        if self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
+        pass                            # the block ends with a newline already
 
 
 class _TqdmBars:

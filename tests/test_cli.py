@@ -384,15 +384,19 @@ def test_progress_log_lines_for_each_output(tmp_path):
     assert not progress.running and progress.error is None
 
 
-def test_progress_bar_without_tqdm_is_one_line(monkeypatch):
+def test_progress_bars_without_tqdm(monkeypatch):
     monkeypatch.setitem(sys.modules, "tqdm", None)             # import tqdm fails
+    monkeypatch.setenv("COLUMNS", "80")
     stream = io.StringIO()
     plumber = two_outputs()
-    totals = {p: 7 for p in plumber.get_outputs()}
+    totals = {plumber.get_outputs()[0]: 7}                     # out_b: no known total
     run_with(plumber, range(7), Progress(plumber, "bar", stream, interval=0.01, totals=totals))
-    text = stream.getvalue()
-    assert text.startswith("\r") and text.endswith("\n") and text.count("\n") == 1
-    assert "out_a 7/7 (" in text.split("\r")[-1] and "out_b 7/7 (" in text.split("\r")[-1]
+    updates = stream.getvalue().split("\x1b[2F")               # redraws move 2 lines up
+    last = updates[-1].split("\n")
+    assert last[-1] == "" and len(last) == 3                   # a line per output Piper
+    assert re.fullmatch(r"\x1b\[2Kout_a +\[#+\] 7/7 items, \d+/s, 0 errors", last[0])
+    assert re.fullmatch(r"\x1b\[2Kout_b +7 items, \d+/s, 0 errors", last[1])
+    assert all(len(line) <= 4 + 79 for line in last)
 
 
 def test_progress_bars_with_tqdm(monkeypatch):
