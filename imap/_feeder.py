@@ -32,6 +32,9 @@ from ._task import Task
 from .backends.base import Batch
 
 log = logging.getLogger("imap")
+#: an input that may wait for data: items read are sent after at most this long
+MAX_BATCH_DELAY = 0.005
+_local = threading.local()
 
 
 class Feeder:
@@ -139,7 +142,10 @@ class Feeder:
                 granted = self._acquire(wanted)
                 if granted == 0:
                     return None
-                items, failure, ended = _pull(task.iterator, granted)
+                if task.steady:
+                    items, failure, ended = _pull(task.iterator, granted)
+                else:
+                    items, failure, ended = self._pull_unsteady(task, granted)
                 unused = granted - len(items) - (failure is not None)
                 if unused:
                     self._give_back(unused)
@@ -159,6 +165,47 @@ class Feeder:
                 return None
         return True
 
+    def _pull_unsteady(self, task: Task, count: int):
+        """Read up to ``count`` items from an input that may wait for data (a generator, a
+        file, a socket), never holding items back for long: items read are sent at once
+        when the input calls imap.waiting_for_input() (it is about to wait), and when the
+        batch has been open for more than MAX_BATCH_DELAY. Returns like _pull, minus the
+        items already sent (they are counted in the returned list's place by the caller
+        through ``sent``)."""
+        items: list = []
+        sent = 0
+        opened = None
+        clock = time.monotonic
+
+        def flush():
+            nonlocal items, sent
+            if items:
+                self._submit(task, items)
+                sent += len(items)
+                items = []
+        _local.flush = flush
+        try:
+            for item in task.iterator:
+                items.append(item)
+                if len(items) + sent >= count:
+                    break
+                now = clock()
+                if opened is None:
+                    opened = now
+                elif now - opened > MAX_BATCH_DELAY:
+                    flush()
+                    opened = None
+            else:
+                flush()
+                return _Pulled(sent), None, True
+        except BaseException as exc:  # noqa: BLE001 - an error in that item's place
+            flush()
+            return _Pulled(sent), exc, False
+        finally:
+            _local.flush = None
+        flush()
+        return _Pulled(sent), None, False
+
     def _submit_pulled(self, task: Task, items: list) -> bool:
         """Chained input: the items are pulled already; take slots for them, maybe in parts."""
         while items:
@@ -170,6 +217,8 @@ class Feeder:
         return True
 
     def _submit(self, task: Task, items: list) -> None:
+        if isinstance(items, _Pulled):   # already sent while they were read
+            return
         start = task.fed
         task.fed += len(items)
         with self._slots:
@@ -258,6 +307,43 @@ class Feeder:
                         "while a reader waits for another task; going over the buffer to avoid "
                         "a deadlock. Read the tasks in step (docs/imap.md, rules) or give a "
                         "larger buffer.", self.name, self.buffer_size)
+
+
+class _Pulled(list):
+    """Stands for ``count`` items that _pull_unsteady already submitted: it has their
+    length (for the accounting) but no items (nothing to submit again)."""
+
+    def __init__(self, count: int):
+        super().__init__()
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+
+def waiting_for_input() -> None:
+    """Call from an input iterator right before it waits for new data (``tail -f``, a
+    socket, a queue): the items it gave the feeder so far go to the workers now instead of
+    waiting for the rest of their batch. Does nothing outside an IMap's feeder thread.
+
+    Example::
+
+        def follow(path):
+            with open(path) as handle:
+                while True:
+                    line = handle.readline()
+                    if line:
+                        yield line
+                    else:
+                        imap.waiting_for_input()
+                        time.sleep(0.1)
+    """
+    flush = getattr(_local, "flush", None)
+    if flush is not None:
+        flush()
 
 
 def _pull(iterator, count: int):

@@ -183,7 +183,7 @@ class IMap:
             if self.worker_type == "process" and self.worker_num or self.worker_remote:
                 spec.payload = _config.dump_function(spec)
             task = Task(task_id, spec, iterator, _is_chained(iterable), self.ordered, self.skip,
-                        timeout, block, track)
+                        timeout, block, track, steady=_is_steady(iterator))
             self._tasks.append(task)
             if track:
                 self._tasks_tracked[task_id] = task.tracked_results
@@ -404,6 +404,27 @@ class TaskIterator:
 # -- helpers ---------------------------------------------------------------------------------
 
 _ITERATE_CODE = IMap._iterate.__code__
+
+
+_STEADY = {type(iter(kind())) for kind in (list, tuple, set, frozenset, dict, str, bytes,
+                                           bytearray)}
+_STEADY |= {type(iter(range(1))), type(iter(range(1 << 64))), type(iter(b"".decode())),
+            type(iter({}.values())), type(iter({}.items())), itertools.count,
+            itertools.repeat}
+
+
+def _is_steady(iterator) -> bool:
+    """An in-memory iterator that never waits for data (a list, a range, ...), possibly
+    behind zip/map/enumerate: read in bulk. Anything else (generators, files, sockets)
+    is read item by item so that items never wait long for the rest of their batch."""
+    kind = type(iterator)
+    if kind in _STEADY:
+        return True
+    if kind in (zip, map, enumerate):
+        parts = iterator.__reduce__()[1]
+        return all(_is_steady(part) for part in parts
+                   if hasattr(part, "__next__") or not callable(part))
+    return False
 
 
 def _is_chained(iterable) -> bool:

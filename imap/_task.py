@@ -33,11 +33,13 @@ _NEVER = math.inf
 class Task:
     """Bookkeeping of one (function, iterable) task of an IMap."""
 
-    def __init__(self, task_id, spec, iterator, chained, ordered, skip, timeout, block, track):
+    def __init__(self, task_id, spec, iterator, chained, ordered, skip, timeout, block, track,
+                 steady=False):
         self.id = task_id
         self.spec = spec
         self.iterator = iterator
         self.chained = chained
+        self.steady = steady      # an in-memory input that never waits (read in C, in bulk)
         self.ordered = ordered
         self.skip = skip
         self.timeout = timeout

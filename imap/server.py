@@ -303,7 +303,12 @@ def main(argv: list[str] | None = None) -> int:
     log.info("serving IMap workers in %s mode on %s:%s%s", args.mode, host, server.port,
              " with mutual TLS" if authenticator else "")
     try:
-        server.start()
+        # our own accept loop, not server.start(): start() would call _listen() again,
+        # which sets ``active`` back to True and loses a SIGTERM that came before it
+        while server.active:
+            server.accept()
+    except EOFError:
+        pass                              # the listener was shut down by stop()
     finally:
         server.close()
         if isinstance(server, _Forking):

@@ -47,8 +47,9 @@ class Piper:
       evaluated lazily in the thread that reads it.
     - ``consume``/``produce``/``spawn``/``repeat``: the produce/spawn/consume idiom
       (docs/papy.md); interleaving uses the IMap's ``stride`` (1 for a linear Piper).
-    - ``timeout``: seconds to wait for each result (parallel Pipers); a late item becomes a
-      ``PiperError(TimeoutError)`` in its place.
+    - ``timeout``: seconds each item may take (parallel Pipers): an item still running
+      then is stopped (its process or remote worker killed and replaced; on threads it is
+      abandoned) and becomes a ``PiperError(TimeoutError)`` in its place.
     - ``branch``: sort key of this Piper among the inputs of a join (docs/papy.md).
     - ``debug``: raise error items instead of passing them on.
     - ``track``: keep ``{index: result}`` in ``tracked`` (``Plumber.stats['pipers_tracked']``).
@@ -177,7 +178,7 @@ class Piper:
         else:
             chained = id(self.parallel) in self._imaps_upstream()
             task_input = (ChainedTaskInput if chained else TaskInput)(stream)
-            tasks = [read_task(task, self.timeout, self.name)
+            tasks = [read_task(task, None, self.name)
                      for task in self._add_tasks(func, task_input)]
         raw = tasks[0] if len(tasks) == 1 else round_robin(tasks, stride)
         if self.produce == 1 and not self.debug:    # the common case: one generator
@@ -192,7 +193,10 @@ class Piper:
         imap, tasks = self.parallel, []
         try:
             for _ in range(self.spawn):
-                tasks.append(imap.add_task(func, task_input, timeout=self.timeout))
+                # the IMap ends an item that runs past the timeout (a process or remote
+                # worker is killed and replaced, a thread abandons it): a TimeoutError in
+                # that item's place, so the stream keeps its order and length
+                tasks.append(imap.add_task(func, task_input, item_timeout=self.timeout))
         except Exception as exc:
             if tasks:
                 imap.pop_task(len(tasks))

@@ -82,8 +82,13 @@ class Plumber(Dagger):
         plumber.stats['pipers_tracked'][output]      # {0: 2, 1: 3, 2: 4}
     """
 
-    def __init__(self, logger_options=None, **kwargs):
+    def __init__(self, logger_options=None, progress=False, **kwargs):
         super().__init__(**kwargs)
+        if progress not in (False, True, "auto", "bar", "log", "off"):
+            raise ValueError(f"Plumber progress must be True, False or one of 'auto', 'bar', "
+                             f"'log', 'off', not {progress!r}")
+        self._progress_mode = "auto" if progress is True else progress   # False: none
+        self._progress = None                  # the papy._progress.Progress of this run
         if logger_options:
             from ._logging import start_logger
             start_logger(**logger_options)
@@ -147,6 +152,9 @@ class Plumber(Dagger):
     def run(self) -> None:
         """Read the outputs in a background thread until they end (or ``pause()``)."""
         self._move("run", _S.RUNNING)
+        if self._progress_mode and self._progress_mode != "off" and self._progress is None:
+            from ._progress import Progress
+            self._progress = Progress(self, self._progress_mode).start()
         with self._lock:
             self._pausing = False
             if self._plunger_active:        # paused while it waited for an item: goes on
@@ -169,6 +177,7 @@ class Plumber(Dagger):
                 self._state = _S.FINISHED
         if ended:
             self.stats["run_time"] = time.time() - self.stats["start_time"]
+            self._stop_progress()
             self._finished.set()
             log.debug("%r: outputs ended", self)
 
@@ -216,8 +225,14 @@ class Plumber(Dagger):
         finally:
             if self.stats["start_time"] is not None:
                 self.stats["run_time"] = time.time() - self.stats["start_time"]
+            self._stop_progress()
             self._set(_S.IDLE)
         self._raise_failures()
+
+    def _stop_progress(self) -> None:
+        progress, self._progress = self._progress, None
+        if progress is not None:
+            progress.stop()     # joins its thread, shows the final figures; never raises
 
     # -- the seed's interface ---------------------------------------------------------
     def set_inputs(self, datas) -> None:

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from imap import IMap
+from imap import IMap, waiting_for_input
 
 DEADLINE = 30.0  # generous bound for waiting on a condition; never a speed check
 
@@ -456,3 +456,43 @@ def test_reading_one_task_far_ahead_overdraws_instead_of_hanging(caplog):
         assert list(right) == list(range(-1, 19))   # left is not read at all meanwhile
         assert list(left) == list(range(1, 21))
     assert "going over the buffer" in caplog.text
+
+
+# -- inputs that wait for data ------------------------------------------------------------------
+
+def trickle(count, gap, cooperative):
+    for _ in range(count):
+        if cooperative:
+            waiting_for_input()
+        time.sleep(gap)
+        yield time.monotonic()
+
+
+@pytest.mark.parametrize("cooperative", [False, True])
+def test_items_of_a_slow_input_are_not_held_back_for_a_full_batch(cooperative):
+    def identity(x):
+        return x
+    # warm the batch size up with fast items first, then trickle
+    with IMap(identity, itertools.chain(iter([0.0] * 5000), trickle(20, 0.05, cooperative)),
+              worker_type="thread", worker_num=2) as pool:
+        delays = [time.monotonic() - sent for sent in pool if sent]
+    assert len(delays) == 20
+    assert max(delays) < 1.0   # one inter-arrival gap plus scheduling, never a whole batch
+
+
+def test_a_cooperative_input_sends_its_items_before_it_waits():
+    def identity(x):
+        return x
+
+    def burst_then_wait(release):
+        for _ in range(100):
+            yield time.monotonic()
+        waiting_for_input()
+        release.wait(DEADLINE)
+
+    release = threading.Event()
+    with IMap(identity, burst_then_wait(release), worker_type="thread", worker_num=2) as pool:
+        got = [pool.next(timeout=DEADLINE) for _ in range(100)]   # before the input goes on
+        release.set()
+        assert list(pool) == []
+    assert len(got) == 100

@@ -10,11 +10,19 @@ import logging
 import time
 from typing import IO, Iterator
 
+from imap import waiting_for_input
+
 from .._runtime import current_stop_event
+from .streams import (dump_pickle_stream, dump_stream, json_dumps, json_loads,
+                      load_pickle_stream, load_stream, pickle_dumps, pickle_loads)
+from .transfer import ItemRef, TransferError, dump_item, load_item, sweep_leftovers
 
 log = logging.getLogger("papy")  # one name for the whole package (and "imap")
 
-__all__ = ["print_", "load_file"]
+__all__ = ["print_", "load_file",
+           "dump_stream", "load_stream", "dump_pickle_stream", "load_pickle_stream",
+           "pickle_dumps", "pickle_loads", "json_dumps", "json_loads",
+           "dump_item", "load_item", "sweep_leftovers", "ItemRef", "TransferError"]
 
 
 def print_(inbox) -> None:
@@ -62,6 +70,7 @@ def load_file(handle: IO, follow: bool = False, wait: float = 0.1) -> Iterator:
                 line, pending = pending, None
                 yield line
             continue
+        waiting_for_input()          # lines read so far go to the workers now
         stop = current_stop_event()
         if stop is None:
             time.sleep(wait)
