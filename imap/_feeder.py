@@ -71,6 +71,10 @@ class Feeder:
             self.stopping = True
             self._slots.notify_all()
 
+    def used(self) -> int:
+        """Buffer slots in use: items read and not yet taken (a lock-free snapshot)."""
+        return max(0, self._held - sum(t.released() for t in self.tasks))
+
     # -- called by readers and by the pool -------------------------------------------------
 
     def wake(self) -> None:

@@ -214,6 +214,19 @@ class IMap:
     def started(self) -> bool:
         return self._state is _State.STARTED
 
+    @property
+    def buffer_size(self) -> int | None:
+        """The buffer in force for the current run (items), None when not started."""
+        feeder = self._feeder
+        return feeder.buffer_size if feeder is not None else None
+
+    @property
+    def buffer_used(self) -> int | None:
+        """Items read from the inputs and not yet taken by a reader (now; a snapshot that
+        may be off by a batch while threads run), None when not started."""
+        feeder = self._feeder
+        return feeder.used() if feeder is not None else None
+
     def start(self) -> None:
         """Start the workers and the feeder. Raises WorkerStartError if a worker cannot start."""
         with self._lock:

@@ -268,3 +268,17 @@ def test_imported_function_runs_in_processes_of_every_start_method():
 @imports(["json"])
 def _uses_json(text):
     return json.loads(text)  # noqa: F821
+
+
+def test_buffer_size_and_use_are_visible_while_running():
+    pool = IMap(worker_type="thread", worker_num=1, stride=2, buffer=6)
+    assert pool.buffer_size is None and pool.buffer_used is None
+    pool.add_task(add1, range(100))
+    with pool:
+        pool.start()
+        assert pool.buffer_size == 6
+        assert pool.next() == 1
+        assert 0 <= pool.buffer_used <= 6
+        list(pool)
+        assert pool.buffer_used == 0
+    assert pool.buffer_used is None
