@@ -46,23 +46,21 @@ def run(shape, worker_type):
         return list(results)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(shapes)
-def test_thread_pool_equals_map(shape):
-    got = run(shape, "thread")
-    want = expected(shape)
+def check(shape, worker_type):
+    got, want = run(shape, worker_type), expected(shape)
     if shape["ordered"]:
         assert got == want
     else:
         assert sorted(got) == sorted(want)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(shapes)
+def test_thread_pool_equals_map(shape):
+    check(shape, "thread")
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(shapes)
 def test_process_pool_equals_map(shape):
-    got = run(shape, "process")
-    want = expected(shape)
-    if shape["ordered"]:
-        assert got == want
-    else:
-        assert sorted(got) == sorted(want)
+    check(shape, "process")
