@@ -37,10 +37,13 @@ class ExplodesInWorker:
 
 
 class ExplodesInParent:
-    """Made in a worker; unpickling it back in the test process raises."""
+    """Made in a worker; unpickling it back in the test process (``parent``) raises."""
+
+    def __init__(self, parent):
+        self.parent = parent    # given by the test: a spawned worker has its own PARENT
 
     def __reduce__(self):
-        return (_rebuild_outside_parent_only, (PARENT,))
+        return (_rebuild_outside_parent_only, (self.parent,))
 
 
 def _rebuild_in_parent_only(parent):
@@ -55,7 +58,7 @@ def _rebuild_outside_parent_only(parent):
     return FAULTY
 
 
-def _fault(x, how):
+def _fault(x, how, parent=None):
     if x != FAULTY:
         return x
     if how == "raises":
@@ -69,7 +72,7 @@ def _fault(x, how):
     if how == "result cannot be pickled":
         return CannotPickle()
     if how == "result cannot be unpickled":
-        return ExplodesInParent()
+        return ExplodesInParent(parent)
     return x
 
 
@@ -86,10 +89,10 @@ def stage_c(inbox):
     return inbox[0] + 1
 
 
-def join_d(inbox, how="", where="A"):
+def join_d(inbox, how="", where="A", parent=None):
     total = inbox[0] + inbox[1]
     if where == "D" and total == expected_value(FAULTY):
-        return _fault(FAULTY, how)
+        return _fault(FAULTY, how, parent)
     return total
 
 
@@ -140,6 +143,7 @@ def build(imap, how, where):
     kwargs = {"how": how.removesuffix("-in-one-branch"), "where": where}
     a = Piper(Worker(stage_a, kwargs=kwargs), parallel=imap, name="A")
     b = Piper(Worker(stage_b, kwargs=kwargs), parallel=imap, name="B", branch=1)
+    kwargs = dict(kwargs, parent=PARENT)
     c = Piper(stage_c, parallel=imap, name="C", branch=2)
     d = Piper(Worker(join_d, kwargs=kwargs), parallel=imap, name="D", track=True)
     plumber = Plumber()
