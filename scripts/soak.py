@@ -1,0 +1,198 @@
+#!/usr/bin/env python
+"""Soak test: many items through a pipeline with a fan-out and a join, memory watched.
+
+    range(N) -> A: x + 1 -> B: x * 2 (branch 1) -> D: b + c   (join; read by this script)
+                         \\-> C: x * 3 (branch 2) -/
+
+A and D run on one process IMap, B and C on another (2 workers each). The script reads
+D itself, checks the count (N) and a checksum (sum of D = 5 * (sum of x + N), and a
+position-weighted sum that also catches reordering), and samples the resident memory (RSS,
+from /proc) of this process plus all its children every --sample items. Growth = peak total
+RSS minus the total after the first --warmup items (pools started, buffers filled).
+
+Mode --infinite: itertools.count() as the input and a slow reader (--delay seconds per
+item) for --seconds; the RSS must stay flat (bounded by the IMap buffers).
+
+    python scripts/soak.py                     # 1,000,000 items, then 20 s of infinite input
+    python scripts/soak.py --quick             # 50,000 items, 3 s infinite
+    python scripts/soak.py --items 200000 --no-infinite
+
+Exit code 0 when the count and checksum match and the growth is under --limit-mb (50).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from papy import IMap, Piper, Plumber  # noqa: E402
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def add1(inbox):
+    return inbox[0] + 1
+
+
+def mul2(inbox):
+    return inbox[0] * 2
+
+
+def mul3(inbox):
+    return inbox[0] * 3
+
+
+def join_sum(inbox):
+    return inbox[0] + inbox[1]
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    stat = handle.read()
+            except OSError:
+                continue
+            children.setdefault(int(stat[stat.rfind(")") + 2:].split()[1]), []).append(
+                int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/statm") as handle:
+            return int(handle.read().split()[1]) * PAGE / 2**20
+    except OSError:
+        return 0.0
+
+
+def total_rss_mb() -> tuple[float, float]:
+    """(RSS of this process, RSS of this process and all its descendants) in MiB."""
+    me = os.getpid()
+    own = rss_mb(me)
+    return own, own + sum(rss_mb(pid) for pid in descendants(me))
+
+
+def build(stride: int):
+    outer = IMap(worker_type="process", worker_num=2, stride=stride)
+    inner = IMap(worker_type="process", worker_num=2, stride=stride)
+    a = Piper(add1, parallel=outer, name="A")
+    b = Piper(mul2, parallel=inner, name="B", branch=1)
+    c = Piper(mul3, parallel=inner, name="C", branch=2)
+    d = Piper(join_sum, parallel=outer, name="D")
+    plumber = Plumber()
+    plumber.add_pipes([(a, b, d), (a, c, d)])
+    return plumber, d, (outer, inner)
+
+
+class Memory:
+    def __init__(self):
+        self.base = None
+        self.peak_parent = self.peak_total = 0.0
+
+    def sample(self, warm: bool) -> None:
+        parent, total = total_rss_mb()
+        if not warm:
+            return
+        if self.base is None:
+            self.base = (parent, total)
+        self.peak_parent = max(self.peak_parent, parent)
+        self.peak_total = max(self.peak_total, total)
+
+    def report(self, label: str) -> float:
+        base_parent, base_total = self.base or total_rss_mb()
+        growth = self.peak_total - base_total
+        print(f"{label}: RSS parent {base_parent:.1f} -> peak {self.peak_parent:.1f} MiB, "
+              f"parent + workers {base_total:.1f} -> peak {self.peak_total:.1f} MiB, "
+              f"growth {growth:+.1f} MiB", flush=True)
+        return growth
+
+
+def soak(items: int, stride: int, warmup: int, every: int) -> tuple[bool, float]:
+    plumber, output, _ = build(stride)
+    memory = Memory()
+    count = total = weighted = 0
+    began = time.perf_counter()
+    plumber.start([range(items)])
+    try:
+        for count, value in enumerate(output, 1):
+            total += value
+            weighted = (weighted + count * value) % (1 << 61)
+            if count % every == 0 or count == warmup:
+                memory.sample(count >= warmup)
+    finally:
+        plumber.stop()
+    took = time.perf_counter() - began
+    # D(x) = 2(x + 1) + 3(x + 1) = 5(x + 1)
+    want_total = 5 * (items * (items - 1) // 2 + items)
+    want_weighted = sum((i + 1) * 5 * (i + 1) for i in range(items)) % (1 << 61)
+    ok = count == items and total == want_total and weighted == want_weighted
+    print(f"{items:,} items in {took:.1f} s ({items / took:,.0f} items/s): count {count:,} "
+          f"(want {items:,}), checksum {'ok' if ok else 'WRONG'}", flush=True)
+    return ok, memory.report("soak")
+
+
+def infinite(seconds: float, delay: float, stride: int, every: int) -> float:
+    plumber, output, _ = build(stride)
+    memory = Memory()
+    plumber.start([itertools.count()])
+    end = warm_at = None
+    count = 0
+    try:
+        for count, _value in enumerate(output, 1):
+            time.sleep(delay)
+            now = time.monotonic()
+            if warm_at is None and count >= every:
+                warm_at, end = now, now + seconds
+            if count % every == 0:
+                memory.sample(warm_at is not None)
+            if end is not None and now > end:
+                break
+    finally:
+        plumber.stop()
+    print(f"infinite input, slow reader ({delay * 1000:g} ms/item): {count:,} items "
+          f"read in {seconds:g} s after warm-up", flush=True)
+    return memory.report("infinite")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--items", type=int, default=1_000_000)
+    parser.add_argument("--quick", action="store_true", help="50,000 items, 3 s infinite")
+    parser.add_argument("--stride", type=int, default=256)
+    parser.add_argument("--limit-mb", type=float, default=50.0)
+    parser.add_argument("--seconds", type=float, default=20.0, help="infinite mode length")
+    parser.add_argument("--delay", type=float, default=0.001, help="infinite reader delay")
+    parser.add_argument("--no-infinite", action="store_true")
+    parser.add_argument("--infinite-only", action="store_true")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.items, args.seconds = min(args.items, 50_000), min(args.seconds, 3.0)
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, stride {args.stride}, "
+          f"2 + 2 process workers", flush=True)
+    ok = True
+    if not args.infinite_only:
+        warmup = min(20_000, args.items // 10)
+        every = max(1, min(10_000, args.items // 100))
+        matched, growth = soak(args.items, args.stride, warmup, every)
+        ok = matched and growth < args.limit_mb
+    if not args.no_infinite:
+        growth = infinite(args.seconds, args.delay, args.stride, 500)
+        ok = ok and growth < args.limit_mb
+    print("PASS" if ok else "FAIL", flush=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
