@@ -1,0 +1,115 @@
+"""Random pipelines against a sequential run of the same functions (hypothesis).
+
+A drawn pipeline: Piper 0 reads the input; each later Piper takes one or two earlier Pipers
+as its upstream (one: a chain or a fan-out; two: a join). Every Piper computes
+``(a * sum(inbox) + b) % 1009`` with its own a, b, so the oracle is a plain loop over the
+items. Each Piper runs linearly or on one of the drawn IMaps (thread or process, random
+stride, buffer and ``ordered``), which Pipers may share. The tracked outputs must equal
+the oracle: in order when every IMap is ordered; as multisets when an IMap is unordered
+(then the drawn pipeline has no join, since an unordered join pairs unrelated items).
+"""
+from collections import Counter
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from papy import IMap, Piper, Plumber, Worker
+
+MOD = 1009
+
+
+def affine(inbox, a, b):
+    return (a * sum(inbox) + b) % MOD
+
+
+@st.composite
+def pipelines(draw, kinds):
+    ordered = draw(st.booleans())
+    pools = []
+    for _ in range(draw(st.integers(1, 2))):
+        stride = draw(st.integers(1, 6))
+        buffer = draw(st.one_of(st.none(), st.integers(stride, 4 * stride)))
+        pools.append(dict(worker_type=draw(st.sampled_from(kinds)), worker_num=2,
+                          stride=stride, buffer=buffer,
+                          ordered=ordered if draw(st.booleans()) else True))
+    any_unordered = any(not p["ordered"] for p in pools)
+    nodes = []
+    for i in range(draw(st.integers(1, 6))):
+        if i == 0:
+            upstream = ()
+        elif any_unordered or draw(st.integers(0, 2)) > 0 or i == 1:
+            upstream = (draw(st.integers(0, i - 1)),)
+        else:
+            upstream = tuple(draw(st.lists(st.integers(0, i - 1), min_size=2, max_size=2,
+                                           unique=True)))
+        nodes.append(dict(upstream=upstream, a=draw(st.integers(1, 50)),
+                          b=draw(st.integers(0, 50)),
+                          pool=draw(st.integers(-1, len(pools) - 1))))   # -1: linear
+    items = draw(st.lists(st.integers(0, 1000), min_size=1, max_size=40))
+    return pools, nodes, items
+
+
+def sequential(nodes, items):
+    """The oracle: {node index: [value for each item]} for the nodes without downstream."""
+    values = []
+    for node in nodes:
+        if not node["upstream"]:
+            inbox_rows = [[x] for x in items]
+        else:
+            inbox_rows = [[values[u][k] for u in node["upstream"]] for k in range(len(items))]
+        values.append([affine(row, node["a"], node["b"]) for row in inbox_rows])
+    used = {u for node in nodes for u in node["upstream"]}
+    return {i: values[i] for i in range(len(nodes)) if i not in used}
+
+
+def run_pipeline(pools, nodes, items):
+    imaps = [IMap(**options) for options in pools]
+    try:
+        pipers = [Piper(Worker(affine, (node["a"], node["b"])),
+                        parallel=imaps[node["pool"]] if node["pool"] >= 0 else False,
+                        name=f"p{i}", branch=i + 1, track=True)
+                  for i, node in enumerate(nodes)]
+        plumber = Plumber()
+        plumber.add_piper(pipers[0])
+        for i, node in enumerate(nodes):
+            for u in node["upstream"]:
+                plumber.add_pipe((pipers[u], pipers[i]))
+        plumber.start([items])
+        plumber.run()
+        assert plumber.wait(timeout=120), "the pipeline did not finish (a hang)"
+        plumber.pause()
+        plumber.stop()
+        tracked = plumber.stats["pipers_tracked"]
+        return {i: [tracked[piper][k] for k in sorted(tracked[piper])]
+                for i, piper in enumerate(pipers)}
+    finally:
+        for imap in imaps:
+            imap.stop()
+
+
+def check(pools, nodes, items):
+    expected = sequential(nodes, items)
+    got = run_pipeline(pools, nodes, items)
+    ordered = all(p["ordered"] for p in pools)
+    for i, values in expected.items():
+        if ordered:
+            assert got[i] == values, f"output p{i}"
+        else:
+            assert Counter(got[i]) == Counter(values), f"output p{i} (as a multiset)"
+
+
+SETTINGS = dict(deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                       HealthCheck.too_slow])
+
+
+@settings(max_examples=40, **SETTINGS)
+@given(pipelines(kinds=("thread",)))
+def test_random_pipelines_on_threads_match_a_sequential_run(pipeline):
+    check(*pipeline)
+
+
+@settings(max_examples=8, **SETTINGS)
+@given(pipelines(kinds=("thread", "process")))
+def test_random_pipelines_on_processes_match_a_sequential_run(pipeline):
+    check(*pipeline)
