@@ -10,6 +10,7 @@ the oracle: in order when every IMap is ordered; as multisets when an IMap is un
 """
 from collections import Counter
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -42,9 +43,12 @@ def pipelines(draw, kinds):
         else:
             upstream = tuple(draw(st.lists(st.integers(0, i - 1), min_size=2, max_size=2,
                                            unique=True)))
+        # an IMap never comes after a later IMap downstream of it (A -> B -> A fails: a
+        # known bug, test_imap_a_then_b_then_a below)
+        floor = max([nodes[u]["floor"] for u in upstream], default=0)
+        pool = draw(st.sampled_from([-1, *range(floor, len(pools))]))   # -1: linear
         nodes.append(dict(upstream=upstream, a=draw(st.integers(1, 50)),
-                          b=draw(st.integers(0, 50)),
-                          pool=draw(st.integers(-1, len(pools) - 1))))   # -1: linear
+                          b=draw(st.integers(0, 50)), pool=pool, floor=max(floor, pool)))
     items = draw(st.lists(st.integers(0, 1000), min_size=1, max_size=40))
     return pools, nodes, items
 
@@ -113,3 +117,31 @@ def test_random_pipelines_on_threads_match_a_sequential_run(pipeline):
 @given(pipelines(kinds=("thread", "process")))
 def test_random_pipelines_on_processes_match_a_sequential_run(pipeline):
     check(*pipeline)
+
+
+def inc(inbox):
+    return inbox[0] + 1
+
+
+@pytest.mark.xfail(reason="bug: Pipers on IMap A -> IMap B -> IMap A: 'imap_N is not "
+                          "started' (A's feeder reads B before B is started); reported",
+                   strict=False)
+def test_imap_a_then_b_then_a():
+    a = IMap(worker_type="thread", worker_num=2, stride=1)
+    b = IMap(worker_type="thread", worker_num=2, stride=1)
+    try:
+        pipers = [Piper(inc, parallel=a), Piper(inc, parallel=b),
+                  Piper(inc, parallel=a, track=True)]
+        plumber = Plumber()
+        plumber.add_pipe(tuple(pipers))
+        plumber.start([[0, 1]])
+        plumber.run()
+        try:
+            assert plumber.wait(timeout=60)
+        finally:
+            plumber.pause()
+            plumber.stop()
+        assert plumber.stats["pipers_tracked"][pipers[2]] == {0: 3, 1: 4}
+    finally:
+        a.stop()
+        b.stop()
