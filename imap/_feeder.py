@@ -58,12 +58,18 @@ class Feeder:
         self._waiting_slots = False
         self._waiting_room = False
         self._overdrawn = False
+        self._thread_started = False
         self.thread = threading.Thread(target=self._feed_tasks, daemon=True,
                                        name=f"{name}-feeder")
 
     # -- life cycle ------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start the feeder thread (once; later calls do nothing)."""
+        with self._slots:
+            if self._thread_started:
+                return
+            self._thread_started = True
         self.thread.start()
 
     def stop(self) -> None:

@@ -13,7 +13,7 @@ Threads and what each owns:
     consumer   whoever calls next(); gives a buffer slot back for every result it takes
 
 Life cycle (self._state, changed only under self._lock):
-    IDLE --start()--> STARTED --stop()--> STOPPING --> IDLE (tasks removed, reusable)
+    IDLE --start()--> STARTING --> STARTED --stop()--> STOPPING --> IDLE (tasks removed)
 
 Shutdown order in stop():
  1. state STOPPING; every task is closed (blocked readers get RuntimeError), feeder told
@@ -53,6 +53,7 @@ _live: "weakref.WeakSet[IMap]" = weakref.WeakSet()
 
 class _State(enum.Enum):
     IDLE = "idle"
+    STARTING = "starting"
     STARTED = "started"
     STOPPING = "stopping"
 
@@ -132,6 +133,10 @@ class IMap:
         self.shm_threshold = _config.count("shm_threshold", shm_threshold,
                                            _shm.DEFAULT_THRESHOLD, 0)
         self.remote_tls = remote_tls
+        if remote_timeout is not None and (isinstance(remote_timeout, bool) or not isinstance(
+                remote_timeout, (int, float)) or remote_timeout <= 0):
+            raise ValueError(f"remote_timeout must be a number of seconds > 0 or None (30 s), "
+                             f"not {remote_timeout!r}")
         self.remote_timeout = remote_timeout
         self._tasks: list[Task] = []
         self._tasks_tracked: dict = {}
@@ -227,30 +232,51 @@ class IMap:
         feeder = self._feeder
         return feeder.used() if feeder is not None else None
 
-    def start(self) -> None:
-        """Start the workers and the feeder. Raises WorkerStartError if a worker cannot start."""
+    def start(self, stages=None) -> None:
+        """Start the workers and the feeder. Raises WorkerStartError if a worker cannot start.
+
+        ``stages`` (default both): 1 starts the workers and makes the results readable
+        (``started`` is True, a reader waits for results), 2 starts the feeder. Pipelines
+        whose IMaps read each other's results start every IMap's stage 1 first, then every
+        stage 2, so no feeder reads an IMap that is not started yet (as the original did).
+        """
+        stages = (1, 2) if stages is None else tuple(stages)
+        if not set(stages) <= {1, 2}:
+            raise ValueError(f"{self.name}: start stages are 1 and 2, not {stages!r}")
+        if 1 in stages:
+            self._start_workers()
+        if 2 in stages:
+            with self._lock:
+                if self._state is not _State.STARTED:
+                    raise RuntimeError(f"{self.name}: start stage 2 needs stage 1 first")
+                feeder = self._feeder
+            feeder.start()
+
+    def _start_workers(self) -> None:
         with self._lock:
             if self._state is not _State.IDLE:
                 raise RuntimeError(f"{self.name} is already started; stop() it first")
-            self._state = _State.STARTED
+            self._state = _State.STARTING
             self._stopped.clear()
             tasks = tuple(self._tasks)
-        self._running = tasks
-        self._by_key = {task.spec.key: task for task in tasks}
-        self._pool = Pool(self._make_handles(), self._deliver, self.name)
         try:
+            self._running = tasks
+            self._by_key = {task.spec.key: task for task in tasks}
+            self._pool = Pool(self._make_handles(), self._deliver, self.name)
             self._pool.start()
+            self._feeder = Feeder(self.name, tasks, self._pool, self.stride,
+                                  buffer_size=self.buffer or 2 * max(1, len(tasks)) * self.stride,
+                                  batch_cap=max(1, math.ceil(self.stride / self._worker_total)),
+                                  workers=self._worker_total)
         except BaseException:
             with self._lock:
                 self._state = _State.IDLE
+                self._pool = self._feeder = None
                 self._stopped.set()
             raise
+        with self._lock:
+            self._state = _State.STARTED   # only now may readers (other feeders) come in
         _live.add(self)
-        self._feeder = Feeder(self.name, tasks, self._pool, self.stride,
-                              buffer_size=self.buffer or 2 * max(1, len(tasks)) * self.stride,
-                              batch_cap=max(1, math.ceil(self.stride / self._worker_total)),
-                              workers=self._worker_total)
-        self._feeder.start()
 
     def stop(self, ends=None, forced=False) -> None:
         """End every task, join every thread and worker, remove the tasks.
@@ -263,6 +289,9 @@ class IMap:
         with self._lock:
             if self._state is _State.IDLE:
                 return
+            if self._state is _State.STARTING:
+                raise RuntimeError(f"{self.name} is being started by another thread; stop() "
+                                   f"it once start() returned")
             if self._state is _State.STOPPING:
                 stopping_elsewhere = True
             else:

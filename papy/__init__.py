@@ -31,6 +31,7 @@ from ._logging import start_logger  # noqa: F401 - papy.start_logger, not in __a
 from ._piper import Piper
 from ._plumber import Plumber
 from ._runtime import current_stop_event  # noqa: F401 - papy.current_stop_event
+from ._signals import handle_signals  # noqa: F401 - papy.handle_signals, not in __all__
 from ._worker import Worker
 
 logging.getLogger("papy").addHandler(logging.NullHandler())

@@ -254,6 +254,11 @@ class Dagger:
                     piper._connect(self.get_upstream(piper), context)
                 elif datas is not None:
                     data = datas[inputs.index(piper)]
+                    if not hasattr(data, "__iter__"):
+                        raise TypeError(
+                            f"the input of piper {piper.name!r} is not iterable "
+                            f"({type(data).__name__}): give one iterable per input Piper, "
+                            f"e.g. start([range(10)]) or start([open(path)])")
                     piper._connect([Feed(data, context, f"input of piper {piper.name!r}")],
                                    context)
                 elif not piper.connected:
@@ -306,10 +311,20 @@ class Dagger:
 
     def start(self) -> None:
         """Start every Piper, upstream first (each IMap is started once, after all the
-        tasks of every Piper that shares it were added by ``connect``)."""
-        for piper in self.postorder():
+        tasks of every Piper that shares it were added by ``connect``). Every IMap's
+        workers start first and its feeder last, so that no IMap's feeder reads the
+        results of an IMap that is not started yet (pipelines on several IMaps)."""
+        order = self.postorder()
+        imaps = list({id(p.parallel): p.parallel for p in order
+                      if p.parallel is not False}.values())
+        for imap in imaps:
+            if not imap.started:
+                imap.start(stages=(1,))
+        for piper in order:
             if not piper.started:
                 piper.start()
+        for imap in imaps:
+            imap.start(stages=(2,))
 
     def stop(self) -> None:
         """End the inputs, drain the outputs (results are discarded), stop the IMaps."""

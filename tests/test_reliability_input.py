@@ -53,8 +53,6 @@ def test_an_input_that_is_not_iterable_is_refused_at_start():
     assert plumber.state.value == "idle"
 
 
-@pytest.mark.xfail(reason="bug: the TypeError does not name the input Piper nor the remedy "
-                          "(reported to the lead)", strict=True)
 def test_an_input_that_is_not_iterable_names_the_piper():
     plumber = Plumber()
     plumber.add_piper(Piper(same, name="x"))
@@ -116,8 +114,6 @@ def test_invalid_pool_settings_are_refused_at_construction(options, error, messa
         IMap(**options)
 
 
-@pytest.mark.xfail(reason="bug: a negative remote_timeout is accepted (reported to the lead)",
-                   strict=True)
 def test_a_negative_remote_timeout_is_refused():
     with pytest.raises(ValueError, match="remote_timeout"):
         IMap(worker_num=1, remote_timeout=-1)

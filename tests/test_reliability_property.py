@@ -123,9 +123,6 @@ def inc(inbox):
     return inbox[0] + 1
 
 
-@pytest.mark.xfail(reason="bug: Pipers on IMap A -> IMap B -> IMap A: 'imap_N is not "
-                          "started' (A's feeder reads B before B is started); reported",
-                   strict=False)
 def test_imap_a_then_b_then_a():
     a = IMap(worker_type="thread", worker_num=2, stride=1)
     b = IMap(worker_type="thread", worker_num=2, stride=1)
@@ -147,9 +144,6 @@ def test_imap_a_then_b_then_a():
         b.stop()
 
 
-@pytest.mark.xfail(reason="bug: with two IMaps some pipelines fail at random with 'imap_N is "
-                          "not started' or AttributeError 'NoneType' has no attribute "
-                          "'ident' (imap/_imap.py:343/348); reported", strict=False)
 @settings(max_examples=40, **SETTINGS)
 @given(pipelines(kinds=("thread",), most_pools=2))
 def test_random_pipelines_on_two_thread_imaps_match_a_sequential_run(pipeline):
