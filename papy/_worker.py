@@ -14,6 +14,7 @@ Errors are values, never raised: an exception raised by a function is returned a
 from __future__ import annotations
 
 import functools
+import inspect
 import time
 import traceback
 import types
@@ -78,8 +79,13 @@ class Worker:
         self.task: tuple = tuple(task)
         self.args: tuple = tuple(args)
         self.kwargs: tuple = tuple(kws)
+        for func, arg, kw in zip(self.task, self.args, self.kwargs):
+            if not isinstance(functions, Worker):
+                _check_signature(func, arg, kw)
         self._single = (self.task[0], self.args[0], self.kwargs[0]) if len(self.task) == 1 \
             else None     # the common case, without the boxing of a composition
+        self._bare = self.task[0] if len(self.task) == 1 and not self.args[0] \
+            and not self.kwargs[0] else None    # one function of the inbox alone
         self.__name__ = ">".join(_function_name(f) for f in self.task)
         self.name = name if name is not None else f"{self.__name__}_{id(self)}"
 
@@ -93,6 +99,13 @@ class Worker:
                     break
         except TypeError:
             pass        # not iterable: the function will say what it thinks of it
+        if self._bare is not None:
+            try:
+                return self._bare(inbox)
+            except Exception as exc:  # noqa: BLE001 - every user error becomes a value
+                error = WorkerError(exc, _function_name(self._bare), inbox)
+                error.traceback_text = traceback.format_exc()
+                return error
         if self._single is not None:
             func, args, kwargs = self._single
             try:
@@ -118,6 +131,27 @@ class Worker:
 
     def __repr__(self) -> str:
         return f"{self.__name__}({id(self)})"
+
+
+def _check_signature(func, args: tuple, kwargs: dict) -> None:
+    """A TypeError now, not a WorkerError per item later, when ``func`` cannot be called as
+    ``func(inbox, *args, **kwargs)``. Functions without a signature (some builtins) pass."""
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(None, *args, **kwargs)
+    except TypeError as exc:
+        name = _function_name(func)
+        given = ", ".join(["inbox"] + [repr(a) for a in args] +
+                          [f"{k}={v!r}" for k, v in kwargs.items()])
+        raise TypeError(
+            f"Worker: function {name!r}{signature} cannot be called as {name}({given}): "
+            f"{exc}. A worker function takes the inbox first, then the arguments and "
+            f"keyword arguments given to the Worker: define it as "
+            f"'def {name}(inbox, ...)' or change the arguments given to the Worker"
+        ) from None
 
 
 def _as_tuple(arguments, what: str) -> tuple:
