@@ -21,8 +21,9 @@ import threading
 from . import _ledger as ledger
 from ._errors import PapyError, PiperError, WorkerError, _short_repr
 from ._runtime import Feed, RunContext, raise_failures
-from ._streams import (Branch, ChainedTaskInput, PassThrough, PiperCounters, TaskInput, Tee,
-                       consume, inboxes, produce, read_task, round_robin)
+from ._streams import (READ_ERRORS, Branch, ChainedTaskInput, PassThrough, PiperCounters,
+                       TaskInput, Tee, consume, fast_inboxes, inboxes, produce, read_error,
+                       read_task, round_robin)
 from ._worker import Busy, TimedCall, Worker
 
 log = logging.getLogger("papy")  # one name for the whole package (and "imap")
@@ -170,24 +171,32 @@ class Piper:
 
     def _build(self, inputs, context):
         stride = self.stride
-        stream = consume(inboxes(inputs, self, context), self.consume, stride)
+        stream, counted = fast_inboxes(inputs, self, context) if self.consume == 1 \
+            else (None, False)
+        count_in = stream is not None and not counted   # _settled counts the inboxes
+        if stream is None:
+            stream = consume(inboxes(inputs, self, context), self.consume, stride)
         func = TimedCall(self.worker)
+        retry = False
         if self.parallel is False:
             shared = iter(stream)
             tasks = [map(func, shared) for _ in range(self.spawn)]
         else:
             chained = id(self.parallel) in self._imaps_upstream()
             task_input = (ChainedTaskInput if chained else TaskInput)(stream)
-            tasks = [read_task(task, None, self.name)
-                     for task in self._add_tasks(func, task_input)]
+            tasks = self._add_tasks(func, task_input)
+            if len(tasks) == 1:
+                retry = True            # _settled reads the task itself (its fast path)
+            else:
+                tasks = [read_task(task, None, self.name) for task in tasks]
         raw = tasks[0] if len(tasks) == 1 else round_robin(tasks, stride)
         if self.produce == 1 and not self.debug:    # the common case: one generator
-            outbox = self._settled(raw, last=True)
+            outbox = self._settled(raw, True, count_in, retry)
             self._next_item, self._fused = outbox.__next__, True
             return outbox
         self._next_item, self._fused = self._pull, False
-        return produce(self._settled(raw, last=False), self.produce, stride, self.repeat,
-                       self._explode)
+        return produce(self._settled(raw, False, count_in, retry), self.produce, stride,
+                       self.repeat, self._explode)
 
     def _add_tasks(self, func, task_input) -> list:
         imap, tasks = self.parallel, []
@@ -350,24 +359,44 @@ class Piper:
             raise item
         return item
 
-    def _settled(self, raw, last: bool):
+    def _settled(self, raw, last: bool, count_in: bool = False, retry: bool = False):
         """Results as they leave the Worker: time busy added up, a WorkerError wrapped as
         a PiperError (and logged), tracking. ``last``: nothing follows (no produce, no
-        debug), so this generator also counts the items out and marks the end."""
+        debug), so this generator also counts the items out and marks the end.
+        ``count_in``: count ``items_in`` here (one inbox per result, the inboxes were made
+        in C). ``retry``: ``raw`` is an IMap task read directly, as ``read_task`` would
+        (a timeout or an imap error is a PiperError in place, then reading goes on)."""
         counters, tracked = self.counters, self.tracked if self.track else None
         index = 0
-        for result in raw:
-            if type(result) is Busy:
-                counters.time_busy += result.seconds
-                result = result.value
-            if isinstance(result, PapyError):
-                result = self._error_item(result)
-            if tracked is not None:
-                tracked[index] = result
-            index += 1
-            if last:
-                counters.items_out += 1
-            yield result
+        while True:
+            try:
+                for result in raw:
+                    if type(result) is Busy:
+                        counters.time_busy += result.seconds
+                        result = result.value
+                    if isinstance(result, PapyError):
+                        result = self._error_item(result)
+                    if tracked is not None:
+                        tracked[index] = result
+                    index += 1
+                    if count_in:
+                        counters.items_in += 1
+                    if last:
+                        counters.items_out += 1
+                    yield result
+                break
+            except READ_ERRORS as exc:
+                if not retry:
+                    raise
+                error = self._error_item(read_error(exc, self.name, self.timeout))
+                if tracked is not None:
+                    tracked[index] = error
+                index += 1
+                if count_in:
+                    counters.items_in += 1
+                if last:
+                    counters.items_out += 1
+                yield error
         if last:
             self.finished = True
 

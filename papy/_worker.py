@@ -90,6 +90,16 @@ class Worker:
         self.name = name if name is not None else f"{self.__name__}_{id(self)}"
 
     def __call__(self, inbox: Sequence) -> Any:
+        bare = self._bare
+        if bare is not None and type(inbox) is list and len(inbox) == 1 \
+                and not isinstance(inbox[0], _SUSPECT):   # the common case, per item
+            try:
+                return bare(inbox)
+            except Exception as exc:  # noqa: BLE001 - every user error becomes a value
+                return _worker_error(exc, bare, inbox)
+        return self._evaluate(inbox)
+
+    def _evaluate(self, inbox: Sequence) -> Any:
         try:
             for element in inbox:
                 if isinstance(element, _SUSPECT):
@@ -99,29 +109,18 @@ class Worker:
                     break
         except TypeError:
             pass        # not iterable: the function will say what it thinks of it
-        if self._bare is not None:
-            try:
-                return self._bare(inbox)
-            except Exception as exc:  # noqa: BLE001 - every user error becomes a value
-                error = WorkerError(exc, _function_name(self._bare), inbox)
-                error.traceback_text = traceback.format_exc()
-                return error
         if self._single is not None:
             func, args, kwargs = self._single
             try:
                 return func(inbox, *args, **kwargs)
             except Exception as exc:  # noqa: BLE001 - every user error becomes a value
-                error = WorkerError(exc, _function_name(func), inbox)
-                error.traceback_text = traceback.format_exc()
-                return error
+                return _worker_error(exc, func, inbox)
         outbox = inbox
         for func, args, kwargs in zip(self.task, self.args, self.kwargs):
             try:
                 outbox = (func(outbox, *args, **kwargs),)
             except Exception as exc:  # noqa: BLE001 - every user error becomes a value
-                error = WorkerError(exc, _function_name(func), inbox)
-                error.traceback_text = traceback.format_exc()
-                return error
+                return _worker_error(exc, func, inbox)
         return outbox[0]
 
     def __eq__(self, other) -> bool:
@@ -131,6 +130,12 @@ class Worker:
 
     def __repr__(self) -> str:
         return f"{self.__name__}({id(self)})"
+
+
+def _worker_error(exc: Exception, func, inbox) -> WorkerError:
+    error = WorkerError(exc, _function_name(func), inbox)
+    error.traceback_text = traceback.format_exc()
+    return error
 
 
 def _check_signature(func, args: tuple, kwargs: dict) -> None:
@@ -207,6 +212,7 @@ def _upstream_errors(inbox) -> list:
     return errors
 
 
+_clock = time.perf_counter
 REPORT_EVERY = 0.01     # seconds of work between two reports of a TimedCall
 
 
@@ -231,17 +237,23 @@ class TimedCall:
     (the time of the last few milliseconds of a run may be missing from the total).
     """
 
-    __slots__ = ("worker", "pending", "reported")
+    __slots__ = ("worker", "bare", "pending", "reported")
 
     def __init__(self, worker: Callable):
-        self.worker = worker
-        self.pending = 0.0
-        self.reported = time.perf_counter()
+        self.__setstate__(worker)
 
     def __call__(self, inbox):
-        start = time.perf_counter()
-        result = self.worker(inbox)
-        now = time.perf_counter()
+        bare = self.bare
+        start = _clock()
+        if bare is not None and type(inbox) is list and len(inbox) == 1 \
+                and not isinstance(inbox[0], _SUSPECT):   # Worker.__call__'s fast path
+            try:
+                result = bare(inbox)
+            except Exception as exc:  # noqa: BLE001 - every user error becomes a value
+                result = _worker_error(exc, bare, inbox)
+        else:
+            result = self.worker(inbox)
+        now = _clock()
         self.pending += now - start
         if now - self.reported < REPORT_EVERY:
             return result
@@ -253,6 +265,8 @@ class TimedCall:
 
     def __setstate__(self, state):
         self.worker = state
+        # a Worker of one function without arguments: evaluated here, one call less
+        self.bare = getattr(state, "_bare", None) if isinstance(state, Worker) else None
         self.pending = 0.0
         self.reported = time.perf_counter()
 
