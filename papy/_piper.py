@@ -24,7 +24,7 @@ from ._runtime import Feed, RunContext, raise_failures
 from ._streams import (READ_ERRORS, Branch, ChainedTaskInput, PassThrough, PiperCounters,
                        TaskInput, Tee, consume, fast_inboxes, inboxes, produce, read_error,
                        read_task, round_robin)
-from ._worker import Busy, TimedCall, Worker
+from ._worker import BoxingCall, Busy, TimedCall, Worker
 
 log = logging.getLogger("papy")  # one name for the whole package (and "imap")
 
@@ -176,7 +176,9 @@ class Piper:
         count_in = stream is not None and not counted   # _settled counts the inboxes
         if stream is None:
             stream = consume(inboxes(inputs, self, context), self.consume, stride)
-        func = TimedCall(self.worker)
+            func = TimedCall(self.worker)
+        else:
+            func = BoxingCall(self.worker)      # the stream gives items, not inboxes
         retry = False
         if self.parallel is False:
             shared = iter(stream)

@@ -171,9 +171,9 @@ class Feed:
         finally:
             _CURRENT_STOP.reset(token)
 
-    def boxed(self, counters):
-        """The inboxes ``[item]`` of a steady input (a list, tuple, range, count, repeat)
-        as ``map(gate, input)``, which an IMap reads in bulk (C speed); None for any other
+    def gated(self, counters):
+        """The items of a steady input (a list, tuple, range, count, repeat) as
+        ``map(gate, input)``, which an IMap reads in bulk (C speed); None for any other
         input. The gate is the same as ``__next__``'s; it also counts ``items_in``."""
         if type(self._iterator) not in _STEADY:
             return None
@@ -183,7 +183,7 @@ class Feed:
         self._counters = counters
         return map(self._admit, self._iterator)
 
-    def _admit(self, item) -> list:
+    def _admit(self, item):
         # raising StopIteration from map's function ends the map (the input is ended)
         context = self._context
         if len(context._feeds) == 1:
@@ -203,7 +203,7 @@ class Feed:
                     if context._limit is not None:
                         context._limit = min(context._limit, self.taken)
         self._counters.items_in += 1
-        return [item]
+        return item
 
     def _end(self) -> None:
         context = self._context

@@ -63,22 +63,24 @@ class PiperCounters:
 
 
 def fast_inboxes(inputs: list, piper, context):
-    """The inboxes of a Piper with one input, built in C where that keeps the behaviour of
-    ``inboxes``: ``(stream, counts_items_in)``, or ``(None, False)`` to use ``inboxes``.
+    """The *items* of a Piper with one input, read at C speed where that keeps the
+    behaviour of ``inboxes``: ``(stream, counts_items_in)``, or ``(None, False)`` to use
+    ``inboxes``. The Piper's call (``BoxingCall``) makes each inbox ``[item]`` where it
+    runs.
 
     - a steady Feed (a list, range, count, ... behind the gate): ``map(gate, input)``, which
       an IMap reads in bulk; the gate counts ``items_in``;
     - an upstream Piper read by this Piper only, whose output is its plain stream (a
-      generator that does not raise, see ``Piper._iterator_for``): ``map(list, zip(it))``.
-      Which it is is known only when reading starts (every downstream Piper connected), so
-      the choice is made then, behind ``chain``; ``items_in`` is counted by the caller
+      generator that does not raise, see ``Piper._iterator_for``): that generator. Which
+      it is is known only when reading starts (every downstream Piper connected), so the
+      choice is made then, behind ``chain``; ``items_in`` is counted by the caller
       (``Piper._settled``: one inbox per result when ``consume == 1``).
     """
     if len(inputs) != 1:
         return None, False
     source = inputs[0]
     if isinstance(source, Feed):
-        return source.boxed(piper.counters), True
+        return source.gated(piper.counters), True
     if isinstance(source, Branch):
         return itertools.chain.from_iterable(_bind(source, piper, context)), False
     return None, False
@@ -87,14 +89,16 @@ def fast_inboxes(inputs: list, piper, context):
 def _bind(branch, piper, context):
     stream = iter(branch)
     if stream is not branch:        # the upstream's own output generator
-        yield map(list, zip(stream))
+        yield stream
     else:
-        yield inboxes([branch], piper, context, count=False)
+        yield inboxes([branch], piper, context, count=False, box=False)
 
 
-def inboxes(inputs: list, piper, context, count: bool = True) -> Iterator[list]:
+def inboxes(inputs: list, piper, context, count: bool = True,
+            box: bool = True) -> Iterator[list]:
     """Zip the inputs strictly: ``[x0, x1, ...]``; counts ``items_in`` on ``piper``
-    (unless ``count`` is False: the caller counts).
+    (unless ``count`` is False: the caller counts). ``box=False`` (one input only): the
+    items themselves, for a call that boxes them (``BoxingCall``).
 
     Never reads ahead of the normal pace (that could wait for a round of a shared IMap that
     only the reading thread can feed), so failures are put *in place* and reading goes on:
@@ -113,12 +117,12 @@ def inboxes(inputs: list, piper, context, count: bool = True) -> Iterator[list]:
             try:
                 for item in source:
                     counters.items_in += 1
-                    yield [item]
+                    yield [item] if box else item
                 return
             except Exception as exc:  # noqa: BLE001 - an upstream raised (debug=True)
                 context.fail(exc, f"the input of piper {piper.name!r} raised")
                 counters.items_in += 1
-                yield [PiperError(exc)]
+                yield [PiperError(exc)] if box else PiperError(exc)
     live = [True] * len(iterators)
     mismatch = None
     while True:

@@ -271,4 +271,33 @@ class TimedCall:
         self.reported = time.perf_counter()
 
     def __repr__(self) -> str:
-        return f"TimedCall({self.worker!r})"
+        return f"{type(self).__name__}({self.worker!r})"
+
+
+class BoxingCall(TimedCall):
+    """A TimedCall given the item itself, which makes the inbox ``[item]`` where it runs.
+
+    For a Piper with one input and ``consume=1``: the parent builds no inbox lists and
+    pickles the bare items (about 5x cheaper than one-item lists); the Worker sees the
+    same inbox.
+    """
+
+    __slots__ = ()
+
+    def __call__(self, item):
+        inbox = [item]
+        bare = self.bare
+        start = _clock()
+        if bare is not None and not isinstance(item, _SUSPECT):
+            try:
+                result = bare(inbox)
+            except Exception as exc:  # noqa: BLE001 - every user error becomes a value
+                result = _worker_error(exc, bare, inbox)
+        else:
+            result = self.worker(inbox)
+        now = _clock()
+        self.pending += now - start
+        if now - self.reported < REPORT_EVERY:
+            return result
+        busy, self.pending, self.reported = self.pending, 0.0, now
+        return Busy(busy, result)
