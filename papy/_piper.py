@@ -331,6 +331,12 @@ class Piper:
         return self
 
     def __next__(self):
+        read = self._read
+        if read is not None and self._state is PiperState.STARTED:    # per item: one call
+            try:
+                return read()
+            except StopIteration:
+                pass
         return self.next()
 
     def next(self):
