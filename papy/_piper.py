@@ -31,6 +31,10 @@ log = logging.getLogger("papy")  # one name for the whole package (and "imap")
 __all__ = ["Piper"]
 
 
+# exact types that are never a Busy nor a PapyError: _settled skips its two tests for them
+_PLAIN = frozenset({int, float, complex, str, bytes, bool, type(None), tuple, list, dict})
+
+
 class PiperState(enum.Enum):
     IDLE = "idle"
     CONNECTED = "connected"
@@ -379,11 +383,12 @@ class Piper:
         while True:
             try:
                 for result in raw:
-                    if type(result) is Busy:
-                        counters.time_busy += result.seconds
-                        result = result.value
-                    if isinstance(result, PapyError):
-                        result = self._error_item(result)
+                    if type(result) not in _PLAIN:      # one test for the common results
+                        if type(result) is Busy:
+                            counters.time_busy += result.seconds
+                            result = result.value
+                        if isinstance(result, PapyError):
+                            result = self._error_item(result)
                     if tracked is not None:
                         tracked[index] = result
                     index += 1

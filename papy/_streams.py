@@ -48,7 +48,7 @@ __all__ = ["PiperCounters", "inboxes", "fast_inboxes", "consume", "produce", "ro
            "TaskInput", "ChainedTaskInput", "Tee", "PassThrough", "Branch"]
 
 
-@dataclass
+@dataclass(slots=True)      # slots: updated per item, on the hot path
 class PiperCounters:
     """Per-Piper counters: inboxes taken, items given out, error items, seconds the Worker
     was busy (measured where it ran). ``counters['items_in']`` works too."""
