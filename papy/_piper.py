@@ -111,6 +111,7 @@ class Piper:
         self._read = None                   # next() of an output Piper, once bound
         self._next_item = None              # gives the next output item (made by connect)
         self._fused = False                 # _next_item is the output generator itself
+        self._bound_reader = None           # the Piper that reads outbox directly, in C
 
     # -- properties -------------------------------------------------------------------
     @property
@@ -290,6 +291,7 @@ class Piper:
 
     def _reset_stream(self) -> None:
         self.finished = False
+        self._bound_reader = None
         self._outlet = None
         self._read = None
         self._next_item = None
@@ -398,9 +400,16 @@ class Piper:
                         counters.items_out += 1
                     yield result
                 break
-            except READ_ERRORS as exc:
-                if not retry:
-                    raise
+            except Exception as exc:
+                if not (retry and isinstance(exc, READ_ERRORS)):
+                    reader = self._bound_reader
+                    if reader is None:
+                        raise
+                    # read by the only downstream Piper at C speed: do what its inboxes()
+                    # would do with an input that raised (an error in place, the end)
+                    self._context.fail(exc, f"the input of piper {reader.name!r} raised")
+                    yield PiperError(exc)
+                    return
                 error = self._error_item(read_error(exc, self.name, self.timeout))
                 if tracked is not None:
                     tracked[index] = error

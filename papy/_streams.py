@@ -89,6 +89,7 @@ def fast_inboxes(inputs: list, piper, context):
 def _bind(branch, piper, context):
     stream = iter(branch)
     if stream is not branch:        # the upstream's own output generator
+        branch.owner._bound_reader = piper      # its failures are this Piper's input's
         yield stream
     else:
         yield inboxes([branch], piper, context, count=False, box=False)

@@ -312,3 +312,36 @@ def test_timeout_is_an_error_in_place(skip):
         # the item was stopped (abandoned on threads): no late extra result, whatever skip
         assert rest == [2]
         piper.stop()
+
+
+def test_an_upstream_stream_that_raises_is_an_error_in_place_then_the_end(monkeypatch):
+    """A downstream Piper reads its only upstream's stream directly (in C); an exception
+    from that stream (not from a Worker: those are values) still becomes a failure of the
+    run and a PiperError in place, as when it was read item by item."""
+    import papy._piper as piper_module
+
+    class Failing(piper_module.BoxingCall):
+        __slots__ = ()
+
+        def __call__(self, item):
+            if item == 30:      # only the upstream Piper gets 30
+                raise RuntimeError("broken stream")
+            return super().__call__(item)
+
+    def inc(inbox):
+        return inbox[0] + 1
+
+    monkeypatch.setattr(piper_module, "BoxingCall", Failing)
+    upstream = Piper(inc).connect([[1, 2, 30, 4]])
+    downstream = Piper(inc).connect([upstream])
+    upstream.start()
+    downstream.start()
+    results = []
+    with pytest.raises(RuntimeError, match="broken stream") as caught:
+        for item in downstream:
+            results.append(item)
+    assert results[:2] == [3, 4] and len(results) == 3
+    assert isinstance(results[2], PiperError) and isinstance(results[2].args[0], PiperError)
+    assert isinstance(results[2].args[0].args[0], RuntimeError)
+    assert any(f"the input of piper {downstream.name!r} raised" in note
+               for note in caught.value.__notes__)
