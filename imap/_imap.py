@@ -363,8 +363,12 @@ class IMap:
         return self.next()
 
     def _iterate(self, task_id, timeout, block):
-        """Iteration over a task: a plain batch is handed out by its list iterator (C speed);
-        the first item of each batch and any batch with errors go through Task.take."""
+        """Iteration over a task: the items of a plain batch are handed out by its list
+        iterator at C speed (``chain`` asks _batches for the next iterator only once per
+        batch); the first item of each batch and batches with errors go through Task.take."""
+        return _ResultStream.from_iterable(self._batches(task_id, timeout, block))
+
+    def _batches(self, task_id, timeout, block):
         if not block:
             timeout = 0
         while True:
@@ -372,14 +376,14 @@ class IMap:
                 raise RuntimeError(f"{self.name} is not started: add tasks, then call start()")
             task = self._running[task_id]
             if task.plain():
-                yield from task.cursor[1]
+                yield task.cursor[1]     # shared with next(): one position for both
             feeder = self._feeder
             feed_now = feeder.feed_now if threading.get_ident() == feeder.ident else None
             try:
                 value = task.take(timeout, feeder.on_starving, feeder.wake, feed_now)
             except StopIteration:
                 return
-            yield value
+            yield (value,)
 
     # -- results from the pool -------------------------------------------------------------
 
@@ -417,6 +421,13 @@ class IMap:
         return handles
 
 
+class _ResultStream(itertools.chain):
+    """What iterating a task gives: a chain of its batches, marked as reading results of an
+    IMap (a task whose input it is reads it before taking buffer slots)."""
+
+    __imap_chained__ = True
+
+
 class TaskIterator:
     """The result iterator of one task of an IMap (returned by add_task and get_task)."""
 
@@ -445,7 +456,6 @@ class TaskIterator:
 
 # -- helpers ---------------------------------------------------------------------------------
 
-_ITERATE_CODE = IMap._iterate.__code__
 
 
 _STEADY = {type(iter(kind())) for kind in (list, tuple, set, frozenset, dict, str, bytes,
@@ -472,8 +482,6 @@ def _is_steady(iterator) -> bool:
 def _is_chained(iterable) -> bool:
     """Does this input read results of an IMap (so the feeder must pull before it waits)?"""
     if isinstance(iterable, (IMap, TaskIterator)) or getattr(iterable, "__imap_chained__", False):
-        return True
-    if getattr(iterable, "gi_code", None) is _ITERATE_CODE:
         return True
     if isinstance(iterable, (zip, map)):
         parts = iterable.__reduce__()[1]
