@@ -6,8 +6,9 @@
                                    <--pipe--      reply: (values, error records, elapsed)
     'exit'                         --pipe-->      return
 
-Every message is one or two byte frames (``send_bytes``): a pickled header, then for a task
-or a batch the payload, so items are pickled once, by the slot thread, with protocol 5.
+A message to a worker is two byte frames (``send_bytes``): a pickled header, then for a task
+or a batch the payload, so items are pickled once, by the slot thread, with protocol 5; a
+reply is one frame: (shared-memory descriptor or None, pickled reply).
 
 Death: the slot waits on the pipe *and* the process sentinel, so a worker that exits,
 crashes or is killed is noticed at once, without polling. In tracked batches the worker
@@ -108,8 +109,8 @@ def _worker_main(conn, progress_array, expected_parent, shm_settings) -> None:
                 continue
             descriptor, reply = _run_batch(calls, load_errors, header, payload, progress,
                                            reader, writer)
-            conn.send_bytes(pickle.dumps(descriptor, PROTOCOL))
-            conn.send_bytes(reply)
+            # one frame: the descriptor of what went through shared memory, and the reply
+            conn.send_bytes(pickle.dumps((descriptor, reply), PROTOCOL))
     finally:
         reader.close()
         if writer is not None:
@@ -298,8 +299,7 @@ class ProcessHandle(WorkerHandle):
                   descriptor)
         self._progress[0] = -1
         self._send(pickle.dumps(header, PROTOCOL), data)
-        reply_descriptor = pickle.loads(self._receive(batch))
-        reply = self._receive(batch)
+        reply_descriptor, reply = pickle.loads(self._receive(batch))
         batch.nbytes += _size(data, descriptor) + _size(reply, reply_descriptor)
         try:
             return self._reader.loads(reply, reply_descriptor)
