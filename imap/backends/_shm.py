@@ -23,6 +23,7 @@ with SIGKILL between creating a segment and its reader mapping it leaves nothing
 """
 from __future__ import annotations
 
+import ctypes
 import itertools
 import mmap
 import os
@@ -34,6 +35,7 @@ PROTOCOL = 5
 #: default threshold: buffers of at least 1 MiB travel through shared memory
 DEFAULT_THRESHOLD = 1 << 20
 _MIN_SEGMENT = 1 << 20
+_GIL_FREE_COPY = 1 << 20
 _pool_numbers = itertools.count()
 
 
@@ -84,6 +86,21 @@ def _swap_large(obj, threshold: int, depth: int):
     return obj
 
 
+def _copy_into(target: mmap.mmap, offset: int, raw: memoryview) -> None:
+    """target[offset:offset + len] = raw; large bytes are copied by ctypes.memmove, which
+    releases the GIL, so two slot threads write their payloads at the same time."""
+    source = raw.obj
+    size = raw.nbytes
+    if type(source) is bytes and size == len(source) and size >= _GIL_FREE_COPY:
+        destination = ctypes.c_char.from_buffer(target, offset)
+        try:
+            ctypes.memmove(ctypes.addressof(destination), source, size)
+        finally:
+            del destination            # the mmap must not stay exported
+        return
+    target[offset:offset + size] = raw
+
+
 class Writer:
     """Pickles objects, putting large buffers into a reusable shared-memory segment."""
 
@@ -124,7 +141,7 @@ class Writer:
         offset = 0
         for raw in buffers:
             size = raw.nbytes
-            self._map[offset:offset + size] = raw
+            _copy_into(self._map, offset, raw)
             # bytes/bytearray/memoryview copy when rebuilt; anything else (numpy) needs its
             # own copy, or it would keep pointing into the segment that is reused
             owned = type(raw.obj) in _BUFFER_TYPES
