@@ -192,7 +192,7 @@ class IMap:
             self._tasks.append(task)
             if track:
                 self._tasks_tracked[task_id] = task.tracked_results
-        return TaskIterator(self, task_id, timeout, block)
+        return TaskIterator(self, task_id, timeout, block, task)
 
     __call__ = add_task
 
@@ -431,13 +431,14 @@ class _ResultStream(itertools.chain):
 class TaskIterator:
     """The result iterator of one task of an IMap (returned by add_task and get_task)."""
 
-    __slots__ = ("_imap", "task", "timeout", "block")
+    __slots__ = ("_imap", "task", "timeout", "block", "_record")
 
-    def __init__(self, imap: IMap, task: int, timeout=None, block=True):
+    def __init__(self, imap: IMap, task: int, timeout=None, block=True, record=None):
         self._imap = imap
         self.task = task
         self.timeout = timeout
         self.block = block
+        self._record = record      # the Task, when known: its figures outlive stop()
 
     def __iter__(self):
         return self._imap._iterate(self.task, self.timeout, self.block)
@@ -449,6 +450,15 @@ class TaskIterator:
         """Like ``IMap.next`` for this task; defaults come from add_task()/get_task()."""
         return self._imap.next(self.timeout if timeout is None else timeout, self.task,
                                self.block if block is None else block)
+
+    @property
+    def time_waiting(self) -> float:
+        """Seconds the readers of this task were blocked waiting for its results (in the
+        run it was added for; still readable after stop())."""
+        if self._record is not None:
+            return self._record.time_waiting
+        running = self._imap._running
+        return running[self.task].time_waiting if self.task < len(running) else 0.0
 
     def __repr__(self) -> str:
         return f"<result iterator of task {self.task} of {self._imap.name}>"

@@ -72,6 +72,7 @@ class Task:
         self.skipped: set = set()  # ordered + skip: indices dropped after a timeout
         self.skip_pending = 0      # unordered + skip: results still to drop
         self.finished = False
+        self.time_waiting = 0.0    # seconds readers were blocked waiting for a result
 
     def position(self) -> int:
         """How many items of the current batch were consumed."""
@@ -206,9 +207,11 @@ class Task:
             # gave back without a per-item wake-up), and whether we starve
             starving = self.starving()
             on_starving(1 if starving else 0)
+            waited = time.monotonic()
             try:
                 self.cond.wait(remaining)
             finally:
+                self.time_waiting += time.monotonic() - waited
                 if starving:
                     on_starving(-1)
 

@@ -219,6 +219,7 @@ class Piper:
             raise PiperError(f"piper {self.name!r}: cannot add its task to {imap!r}: "
                              f"{exc}") from exc
         ledger.record(imap, self)
+        self.counters.waits_on = tuple(tasks)
         return tasks
 
     def _imaps_upstream(self) -> set:

@@ -99,19 +99,20 @@ def _elapsed(plumber) -> float:
 
 
 def summary(plumber, title: str = "papy run") -> str:
-    """A table of the last run: items in and out, errors, busy seconds and throughput per
-    Piper (upstream first), then the totals and the run time."""
+    """A table of the last run: items in and out, errors, busy and waiting seconds and
+    throughput per Piper (upstream first), then the totals and the run time."""
     rows = figures(plumber)
     elapsed = _elapsed(plumber)
     inputs = {p.name for p in _safe(plumber.get_inputs)}
     width = max([len("piper")] + [len(r.name) for r in rows])
     lines = [f"{title}: {len(rows)} pipers, run time {elapsed:.2f} s",
              f"  {'piper':<{width}} {'in':>9} {'out':>9} {'errors':>7} {'busy s':>8} "
-             f"{'out/s':>10}"]
+             f"{'wait s':>8} {'out/s':>10}"]
     for r in rows:
         rate = r.items_out / elapsed if elapsed > 0 else math.nan
+        waited = f"{r.time_waiting:>8.2f}" if r.time_waiting is not None else f"{'-':>8}"
         lines.append(f"  {r.name:<{width}} {r.items_in:>9} {r.items_out:>9} {r.errors:>7} "
-                     f"{r.time_busy:>8.2f} {rate:>10.1f}")
+                     f"{r.time_busy:>8.2f} {waited} {rate:>10.1f}")
     taken = sum(r.items_in for r in rows if r.name in inputs)
     errors = sum(r.errors for r in rows)
     lines.append(f"  items: {taken} taken from the inputs; error items: {errors}; "

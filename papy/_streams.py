@@ -33,7 +33,7 @@ import functools
 import itertools
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from imap import IMapError
@@ -57,6 +57,14 @@ class PiperCounters:
     items_out: int = 0
     errors: int = 0
     time_busy: float = 0.0
+    #: the IMap task iterators of a parallel Piper, for time_waiting
+    waits_on: tuple = field(default=(), repr=False, compare=False)
+
+    @property
+    def time_waiting(self) -> float:
+        """Seconds this Piper's results were waited for (blocked reads of its IMap tasks);
+        0.0 for a linear Piper."""
+        return sum(task.time_waiting for task in self.waits_on)
 
     def __getitem__(self, key: str):
         return getattr(self, key)

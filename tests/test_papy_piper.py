@@ -345,3 +345,30 @@ def test_an_upstream_stream_that_raises_is_an_error_in_place_then_the_end(monkey
     assert isinstance(results[2].args[0].args[0], RuntimeError)
     assert any(f"the input of piper {downstream.name!r} raised" in note
                for note in caught.value.__notes__)
+
+
+def slow_square(inbox):
+    time.sleep(0.01)
+    return inbox[0] ** 2
+
+
+def quick_identity(inbox):
+    return inbox[0]
+
+
+def test_counters_include_the_time_spent_waiting_for_results():
+    from papy import Plumber
+    with IMap(worker_type="thread", worker_num=1) as imap:
+        squares = Piper(slow_square, parallel=imap, name="squares")
+        linear = Piper(quick_identity, name="linear")
+        plumber = Plumber()
+        plumber.add_pipe((squares, linear))
+        plumber.start([range(20)])
+        plumber.run()
+        plumber.wait()
+        plumber.pause()
+        plumber.stop()
+    counters = plumber.stats["pipers"]
+    assert counters[squares].time_waiting > 0.05      # 20 x 10 ms on one worker, read fast
+    assert counters[linear].time_waiting == 0.0       # linear: evaluated by its reader
+    assert counters[squares]["time_waiting"] == counters[squares].time_waiting
