@@ -430,21 +430,22 @@ def sleep_for(seconds):
 
 
 def test_reference_timeout_values_with_skip():
-    """Reference §1.6: one worker, ordered, sleeps [.5, .3, .5, .5, .1], skip=True."""
+    """Reference §1.6: one worker, ordered, sleeps [.5, .3, .5, .5, .1], skip=True; all
+    times x4 here, so every expected outcome has a margin of 0.2 s or more."""
     pool = IMap(worker_type="thread", worker_num=1, skip=True)
-    pool.add_task(sleep_for, [0.5, 0.3, 0.5, 0.5, 0.1])
+    pool.add_task(sleep_for, [2.0, 1.2, 2.0, 2.0, 0.4])
     outcome = []
     with pool:
         pool.start()
         while True:
             try:
-                outcome.append(pool.next(timeout=0.45))
+                outcome.append(pool.next(timeout=1.8))
             except TimeoutError:
                 outcome.append("T")
             except StopIteration:
                 break
-    # 0.5 s items time out (0.45 s); their late results are dropped, not handed out
-    assert outcome == ["T", 0.3, "T", "T", 0.1]
+    # 2 s items time out (1.8 s); their late results are dropped, not handed out
+    assert outcome == ["T", 1.2, "T", "T", 0.4]
 
 
 def test_reading_one_task_far_ahead_overdraws_instead_of_hanging(caplog):
