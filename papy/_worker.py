@@ -285,6 +285,8 @@ class BoxingCall(TimedCall):
     __slots__ = ()
 
     def __call__(self, item):
+        # TimedCall.__call__'s body, inlined on purpose: delegating to it (one call more per
+        # item) measured 0.17x instead of 0.24x Pool.imap in scripts/bench_pipeline.py (b)
         inbox = [item]
         bare = self.bare
         start = _clock()
