@@ -148,24 +148,26 @@ class Feeder:
                 items, failure, ended = _pull(task.iterator, wanted)
                 if not self._submit_pulled(task, items):
                     return None
+                taken = len(items)
             else:
                 granted = self._acquire(wanted)
                 if granted == 0:
                     return None
                 if task.steady:
                     items, failure, ended = _pull(task.iterator, granted)
-                else:
-                    items, failure, ended = self._pull_unsteady(task, granted)
-                unused = granted - len(items) - (failure is not None)
+                    if items:
+                        self._submit(task, items)
+                    taken = len(items)
+                else:   # submits the items as it reads them
+                    taken, failure, ended = self._pull_unsteady(task, granted)
+                unused = granted - taken - (failure is not None)
                 if unused:
                     self._give_back(unused)
-                if items:
-                    self._submit(task, items)
             if failure is not None:
                 if task.chained and not self._acquire_exact(1):
                     return None
                 self._fail_item(task, failure)
-            remaining -= len(items) + (failure is not None)
+            remaining -= taken + (failure is not None)
             if ended:
                 with task.cond:
                     task.total = task.fed
@@ -179,9 +181,8 @@ class Feeder:
         """Read up to ``count`` items from an input that may wait for data (a generator, a
         file, a socket), never holding items back for long: items read are sent at once
         when the input calls imap.waiting_for_input() (it is about to wait), and when the
-        batch has been open for more than MAX_BATCH_DELAY. Returns like _pull, minus the
-        items already sent (they are counted in the returned list's place by the caller
-        through ``sent``)."""
+        batch has been open for more than MAX_BATCH_DELAY. Returns like _pull, but with the
+        number of items read (all of them already submitted) in the place of the items."""
         items: list = []
         sent = 0
         opened = None
@@ -212,14 +213,14 @@ class Feeder:
                     opened = None
             else:
                 flush()
-                return _Pulled(sent), None, True
+                return sent, None, True
         except BaseException as exc:  # noqa: BLE001 - an error in that item's place
             flush()
-            return _Pulled(sent), exc, False
+            return sent, exc, False
         finally:
             _local.flush = None
         flush()
-        return _Pulled(sent), None, False
+        return sent, None, False
 
     def _submit_pulled(self, task: Task, items: list) -> bool:
         """Chained input: the items are pulled already; take slots for them, maybe in parts."""
@@ -232,8 +233,6 @@ class Feeder:
         return True
 
     def _submit(self, task: Task, items: list) -> None:
-        if isinstance(items, _Pulled):   # already sent while they were read
-            return
         start = task.fed
         task.fed += len(items)
         with self._slots:
@@ -322,21 +321,6 @@ class Feeder:
                         "while a reader waits for another task; going over the buffer to avoid "
                         "a deadlock. Read the tasks in step (docs/imap.md, rules) or give a "
                         "larger buffer.", self.name, self.buffer_size)
-
-
-class _Pulled(list):
-    """Stands for ``count`` items that _pull_unsteady already submitted: it has their
-    length (for the accounting) but no items (nothing to submit again)."""
-
-    def __init__(self, count: int):
-        super().__init__()
-        self.count = count
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __bool__(self) -> bool:
-        return self.count > 0
 
 
 def waiting_for_input() -> None:
