@@ -475,28 +475,28 @@ _STEADY |= {type(iter(range(1))), type(iter(range(1 << 64))), type(iter(b"".deco
             itertools.repeat}
 
 
+def _inner_iterators(obj) -> list:
+    """The iterators a zip, map or enumerate reads from ([] for anything else)."""
+    if type(obj) not in (zip, map, enumerate):
+        return []
+    return [part for part in obj.__reduce__()[1] if hasattr(part, "__next__")]
+
+
 def _is_steady(iterator) -> bool:
     """An in-memory iterator that never waits for data (a list, a range, ...), possibly
     behind zip/map/enumerate: read in bulk. Anything else (generators, files, sockets)
     is read item by item so that items never wait long for the rest of their batch."""
-    kind = type(iterator)
-    if kind in _STEADY:
+    if type(iterator) in _STEADY:
         return True
-    if kind in (zip, map, enumerate):
-        parts = iterator.__reduce__()[1]
-        return all(_is_steady(part) for part in parts
-                   if hasattr(part, "__next__") or not callable(part))
-    return False
+    parts = _inner_iterators(iterator)
+    return bool(parts) and all(_is_steady(part) for part in parts)
 
 
 def _is_chained(iterable) -> bool:
     """Does this input read results of an IMap (so the feeder must pull before it waits)?"""
     if isinstance(iterable, (IMap, TaskIterator)) or getattr(iterable, "__imap_chained__", False):
         return True
-    if isinstance(iterable, (zip, map)):
-        parts = iterable.__reduce__()[1]
-        return any(_is_chained(part) for part in parts)
-    return False
+    return any(_is_chained(part) for part in _inner_iterators(iterable))
 
 
 @atexit.register
