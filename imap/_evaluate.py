@@ -93,8 +93,21 @@ def evaluate(call, items):
     ``errors`` is None or ``{position: exception}``; an item that raised holds None in
     ``values``. The loop runs in C (``list.extend`` over ``map``) until an exception, which
     is recorded before the same ``map`` iterator goes on with the next item.
+
+    A callable whose class defines ``__imap_batch__(items) -> (values, errors)`` (same
+    meaning) is given the whole batch instead; an exception it raises is every item's error.
     """
     started = time.perf_counter()
+    batch = getattr(type(call), "__imap_batch__", None)
+    if batch is not None:
+        try:
+            values, errors = batch(call, items)
+            if len(values) != len(items):
+                raise RuntimeError(f"{type(call).__name__}.__imap_batch__ returned "
+                                   f"{len(values)} values for {len(items)} items")
+        except BaseException as exc:  # noqa: BLE001 - the whole batch's error
+            values, errors = [None] * len(items), dict.fromkeys(range(len(items)), exc)
+        return values, errors, time.perf_counter() - started
     values = []
     errors = None
     mapped = map(call, items)

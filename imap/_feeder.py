@@ -346,9 +346,16 @@ def waiting_for_input() -> None:
 
 
 def _pull(iterator, count: int):
-    """Read up to ``count`` items: (items, exception raised by the input or None, ended)."""
+    """Read up to ``count`` items: (items, exception raised by the input or None, ended).
+
+    An iterator whose class has ``__imap_take__(count)`` is asked for the list of its next
+    ``count`` items at once; a shorter list means it ended (it never waits for data)."""
     items: list = []
+    take = getattr(type(iterator), "__imap_take__", None)
     try:
+        if take is not None:
+            items = take(iterator, count)
+            return items, None, len(items) < count
         items.extend(itertools.islice(iterator, count))
     except BaseException as exc:  # noqa: BLE001 - becomes an error in that item's place
         return items, exc, False

@@ -484,9 +484,10 @@ def _inner_iterators(obj) -> list:
 
 def _is_steady(iterator) -> bool:
     """An in-memory iterator that never waits for data (a list, a range, ...), possibly
-    behind zip/map/enumerate: read in bulk. Anything else (generators, files, sockets)
+    behind zip/map/enumerate, or one whose class has ``__imap_take__(count)`` (see
+    ``imap._feeder._pull``): read in bulk. Anything else (generators, files, sockets)
     is read item by item so that items never wait long for the rest of their batch."""
-    if type(iterator) in _STEADY:
+    if type(iterator) in _STEADY or hasattr(type(iterator), "__imap_take__"):
         return True
     parts = _inner_iterators(iterator)
     return bool(parts) and all(_is_steady(part) for part in parts)

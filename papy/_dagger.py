@@ -18,6 +18,7 @@ import logging
 from fractions import Fraction
 
 from ._errors import DaggerError, PapyError, PiperError
+from ._fuse import segments
 from ._ledger import stop_imap
 from ._piper import Piper
 from ._runtime import Feed, RunContext
@@ -42,6 +43,9 @@ class Dagger:
         dagger.get_inputs()                  # [a]
         dagger.get_outputs()                 # [e, c]: topological order, e is nearer a
     """
+
+    #: evaluate each chain of Pipers on one IMap in one call (``papy._fuse``); False: never
+    fuse = True
 
     def __init__(self, pipers=(), pipes=(), xtras=None):
         self._pipers: dict[int, Piper] = {}          # insertion order
@@ -247,11 +251,13 @@ class Dagger:
             context = next((p._context for p in inputs if p._context), None) \
                 or RunContext(repr(self))
         self._context = context
-        done = []
+        fused = segments(order, self.get_upstream, self.get_downstream) if self.fuse else {}
+        owners = {id(p): self._pipers[key] for key, chain in fused.items() for p in chain}
+        done, absorbed = [], {}     # absorbed: {id(piper): its inbox}
         try:
             for piper in order:
                 if self._up[id(piper)]:
-                    piper._connect(self.get_upstream(piper), context)
+                    inbox = self.get_upstream(piper)
                 elif datas is not None:
                     data = datas[inputs.index(piper)]
                     if not hasattr(data, "__iter__"):
@@ -259,10 +265,20 @@ class Dagger:
                             f"the input of piper {piper.name!r} is not iterable "
                             f"({type(data).__name__}): give one iterable per input Piper, "
                             f"e.g. start([range(10)]) or start([open(path)])")
-                    piper._connect([Feed(data, context, f"input of piper {piper.name!r}")],
-                                   context)
-                elif not piper.connected:
+                    inbox = [Feed(data, context, f"input of piper {piper.name!r}")]
+                elif piper.connected:       # connected by hand to its input
+                    done.append(piper)
+                    continue
+                else:
                     raise DaggerError(f"input piper {piper.name!r} has no input: give datas")
+                if id(piper) in owners:     # its Worker runs in its segment's last task
+                    piper._absorb(inbox, context, owners[id(piper)])
+                    absorbed[id(piper)] = inbox
+                elif id(piper) in fused:
+                    chain = fused[id(piper)]
+                    piper._connect(absorbed[id(chain[0])], context, chain)
+                else:
+                    piper._connect(inbox, context)
                 done.append(piper)
         except BaseException:
             for piper in reversed(done):

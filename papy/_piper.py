@@ -20,6 +20,7 @@ import threading
 
 from . import _ledger as ledger
 from ._errors import PapyError, PiperError, WorkerError, _short_repr
+from ._fuse import FusedCall, LinkedCounters, StageFailed
 from ._runtime import Feed, RunContext, raise_failures
 from ._streams import (READ_ERRORS, Branch, ChainedTaskInput, PassThrough, PiperCounters,
                        TaskInput, Tee, consume, fast_inboxes, inboxes, produce, read_error,
@@ -110,8 +111,10 @@ class Piper:
         self._outlet = None                 # PassThrough or Tee, made at the first read
         self._read = None                   # next() of an output Piper, once bound
         self._next_item = None              # gives the next output item (made by connect)
-        self._fused = False                 # _next_item is the output generator itself
+        self._direct = False                # _next_item is the output generator itself
         self._bound_reader = None           # the Piper that reads outbox directly, in C
+        self._absorbs: tuple = ()           # fused: the Pipers whose Workers run in my task
+        self._owner = None                  # fused: the Piper whose task runs my Worker
 
     # -- properties -------------------------------------------------------------------
     @property
@@ -144,7 +147,9 @@ class Piper:
 
     __call__ = connect
 
-    def _connect(self, inbox, context: RunContext) -> "Piper":
+    def _connect(self, inbox, context: RunContext, absorbs=()) -> "Piper":
+        """``absorbs``: fused (``papy._fuse``), the Pipers upstream of this one whose
+        Workers run before this one's in its task; ``inbox`` is then the first one's."""
         if not isinstance(inbox, (list, tuple)) or not inbox:
             raise PiperError(f"piper {self.name!r}: connect takes a non-empty list of "
                              f"upstream Pipers and/or iterables, not {inbox!r}")
@@ -162,10 +167,26 @@ class Piper:
             self._context = context
             self._upstream = [s for s in inbox if isinstance(s, Piper)]
             self._reset_stream()
+            self._absorbs = tuple(absorbs)
+            for k, piper in enumerate(absorbs):
+                piper.counters = LinkedCounters(self.counters, first=k == 0)
             self.outbox = self._build(inputs, context)
-            self.inbox = list(inbox)
+            self.inbox = [absorbs[-1]] if absorbs else list(inbox)
             self._state = PiperState.CONNECTED
         return self
+
+    def _absorb(self, inbox, context: RunContext, owner: "Piper") -> None:
+        """Connect as part of ``owner``'s task (fused, ``papy._fuse``): no task, no stream
+        of its own; ``owner._connect`` reads this Piper's inputs if it is the first."""
+        with self._lock:
+            if self._state is not PiperState.IDLE:
+                raise PiperError(f"piper {self.name!r} is already connected")
+            self._context = context
+            self._upstream = [s for s in inbox if isinstance(s, Piper)]
+            self._reset_stream()
+            self._owner = owner
+            self.inbox = list(inbox)
+            self._state = PiperState.CONNECTED
 
     def _input(self, k, source, context):
         if isinstance(source, Piper):
@@ -176,14 +197,17 @@ class Piper:
 
     def _build(self, inputs, context):
         stride = self.stride
-        stream, counted = fast_inboxes(inputs, self, context) if self.consume == 1 \
+        head = self._absorbs[0] if self._absorbs else self     # reads the inputs
+        stream, counted = fast_inboxes(inputs, head, context) if head.consume == 1 \
             else (None, False)
-        count_in = stream is not None and not counted   # _settled counts the inboxes
+        boxing = stream is not None         # the stream gives items, not inboxes
+        count_in = boxing and not counted   # _settled counts the inboxes
         if stream is None:
-            stream = consume(inboxes(inputs, self, context), self.consume, stride)
-            func = TimedCall(self.worker)
+            stream = consume(inboxes(inputs, head, context), head.consume, stride)
+        if self._absorbs:
+            func = FusedCall([p.worker for p in self._absorbs] + [self.worker], boxing)
         else:
-            func = BoxingCall(self.worker)      # the stream gives items, not inboxes
+            func = BoxingCall(self.worker) if boxing else TimedCall(self.worker)
         retry = False
         if self.parallel is False:
             shared = iter(stream)
@@ -199,9 +223,9 @@ class Piper:
         raw = tasks[0] if len(tasks) == 1 else round_robin(tasks, stride)
         if self.produce == 1 and not self.debug:    # the common case: one generator
             outbox = self._settled(raw, True, count_in, retry)
-            self._next_item, self._fused = outbox.__next__, True
+            self._next_item, self._direct = outbox.__next__, True
             return outbox
-        self._next_item, self._fused = self._pull, False
+        self._next_item, self._direct = self._pull, False
         return produce(self._settled(raw, False, count_in, retry), self.produce, stride,
                        self.repeat, self._explode)
 
@@ -278,6 +302,7 @@ class Piper:
             for upstream in self._upstream:
                 upstream._close_branch(self)
             self._upstream, self.inbox, self.outbox = [], [], None
+            self._absorbs, self._owner = (), None
             self._reset_stream()
             self._state = PiperState.IDLE
 
@@ -331,7 +356,7 @@ class Piper:
         """What a downstream Piper iterates: the output stream itself when it is the only
         reader and nothing is done per item after the stream (no produce, no debug)."""
         reader = self._outlet_reader(branch.index)
-        return self.outbox if self._fused and reader is self._next_item else branch
+        return self.outbox if self._direct and reader is self._next_item else branch
 
     # -- reading ----------------------------------------------------------------------
     def __iter__(self):
@@ -352,7 +377,7 @@ class Piper:
             raise PiperError(f"piper {self.name!r} is not started")
         read = self._read
         if read is None:
-            if self._branches:
+            if self._branches or self._owner is not None:
                 raise PiperError(f"piper {self.name!r} is read by downstream Pipers; read "
                                  f"the output Pipers instead")
             read = self._read = self._outlet_reader(0)
@@ -367,7 +392,7 @@ class Piper:
         try:
             item = next(self.outbox)
         except StopIteration:
-            self.finished = True
+            self._end_stream()
             raise
         self.counters.items_out += 1
         if self.debug and isinstance(item, PiperError):
@@ -380,22 +405,34 @@ class Piper:
         debug), so this generator also counts the items out and marks the end.
         ``count_in``: count ``items_in`` here (one inbox per result, the inboxes were made
         in C). ``retry``: ``raw`` is an IMap task read directly, as ``read_task`` would
-        (a timeout or an imap error is a PiperError in place, then reading goes on)."""
+        (a timeout or an imap error is a PiperError in place, then reading goes on).
+        Fused (``self._absorbs``): the results of the whole segment, each counted in this
+        Piper's ``items_in`` (the absorbed Pipers' counters link to it); ``count_in``
+        counts the inboxes of the segment's first Piper."""
         counters, tracked = self.counters, self.tracked if self.track else None
+        fused = bool(self._absorbs)
+        head = self._absorbs[0].counters if fused else counters
         index = 0
         while True:
             try:
                 for result in raw:
                     if type(result) not in _PLAIN:      # one test for the common results
                         if type(result) is Busy:
-                            counters.time_busy += result.seconds
+                            if fused:
+                                self._add_busy(result.seconds)
+                            else:
+                                counters.time_busy += result.seconds
                             result = result.value
-                        if isinstance(result, PapyError):
+                        if type(result) is StageFailed:
+                            result = self._stage_failed(result.stage, result.error)
+                        elif isinstance(result, PapyError):
                             result = self._error_item(result)
                     if tracked is not None:
                         tracked[index] = result
                     index += 1
                     if count_in:
+                        head.items_in += 1
+                    if fused:
                         counters.items_in += 1
                     if last:
                         counters.items_out += 1
@@ -411,17 +448,40 @@ class Piper:
                     self._context.fail(exc, f"the input of piper {reader.name!r} raised")
                     yield PiperError(exc)
                     return
-                error = self._error_item(read_error(exc, self.name, self.timeout))
+                if fused:       # the item failed in one of the stages: say the first
+                    error = self._stage_failed(0, read_error(exc, self.name, self.timeout))
+                else:
+                    error = self._error_item(read_error(exc, self.name, self.timeout))
                 if tracked is not None:
                     tracked[index] = error
                 index += 1
                 if count_in:
+                    head.items_in += 1
+                if fused:
                     counters.items_in += 1
                 if last:
                     counters.items_out += 1
                 yield error
         if last:
-            self.finished = True
+            self._end_stream()
+
+    def _end_stream(self) -> None:
+        self.finished = True
+        for piper in self._absorbs:     # fused: their streams end with this one's
+            piper.finished = True
+
+    def _add_busy(self, seconds: tuple) -> None:
+        for piper, busy in zip(self._absorbs + (self,), seconds):
+            piper.counters.time_busy += busy
+
+    def _stage_failed(self, stage: int, error):
+        """Fused: stage ``stage`` of the segment gave ``error``; each later Piper passes it
+        on as its Worker would have (``PiperError(error)``), each counting an error."""
+        pipers = self._absorbs + (self,)
+        error = pipers[stage]._error_item(error)
+        for piper in pipers[stage + 1:]:
+            error = piper._error_item(PiperError(error))
+        return error
 
     def _error_item(self, error):
         if isinstance(error, WorkerError):

@@ -172,38 +172,42 @@ class Feed:
             _CURRENT_STOP.reset(token)
 
     def gated(self, counters):
-        """The items of a steady input (a list, tuple, range, count, repeat) as
-        ``map(gate, input)``, which an IMap reads in bulk (C speed); None for any other
-        input. The gate is the same as ``__next__``'s; it also counts ``items_in``."""
+        """The items of a steady input (a list, tuple, range, count, repeat) behind the same
+        gate as ``__next__``, which also counts ``items_in``; None for any other input. An
+        IMap reads it in bulk (``Gated.__imap_take__``: the gate once per batch)."""
         if type(self._iterator) not in _STEADY:
             return None
-        self._left = operator.length_hint(self._iterator, -1)     # -1: infinite
-        if self._left == 0:
-            return None
-        self._counters = counters
-        return map(self._admit, self._iterator)
+        left = operator.length_hint(self._iterator, -1)     # -1: infinite
+        return Gated(self, counters, left) if left else None
 
-    def _admit(self, item):
-        # raising StopIteration from map's function ends the map (the input is ended)
+    def _admit(self, wanted: int) -> int:
+        """How many of the next ``wanted`` items the gate lets through; reserves them."""
         context = self._context
-        if len(context._feeds) == 1:
+        if len(context._feeds) == 1:    # the only input: no other input to line up with
             if self._done or context._limit is not None:
                 self._done = True
-                raise StopIteration
-            self.taken += 1
-        else:
-            with context._lock:
-                if self._done or (context._limit is not None and
-                                  self.taken >= context._limit):
-                    self._done = True
-                    raise StopIteration
-                self.taken += 1
-                if self.taken == self._left:    # the last item: the input ends (_end)
-                    self._done = True
-                    if context._limit is not None:
-                        context._limit = min(context._limit, self.taken)
-        self._counters.items_in += 1
-        return item
+                return 0
+            self.taken += wanted
+            return wanted
+        with context._lock:
+            if self._done or (context._limit is not None and self.taken >= context._limit):
+                self._done = True
+                return 0
+            if context._limit is not None:
+                wanted = min(wanted, context._limit - self.taken)
+            self.taken += wanted
+            return wanted
+
+    def _taken(self, wanted: int, got: int, left: int) -> None:
+        """``got`` of the ``wanted`` items reserved were there; ``left``: the input's length
+        (-1: infinite). The last item ends the input at once, so that a stop requested now
+        does not wait for another item of a join's other inputs."""
+        if got < wanted or self.taken == left:
+            with self._context._lock:
+                self.taken -= wanted - got
+                self._done = True
+                if self._context._limit is not None:
+                    self._context._limit = min(self._context._limit, self.taken)
 
     def _end(self) -> None:
         context = self._context
@@ -215,3 +219,34 @@ class Feed:
 
     def __repr__(self) -> str:
         return f"Feed({self._label}, taken={self.taken})"
+
+
+class Gated:
+    """A steady input behind its Feed's gate (``Feed.gated``), counting ``items_in``.
+
+    ``__imap_take__(count)`` is the IMap's bulk read (see ``imap._feeder._pull``): the gate
+    is asked once for ``count`` items, which are copied in C; a short list ends the input.
+    """
+
+    __slots__ = ("_feed", "_iterator", "_counters", "_left")
+
+    def __init__(self, feed: Feed, counters, left: int):
+        self._feed, self._iterator, self._counters, self._left = \
+            feed, feed._iterator, counters, left
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        items = self.__imap_take__(1)
+        if not items:
+            raise StopIteration
+        return items[0]
+
+    def __imap_take__(self, count: int) -> list:
+        feed = self._feed
+        allowed = feed._admit(count)
+        items = list(itertools.islice(self._iterator, allowed)) if allowed else []
+        feed._taken(allowed, len(items), self._left)
+        self._counters.items_in += len(items)
+        return items
