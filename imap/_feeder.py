@@ -159,7 +159,7 @@ class Feeder:
                         self._submit(task, items)
                     taken = len(items)
                 else:   # submits the items as it reads them
-                    taken, failure, ended = self._pull_unsteady(task, granted)
+                    taken, failure, ended = self._pull_ready(task, granted)
                 unused = granted - taken - (failure is not None)
                 if unused:
                     self._give_back(unused)
@@ -176,6 +176,23 @@ class Feeder:
             if self.stopping:
                 return None
         return True
+
+    def _pull_ready(self, task: Task, count: int):
+        """An input that may wait: if its class has ``__imap_read__(count)`` (the results
+        of another IMap: ``_ResultStream``, or a stream that reads one), submit the items it
+        has ready (it waits for the first only; [] at its end; None: read it item by item
+        this time); otherwise ``_pull_unsteady``. Returns like ``_pull_unsteady``."""
+        read = getattr(type(task.iterator), "__imap_read__", None)
+        if read is not None:
+            try:
+                items = read(task.iterator, count)
+            except BaseException as exc:  # noqa: BLE001 - an error in that item's place
+                return 0, exc, False
+            if items is not None:
+                if items:
+                    self._submit(task, items)
+                return len(items), None, not items
+        return self._pull_unsteady(task, count)
 
     def _pull_unsteady(self, task: Task, count: int):
         """Read up to ``count`` items from an input that may wait for data (a generator, a

@@ -366,7 +366,9 @@ class IMap:
         """Iteration over a task: the items of a plain batch are handed out by its list
         iterator at C speed (``chain`` asks _batches for the next iterator only once per
         batch); the first item of each batch and batches with errors go through Task.take."""
-        return _ResultStream.from_iterable(self._batches(task_id, timeout, block))
+        stream = _ResultStream.from_iterable(self._batches(task_id, timeout, block))
+        stream._where = (self, task_id)
+        return stream
 
     def _batches(self, task_id, timeout, block):
         if not block:
@@ -410,7 +412,7 @@ class IMap:
                 context = multiprocessing.get_context(self.start_method)
                 if self.start_method == "forkserver":
                     # imported once by the fork server instead of by every worker
-                    context.set_forkserver_preload(["imap.backends.process"])
+                    context.set_forkserver_preload(list(_PRELOAD))
                 prefix = _shm.pool_prefix()
                 handles += [ProcessHandle(i, context, self.name, self.shm_threshold, prefix)
                             for i in range(self.worker_num)]
@@ -421,11 +423,60 @@ class IMap:
         return handles
 
 
+_PRELOAD = ["imap.backends.process"]
+
+
+def preload(*modules: str) -> None:
+    """Have the fork server import ``modules`` before it forks worker processes, so that
+    each worker finds them imported instead of importing them at its first batch (a
+    library whose objects travel to workers, e.g. papy, calls this when imported).
+
+    The fork server is started once per Python process, by the first process pool with
+    ``start_method='forkserver'`` (the default): modules named after that are imported by
+    each worker when it needs them, as without this call. A module that fails to import in
+    the fork server is skipped there (multiprocessing ignores its ImportError).
+    """
+    for module in modules:
+        if not isinstance(module, str) or not module:
+            raise TypeError(f"preload takes module names (str), not {module!r}")
+        if module not in _PRELOAD:
+            _PRELOAD.append(module)
+
+
 class _ResultStream(itertools.chain):
     """What iterating a task gives: a chain of its batches, marked as reading results of an
-    IMap (a task whose input it is reads it before taking buffer slots)."""
+    IMap (a task whose input it is reads it before taking buffer slots).
+
+    ``__imap_read__(count)``: the results that are ready, waiting only for the first, up to
+    ``count`` ([] at the end; an item's exception is raised as by ``next``). A feeder of
+    another IMap reads its input so (``imap._feeder``), in bulk and without delay."""
 
     __imap_chained__ = True
+
+    def __imap_read__(self, count: int) -> list:
+        imap, task_id = self._where
+        items = self._ready(imap, task_id, count)
+        if items:
+            return items
+        try:
+            first = next(self)      # waits; loads the next batch; raises an item's error
+        except StopIteration:
+            return []
+        return [first] + self._ready(imap, task_id, count - 1)
+
+    @staticmethod
+    def _ready(imap, task_id, count: int) -> list:
+        """Up to ``count`` results of the current batch, if it is plain (no errors, no
+        skips, no tracking), read at C speed from the iterator next() shares."""
+        if count <= 0 or imap._state is not _State.STARTED:
+            return []
+        task = imap._running[task_id]
+        if not task.plain():
+            return []
+        items = list(itertools.islice(task.cursor[1], count))
+        if items and task.released() >= task.wake_at:
+            imap._feeder.wake()
+        return items
 
 
 class TaskIterator:

@@ -22,6 +22,7 @@ papy. The ``papy`` logger has a NullHandler; ``papy.start_logger()`` shows the r
 """
 import logging
 
+import imap as _imap
 from imap import IMap, imports
 
 from . import workers
@@ -35,6 +36,9 @@ from ._signals import handle_signals  # noqa: F401 - papy.handle_signals, not in
 from ._worker import Worker
 
 logging.getLogger("papy").addHandler(logging.NullHandler())
+# the Workers of Pipers unpickle papy's classes in every worker process: the fork server
+# imports papy once instead (when no process pool has started the fork server yet)
+_imap.preload("papy")
 
 __all__ = ["Worker", "Piper", "Dagger", "Plumber", "IMap", "imports", "workers",
            "PapyError", "WorkerError", "PiperError", "DaggerError", "PlumberError"]

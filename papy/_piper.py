@@ -1,7 +1,7 @@
 """Piper: a processing node that evaluates a Worker over its inputs, linearly or on an IMap.
 
     inputs --> inboxes --> consume --> [TaskInput --> IMap task x spawn] --> round_robin
-           --> _settled (errors, timing, tracking) --> produce --> outlet (PassThrough | Tee)
+           --> Settled (errors, timing, tracking) --> produce --> outlet (PassThrough | Tee)
            --> Branch per downstream Piper, or next() for the reader of an output Piper
 
 (see ``papy._streams`` for each stage). Lifecycle, changed under ``Piper._lock``::
@@ -19,21 +19,22 @@ import numbers
 import threading
 
 from . import _ledger as ledger
-from ._errors import PapyError, PiperError, WorkerError, _short_repr
-from ._fuse import FusedCall, LinkedCounters, StageFailed
+from ._errors import PiperError, WorkerError, _short_repr
+from ._fuse import FusedCall, LinkedCounters
 from ._runtime import Feed, RunContext, raise_failures
-from ._streams import (READ_ERRORS, Branch, ChainedTaskInput, PassThrough, PiperCounters,
-                       TaskInput, Tee, consume, fast_inboxes, inboxes, produce, read_error,
+from ._settle import Settled
+from ._streams import (Branch, ChainedTaskInput, PassThrough, PiperCounters,
+                       TaskInput, Tee, consume, fast_inboxes, inboxes, produce,
                        read_task, round_robin)
-from ._worker import BoxingCall, Busy, TimedCall, Worker
+from ._worker import BoxingCall, TimedCall, Worker
 
 log = logging.getLogger("papy")  # one name for the whole package (and "imap")
 
 __all__ = ["Piper"]
 
 
-# exact types that are never a Busy nor a PapyError: _settled skips its two tests for them
-_PLAIN = frozenset({int, float, complex, str, bytes, bool, type(None), tuple, list, dict})
+_NO_ITEM = object()          # never a result: iter(read, _NO_ITEM) ends at StopIteration only
+_READ_AT_ONCE = 1 << 16     # results an output reader takes from its IMap at most at once
 
 
 class PiperState(enum.Enum):
@@ -109,7 +110,7 @@ class Piper:
         self._upstream: list[Piper] = []
         self._branches: list[Branch] = []   # readers of this Piper's output
         self._outlet = None                 # PassThrough or Tee, made at the first read
-        self._read = None                   # next() of an output Piper, once bound
+        self._reader = None                 # an output Piper's results, once read
         self._next_item = None              # gives the next output item (made by connect)
         self._direct = False                # _next_item is the output generator itself
         self._bound_reader = None           # the Piper that reads outbox directly, in C
@@ -201,7 +202,7 @@ class Piper:
         stream, counted = fast_inboxes(inputs, head, context) if head.consume == 1 \
             else (None, False)
         boxing = stream is not None         # the stream gives items, not inboxes
-        count_in = boxing and not counted   # _settled counts the inboxes
+        count_in = boxing and not counted   # Settled counts the inboxes
         if stream is None:
             stream = consume(inboxes(inputs, head, context), head.consume, stride)
         if self._absorbs:
@@ -217,16 +218,16 @@ class Piper:
             task_input = (ChainedTaskInput if chained else TaskInput)(stream)
             tasks = self._add_tasks(func, task_input)
             if len(tasks) == 1:
-                retry = True            # _settled reads the task itself (its fast path)
+                retry = True            # Settled reads the task itself (its fast path)
             else:
                 tasks = [read_task(task, None, self.name) for task in tasks]
         raw = tasks[0] if len(tasks) == 1 else round_robin(tasks, stride)
         if self.produce == 1 and not self.debug:    # the common case: one generator
-            outbox = self._settled(raw, True, count_in, retry)
+            outbox = Settled(self, raw, True, count_in, retry)
             self._next_item, self._direct = outbox.__next__, True
             return outbox
         self._next_item, self._direct = self._pull, False
-        return produce(self._settled(raw, False, count_in, retry), self.produce, stride,
+        return produce(Settled(self, raw, False, count_in, retry), self.produce, stride,
                        self.repeat, self._explode)
 
     def _add_tasks(self, func, task_input) -> list:
@@ -319,7 +320,7 @@ class Piper:
         self.finished = False
         self._bound_reader = None
         self._outlet = None
-        self._read = None
+        self._reader = None
         self._next_item = None
         self.tracked = {}
         self.counters = PiperCounters()
@@ -360,33 +361,58 @@ class Piper:
 
     # -- reading ----------------------------------------------------------------------
     def __iter__(self):
-        return self
+        if self._state is PiperState.STARTED and not self._branches and self._owner is None:
+            if self._reader is None:
+                self._reader = self._output()
+            return self._reader     # C speed per item (see _output)
+        return self             # next() says why it cannot be read
 
     def __next__(self):
-        read = self._read
-        if read is not None and self._state is PiperState.STARTED:    # per item: one call
-            try:
-                return read()
-            except StopIteration:
-                pass
+        reader = self._reader
+        if reader is not None and self._state is PiperState.STARTED:
+            return next(reader)
         return self.next()
 
     def next(self):
         """The next result of an output Piper (one that no downstream Piper reads)."""
         if self._state is not PiperState.STARTED:
             raise PiperError(f"piper {self.name!r} is not started")
-        read = self._read
-        if read is None:
+        if self._reader is None:
             if self._branches or self._owner is not None:
                 raise PiperError(f"piper {self.name!r} is read by downstream Pipers; read "
                                  f"the output Pipers instead")
-            read = self._read = self._outlet_reader(0)
-        try:
-            return read()
-        except StopIteration:
-            if self._context.standalone:
-                raise_failures(self._context.take_failures(), f"piper {self.name!r}")
-            raise
+            self._reader = self._output()
+        return next(self._reader)
+
+    def _output(self):
+        """The results of an output Piper, shared by next() and iteration: a chain of the
+        lists of results its IMap task has ready (``Settled.__imap_read__``), or of its
+        results one by one; at the end, a Piper used without a Plumber raises the failures
+        of its run."""
+        read = self._outlet_reader(0)
+        outbox = self.outbox if self._direct and read is self._next_item else None
+        if getattr(type(outbox), "__imap_read__", None) is not None:
+            parts = self._ready_lists(outbox)
+        else:
+            parts = (iter(read, _NO_ITEM),)     # ends when read() raises StopIteration
+        return itertools.chain.from_iterable(itertools.chain(parts, self._finish()))
+
+    @staticmethod
+    def _ready_lists(outbox):
+        while True:
+            results = outbox.__imap_read__(_READ_AT_ONCE)
+            if results is None:                 # no longer readable in bulk
+                yield iter(outbox.__next__, _NO_ITEM)
+                return
+            if not results:
+                return
+            yield results
+
+    def _finish(self):
+        if self._context.standalone:
+            raise_failures(self._context.take_failures(), f"piper {self.name!r}")
+        return
+        yield       # a generator: runs when the results have ended
 
     def _pull(self):
         try:
@@ -398,72 +424,6 @@ class Piper:
         if self.debug and isinstance(item, PiperError):
             raise item
         return item
-
-    def _settled(self, raw, last: bool, count_in: bool = False, retry: bool = False):
-        """Results as they leave the Worker: time busy added up, a WorkerError wrapped as
-        a PiperError (and logged), tracking. ``last``: nothing follows (no produce, no
-        debug), so this generator also counts the items out and marks the end.
-        ``count_in``: count ``items_in`` here (one inbox per result, the inboxes were made
-        in C). ``retry``: ``raw`` is an IMap task read directly, as ``read_task`` would
-        (a timeout or an imap error is a PiperError in place, then reading goes on).
-        Fused (``self._absorbs``): the results of the whole segment, each counted in this
-        Piper's ``items_in`` (the absorbed Pipers' counters link to it); ``count_in``
-        counts the inboxes of the segment's first Piper."""
-        counters, tracked = self.counters, self.tracked if self.track else None
-        fused = bool(self._absorbs)
-        head = self._absorbs[0].counters if fused else counters
-        index = 0
-        while True:
-            try:
-                for result in raw:
-                    if type(result) not in _PLAIN:      # one test for the common results
-                        if type(result) is Busy:
-                            if fused:
-                                self._add_busy(result.seconds)
-                            else:
-                                counters.time_busy += result.seconds
-                            result = result.value
-                        if type(result) is StageFailed:
-                            result = self._stage_failed(result.stage, result.error)
-                        elif isinstance(result, PapyError):
-                            result = self._error_item(result)
-                    if tracked is not None:
-                        tracked[index] = result
-                    index += 1
-                    if count_in:
-                        head.items_in += 1
-                    if fused:
-                        counters.items_in += 1
-                    if last:
-                        counters.items_out += 1
-                    yield result
-                break
-            except Exception as exc:
-                if not (retry and isinstance(exc, READ_ERRORS)):
-                    reader = self._bound_reader
-                    if reader is None:
-                        raise
-                    # read by the only downstream Piper at C speed: do what its inboxes()
-                    # would do with an input that raised (an error in place, the end)
-                    self._context.fail(exc, f"the input of piper {reader.name!r} raised")
-                    yield PiperError(exc)
-                    return
-                if fused:       # the item failed in one of the stages: say the first
-                    error = self._stage_failed(0, read_error(exc, self.name, self.timeout))
-                else:
-                    error = self._error_item(read_error(exc, self.name, self.timeout))
-                if tracked is not None:
-                    tracked[index] = error
-                index += 1
-                if count_in:
-                    head.items_in += 1
-                if fused:
-                    counters.items_in += 1
-                if last:
-                    counters.items_out += 1
-                yield error
-        if last:
-            self._end_stream()
 
     def _end_stream(self) -> None:
         self.finished = True

@@ -90,14 +90,28 @@ def fast_inboxes(inputs: list, piper, context):
     if isinstance(source, Feed):
         return source.gated(piper.counters), True
     if isinstance(source, Branch):
-        return itertools.chain.from_iterable(_bind(source, piper, context)), False
+        bound = Bound.from_iterable(_bind(source, piper, context))
+        bound.branch = source
+        return bound, False
     return None, False
+
+
+class Bound(itertools.chain):
+    """The items of an upstream Piper for its only reader, bound at the first read (see
+    ``fast_inboxes``). ``__imap_read__``: an IMap feeder reads the upstream's settled
+    results in bulk when they come from an IMap task (``papy._settle.Settled``)."""
+
+    def __imap_read__(self, count: int):
+        stream = self.branch.bound      # None until the first item (read item by item)
+        read = getattr(type(stream), "__imap_read__", None)
+        return None if read is None else read(stream, count)
 
 
 def _bind(branch, piper, context):
     stream = iter(branch)
-    if stream is not branch:        # the upstream's own output generator
+    if stream is not branch:        # the upstream's own output stream
         branch.owner._bound_reader = piper      # its failures are this Piper's input's
+        branch.bound = stream
         yield stream
     else:
         yield inboxes([branch], piper, context, count=False, box=False)
@@ -363,10 +377,11 @@ _END = object()
 class Branch:
     """One downstream reader's view of a Piper's output (see ``papy._streams.Tee``)."""
 
-    __slots__ = ("owner", "reader", "index", "_next")
+    __slots__ = ("owner", "reader", "index", "_next", "bound")
 
     def __init__(self, owner, reader):
         self.owner, self.reader, self.index, self._next = owner, reader, 0, None
+        self.bound = None       # the upstream's output stream, once read directly
 
     def __iter__(self):
         # the only reader of a plain stream reads the stream itself (no layer per item)

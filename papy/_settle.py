@@ -1,0 +1,148 @@
+"""Settled: a Piper's results as they leave its Worker, with the parent's bookkeeping.
+
+    raw results (an IMap task, spawned tasks in turn, or map() for a linear Piper)
+        |  Busy: time busy added up (per stage when fused)
+        |  WorkerError -> PiperError (logged); StageFailed -> passed on through the stages
+        |  tracked[index] = result; items_in (count_in, fused) and items_out (last) counted
+        v
+    __next__()                 one result (the output reader, produce(), a Tee)
+    __imap_read__(count)       the results that are ready, at least one, up to ``count``: an
+                               IMap feeder reading this Piper's output in bulk (see
+                               ``imap._feeder``); None when ``raw`` cannot be read so
+
+Plain results (``PLAIN`` types) of a Piper that tracks nothing and is not fused are handed
+on as they are (counted); in bulk, one C-level scan of their types checks a whole list.
+"""
+from __future__ import annotations
+
+import itertools
+from itertools import compress
+from operator import not_
+
+from ._errors import PapyError, PiperError
+from ._fuse import StageFailed
+from ._streams import READ_ERRORS, read_error
+from ._worker import Busy
+
+__all__ = ["Settled", "PLAIN"]
+
+# exact types that are never a Busy nor a PapyError: settling skips its tests for them
+PLAIN = frozenset({int, float, complex, str, bytes, bool, type(None), tuple, list, dict})
+
+
+class Settled:
+    """The settled results of ``piper`` read from ``raw`` (see the module docstring).
+
+    ``last``: nothing follows (no produce, no debug): count ``items_out`` and mark the end.
+    ``count_in``: count the first Piper's ``items_in`` here (one inbox per result; the
+    inboxes were made in C). ``retry``: ``raw`` is an IMap task: a timeout or an imap error
+    is a PiperError in place, then reading goes on from the next position (a new iteration
+    of ``raw``). Fused (``piper._absorbs``): the results of the whole segment, each counted
+    in the owner's ``items_in`` (the absorbed Pipers' counters link to it).
+    """
+
+    __slots__ = ("piper", "raw", "stream", "last", "count_in", "retry", "fused", "quick",
+                 "counters", "head", "tracked", "index")
+
+    def __init__(self, piper, raw, last: bool, count_in: bool = False, retry: bool = False):
+        self.piper, self.raw, self.stream = piper, raw, iter(raw)
+        self.last, self.count_in, self.retry = last, count_in, retry
+        self.fused = bool(piper._absorbs)
+        self.counters = piper.counters
+        self.head = piper._absorbs[0].counters if self.fused else self.counters
+        self.tracked = piper.tracked if piper.track else None
+        self.quick = self.tracked is None and not self.fused
+        self.index = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        try:
+            result = next(self.stream)
+        except StopIteration:
+            if self.last:
+                self.piper._end_stream()
+            raise
+        except Exception as exc:  # noqa: BLE001 - an error in place, or raised
+            return self._failed(exc)
+        if self.quick and type(result) in PLAIN:
+            if self.count_in:
+                self.head.items_in += 1
+            if self.last:
+                self.counters.items_out += 1
+            return result
+        return self._settle(result)
+
+    def __imap_read__(self, count: int):
+        stream = self.stream
+        read = getattr(type(stream), "__imap_read__", None)
+        if read is None:
+            return None
+        try:
+            results = read(stream, count)
+        except Exception as exc:  # noqa: BLE001
+            return [self._failed(exc)]
+        if results is None:
+            return None
+        if not results:
+            if self.last:
+                self.piper._end_stream()
+            return results
+        if not self.quick:
+            return [self._settle(result) for result in results]
+        if not PLAIN.issuperset(map(type, results)):    # a Busy, an error: find them in C
+            odd = compress(itertools.count(), map(not_, map(PLAIN.__contains__, map(type, results))))
+            for position in list(odd):
+                results[position] = self._convert(results[position])
+        if self.count_in:
+            self.head.items_in += len(results)
+        if self.last:
+            self.counters.items_out += len(results)
+        return results
+
+    def _convert(self, result):
+        """A result that is not PLAIN: its Busy time added up, an error item made."""
+        piper = self.piper
+        if type(result) is Busy:
+            if self.fused:
+                piper._add_busy(result.seconds)
+            else:
+                self.counters.time_busy += result.seconds
+            result = result.value
+        if type(result) is StageFailed:
+            return piper._stage_failed(result.stage, result.error)
+        if isinstance(result, PapyError):
+            return piper._error_item(result)
+        return result
+
+    def _settle(self, result):
+        if type(result) not in PLAIN:
+            result = self._convert(result)
+        if self.tracked is not None:
+            self.tracked[self.index] = result
+        self.index += 1
+        if self.count_in:
+            self.head.items_in += 1
+        if self.fused:
+            self.counters.items_in += 1
+        if self.last:
+            self.counters.items_out += 1
+        return result
+
+    def _failed(self, exc: Exception):
+        piper = self.piper
+        if not (self.retry and isinstance(exc, READ_ERRORS)):
+            reader = piper._bound_reader
+            if reader is None:
+                raise exc
+            # read by the only downstream Piper at C speed: do what its inboxes() would do
+            # with an input that raised (an error in place, then the end)
+            piper._context.fail(exc, f"the input of piper {reader.name!r} raised")
+            self.stream = iter(())
+            return PiperError(exc)
+        self.stream = iter(self.raw)        # the next position, after the error
+        error = read_error(exc, piper.name, piper.timeout)
+        if self.fused:      # the item failed in one of the stages: say the first
+            return self._settle(StageFailed(0, error))
+        return self._settle(error)
