@@ -116,7 +116,13 @@ class FusedCall:
         return values[0]
 
     def _report(self, value, now):
-        busy, self.pending, self.reported = tuple(self.pending), [0.0] * len(self.stages), now
+        # threads of a pool share this object: the list is changed in place, never replaced,
+        # so that time another thread adds now is reported next time, not lost
+        pending = self.pending
+        busy = tuple(pending)
+        for stage, seconds in enumerate(busy):
+            pending[stage] -= seconds
+        self.reported = now
         return Busy(busy, value)
 
     def __getstate__(self):

@@ -1,0 +1,203 @@
+"""Fusion (papy._fuse): a chain of Pipers on one IMap runs as one task, with the results,
+error items and counters of the unfused pipeline; and the output reader's bulk path."""
+import os
+import time
+
+import pytest
+
+from papy import IMap, Piper, PiperError, Plumber, WorkerError
+
+
+def inc(inbox):
+    return inbox[0] + 1
+
+
+def fails_on_5(inbox):
+    if inbox[0] == 5:
+        raise ValueError("five")
+    return inbox[0]
+
+
+def double(inbox):
+    return inbox[0] * 2
+
+
+def dec(inbox):
+    return inbox[0] - 1
+
+
+def as_list(inbox):
+    return [inbox[0], inbox[0]]
+
+
+def first(inbox):
+    return inbox[0][0]
+
+
+def join_sum(inbox):
+    return inbox[0] + inbox[1]
+
+
+def nap_10ms(inbox):
+    time.sleep(0.01)
+    return inbox[0]
+
+
+def nap_30ms(inbox):
+    time.sleep(0.03)
+    return inbox[0]
+
+
+def dies_on_3(inbox):
+    if inbox[0] == 3:
+        os._exit(7)
+    return inbox[0]
+
+
+def run_chain(functions, data, fuse, **imap_options):
+    """Run functions as a chain of Pipers on one IMap; (results, counters, owner's absorbs
+    while running)."""
+    with IMap(**imap_options) as imap:
+        pipers = [Piper(f, parallel=imap, name=f"{k}-{f.__name__}")
+                  for k, f in enumerate(functions)]
+        plumber = Plumber()
+        plumber.fuse = fuse
+        plumber.add_pipe(tuple(pipers))
+        plumber.start([data])
+        absorbed = [p.name for p in pipers[-1]._absorbs]
+        results = list(pipers[-1])
+        plumber.stop()
+        counters = {p.name: (c.items_in, c.items_out, c.errors)
+                    for p, c in plumber.stats["pipers"].items()}
+    return results, counters, absorbed
+
+
+def described(results):
+    return [repr(r) if isinstance(r, PiperError) else r for r in results]
+
+
+def test_a_fused_chain_gives_the_results_errors_and_counters_of_the_unfused(pool_options):
+    functions = (inc, fails_on_5, double, dec)
+    fused = run_chain(functions, range(20), True, **pool_options)
+    plain = run_chain(functions, range(20), False, **pool_options)
+    assert fused[2] == ["0-inc", "1-fails_on_5", "2-double"] and plain[2] == []
+    assert described(fused[0]) == described(plain[0])
+    assert fused[0][:4] == [1, 3, 5, 7] and fused[0][5] == 11
+    error = fused[0][4]     # inc(4) == 5 fails in the second stage, passed on twice
+    assert isinstance(error, PiperError)
+    assert isinstance(error.args[0].args[0].args[0], WorkerError)
+    assert fused[1] == plain[1] == {"0-inc": (20, 20, 0), "1-fails_on_5": (20, 20, 1),
+                                    "2-double": (20, 20, 1), "3-dec": (20, 20, 1)}
+
+
+def test_a_list_result_between_fused_stages_is_boxed_as_unfused(worker_type):
+    results, _, absorbed = run_chain((as_list, first, inc), [1, 2, 3], True,
+                                     worker_type=worker_type, worker_num=2)
+    assert absorbed and results == [2, 3, 4]
+
+
+@pytest.mark.parametrize("change", ["track", "timeout", "produce", "spawn", "debug",
+                                    "consume", "fan-out", "other IMap"])
+def test_no_fusion_where_the_parent_has_work_between_two_pipers(change):
+    with IMap(worker_type="thread", worker_num=2) as imap, \
+            IMap(worker_type="thread", worker_num=1) as other:
+        options = {"track": dict(track=True), "timeout": dict(timeout=30),
+                   "produce": dict(produce=2, repeat=True), "spawn": dict(spawn=2),
+                   "debug": dict(debug=True), "other IMap": {}}.get(change, {})
+        a = Piper(inc, parallel=imap, **options)
+        b = Piper(inc, parallel=other if change == "other IMap" else imap,
+                  consume=2 if change in ("consume", "produce") else 1,
+                  spawn=2 if change == "spawn" else 1)
+        plumber = Plumber()
+        plumber.add_pipe((a, b))
+        if change == "fan-out":
+            plumber.add_pipe((a, Piper(inc, parallel=imap)))
+        plumber.start([range(8)])
+        assert b._absorbs == () and a._owner is None
+        outputs = plumber.get_outputs()
+        results = [list(p) for p in outputs]
+        plumber.stop()
+    assert all(results)
+
+
+def test_a_join_then_a_chain_fuses_behind_the_join(worker_type):
+    with IMap(worker_type=worker_type, worker_num=2) as imap:
+        left, right = Piper(inc, parallel=imap), Piper(double, parallel=imap)
+        joined = Piper(join_sum, parallel=imap)
+        last = Piper(dec, parallel=imap)
+        plumber = Plumber()
+        plumber.add_pipe((left, joined, last))
+        plumber.add_pipe((right, joined))
+        plumber.start([range(10), range(10)])
+        assert last._absorbs == (joined,)
+        results = list(last)
+        plumber.stop()
+    assert results == [(x + 1) + 2 * x - 1 for x in range(10)]
+
+
+def test_time_busy_is_measured_per_fused_stage():
+    with IMap(worker_type="thread", worker_num=2) as imap:
+        a, b = Piper(nap_10ms, parallel=imap), Piper(nap_30ms, parallel=imap)
+        plumber = Plumber()
+        plumber.add_pipe((a, b))
+        plumber.start([range(20)])
+        assert b._absorbs == (a,)
+        assert list(b) == list(range(20))
+        busy_a, busy_b = a.counters.time_busy, b.counters.time_busy
+        plumber.stop()
+    # 20 items each; the last few milliseconds of a run may not be reported
+    assert 20 * 0.01 * 0.7 <= busy_a < 20 * 0.03 * 0.7
+    assert busy_b >= 20 * 0.03 * 0.7
+
+
+def test_a_worker_lost_in_a_fused_stage_is_an_error_in_place_for_every_stage():
+    with IMap(worker_type="process", worker_num=2) as imap:
+        pipers = [Piper(f, parallel=imap) for f in (inc, dies_on_3, double)]
+        plumber = Plumber()
+        plumber.add_pipe(tuple(pipers))
+        plumber.start([range(6)])
+        results = list(pipers[-1])
+        errors = [p.counters.errors for p in pipers]
+        plumber.stop()
+    assert [r for k, r in enumerate(results) if k != 2] == [2, 4, 8, 10, 12]
+    assert isinstance(results[2], PiperError)
+    assert errors == [1, 1, 1]
+
+
+def test_a_fused_plumber_runs_twice():
+    with IMap(worker_type="thread", worker_num=2) as imap:
+        pipers = [Piper(f, parallel=imap) for f in (inc, double, dec)]
+        plumber = Plumber()
+        plumber.add_pipe(tuple(pipers))
+        for data in (range(5), range(100, 103)):
+            plumber.start([data])
+            assert list(pipers[-1]) == [(x + 1) * 2 - 1 for x in data]
+            plumber.stop()
+            assert pipers[-1]._absorbs == () and pipers[0]._owner is None
+
+
+def test_an_absorbed_piper_says_it_cannot_be_read():
+    with IMap(worker_type="thread", worker_num=2) as imap:
+        a, b = Piper(inc, parallel=imap), Piper(inc, parallel=imap)
+        plumber = Plumber()
+        plumber.add_pipe((a, b))
+        plumber.start([range(3)])
+        with pytest.raises(PiperError, match="read by downstream Pipers"):
+            next(a)
+        assert list(b) == [2, 3, 4]
+        plumber.stop()
+
+
+def test_next_and_iteration_of_an_output_share_one_position(worker_type):
+    with IMap(worker_type=worker_type, worker_num=2, stride=4) as imap:
+        piper = Piper(inc, parallel=imap)
+        plumber = Plumber()
+        plumber.add_pipe((piper,))
+        plumber.start([range(50)])
+        head = [next(piper), next(piper)]
+        iterator = iter(piper)
+        middle = [next(iterator) for _ in range(10)]
+        tail = [next(piper)] + list(piper)
+        assert piper.counters.items_out == 50 and piper.finished
+        plumber.stop()
+    assert head + middle + tail == [x + 1 for x in range(50)]
