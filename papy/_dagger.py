@@ -361,7 +361,9 @@ class Dagger:
     def _pull_outputs(self, outputs, should_stop=None) -> bool:
         """Read the outputs round-robin, one item each, discarding; True when all ended,
         False when ``should_stop()`` said so at a round boundary."""
-        live = [(piper, piper._outlet_reader(0)) for piper in outputs]
+        # an output read by hand has a reader holding results: go on from its position
+        live = [(piper, piper._reader.__next__ if piper._reader is not None
+                 else piper._outlet_reader(0)) for piper in outputs]
         while live:
             if should_stop is not None and should_stop():
                 return False

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from itertools import repeat
 
-from ._errors import PapyError
+from ._errors import PiperError, WorkerError
 from ._streams import PiperCounters
 from ._worker import REPORT_EVERY, Busy, _clock, map_stage
 
@@ -76,7 +76,9 @@ class FusedCall:
     each; ``boxing``: the call is given the item, not the inbox (as ``BoxingCall``).
 
     A batch (``__imap_batch__``) goes through each stage in turn, in C where it can
-    (``map_stage``); an item that an earlier stage failed skips the later ones. Most
+    (``map_stage``); an item that an earlier stage failed (an error item, which the next
+    Worker would not evaluate) skips the later ones, and so does an item whose function
+    raised what is not an Exception (it is that position's error, as per item). Most
     results travel bare; about every ``REPORT_EVERY`` seconds one is wrapped in a ``Busy``
     whose ``seconds`` is a tuple, one per stage.
     """
@@ -88,31 +90,36 @@ class FusedCall:
 
     def __imap_batch__(self, items: list):
         pending, last = self.pending, len(self.stages) - 1
-        failed, positions = {}, None    # positions: where the values go, once some failed
+        failed, raised = {}, {}     # by position in items: StageFailed / not an Exception
+        positions = None            # where the values go in items, once some dropped out
         values, boxed = items, self.boxing
         start = _clock()
         for stage, (worker, bare) in enumerate(self.stages):
-            values = map_stage(worker, bare, values, boxed)
+            values, stage_raised = map_stage(worker, bare, values, boxed)
             boxed = True
             now = _clock()
             pending[stage] += now - start
             start = now
-            if stage != last and any(map(isinstance, values, repeat(PapyError))):
-                positions, values = _drop_failed(stage, values, positions, failed)
-        if failed:
+            if stage_raised or (stage != last and
+                                any(map(isinstance, values, repeat(_SKIPPED_BY_NEXT)))):
+                positions, values = _drop_out(stage, last, values, positions, stage_raised,
+                                              failed, raised)
+        if positions is not None:
             merged = [None] * len(items)
             for position, value in zip(positions, values):
                 merged[position] = value
             for position, value in failed.items():
                 merged[position] = value
             values = merged
-        if now - self.reported >= REPORT_EVERY:
+        if now - self.reported >= REPORT_EVERY and len(items) - 1 not in raised:
             values[-1] = self._report(values[-1], now)
-        return values, None
+        return values, raised or None
 
     def __call__(self, inbox):
         """One item (the IMap's tracked mode: small batches, slow items)."""
-        values, _ = self.__imap_batch__([inbox])
+        values, raised = self.__imap_batch__([inbox])
+        if raised:
+            raise raised[0]
         return values[0]
 
     def _report(self, value, now):
@@ -138,14 +145,23 @@ class FusedCall:
         return f"FusedCall({', '.join(repr(w) for w in self.workers)})"
 
 
-def _drop_failed(stage, values, positions, failed):
-    """Move the errors of ``values`` (stage ``stage``) into ``failed`` as StageFailed;
-    return the positions and values that go on to the next stage."""
+# what the next stage's Worker would not evaluate: an error item (the parent makes a
+# PiperError of a WorkerError before the next Piper sees it)
+_SKIPPED_BY_NEXT = (PiperError, WorkerError)
+
+
+def _drop_out(stage, last, values, positions, stage_raised, failed, raised):
+    """The items that leave the segment at ``stage``: errors (``failed``, as StageFailed,
+    unless it is the last stage) and what raised a non-Exception (``raised``). Returns
+    the positions (in the batch) and the values that go on."""
     if positions is None:
         positions = range(len(values))
+    stage_raised = stage_raised or {}
     kept_positions, kept = [], []
-    for position, value in zip(positions, values):
-        if isinstance(value, PapyError):
+    for k, (position, value) in enumerate(zip(positions, values)):
+        if k in stage_raised:
+            raised[position] = stage_raised[k]
+        elif stage != last and isinstance(value, _SKIPPED_BY_NEXT):
             failed[position] = StageFailed(stage, value)
         else:
             kept_positions.append(position)

@@ -24,7 +24,7 @@ from ._fuse import FusedCall, LinkedCounters
 from ._runtime import Feed, RunContext, raise_failures
 from ._settle import Settled
 from ._streams import (Branch, ChainedTaskInput, PassThrough, PiperCounters,
-                       TaskInput, Tee, consume, fast_inboxes, inboxes, produce,
+                       ReaderCounters, TaskInput, Tee, consume, fast_inboxes, inboxes, produce,
                        read_task, round_robin)
 from ._worker import BoxingCall, TimedCall, Worker
 
@@ -397,16 +397,22 @@ class Piper:
             parts = (iter(read, _NO_ITEM),)     # ends when read() raises StopIteration
         return itertools.chain.from_iterable(itertools.chain(parts, self._finish()))
 
-    @staticmethod
-    def _ready_lists(outbox):
+    def _ready_lists(self, outbox):
+        counters = self.counters
+        counters.__class__ = ReaderCounters     # items_out: what was read, not handed over
         while True:
+            if self._state is not PiperState.STARTED:
+                raise PiperError(f"piper {self.name!r} is not started")
             results = outbox.__imap_read__(_READ_AT_ONCE)
             if results is None:                 # no longer readable in bulk
+                counters.unread = None
                 yield iter(outbox.__next__, _NO_ITEM)
                 return
             if not results:
+                counters.unread = None
                 return
-            yield results
+            counters.unread = unread = iter(results)
+            yield unread
 
     def _finish(self):
         if self._context.standalone:

@@ -12,7 +12,7 @@
             |          read_task() reads each (a timeout or an imap error: an error in place)
         round_robin()  ``stride`` results from each spawned task in turn (restores order)
             |
-        (Piper._settled: errors wrapped, timing, tracking, counters)
+        Settled        errors wrapped, timing, tracking, counters (papy._settle)
             |
         produce()      n items per result, stride-interleaved (or the result n times)
             |
@@ -43,7 +43,7 @@ from ._runtime import Feed
 
 log = logging.getLogger("papy")
 
-__all__ = ["PiperCounters", "inboxes", "fast_inboxes", "consume", "produce", "round_robin", "read_task",
+__all__ = ["PiperCounters", "ReaderCounters", "inboxes", "fast_inboxes", "consume", "produce", "round_robin", "read_task",
            "read_error", "READ_ERRORS",
            "TaskInput", "ChainedTaskInput", "Tee", "PassThrough", "Branch"]
 
@@ -59,6 +59,8 @@ class PiperCounters:
     time_busy: float = 0.0
     #: the IMap task iterators of a parallel Piper, for time_waiting
     waits_on: tuple = field(default=(), repr=False, compare=False)
+    #: an output Piper's results handed to its reader and not read yet (see ReaderCounters)
+    unread: object = field(default=None, repr=False, compare=False)
 
     @property
     def time_waiting(self) -> float:
@@ -70,19 +72,40 @@ class PiperCounters:
         return getattr(self, key)
 
 
+_ITEMS_OUT = PiperCounters.items_out      # the slot of the base class
+
+
+class ReaderCounters(PiperCounters):
+    """The counters of an output Piper read through its reader (``Piper._output``), which
+    takes ready results a list at a time: ``items_out`` leaves out those of the current
+    list not read yet (``unread``, its iterator), so it counts what the reader gave out."""
+
+    __slots__ = ()
+
+    @property
+    def items_out(self) -> int:
+        unread = self.unread
+        out = _ITEMS_OUT.__get__(self)
+        return out if unread is None else out - unread.__length_hint__()
+
+    @items_out.setter
+    def items_out(self, value: int) -> None:
+        _ITEMS_OUT.__set__(self, value)
+
+
 def fast_inboxes(inputs: list, piper, context):
     """The *items* of a Piper with one input, read at C speed where that keeps the
     behaviour of ``inboxes``: ``(stream, counts_items_in)``, or ``(None, False)`` to use
     ``inboxes``. The Piper's call (``BoxingCall``) makes each inbox ``[item]`` where it
     runs.
 
-    - a steady Feed (a list, range, count, ... behind the gate): ``map(gate, input)``, which
-      an IMap reads in bulk; the gate counts ``items_in``;
-    - an upstream Piper read by this Piper only, whose output is its plain stream (a
-      generator that does not raise, see ``Piper._iterator_for``): that generator. Which
-      it is is known only when reading starts (every downstream Piper connected), so the
-      choice is made then, behind ``chain``; ``items_in`` is counted by the caller
-      (``Piper._settled``: one inbox per result when ``consume == 1``).
+    - a steady Feed (a list, range, count, ... behind the gate): ``Feed.gated`` (``Gated``),
+      which an IMap reads in bulk (``__imap_take__``); the gate counts ``items_in``;
+    - an upstream Piper read by this Piper only, whose output is its plain stream (its
+      ``Settled``, see ``Piper._iterator_for``): that stream. Which it is is known only
+      when reading starts (every downstream Piper connected), so the choice is made then,
+      behind ``Bound`` (which lets an IMap read the stream in bulk); ``items_in`` is
+      counted by the caller (``Settled``: one inbox per result when ``consume == 1``).
     """
     if len(inputs) != 1:
         return None, False

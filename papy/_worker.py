@@ -217,24 +217,35 @@ _clock = time.perf_counter
 REPORT_EVERY = 0.01     # seconds of work between two reports of a TimedCall
 
 
-def map_stage(worker, bare, values: list, boxed: bool) -> list:
-    """``worker`` over a batch, its errors as values: the inboxes ``values`` or, ``boxed``,
-    the inboxes ``[item]`` for each item of ``values``. With a ``bare`` function (a Worker
-    of one function without arguments) and no item that could hold an upstream error, the
-    loop runs in C (``list.extend`` over ``map``, resumed after an exception)."""
+def map_stage(worker, bare, values: list, boxed: bool) -> tuple[list, dict | None]:
+    """``worker`` over a batch: ``(results, raised)``, user errors as values (WorkerError).
+    ``values`` are the inboxes or, ``boxed``, the items (each evaluated as ``[item]``).
+    With a ``bare`` function (a Worker of one function without arguments) and no item that
+    could hold an upstream error, the function is called directly. The loop runs in C
+    (``list.extend`` over ``map``), resumed after an exception; ``raised`` is None or
+    ``{position: exception}`` for what is not an Exception (SystemExit, ...): those
+    positions hold None, as the per-item path would fail only that item."""
     if not boxed:
-        return list(map(worker, values))        # Worker.__call__ never raises an Exception
+        return _resumable(worker, values)
     inboxes = list(map(list, zip(values)))
     if bare is None or any(map(isinstance, values, itertools.repeat(_SUSPECT))):
-        return list(map(worker, inboxes))
-    results = []
-    mapped = map(bare, inboxes)
+        return _resumable(worker, inboxes)
+    return _resumable(bare, inboxes)
+
+
+def _resumable(func, inboxes: list) -> tuple[list, dict | None]:
+    results, raised = [], None
+    mapped = map(func, inboxes)
     while True:
         try:
             results.extend(mapped)
-            return results
+            return results, raised
         except Exception as exc:  # noqa: BLE001 - every user error becomes a value
-            results.append(_worker_error(exc, bare, inboxes[len(results)]))
+            results.append(_worker_error(exc, func, inboxes[len(results)]))
+        except BaseException as exc:  # noqa: BLE001 - that item's error, as per item
+            raised = raised or {}
+            raised[len(results)] = exc
+            results.append(None)
 
 
 class Busy:
@@ -267,13 +278,13 @@ class TimedCall:
     def __imap_batch__(self, items: list):
         """A whole batch (``imap._evaluate.evaluate``): timed once, errors as values."""
         start = _clock()
-        values = map_stage(self.worker, self.bare, items, self.boxed)
+        values, raised = map_stage(self.worker, self.bare, items, self.boxed)
         now = _clock()
         self.pending += now - start
-        if now - self.reported >= REPORT_EVERY and values:
+        if now - self.reported >= REPORT_EVERY and values and not raised:
             values[-1] = Busy(self.pending, values[-1])
             self.pending, self.reported = 0.0, now
-        return values, None
+        return values, raised
 
     def __call__(self, inbox):
         bare = self.bare

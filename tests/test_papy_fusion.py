@@ -201,3 +201,54 @@ def test_next_and_iteration_of_an_output_share_one_position(worker_type):
         assert piper.counters.items_out == 50 and piper.finished
         plumber.stop()
     assert head + middle + tail == [x + 1 for x in range(50)]
+
+
+def leaves_on_7(inbox):
+    if inbox[0] == 7:
+        raise SystemExit(3)
+    return inbox[0]
+
+
+def test_a_non_exception_fails_only_its_item_in_a_batch():
+    """As when items are evaluated one by one: SystemExit is that item's error (imap's),
+    the others of the batch keep their results; a fused item that raised skips the rest."""
+    from papy import Worker
+    from papy._fuse import FusedCall, StageFailed
+    from papy._worker import BoxingCall
+    values, raised = BoxingCall(Worker(leaves_on_7)).__imap_batch__(list(range(10)))
+    assert list(raised) == [7] and isinstance(raised[7], SystemExit)
+    assert values[:7] == list(range(7)) and values[8:] == [8, 9]
+    fused = FusedCall([Worker(fails_on_5), Worker(inc), Worker(leaves_on_7)], True)
+    values, raised = fused.__imap_batch__(list(range(10)))
+    assert list(raised) == [6] and isinstance(raised[6], SystemExit)   # inc(6) == 7
+    assert isinstance(values[5], StageFailed) and values[5].stage == 0
+    assert [v for k, v in enumerate(values) if k not in (5, 6)] == [1, 2, 3, 4, 5, 8, 9, 10]
+    with pytest.raises(SystemExit):
+        fused(6)
+
+
+def test_an_output_read_by_hand_counts_what_it_gave_out():
+    with IMap(worker_type="thread", worker_num=2) as imap:
+        piper = Piper(inc, parallel=imap)
+        plumber = Plumber()
+        plumber.add_pipe((piper,))
+        plumber.start([range(5000)])
+        for _ in range(3001):
+            next(piper)
+        assert plumber.stats["pipers"][piper].items_out == 3001
+        plumber.stop()
+
+
+def test_iterating_an_output_after_it_was_stopped_says_so():
+    with IMap(worker_type="thread", worker_num=2) as imap:
+        piper = Piper(inc, parallel=imap)
+        plumber = Plumber()
+        plumber.add_pipe((piper,))
+        plumber.start([range(100000)])
+        seen = 0
+        with pytest.raises(PiperError, match="not started"):
+            for _ in piper:
+                seen += 1
+                if seen == 3000:
+                    piper.stop(forced=True)
+        plumber.stop()
