@@ -30,7 +30,7 @@ from itertools import repeat
 
 from ._errors import PiperError, WorkerError
 from ._streams import PiperCounters
-from ._worker import REPORT_EVERY, Busy, _clock, map_stage
+from ._worker import _NEVER_SUSPECT, REPORT_EVERY, Busy, _clock, map_stage
 
 __all__ = ["segments", "FusedCall", "StageFailed", "LinkedCounters"]
 
@@ -101,6 +101,7 @@ class FusedCall:
             pending[stage] += now - start
             start = now
             if stage_raised or (stage != last and
+                                not _NEVER_SUSPECT.issuperset(map(type, values)) and
                                 any(map(isinstance, values, repeat(_SKIPPED_BY_NEXT)))):
                 positions, values = _drop_out(stage, last, values, positions, stage_raised,
                                               failed, raised)

@@ -10,8 +10,8 @@
                                IMap feeder reading this Piper's output in bulk (see
                                ``imap._feeder``); None when ``raw`` cannot be read so
 
-Plain results (``PLAIN`` types) of a Piper that tracks nothing and is not fused are handed
-on as they are (counted); in bulk, one C-level scan of their types checks a whole list.
+Plain results (``PLAIN`` types) of a Piper that tracks nothing are handed on as they are
+(counted); in bulk, one C-level scan of their types checks a whole list.
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ class Settled:
         self.counters = piper.counters
         self.head = piper._absorbs[0].counters if self.fused else self.counters
         self.tracked = piper.tracked if piper.track else None
-        self.quick = self.tracked is None and not self.fused
+        self.quick = self.tracked is None
         self.index = 0
 
     def __iter__(self):
@@ -69,6 +69,8 @@ class Settled:
         if self.quick and type(result) in PLAIN:
             if self.count_in:
                 self.head.items_in += 1
+            if self.fused:
+                self.counters.items_in += 1
             if self.last:
                 self.counters.items_out += 1
             return result
@@ -97,6 +99,8 @@ class Settled:
                 results[position] = self._convert(results[position])
         if self.count_in:
             self.head.items_in += len(results)
+        if self.fused:
+            self.counters.items_in += len(results)
         if self.last:
             self.counters.items_out += len(results)
         return results

@@ -226,22 +226,27 @@ def map_stage(worker, bare, values: list, boxed: bool) -> tuple[list, dict | Non
     ``{position: exception}`` for what is not an Exception (SystemExit, ...): those
     positions hold None, as the per-item path would fail only that item."""
     if not boxed:
-        return _resumable(worker, values)
-    inboxes = list(map(list, zip(values)))
-    if bare is None or any(map(isinstance, values, itertools.repeat(_SUSPECT))):
-        return _resumable(worker, inboxes)
-    return _resumable(bare, inboxes)
+        return _resumable(worker, values, False)
+    if bare is None or not (_NEVER_SUSPECT.issuperset(map(type, values)) or not any(
+            map(isinstance, values, itertools.repeat(_SUSPECT)))):
+        return _resumable(worker, values, True)
+    return _resumable(bare, values, True)
 
 
-def _resumable(func, inboxes: list) -> tuple[list, dict | None]:
+# exact types that never hold an upstream error: one C-level check of a batch's types
+_NEVER_SUSPECT = frozenset({int, float, complex, str, bytes, bool, type(None), tuple, dict})
+
+
+def _resumable(func, values: list, boxed: bool) -> tuple[list, dict | None]:
     results, raised = [], None
-    mapped = map(func, inboxes)
+    mapped = map(func, map(list, zip(values)) if boxed else values)
     while True:
         try:
             results.extend(mapped)
             return results, raised
         except Exception as exc:  # noqa: BLE001 - every user error becomes a value
-            results.append(_worker_error(exc, func, inboxes[len(results)]))
+            inbox = values[len(results)]
+            results.append(_worker_error(exc, func, [inbox] if boxed else inbox))
         except BaseException as exc:  # noqa: BLE001 - that item's error, as per item
             raised = raised or {}
             raised[len(results)] = exc
