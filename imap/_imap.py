@@ -423,7 +423,7 @@ class IMap:
         return handles
 
 
-_PRELOAD = ["imap.backends.process"]
+_PRELOAD = ["imap.backends.process", "dill"]   # dill: workers load functions with it
 
 
 def preload(*modules: str) -> None:

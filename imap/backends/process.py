@@ -20,7 +20,6 @@ they ignore SIGINT, so Ctrl-C reaches only the parent, which stops the pool.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import pickle
 import signal
@@ -46,7 +45,7 @@ def _set_parent_death_signal(expected_parent: int | None) -> None:
     if not sys.platform.startswith("linux"):
         return
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)     # libc is among this process's symbols
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return
@@ -65,7 +64,7 @@ def _keep_freed_memory() -> None:
     if not sys.platform.startswith("linux"):
         return
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        libc = ctypes.CDLL(None)     # this process's symbols, libc's among them (no search)
         libc.mallopt(-4, 0)          # M_MMAP_MAX: no mmap for large blocks
         libc.mallopt(-1, 1 << 30)    # M_TRIM_THRESHOLD: keep up to 1 GiB of freed heap
     except (OSError, AttributeError):
