@@ -44,7 +44,7 @@ log = logging.getLogger("imap")
 log.addHandler(logging.NullHandler())
 
 #: default stride per worker: long enough for batches that amortise IPC (see docs/imap.md)
-STRIDE_PER_WORKER = 1024
+STRIDE_PER_WORKER = 2048
 #: seconds stop() waits for a feeder that is blocked inside a user's iterator
 FEEDER_GRACE = 2.0
 _names = itertools.count()
@@ -80,7 +80,7 @@ class IMap:
       worker_num    local workers (default: the number of CPUs); 0 for a remote-only pool
       worker_remote [('host[:port]', n), ...] RPyC classic servers and workers per host
       stride        consecutive items of one task before moving to the next task
-                    (default 1024 x workers: batches long enough to amortise IPC)
+                    (default 2048 x workers: batches long enough to amortise IPC)
       buffer        at most this many items read and not yet taken (default 2 x tasks x stride)
       ordered       results in input order (True) or completion order (False)
       skip          after next(timeout=...) times out, drop that position (True) or keep it

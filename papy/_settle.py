@@ -93,10 +93,16 @@ class Settled:
             return results
         if not self.quick:
             return [self._settle(result) for result in results]
-        if not PLAIN.issuperset(map(type, results)):    # a Busy, an error: find them in C
-            odd = compress(itertools.count(), map(not_, map(PLAIN.__contains__, map(type, results))))
-            for position in list(odd):
-                results[position] = self._convert(results[position])
+        if not PLAIN.issuperset(map(type, results)):
+            last = len(results) - 1
+            if type(results[last]) is Busy and PLAIN.issuperset(
+                    map(type, itertools.islice(results, last))):
+                results[last] = self._convert(results[last])    # a batch's Busy report
+            else:   # errors, ...: find them in C
+                odd = compress(itertools.count(),
+                               map(not_, map(PLAIN.__contains__, map(type, results))))
+                for position in list(odd):
+                    results[position] = self._convert(results[position])
         if self.count_in:
             self.head.items_in += len(results)
         if self.fused:
