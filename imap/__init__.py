@@ -10,7 +10,9 @@ See docs/imap.md for the model (tasks, stride, buffer) and every parameter.
 from ._errors import (IMapError, RemoteError, RemoteTraceback, SerializationError,
                       WorkerDiedError, WorkerStartError)
 from ._feeder import waiting_for_input
-from ._imap import IMap, TaskIterator, preload  # noqa: F401 - imap.preload, not in __all__
+from ._config import preload  # noqa: F401 - imap.preload, not in __all__
+from ._imap import IMap
+from ._results import TaskIterator
 from ._imports import imports
 
 __all__ = ["IMap", "TaskIterator", "imports", "waiting_for_input", "IMapError",

@@ -63,3 +63,23 @@ def dump_function(spec: TaskSpec) -> bytes:
             f"{exc}. Remove references to unpicklable objects (locks, files, sockets, "
             f"generators) from its globals, closure and arguments, or use worker_type='thread'"
         ) from exc
+
+
+PRELOAD = ["imap.backends.process", "dill"]   # dill: workers load functions with it
+
+
+def preload(*modules: str) -> None:
+    """Have the fork server import ``modules`` before it forks worker processes, so that
+    each worker finds them imported instead of importing them at its first batch (a
+    library whose objects travel to workers, e.g. papy, calls this when imported).
+
+    The fork server is started once per Python process, by the first process pool with
+    ``start_method='forkserver'`` (the default): modules named after that are imported by
+    each worker when it needs them, as without this call. A module that fails to import in
+    the fork server is skipped there (multiprocessing ignores its ImportError).
+    """
+    for module in modules:
+        if not isinstance(module, str) or not module:
+            raise TypeError(f"preload takes module names (str), not {module!r}")
+        if module not in PRELOAD:
+            PRELOAD.append(module)

@@ -35,7 +35,9 @@ import weakref
 
 from . import _config
 from ._feeder import Feeder
+from ._inputs import _is_chained, _is_steady
 from ._pool import Pool
+from ._results import TaskIterator, _ResultStream
 from ._task import Task
 from .backends import _shm
 from .backends.base import Batch, TaskSpec
@@ -94,6 +96,8 @@ class IMap:
                     least this many bytes travel through POSIX shared memory instead of the
                     pipe (default 1 MiB; 0 turns it off)
     """
+
+    __imap_chained__ = True     # an input that reads an IMap's results (imap._inputs)
 
     def __init__(self, func=None, iterable=None, args=None, kwargs=None, worker_type="process",
                  worker_num=None, worker_remote=None, stride=None, buffer=None, ordered=True,
@@ -412,7 +416,7 @@ class IMap:
                 context = multiprocessing.get_context(self.start_method)
                 if self.start_method == "forkserver":
                     # imported once by the fork server instead of by every worker
-                    context.set_forkserver_preload(list(_PRELOAD))
+                    context.set_forkserver_preload(list(_config.PRELOAD))
                 prefix = _shm.pool_prefix()
                 handles += [ProcessHandle(i, context, self.name, self.shm_threshold, prefix)
                             for i in range(self.worker_num)]
@@ -421,134 +425,6 @@ class IMap:
             handles += remote.make_remote_handles(self.worker_remote, tls=self.remote_tls,
                                                   timeout=self.remote_timeout)
         return handles
-
-
-_PRELOAD = ["imap.backends.process", "dill"]   # dill: workers load functions with it
-
-
-def preload(*modules: str) -> None:
-    """Have the fork server import ``modules`` before it forks worker processes, so that
-    each worker finds them imported instead of importing them at its first batch (a
-    library whose objects travel to workers, e.g. papy, calls this when imported).
-
-    The fork server is started once per Python process, by the first process pool with
-    ``start_method='forkserver'`` (the default): modules named after that are imported by
-    each worker when it needs them, as without this call. A module that fails to import in
-    the fork server is skipped there (multiprocessing ignores its ImportError).
-    """
-    for module in modules:
-        if not isinstance(module, str) or not module:
-            raise TypeError(f"preload takes module names (str), not {module!r}")
-        if module not in _PRELOAD:
-            _PRELOAD.append(module)
-
-
-class _ResultStream(itertools.chain):
-    """What iterating a task gives: a chain of its batches, marked as reading results of an
-    IMap (a task whose input it is reads it before taking buffer slots).
-
-    ``__imap_read__(count)``: the results that are ready, waiting only for the first, up to
-    ``count`` ([] at the end; an item's exception is raised as by ``next``). A feeder of
-    another IMap reads its input so (``imap._feeder``), in bulk and without delay."""
-
-    __imap_chained__ = True
-
-    def __imap_read__(self, count: int) -> list:
-        imap, task_id = self._where
-        items = self._ready(imap, task_id, count)
-        if items:
-            return items
-        try:
-            first = next(self)      # waits; loads the next batch; raises an item's error
-        except StopIteration:
-            return []
-        return [first] + self._ready(imap, task_id, count - 1)
-
-    @staticmethod
-    def _ready(imap, task_id, count: int) -> list:
-        """Up to ``count`` results of the current batch, if it is plain (no errors, no
-        skips, no tracking), read at C speed from the iterator next() shares."""
-        if count <= 0 or imap._state is not _State.STARTED:
-            return []
-        task = imap._running[task_id]
-        if not task.plain():
-            return []
-        items = list(itertools.islice(task.cursor[1], count))
-        if items and task.released() >= task.wake_at:
-            imap._feeder.wake()
-        return items
-
-
-class TaskIterator:
-    """The result iterator of one task of an IMap (returned by add_task and get_task)."""
-
-    __slots__ = ("_imap", "task", "timeout", "block", "_record")
-
-    def __init__(self, imap: IMap, task: int, timeout=None, block=True, record=None):
-        self._imap = imap
-        self.task = task
-        self.timeout = timeout
-        self.block = block
-        self._record = record      # the Task, when known: its figures outlive stop()
-
-    def __iter__(self):
-        return self._imap._iterate(self.task, self.timeout, self.block)
-
-    def __next__(self):
-        return self._imap.next(self.timeout, self.task, self.block)
-
-    def next(self, timeout=None, block=None):
-        """Like ``IMap.next`` for this task; defaults come from add_task()/get_task()."""
-        return self._imap.next(self.timeout if timeout is None else timeout, self.task,
-                               self.block if block is None else block)
-
-    @property
-    def time_waiting(self) -> float:
-        """Seconds the readers of this task were blocked waiting for its results (in the
-        run it was added for; still readable after stop())."""
-        if self._record is not None:
-            return self._record.time_waiting
-        running = self._imap._running
-        return running[self.task].time_waiting if self.task < len(running) else 0.0
-
-    def __repr__(self) -> str:
-        return f"<result iterator of task {self.task} of {self._imap.name}>"
-
-
-# -- helpers ---------------------------------------------------------------------------------
-
-
-
-_STEADY = {type(iter(kind())) for kind in (list, tuple, set, frozenset, dict, str, bytes,
-                                           bytearray)}
-_STEADY |= {type(iter(range(1))), type(iter(range(1 << 64))), type(iter(b"".decode())),
-            type(iter({}.values())), type(iter({}.items())), itertools.count,
-            itertools.repeat}
-
-
-def _inner_iterators(obj) -> list:
-    """The iterators a zip, map or enumerate reads from ([] for anything else)."""
-    if type(obj) not in (zip, map, enumerate):
-        return []
-    return [part for part in obj.__reduce__()[1] if hasattr(part, "__next__")]
-
-
-def _is_steady(iterator) -> bool:
-    """An in-memory iterator that never waits for data (a list, a range, ...), possibly
-    behind zip/map/enumerate, or one whose class has ``__imap_take__(count)`` (see
-    ``imap._feeder._pull``): read in bulk. Anything else (generators, files, sockets)
-    is read item by item so that items never wait long for the rest of their batch."""
-    if type(iterator) in _STEADY or hasattr(type(iterator), "__imap_take__"):
-        return True
-    parts = _inner_iterators(iterator)
-    return bool(parts) and all(_is_steady(part) for part in parts)
-
-
-def _is_chained(iterable) -> bool:
-    """Does this input read results of an IMap (so the feeder must pull before it waits)?"""
-    if isinstance(iterable, (IMap, TaskIterator)) or getattr(iterable, "__imap_chained__", False):
-        return True
-    return any(_is_chained(part) for part in _inner_iterators(iterable))
 
 
 @atexit.register

@@ -500,7 +500,7 @@ def test_a_cooperative_input_sends_its_items_before_it_waits():
 
 
 def test_in_memory_inputs_behind_zip_map_enumerate_are_read_in_bulk():
-    from imap._imap import _is_chained, _is_steady
+    from imap._inputs import _is_chained, _is_steady
     assert _is_steady(iter([1])) and _is_steady(enumerate([1, 2]))
     assert _is_steady(zip(range(3), [1, 2])) and _is_steady(map(abs, [1]))
     assert not _is_steady(x for x in [1]) and not _is_steady(enumerate(x for x in [1]))

@@ -136,9 +136,9 @@ def test_an_input_with_imap_read_gives_ready_items_none_and_errors_in_place(work
 
 
 def test_preload_checks_its_arguments_and_remembers_modules(monkeypatch):
-    from imap import _imap
-    monkeypatch.setattr(_imap, "_PRELOAD", list(_imap._PRELOAD))
+    from imap import _config
+    monkeypatch.setattr(_config, "PRELOAD", list(_config.PRELOAD))
     imap.preload("json", "json")
-    assert _imap._PRELOAD.count("json") == 1
+    assert _config.PRELOAD.count("json") == 1
     with pytest.raises(TypeError, match="module names"):
         imap.preload(None)
