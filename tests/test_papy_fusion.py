@@ -252,3 +252,44 @@ def test_iterating_an_output_after_it_was_stopped_says_so():
                 if seen == 3000:
                     piper.stop(forced=True)
         plumber.stop()
+
+
+def pair(inbox):
+    return [inbox[0], inbox[0] + 100]
+
+
+def total(inbox):          # consume=2: the inbox holds two inboxes
+    return sum(group[0] for group in inbox)
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_a_chain_whose_first_piper_consumes_groups(fuse):
+    with IMap(worker_type="thread", worker_num=2, stride=3) as other, \
+            IMap(worker_type="thread", worker_num=2, stride=3) as imap:
+        a = Piper(pair, parallel=other, produce=2)
+        b = Piper(total, parallel=imap, consume=2)
+        c = Piper(inc, parallel=imap)
+        plumber = Plumber()
+        plumber.fuse = fuse
+        plumber.add_pipe((a, b, c))
+        plumber.start([range(7)])
+        assert c._absorbs == ((b,) if fuse else ())
+        results = list(c)
+        plumber.stop()
+    assert results == [2 * x + 101 for x in range(7)]
+
+
+def test_the_plunger_goes_on_from_where_a_hand_reader_stopped():
+    with IMap(worker_type="thread", worker_num=2) as imap:
+        piper = Piper(inc, parallel=imap, track=True)
+        plumber = Plumber()
+        plumber.add_pipe((piper,))
+        plumber.start([range(5000)])
+        assert [next(piper), next(piper)] == [1, 2]
+        plumber.run()
+        assert plumber.wait(60)
+        counters = plumber.stats["pipers"][piper]
+        assert counters.items_out == 5000
+        plumber.pause()
+        plumber.stop()
+    assert plumber.stats["pipers_tracked"][piper] == {k: k + 1 for k in range(5000)}
