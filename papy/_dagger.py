@@ -286,25 +286,31 @@ class Dagger:
             raise
 
     def _check_shared_imaps(self, order) -> None:
-        """Refuse what would hang a shared IMap (the produce/spawn/consume rule).
+        """Refuse what would hang a shared IMap or break its order (the produce/spawn/consume
+        rule).
 
         In each round the IMap's feeder gives every task ``stride`` inboxes, and it is the
         feeder itself that reads the results of upstream tasks for downstream tasks. If a
         Piper reads fewer items per round than the Pipers upstream of it on the same IMap
         make, unread results pile up until they fill the buffer, and the feeder waits for
-        room that only it could make. (The opposite, a Piper that reads more, is handled by
-        the IMap: its feeder feeds the upstream task out of turn.)
+        room that only it could make. A Piper that reads more is served by the IMap feeding
+        the upstream task out of turn, which keeps the order only along a simple path: no
+        ``spawn`` and no other reader on the way (spawned copies share one input that the
+        out-of-turn feeding would take from out of order; another reader of a Tee on the
+        way may wait for items the feeder holds back).
         """
         for piper in order:
             if piper.parallel is False:
                 continue
             need = piper.spawn * piper.consume
-            stack, seen = [(u, Fraction(1)) for u in self._up[id(piper)]], set()
+            stack = [(u, Fraction(1), True) for u in self._up[id(piper)]]
+            seen = set()
             while stack:
-                up, ratio = stack.pop()     # ratio: items reaching piper per item of up
-                if (id(up), ratio) in seen:
+                up, ratio, simple = stack.pop()     # ratio: items reaching piper per item of up
+                if (id(up), ratio, simple) in seen:
                     continue
-                seen.add((id(up), ratio))
+                seen.add((id(up), ratio, simple))
+                simple = simple and up.spawn == 1 and len(self._down[id(up)]) == 1
                 if up.parallel is piper.parallel:
                     make = up.spawn * up.produce * ratio
                     if need < make:
@@ -316,8 +322,18 @@ class Dagger:
                             f"results would fill the IMap's buffer and it would wait forever. "
                             f"Follow the rule upstream produce x spawn = downstream consume "
                             f"x spawn, or use separate IMaps.")
+                    if need > make and not simple:
+                        raise DaggerError(
+                            f"pipers {up.name!r} and {piper.name!r} share {up.parallel!r}, "
+                            f"and in each round of it {piper.name!r} reads {need} items per "
+                            f"stride (spawn x consume) where {up.name!r} makes {make} "
+                            f"(produce x spawn): the IMap can feed {up.name!r} out of turn "
+                            f"only when it and the Pipers between them have spawn=1 and no "
+                            f"other reader (else items would come out of order, or wait "
+                            f"forever). Follow the rule upstream produce x spawn = downstream "
+                            f"consume x spawn, or use separate IMaps.")
                 ratio_up = ratio * Fraction(up.produce, up.consume)
-                stack.extend((u, ratio_up) for u in self._up[id(up)])
+                stack.extend((u, ratio_up, simple) for u in self._up[id(up)])
 
     def disconnect(self, forced: bool = False) -> None:
         """Disconnect every connected Piper, downstream first."""

@@ -17,7 +17,9 @@ same IMap, and nothing is done in the parent between two of them: ``spawn == 1``
 ``consume == 1`` on ``p2 .. pk``. The last Piper ``pk`` owns the IMap task (its Worker runs
 after the others'); it reads the inputs of ``p1`` with ``p1``'s ``consume``. The results, the
 errors in place, the log records and every Piper's counters are what the unfused pipeline
-gives; what differs: the absorbed Pipers' results are not pickled between two stages (a
+gives, except for errors of the IMap itself (a worker lost, a result that cannot be
+pickled): which stage the item was in is not known, so they are the last Piper's. Also
+different: the absorbed Pipers' results are not pickled between two stages (a
 stage that mutates its input mutates the previous stage's result, which nobody else reads),
 their ``time_waiting`` is 0 (the owner's covers the segment), and their ``items_out`` (and the
 next Piper's ``items_in``) count the items that left the whole segment.

@@ -152,7 +152,6 @@ class Settled:
             self.stream = iter(())
             return PiperError(exc)
         self.stream = iter(self.raw)        # the next position, after the error
-        error = read_error(exc, piper.name, piper.timeout)
-        if self.fused:      # the item failed in one of the stages: say the first
-            return self._settle(StageFailed(0, error))
-        return self._settle(error)
+        # fused: which stage the item was in when the IMap lost it is not known; the error
+        # is this Piper's (the chain's last), as if the chain were one Piper
+        return self._settle(read_error(exc, piper.name, piper.timeout))

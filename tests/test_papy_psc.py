@@ -204,6 +204,22 @@ def test_making_more_than_read_on_a_shared_imap_is_refused(up, down):
         assert not pool.started and plumber.state.value == "idle"
 
 
+@pytest.mark.parametrize("up, down, fan_out", [({"spawn": 2}, {"spawn": 3}, False),
+                                               ({}, {"spawn": 2}, True)])
+def test_reading_more_than_made_is_refused_unless_the_path_is_simple(up, down, fan_out):
+    """Out-of-turn feeding keeps the order only without spawned copies upstream (they share
+    one input) and without another reader of the upstream Piper (a Tee)."""
+    with IMap(worker_type="thread", worker_num=1, stride=3) as pool:
+        first = Piper(ipasser, parallel=pool, **up)
+        plumber = Plumber()
+        plumber.add_pipe((first, Piper(mul2, parallel=pool, **down)))
+        if fan_out:
+            plumber.add_pipe((first, Piper(mul2)))
+        with pytest.raises(DaggerError, match="out of turn only when"):
+            plumber.start([range(10)])
+        assert not pool.started and plumber.state.value == "idle"
+
+
 def test_bad_produce_result_fills_every_slot(pools):
     result = run_chain([Piper(pair_or_not, parallel=pools(), produce=2)], range(4))
     errors = [r for r in result if isinstance(r, PiperError)]
