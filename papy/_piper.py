@@ -2,9 +2,12 @@
 
     inputs --> inboxes --> consume --> [TaskInput --> IMap task x spawn] --> round_robin
            --> Settled (errors, timing, tracking) --> produce --> outlet (PassThrough | Tee)
-           --> Branch per downstream Piper, or next() for the reader of an output Piper
+           --> Branch per downstream Piper, or the reader of an output Piper
+               (``papy._settle.output_reader``: next() and iteration)
 
-(see ``papy._streams`` for each stage). Lifecycle, changed under ``Piper._lock``::
+(see ``papy._streams`` for each stage, ``papy._settle`` for the results). Pipers that a
+Plumber fuses (``papy._fuse``) are connected by ``_absorb``: the last Piper of the chain
+builds the task for all of them. Lifecycle, changed under ``Piper._lock``::
 
     IDLE --connect--> CONNECTED --start--> STARTED --stop--> CONNECTED --disconnect--> IDLE
 
@@ -19,22 +22,18 @@ import numbers
 import threading
 
 from . import _ledger as ledger
-from ._errors import PiperError, WorkerError, _short_repr
+from ._errors import PiperError, _short_repr
 from ._fuse import FusedCall, LinkedCounters
-from ._runtime import Feed, RunContext, raise_failures
-from ._settle import Settled
+from ._runtime import Feed, RunContext
+from ._settle import Settled, output_reader
 from ._streams import (Branch, ChainedTaskInput, PassThrough, PiperCounters,
-                       ReaderCounters, TaskInput, Tee, consume, fast_inboxes, inboxes, produce,
+                       TaskInput, Tee, consume, fast_inboxes, inboxes, produce,
                        read_task, round_robin)
 from ._worker import BoxingCall, TimedCall, Worker
 
 log = logging.getLogger("papy")  # one name for the whole package (and "imap")
 
 __all__ = ["Piper"]
-
-
-_NO_ITEM = object()          # never a result: iter(read, _NO_ITEM) ends at StopIteration only
-_READ_AT_ONCE = 1 << 16     # results an output reader takes from its IMap at most at once
 
 
 class PiperState(enum.Enum):
@@ -363,8 +362,8 @@ class Piper:
     def __iter__(self):
         if self._state is PiperState.STARTED and not self._branches and self._owner is None:
             if self._reader is None:
-                self._reader = self._output()
-            return self._reader     # C speed per item (see _output)
+                self._reader = output_reader(self)
+            return self._reader     # C speed per item (see papy._settle.output_reader)
         return self             # next() says why it cannot be read
 
     def __next__(self):
@@ -381,44 +380,8 @@ class Piper:
             if self._branches or self._owner is not None:
                 raise PiperError(f"piper {self.name!r} is read by downstream Pipers; read "
                                  f"the output Pipers instead")
-            self._reader = self._output()
+            self._reader = output_reader(self)
         return next(self._reader)
-
-    def _output(self):
-        """The results of an output Piper, shared by next() and iteration: a chain of the
-        lists of results its IMap task has ready (``Settled.__imap_read__``), or of its
-        results one by one; at the end, a Piper used without a Plumber raises the failures
-        of its run."""
-        read = self._outlet_reader(0)
-        outbox = self.outbox if self._direct and read is self._next_item else None
-        if getattr(type(outbox), "__imap_read__", None) is not None:
-            parts = self._ready_lists(outbox)
-        else:
-            parts = (iter(read, _NO_ITEM),)     # ends when read() raises StopIteration
-        return itertools.chain.from_iterable(itertools.chain(parts, self._finish()))
-
-    def _ready_lists(self, outbox):
-        counters = self.counters
-        counters.__class__ = ReaderCounters     # items_out: what was read, not handed over
-        while True:
-            if self._state is not PiperState.STARTED:
-                raise PiperError(f"piper {self.name!r} is not started")
-            results = outbox.__imap_read__(_READ_AT_ONCE)
-            if results is None:                 # no longer readable in bulk
-                counters.unread = None
-                yield iter(outbox.__next__, _NO_ITEM)
-                return
-            if not results:
-                counters.unread = None
-                return
-            counters.unread = unread = iter(results)
-            yield unread
-
-    def _finish(self):
-        if self._context.standalone:
-            raise_failures(self._context.take_failures(), f"piper {self.name!r}")
-        return
-        yield       # a generator: runs when the results have ended
 
     def _pull(self):
         try:
@@ -435,27 +398,6 @@ class Piper:
         self.finished = True
         for piper in self._absorbs:     # fused: their streams end with this one's
             piper.finished = True
-
-    def _add_busy(self, seconds: tuple) -> None:
-        for piper, busy in zip(self._absorbs + (self,), seconds):
-            piper.counters.time_busy += busy
-
-    def _stage_failed(self, stage: int, error):
-        """Fused: stage ``stage`` of the segment gave ``error``; each later Piper passes it
-        on as its Worker would have (``PiperError(error)``), each counting an error."""
-        pipers = self._absorbs + (self,)
-        error = pipers[stage]._error_item(error)
-        for piper in pipers[stage + 1:]:
-            error = piper._error_item(PiperError(error))
-        return error
-
-    def _error_item(self, error):
-        if isinstance(error, WorkerError):
-            log.error("piper %r: %s", self.name, error)
-            log.debug("piper %r: traceback:\n%s", self.name, error.traceback_text)
-            error = PiperError(error)
-        self.counters.errors += 1
-        return error
 
     def _explode(self, result, n: int, repeat: bool) -> list:
         if repeat or isinstance(result, BaseException):

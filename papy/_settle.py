@@ -10,21 +10,28 @@
                                IMap feeder reading this Piper's output in bulk (see
                                ``imap._feeder``); None when ``raw`` cannot be read so
 
+The reader of an output Piper (``output_reader``) takes those ready lists one after the
+other and hands their items out through a C iterator (``iter(piper)``, ``next(piper)``).
+
 Plain results (``PLAIN`` types) of a Piper that tracks nothing are handed on as they are
 (counted); in bulk, one C-level scan of their types checks a whole list.
 """
 from __future__ import annotations
 
 import itertools
+import logging
 from itertools import compress
 from operator import not_
 
-from ._errors import PapyError, PiperError
+from ._errors import PapyError, PiperError, WorkerError
 from ._fuse import StageFailed
-from ._streams import READ_ERRORS, read_error
+from ._runtime import raise_failures
+from ._streams import READ_ERRORS, ReaderCounters, read_error
 from ._worker import Busy
 
-__all__ = ["Settled", "PLAIN"]
+log = logging.getLogger("papy")
+
+__all__ = ["Settled", "PLAIN", "error_item", "stage_failed", "output_reader"]
 
 # exact types that are never a Busy nor a PapyError: settling skips its tests for them
 PLAIN = frozenset({int, float, complex, str, bytes, bool, type(None), tuple, list, dict})
@@ -116,14 +123,15 @@ class Settled:
         piper = self.piper
         if type(result) is Busy:
             if self.fused:
-                piper._add_busy(result.seconds)
+                for one, busy in zip(piper._absorbs + (piper,), result.seconds):
+                    one.counters.time_busy += busy
             else:
                 self.counters.time_busy += result.seconds
             result = result.value
         if type(result) is StageFailed:
-            return piper._stage_failed(result.stage, result.error)
+            return stage_failed(piper, result.stage, result.error)
         if isinstance(result, PapyError):
-            return piper._error_item(result)
+            return error_item(piper, result)
         return result
 
     def _settle(self, result):
@@ -155,3 +163,69 @@ class Settled:
         # fused: which stage the item was in when the IMap lost it is not known; the error
         # is this Piper's (the chain's last), as if the chain were one Piper
         return self._settle(read_error(exc, piper.name, piper.timeout))
+
+
+def error_item(piper, error):
+    """The error item ``piper`` gives for ``error`` (a WorkerError is logged and wrapped in
+    a PiperError); counts it."""
+    if isinstance(error, WorkerError):
+        log.error("piper %r: %s", piper.name, error)
+        log.debug("piper %r: traceback:\n%s", piper.name, error.traceback_text)
+        error = PiperError(error)
+    piper.counters.errors += 1
+    return error
+
+
+def stage_failed(piper, stage: int, error):
+    """Fused: stage ``stage`` of ``piper``'s chain gave ``error``; each later Piper passes
+    it on as its Worker would have (``PiperError(error)``), each counting an error."""
+    pipers = piper._absorbs + (piper,)
+    error = error_item(pipers[stage], error)
+    for later in pipers[stage + 1:]:
+        error = error_item(later, PiperError(error))
+    return error
+
+
+# -- the reader of an output Piper -------------------------------------------------------
+
+_NO_ITEM = object()          # never a result: iter(read, _NO_ITEM) ends at StopIteration only
+_READ_AT_ONCE = 1 << 16     # results an output reader takes from its IMap at most at once
+
+
+def output_reader(piper):
+    """The results of an output Piper, shared by next() and iteration: a chain of the lists
+    of results its IMap task has ready (``Settled.__imap_read__``), or of its results one by
+    one; at the end, a Piper used without a Plumber raises the failures of its run."""
+    read = piper._outlet_reader(0)
+    outbox = piper.outbox if piper._direct and read is piper._next_item else None
+    if getattr(type(outbox), "__imap_read__", None) is not None:
+        parts = _ready_lists(piper, outbox)
+    else:
+        parts = (iter(read, _NO_ITEM),)     # ends when read() raises StopIteration
+    return itertools.chain.from_iterable(itertools.chain(parts, _finish(piper)))
+
+
+def _ready_lists(piper, outbox):
+    counters = piper.counters
+    counters.__class__ = ReaderCounters     # items_out: what was read, not handed over
+    while True:
+        if not piper.started:
+            raise PiperError(f"piper {piper.name!r} is not started")
+        results = outbox.__imap_read__(_READ_AT_ONCE)
+        if results is None:                 # no longer readable in bulk
+            counters.unread = None
+            yield iter(outbox.__next__, _NO_ITEM)
+            return
+        if not results:
+            counters.unread = None
+            return
+        counters.unread = unread = iter(results)
+        yield unread
+
+
+def _finish(piper):
+    context = piper._context
+    if context.standalone:
+        raise_failures(context.take_failures(), f"piper {piper.name!r}")
+    return
+    yield       # a generator: runs when the results have ended
