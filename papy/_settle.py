@@ -71,7 +71,7 @@ class Settled:
             if self.last:
                 self.piper._end_stream()
             raise
-        except Exception as exc:  # noqa: BLE001 - an error in place, or raised
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - an error in place, or raised
             return self._failed(exc)
         if self.quick and type(result) in PLAIN:
             if self.count_in:
@@ -90,7 +90,7 @@ class Settled:
             return None
         try:
             results = read(stream, count)
-        except Exception as exc:  # noqa: BLE001
+        except (Exception, SystemExit) as exc:  # noqa: BLE001
             return [self._failed(exc)]
         if results is None:
             return None
@@ -148,7 +148,7 @@ class Settled:
             self.counters.items_out += 1
         return result
 
-    def _failed(self, exc: Exception):
+    def _failed(self, exc: BaseException):
         piper = self.piper
         if not (self.retry and isinstance(exc, READ_ERRORS)):
             reader = piper._bound_reader

@@ -292,7 +292,9 @@ def read_task(task, timeout, name: str) -> Iterator:
             yield read_error(exc, name, timeout)
 
 
-READ_ERRORS = (TimeoutError, IMapError)     # what reading an IMap task puts in place
+# what reading an IMap task puts in place; SystemExit: raised by a function on a thread pool
+# (imap hands it to the reader as that item's exception), it must not end the reader
+READ_ERRORS = (TimeoutError, IMapError, SystemExit)
 
 
 def read_error(exc: BaseException, name: str, timeout=None) -> PiperError:

@@ -295,3 +295,19 @@ def test_the_plunger_goes_on_from_where_a_hand_reader_stopped():
         plumber.pause()
         plumber.stop()
     assert plumber.stats["pipers_tracked"][piper] == {k: k + 1 for k in range(5000)}
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_system_exit_in_a_thread_worker_is_an_error_item(fuse):
+    """imap hands a thread worker's SystemExit to the reader as that item's exception;
+    papy puts it in place instead of letting it end the reader."""
+    with IMap(worker_type="thread", worker_num=2) as imap:
+        pipers = [Piper(inc, parallel=imap), Piper(leaves_on_7, parallel=imap)]
+        plumber = Plumber()
+        plumber.fuse = fuse
+        plumber.add_pipe(tuple(pipers))
+        plumber.start([range(10)])
+        results = list(pipers[-1])
+        plumber.stop()
+    assert [r for k, r in enumerate(results) if k != 6] == [1, 2, 3, 4, 5, 6, 8, 9, 10]
+    assert isinstance(results[6], PiperError)
