@@ -28,11 +28,9 @@ next Piper's ``items_in``) count the items that left the whole segment.
 """
 from __future__ import annotations
 
-from itertools import repeat
-
 from ._errors import PiperError, WorkerError
 from ._streams import PiperCounters
-from ._worker import _NEVER_SUSPECT, REPORT_EVERY, Busy, _clock, map_stage
+from ._worker import REPORT_EVERY, Busy, _clock, any_instance, map_stage
 
 __all__ = ["segments", "FusedCall", "StageFailed", "LinkedCounters"]
 
@@ -102,9 +100,7 @@ class FusedCall:
             now = _clock()
             pending[stage] += now - start
             start = now
-            if stage_raised or (stage != last and
-                                not _NEVER_SUSPECT.issuperset(map(type, values)) and
-                                any(map(isinstance, values, repeat(_SKIPPED_BY_NEXT)))):
+            if stage_raised or (stage != last and any_instance(values, _SKIPPED_BY_NEXT)):
                 positions, values = _drop_out(stage, last, values, positions, stage_raised,
                                               failed, raised)
         if positions is not None:

@@ -145,19 +145,9 @@ class Feed:
         return self
 
     def __next__(self):
+        if not self._admit(1):      # reserved: a stop requested now waits for this item
+            raise StopIteration
         context = self._context
-        if len(context._feeds) == 1:    # the only input: no other input to line up with
-            if self._done or context._limit is not None:
-                self._done = True
-                raise StopIteration
-            self.taken += 1
-        else:
-            with context._lock:
-                if self._done or (context._limit is not None and
-                                  self.taken >= context._limit):
-                    self._done = True
-                    raise StopIteration
-                self.taken += 1     # reserve: a stop requested now waits for this item
         token = _CURRENT_STOP.set(context.stop_event)
         try:
             return next(self._iterator)
@@ -181,7 +171,8 @@ class Feed:
         return Gated(self, counters, left) if left else None
 
     def _admit(self, wanted: int) -> int:
-        """How many of the next ``wanted`` items the gate lets through; reserves them."""
+        """How many of the next ``wanted`` items the gate lets through; reserves them
+        (``taken``), so that a stop requested now lines the other inputs up with them."""
         context = self._context
         if len(context._feeds) == 1:    # the only input: no other input to line up with
             if self._done or context._limit is not None:
@@ -203,16 +194,13 @@ class Feed:
         (-1: infinite). The last item ends the input at once, so that a stop requested now
         does not wait for another item of a join's other inputs."""
         if got < wanted or self.taken == left:
-            with self._context._lock:
-                self.taken -= wanted - got
-                self._done = True
-                if self._context._limit is not None:
-                    self._context._limit = min(self._context._limit, self.taken)
+            self._end(wanted - got)
 
-    def _end(self) -> None:
+    def _end(self, unused: int = 1) -> None:
+        """The input ended: give back the ``unused`` items reserved and not there."""
         context = self._context
         with context._lock:
-            self.taken -= 1
+            self.taken -= unused
             self._done = True
             if context._limit is not None:  # a stopped input ended early: don't wait for it
                 context._limit = min(context._limit, self.taken)

@@ -27,14 +27,14 @@ from ._errors import PapyError, PiperError, WorkerError
 from ._fuse import StageFailed
 from ._runtime import raise_failures
 from ._streams import READ_ERRORS, ReaderCounters, read_error
-from ._worker import Busy
+from ._worker import NEVER_SUSPECT, Busy
 
 log = logging.getLogger("papy")
 
 __all__ = ["Settled", "PLAIN", "error_item", "stage_failed", "output_reader"]
 
 # exact types that are never a Busy nor a PapyError: settling skips its tests for them
-PLAIN = frozenset({int, float, complex, str, bytes, bool, type(None), tuple, list, dict})
+PLAIN = NEVER_SUSPECT | {list}
 
 
 class Settled:
@@ -74,6 +74,7 @@ class Settled:
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - an error in place, or raised
             return self._failed(exc)
         if self.quick and type(result) in PLAIN:
+            # _count(1) inlined: this runs per item for readers that read item by item
             if self.count_in:
                 self.head.items_in += 1
             if self.fused:
@@ -110,12 +111,7 @@ class Settled:
                                map(not_, map(PLAIN.__contains__, map(type, results))))
                 for position in list(odd):
                     results[position] = self._convert(results[position])
-        if self.count_in:
-            self.head.items_in += len(results)
-        if self.fused:
-            self.counters.items_in += len(results)
-        if self.last:
-            self.counters.items_out += len(results)
+        self._count(len(results))
         return results
 
     def _convert(self, result):
@@ -140,13 +136,18 @@ class Settled:
         if self.tracked is not None:
             self.tracked[self.index] = result
         self.index += 1
-        if self.count_in:
-            self.head.items_in += 1
-        if self.fused:
-            self.counters.items_in += 1
-        if self.last:
-            self.counters.items_out += 1
+        self._count(1)
         return result
+
+    def _count(self, n: int) -> None:
+        """``n`` results settled: the first Piper's inboxes (count_in), the owner's items
+        in (fused), the items out (last)."""
+        if self.count_in:
+            self.head.items_in += n
+        if self.fused:
+            self.counters.items_in += n
+        if self.last:
+            self.counters.items_out += n
 
     def _failed(self, exc: BaseException):
         piper = self.piper
