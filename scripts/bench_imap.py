@@ -20,6 +20,7 @@ import time
 from multiprocessing import get_context
 from multiprocessing.pool import ThreadPool
 
+from _common import pool_seconds  # scripts/
 from imap import IMap
 
 WORKERS = 2
@@ -52,14 +53,6 @@ def time_imap(func, items, **settings) -> float:
     return elapsed
 
 
-def time_pool(pool, func, items, chunksize) -> float:
-    started = time.perf_counter()
-    count = sum(1 for _ in pool.imap(func, items, chunksize=chunksize))
-    elapsed = time.perf_counter() - started
-    assert count == len(items)
-    return elapsed
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=200_000)
@@ -78,12 +71,12 @@ def main(argv=None) -> int:
     thread_pool.map(add1, range(100))
     try:
         for _ in range(options.repeat):
-            record("Pool.imap chunksize=1", time_pool(process_pool, add1, items[:20_000], 1)
+            record("Pool.imap chunksize=1", pool_seconds(process_pool, add1, items[:20_000], 1)
                    * len(items) / 20_000)
-            record("Pool.imap chunksize=100", time_pool(process_pool, add1, items, 100))
+            record("Pool.imap chunksize=100", pool_seconds(process_pool, add1, items, 100))
             record("IMap process, defaults", time_imap(add1, items))
             record("IMap process, stride=100", time_imap(add1, items, stride=100))
-            record("ThreadPool.imap chunksize=100", time_pool(thread_pool, add1, items, 100))
+            record("ThreadPool.imap chunksize=100", pool_seconds(thread_pool, add1, items, 100))
             record("IMap thread, defaults", time_imap(add1, items, worker_type="thread"))
             record("sleep 10 ms: IMap process", time_imap(sleep10ms, sleepers))
             record("sleep 10 ms: IMap thread",

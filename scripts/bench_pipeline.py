@@ -29,6 +29,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from _common import total_rss_mib  # noqa: E402 (scripts/)
 from papy import IMap, Piper, Plumber  # noqa: E402
 
 
@@ -109,32 +110,6 @@ def pool_run(n: int) -> float:
     return took
 
 
-def rss_kib(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as handle:
-            for line in handle:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def family_rss_kib() -> int:
-    """Resident memory of this process and its direct children."""
-    me, total = os.getpid(), rss_kib(os.getpid())
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as handle:
-                    stat = handle.read()
-            except OSError:
-                continue
-            if int(stat[stat.rfind(")") + 2:].split()[1]) == me:
-                total += rss_kib(int(entry))
-    return total
-
-
 def memory_check(seconds: float) -> None:
     imap = IMap(worker_type="process", worker_num=2)
     stages = [Piper(f, parallel=imap) for f in (add1, mul2, sub1)]
@@ -147,15 +122,15 @@ def memory_check(seconds: float) -> None:
         began = time.monotonic()
         while time.monotonic() - began < seconds:
             time.sleep(seconds / 10)
-            samples.append(family_rss_kib())
+            samples.append(total_rss_mib()[1])
     finally:
         plumber.chinkup()
     done = plumber.stats["pipers"][output].items_out
     warm = samples[len(samples) // 3:]
-    growth = (warm[-1] - warm[0]) / 1024
+    growth = warm[-1] - warm[0]
     print(f"memory: infinite input, slow output ({done} items in {seconds:.0f} s); "
           f"RSS of this process and its workers, MiB: "
-          f"{' '.join(f'{s / 1024:.0f}' for s in samples)}")
+          f"{' '.join(f'{s:.0f}' for s in samples)}")
     print(f"memory: growth after warm-up {growth:+.1f} MiB -> "
           f"{'flat' if abs(growth) < 16 else 'NOT FLAT'}")
 

@@ -20,6 +20,7 @@ import sys
 import time
 from multiprocessing import get_context
 
+from _common import pool_seconds  # scripts/
 from imap import IMap
 
 WORKERS = 2
@@ -47,14 +48,6 @@ def run_imap(func, payloads, threshold) -> float:
     return elapsed
 
 
-def run_pool(pool, func, payloads) -> float:
-    started = time.perf_counter()
-    count = sum(1 for _ in pool.imap(func, payloads, chunksize=1))
-    elapsed = time.perf_counter() - started
-    assert count == len(payloads)
-    return elapsed
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=24)
@@ -72,7 +65,8 @@ def main(argv=None) -> int:
                 runs.setdefault(f"{name}: IMap shared memory", []).append(
                     run_imap(func, payloads, None))
                 runs.setdefault(f"{name}: IMap pipe", []).append(run_imap(func, payloads, 0))
-                runs.setdefault(f"{name}: Pool.imap", []).append(run_pool(pool, func, payloads))
+                runs.setdefault(f"{name}: Pool.imap", []).append(
+                    pool_seconds(pool, func, payloads, 1))
     print(f"python {sys.version.split()[0]}, {WORKERS} workers, {options.items} payloads of "
           f"{options.mib} MiB, median of {options.repeat} runs")
     for name in ("one way", "round trip"):

@@ -29,9 +29,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from _common import total_rss_mib  # noqa: E402 (scripts/)
 from papy import IMap, Piper, Plumber  # noqa: E402
 
-PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def add1(inbox):
@@ -48,40 +48,6 @@ def mul3(inbox):
 
 def join_sum(inbox):
     return inbox[0] + inbox[1]
-
-
-def descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as handle:
-                    stat = handle.read()
-            except OSError:
-                continue
-            children.setdefault(int(stat[stat.rfind(")") + 2:].split()[1]), []).append(
-                int(entry))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def rss_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/statm") as handle:
-            return int(handle.read().split()[1]) * PAGE / 2**20
-    except OSError:
-        return 0.0
-
-
-def total_rss_mb() -> tuple[float, float]:
-    """(RSS of this process, RSS of this process and all its descendants) in MiB."""
-    me = os.getpid()
-    own = rss_mb(me)
-    return own, own + sum(rss_mb(pid) for pid in descendants(me))
 
 
 def build(stride: int):
@@ -102,7 +68,7 @@ class Memory:
         self.peak_parent = self.peak_total = 0.0
 
     def sample(self, warm: bool) -> None:
-        parent, total = total_rss_mb()
+        parent, total = total_rss_mib()
         if not warm:
             return
         if self.base is None:
@@ -111,7 +77,7 @@ class Memory:
         self.peak_total = max(self.peak_total, total)
 
     def report(self, label: str) -> float:
-        base_parent, base_total = self.base or total_rss_mb()
+        base_parent, base_total = self.base or total_rss_mib()
         growth = self.peak_total - base_total
         print(f"{label}: RSS parent {base_parent:.1f} -> peak {self.peak_parent:.1f} MiB, "
               f"parent + workers {base_total:.1f} -> peak {self.peak_total:.1f} MiB, "
