@@ -1,4 +1,5 @@
-"""Validation of IMap's settings and tasks: clear errors at construction time."""
+"""Validation of IMap's settings and tasks (clear errors at construction time), and the
+modules the fork server preloads (``preload``)."""
 from __future__ import annotations
 
 import multiprocessing
