@@ -1,8 +1,15 @@
 """Validation of IMap's settings and tasks (clear errors at construction time), and the
-modules the fork server preloads (``preload``)."""
+modules the fork server preloads (``preload``).
+
+:func:`seconds` is the one validator of every number-of-seconds setting, in imap and in
+papy (a Piper's ``timeout``): NaN, negatives, non-numbers and (unless allowed) infinities
+are refused when the setting is made, instead of failing later inside a run.
+"""
 from __future__ import annotations
 
+import math
 import multiprocessing
+import numbers
 
 from .backends.base import TaskSpec, describe
 
@@ -15,6 +22,43 @@ def count(what: str, value, default, minimum: int):
     if value < minimum:
         raise ValueError(f"{what} must be >= {minimum}, not {value}")
     return value
+
+
+def seconds(name: str, value: object, *, default: float | None = None,
+            allow_zero: bool = True, allow_none: bool = True,
+            infinite_is_none: bool = False) -> float | None:
+    """``value`` as a number of seconds, or a clear error naming the setting ``name``.
+
+    None gives ``default`` (TypeError when ``allow_none`` is False). Refused with TypeError:
+    bools and anything that is not a real number (a string, a timedelta); with ValueError:
+    NaN, negative numbers, zero unless ``allow_zero``, and infinities, unless
+    ``infinite_is_none`` (a wait with no limit: ``inf`` then means None, as in
+    ``queue.get(timeout=None)``). Returns a float.
+
+    >>> seconds("timeout", 2)
+    2.0
+    >>> seconds("timeout", float("inf"), infinite_is_none=True) is None
+    True
+    """
+    if value is None:
+        if allow_none:
+            return default
+        raise TypeError(f"{name} must be a number of seconds, not None")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number of seconds{' or None' if allow_none else ''}"
+                        f", not {type(value).__name__} {value!r}")
+    number = float(value)
+    if math.isnan(number):
+        raise ValueError(f"{name} must be a number of seconds, not NaN")
+    if math.isinf(number):
+        if number > 0 and infinite_is_none:
+            return None
+        raise ValueError(f"{name} must be a finite number of seconds, not {value!r}"
+                         + (" (None means no limit)" if allow_none else ""))
+    if number < 0 or (number == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a number of seconds {bound}, not {value!r}")
+    return number
 
 
 def as_args(args, task_id: int) -> tuple:

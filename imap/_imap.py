@@ -137,11 +137,8 @@ class IMap:
         self.shm_threshold = _config.count("shm_threshold", shm_threshold,
                                            _shm.DEFAULT_THRESHOLD, 0)
         self.remote_tls = remote_tls
-        if remote_timeout is not None and (isinstance(remote_timeout, bool) or not isinstance(
-                remote_timeout, (int, float)) or remote_timeout <= 0):
-            raise ValueError(f"remote_timeout must be a number of seconds > 0 or None (30 s), "
-                             f"not {remote_timeout!r}")
-        self.remote_timeout = remote_timeout
+        self.remote_timeout = _config.seconds("remote_timeout", remote_timeout,
+                                              allow_zero=False)
         self._tasks: list[Task] = []
         self._tasks_tracked: dict = {}
         self._lock = threading.Lock()
@@ -183,11 +180,10 @@ class IMap:
                 raise TypeError(f"task {task_id}: the iterable is not iterable "
                                 f"({type(iterable).__name__}); pass a list, a generator or "
                                 f"another task's result iterator") from None
-            for what, value in (("timeout", timeout), ("item_timeout", item_timeout)):
-                if value is not None and (isinstance(value, bool)
-                                          or not isinstance(value, (int, float)) or value < 0):
-                    raise ValueError(f"task {task_id}: {what} must be a number of seconds >= 0 "
-                                     f"or None, not {value!r}")
+            timeout = _config.seconds(f"task {task_id}: timeout", timeout,
+                                      infinite_is_none=True)
+            item_timeout = _config.seconds(f"task {task_id}: item_timeout", item_timeout,
+                                           allow_zero=False, infinite_is_none=True)
             spec = TaskSpec(task_id, func, args, kwargs, item_timeout=item_timeout)
             if self.worker_type == "process" and self.worker_num or self.worker_remote:
                 spec.payload = _config.dump_function(spec)
