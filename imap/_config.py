@@ -11,6 +11,9 @@ import math
 import multiprocessing
 import numbers
 
+import dill     # every process or remote pool ships functions with it: imported with imap,
+#                 not in the first pool's start (10-30 ms)
+
 from .backends.base import TaskSpec, describe
 
 
@@ -98,7 +101,6 @@ def start_method(method):
 
 
 def dump_function(spec: TaskSpec) -> bytes:
-    import dill
     try:
         return dill.dumps((spec.func, spec.args, spec.kwargs), recurse=True)
     except Exception as exc:

@@ -39,7 +39,8 @@ from ._inputs import _is_chained, _is_steady
 from ._pool import Pool
 from ._results import TaskIterator, _ResultStream
 from ._task import Task
-from .backends import _shm
+from .backends import _forkserver, _main_guard, _shm
+from .backends import process as _process  # noqa: F401 - imported with imap, not in a start
 from .backends.base import Batch, TaskSpec
 
 log = logging.getLogger("imap")
@@ -103,6 +104,7 @@ class IMap:
                  worker_num=None, worker_remote=None, stride=None, buffer=None, ordered=True,
                  skip=False, name=None, start_method=None, remote_tls=None, remote_timeout=None,
                  shm_threshold=None):
+        _main_guard.refuse_in_worker()    # the main module, imported again in a worker
         if (func is None) != (iterable is None):
             raise ValueError("IMap(func, iterable): give both (to start task 0 at once) or "
                              "neither (then add_task() and start())")
@@ -134,6 +136,8 @@ class IMap:
             raise TypeError(f"name must be a string, not {type(name).__name__}")
         self.name = name or f"imap_{next(_names)}"
         self.start_method = _config.start_method(start_method)
+        if self.worker_type == "process" and self.worker_num and self.start_method == "forkserver":
+            _forkserver.prepare()     # now, while the program may still have one thread
         self.shm_threshold = _config.count("shm_threshold", shm_threshold,
                                            _shm.DEFAULT_THRESHOLD, 0)
         self.remote_tls = remote_tls
@@ -409,6 +413,9 @@ class IMap:
                 handles += [ThreadHandle(i) for i in range(self.worker_num)]
             else:
                 from .backends.process import ProcessHandle
+                _main_guard.check_main_module(self.start_method)
+                if self.start_method == "forkserver":
+                    _forkserver.prepare()
                 context = multiprocessing.get_context(self.start_method)
                 if self.start_method == "forkserver":
                     # imported once by the fork server instead of by every worker

@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from imap.backends import _forkserver
 from remote_servers import forking_server  # noqa: F401  (a session fixture, re-exported)
 
 SETTLE_SECONDS = 10.0
@@ -34,8 +35,8 @@ def _is_stdlib_helper(pid: str) -> bool:
 def child_pids() -> set[int]:
     """PIDs of this process's live (non-zombie) descendants, read from /proc.
 
-    multiprocessing's own helpers (fork server, resource tracker) are not counted, but the
-    workers the fork server starts for us are.
+    multiprocessing's own helpers (fork server, resource tracker) and imap's fork server are
+    not counted, but the workers the fork servers start for us are.
     """
     parents: dict[str, list[str]] = {}
     helpers = set()
@@ -58,6 +59,9 @@ def child_pids() -> set[int]:
             if child not in found:
                 found.add(child)
                 todo.append(child)
+    server = _forkserver.server_pid()   # imap's fork server lives as long as the program
+    if server is not None:
+        helpers.add(str(server))
     return {int(pid) for pid in found - helpers}
 
 

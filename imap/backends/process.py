@@ -1,6 +1,7 @@
 """Process workers: one local process per slot, behind a duplex pipe.
 
-    slot thread (parent)                          worker process (_worker_main)
+    slot thread (parent)                          worker process (worker_main)
+    start the process, wait for   <--pipe--       'hello' once it is ready
     ('task', key) + dill payload   --pipe-->      load the function once per task
     ('batch', key, task, start, tracked) + items --> evaluate the items
                                    <--pipe--      reply: (values, error records, elapsed)
@@ -10,12 +11,23 @@ A message to a worker is two byte frames (``send_bytes``): a pickled header, the
 or a batch the payload, so items are pickled once, by the slot thread, with protocol 5; a
 reply is one frame: (shared-memory descriptor or None, pickled reply).
 
+How workers start (``start_method``): 'forkserver' (the default) asks imap's fork server
+(``_forkserver.py``: a copy of the program made while it had one thread; fast, nothing is
+imported again), or multiprocessing's forkserver when the program had threads or the fork
+server died; 'spawn' and 'fork' are multiprocessing's. A worker says 'hello' when it is
+ready: one that dies before is a start failure, whose cause (exit code, signal, a missing
+``__main__`` guard, a main module that cannot be imported again) ``open`` raises.
+
 Death: the slot waits on the pipe *and* the process sentinel, so a worker that exits,
-crashes or is killed is noticed at once, without polling. In tracked batches the worker
-writes the position of the item it evaluates into a small shared array, so the death is
-blamed on that item. Workers set PR_SET_PDEATHSIG (Linux) and die with the thread that
-started them (their slot thread), so a parent killed with SIGKILL leaves no worker behind;
-they ignore SIGINT, so Ctrl-C reaches only the parent, which stops the pool.
+crashes or is killed is noticed at once, without polling. The worker writes into a small
+shared array (``progress``) the position of the item it evaluates (tracked batches), BUSY
+while it handles any batch, and -1 when idle: a death is blamed on that item, on the batch,
+or on nothing (a death before the batch began: it is run again as it is). Workers set
+PR_SET_PDEATHSIG (Linux) and die with their parent: the slot thread that started them (fork,
+spawn) or their fork server, which dies with the program (and multiprocessing's forkserver
+exits when the program is gone, since its workers no longer hold its 'alive' pipe); so a
+parent killed with SIGKILL leaves no worker behind. Workers ignore SIGINT, so Ctrl-C reaches
+only the parent, which stops the pool.
 """
 from __future__ import annotations
 
@@ -23,34 +35,38 @@ import ctypes
 import os
 import pickle
 import signal
+import socket
 import sys
 import threading
 import time
+import warnings
 from multiprocessing import connection
+from typing import Any
 
 from .. import _evaluate
-from .._errors import WorkerStartError, rebuild_error
-from . import _shm
+from .._errors import BrokenPoolError, WorkerStartError, rebuild_error, warn_safely
+from . import _forkserver, _main_guard, _shm
 from .base import Batch, WorkerHandle, WorkerLost
 
 PROTOCOL = 5
 #: a worker that does not exit after 'exit' within this many seconds is killed
 EXIT_GRACE = 2.0
+#: a worker that is not ready this many seconds after it was started is a start failure
+START_TIMEOUT = 60.0
+#: attempts to start a worker when its fork server dies meanwhile
+START_ATTEMPTS = 3
+HELLO = b"imap-worker-ready"
+#: progress[0] while a worker handles a batch outside the evaluation of a known item
+BUSY = -2
+IDLE = -1
 # Forks are serialised: a pipe end created for one child must not leak into a sibling
 # forked at the same moment from another slot thread (it would hide that child's death).
 _spawn_lock = threading.Lock()
+_fallback_warned = False
 
 
-def _set_parent_death_signal(expected_parent: int | None) -> None:
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)     # libc is among this process's symbols
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if expected_parent is not None and os.getppid() != expected_parent:
-        os._exit(1)  # the parent died before prctl took effect
+class _ServerTrouble(Exception):
+    """The fork server died while a worker was being started: start it again."""
 
 
 def _keep_freed_memory() -> None:
@@ -71,14 +87,38 @@ def _keep_freed_memory() -> None:
         pass
 
 
-def _worker_main(conn, progress_array, expected_parent, shm_settings) -> None:
+def _close_forkservers_alive_pipe() -> None:
+    """In a worker of multiprocessing's forkserver: close the copy of the fork server's
+    'alive' pipe every such worker receives. The fork server exits when every holder of that
+    pipe is gone; with workers holding it, it outlived a parent killed with SIGKILL (and the
+    workers with it, since they die with the fork server) until their items ended."""
+    forkserver = sys.modules.get("multiprocessing.forkserver")
+    if forkserver is None:
+        return
+    state = forkserver._forkserver      # type: ignore[attr-defined]
+    if state._forkserver_alive_fd is not None:
+        try:
+            os.close(state._forkserver_alive_fd)
+        except OSError:
+            pass
+        state._forkserver_alive_fd = None
+
+
+def _process_target(conn, progress_array, expected_parent, shm_settings, started_by) -> None:
+    """The target of a multiprocessing Process (fork, spawn, multiprocessing's forkserver)."""
+    if started_by == "forkserver":
+        _close_forkservers_alive_pipe()
+    _forkserver.die_with_parent(expected_parent)
+    worker_main(conn, progress_array, shm_settings)
+
+
+def worker_main(conn, progress_array, shm_settings) -> None:
     """The loop of a worker process.
 
     ``shm_settings`` is None (everything through the pipe) or ``(threshold, prefix)``:
     buffers of at least ``threshold`` bytes travel through shared memory (see _shm.py).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _set_parent_death_signal(expected_parent)
     if shm_settings:
         _keep_freed_memory()
     progress = memoryview(progress_array).cast("B").cast("q")
@@ -87,33 +127,39 @@ def _worker_main(conn, progress_array, expected_parent, shm_settings) -> None:
     calls: dict = {}
     load_errors: dict = {}
     try:
+        conn.send_bytes(HELLO)
         while True:
-            try:
-                header = pickle.loads(conn.recv_bytes())
-            except (EOFError, OSError):
-                return
+            header = pickle.loads(conn.recv_bytes())
             kind = header[0]
             if kind == "exit":
                 return
             payload = conn.recv_bytes()
             if kind == "task":
-                key = header[1]
-                try:
-                    calls[key] = _evaluate.load_function(payload)
-                except BaseException as exc:  # noqa: BLE001 - reported in place of every item
-                    load_errors[key] = _evaluate.error_record(
-                        exc, "exception" if isinstance(exc, ImportError) else "serialization",
-                        f"the function of task {header[2]} cannot be loaded in the worker: "
-                        f"{type(exc).__name__}: {exc}")
+                _load_task(calls, load_errors, header, payload)
                 continue
+            progress[0] = BUSY
             descriptor, reply = _run_batch(calls, load_errors, header, payload, progress,
                                            reader, writer)
             # one frame: the descriptor of what went through shared memory, and the reply
             conn.send_bytes(pickle.dumps((descriptor, reply), PROTOCOL))
+            progress[0] = IDLE
+    except (EOFError, OSError):
+        return      # the parent is gone or hung up: nobody to answer, nothing to report
     finally:
         reader.close()
         if writer is not None:
             writer.close()
+
+
+def _load_task(calls: dict, load_errors: dict, header: tuple, payload: bytes) -> None:
+    key = header[1]
+    try:
+        calls[key] = _evaluate.load_function(payload)
+    except BaseException as exc:  # noqa: BLE001 - reported in place of every item
+        load_errors[key] = _evaluate.error_record(
+            exc, "exception" if isinstance(exc, ImportError) else "serialization",
+            f"the function of task {header[2]} cannot be loaded in the worker: "
+            f"{type(exc).__name__}: {exc}")
 
 
 def _run_batch(calls, load_errors, header, payload, progress, reader, writer):
@@ -131,6 +177,7 @@ def _run_batch(calls, load_errors, header, payload, progress, reader, writer):
     call = calls[key]
     if tracked:
         values, errors, elapsed = _evaluate.evaluate_tracked(call, items, progress)
+        progress[0] = BUSY
     else:
         values, errors, elapsed = _evaluate.evaluate(call, items)
     del items
@@ -165,11 +212,14 @@ class ProcessHandle(WorkerHandle):
         self.index = index
         self.name = f"process #{index}"
         self._context = context
+        self._method = context.get_start_method()
         self._pool_name = pool_name
-        self._process = None
-        self._conn = None
-        self._progress = None
+        self._process: Any = None
+        self._conn: Any = None
+        self._progress: Any = None
+        self._progress_map: Any = None
         self._loaded: set = set()
+        self._loading: int | None = None    # the task whose function was just sent
         self._shm_threshold = shm_threshold
         self._shm_prefix = f"{shm_prefix}w{index}_"
         self._writer: _shm.Writer | None = None
@@ -178,30 +228,112 @@ class ProcessHandle(WorkerHandle):
     # -- life cycle ------------------------------------------------------------------------
 
     def open(self) -> None:
-        context = self._context
-        expected = os.getpid() if context.get_start_method() != "forkserver" else None
+        """Start a worker and wait until it is ready; raise WorkerStartError (BrokenPoolError
+        when it died first, with the cause) if it cannot start."""
         shm_settings = None
         if self._shm_threshold:
             _shm.sweep(self._shm_prefix)  # what a killed predecessor may have left
             self._writer = _shm.Writer(self._shm_prefix + "in", self._shm_threshold)
             shm_settings = (self._shm_threshold, self._shm_prefix + "out")
+        for attempt in range(START_ATTEMPTS):
+            try:
+                self._start(shm_settings)
+                break
+            except _ServerTrouble as trouble:
+                if attempt + 1 == START_ATTEMPTS:
+                    raise WorkerStartError(f"cannot start a worker process: {trouble}") from None
+                time.sleep(0.05 * (attempt + 1))
+        self._loaded = set()
+        self._loading = None
+        self.name = f"process {self._process.pid}"
+        self._await_hello()
+
+    def _start(self, shm_settings) -> None:
+        if self._method == "forkserver":
+            server = _forkserver.server()
+            if server is not None:
+                try:
+                    self._start_served(server, shm_settings)
+                    return
+                except _forkserver.ForkServerGone:
+                    _warn_fallback()
+        reason = _main_guard.unimportable_main(self._method)
+        if reason is not None:
+            raise WorkerStartError(f"cannot start a worker process: {reason}")
+        self._start_multiprocessing(shm_settings)
+
+    def _start_served(self, server: _forkserver.ForkServer, shm_settings) -> None:
+        parent_end, child_end = socket.socketpair()
+        conn = connection.Connection(parent_end.detach())
+        try:
+            self._process, self._progress, self._progress_map = _forkserver.start_worker(
+                server, child_end.detach(), (shm_settings,))
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        self._progress[0] = IDLE
+
+    def _start_multiprocessing(self, shm_settings) -> None:
+        context, method = self._context, self._method
+        expected = os.getpid() if method != "forkserver" else _stdlib_forkserver_pid()
         with _spawn_lock:
             parent_conn, child_conn = context.Pipe(duplex=True)
             progress = context.RawArray("q", 2)
-            progress[0] = -1
-            process = context.Process(target=_worker_main,
-                                      args=(child_conn, progress, expected, shm_settings),
+            progress[0] = IDLE
+            process = context.Process(target=_process_target,
+                                      args=(child_conn, progress, expected, shm_settings,
+                                            method),
                                       name=f"{self._pool_name}-worker-{self.index}", daemon=True)
             try:
                 process.start()
+            except (EOFError, ConnectionError, FileNotFoundError, ChildProcessError) as exc:
+                parent_conn.close()
+                if method != "forkserver":
+                    raise WorkerStartError(f"cannot start a worker process: {exc}") from exc
+                raise _ServerTrouble(f"multiprocessing's fork server failed: {exc!r}") from exc
             except Exception as exc:
                 parent_conn.close()
                 raise WorkerStartError(f"cannot start a worker process: {exc}") from exc
             finally:
                 child_conn.close()
         self._process, self._conn, self._progress = process, parent_conn, progress
-        self._loaded = set()
-        self.name = f"process {process.pid}"
+
+    def _await_hello(self) -> None:
+        """Wait until the worker says it is ready; if it dies first, say why (raised)."""
+        conn, process = self._conn, self._process
+        ready = connection.wait([conn, process.sentinel], START_TIMEOUT)
+        if conn in ready:
+            try:
+                if conn.recv_bytes() == HELLO:
+                    return
+            except (EOFError, OSError):
+                pass
+        if not ready:
+            cause = f"was not ready within {START_TIMEOUT:g} s and was killed"
+        else:
+            process.join(1.0)
+            cause = self._start_cause(process)
+        name, exitcode = self.name, process.exitcode
+        self.close()
+        raise BrokenPoolError(f"worker {name} {cause}", worker=name, exitcode=exitcode)
+
+    def _start_cause(self, process) -> str:
+        """Why a worker died before it was ready."""
+        if getattr(process, "lost_with_server", False):
+            return "was lost with its fork server before it was ready"
+        exitcode = process.exitcode
+        if exitcode == _main_guard.EXIT_CODE:
+            return _main_guard.guard_message(self._method)
+        cause = f"{describe_exit(exitcode)} before it was ready"
+        if isinstance(process, _forkserver.ServedProcess):
+            return cause + " (its traceback, if any, is on stderr above)"
+        main = getattr(sys.modules.get("__main__"), "__file__", None)
+        again = (f", which imports the main module {main} again as its first step"
+                 if main else "")
+        return (f"{cause}: a worker started with '{self._method}'{again} cannot run; its "
+                f"traceback, if any, is on stderr above (check that the main module and the "
+                f"modules it imports load without errors in a fresh interpreter)")
 
     def close(self) -> None:
         process, conn = self._process, self._conn
@@ -217,8 +349,19 @@ class ProcessHandle(WorkerHandle):
             process.kill()
             process.join()
         conn.close()
-        process.close()
+        try:
+            process.close()
+        except ValueError:      # a multiprocessing Process that is somehow still running
+            pass
+        self._release_progress()
         self._release_shared_memory()
+
+    def _release_progress(self) -> None:
+        if self._progress_map is not None:
+            self._progress.release()
+            self._progress_map.close()
+            self._progress_map = None
+        self._progress = None
 
     def _release_shared_memory(self) -> None:
         if self._writer is not None:
@@ -233,7 +376,7 @@ class ProcessHandle(WorkerHandle):
         if process is not None:
             try:
                 process.kill()
-            except (OSError, ValueError):
+            except (OSError, ValueError, AttributeError):
                 pass
             # close() (by the slot thread) joins it and releases the pipe
 
@@ -242,6 +385,7 @@ class ProcessHandle(WorkerHandle):
     def run(self, batch: Batch):
         spec = batch.task
         if spec.key not in self._loaded:
+            self._loading = spec.task_id
             self._send(pickle.dumps(("task", spec.key, spec.task_id), PROTOCOL), spec.payload)
             self._loaded.add(spec.key)
         try:
@@ -299,6 +443,7 @@ class ProcessHandle(WorkerHandle):
         self._progress[0] = -1
         self._send(pickle.dumps(header, PROTOCOL), data)
         reply_descriptor, reply = pickle.loads(self._receive(batch))
+        self._loading = None
         batch.nbytes += _size(data, descriptor) + _size(reply, reply_descriptor)
         try:
             return self._reader.loads(reply, reply_descriptor)
@@ -344,15 +489,72 @@ class ProcessHandle(WorkerHandle):
         return max(0.0, limit - running)
 
     def _lost(self, batch: Batch | None) -> WorkerLost:
+        """What is known of a worker that just died: how, and in which item, if any."""
         process = self._process
-        exitcode = None
+        exitcode, server_died = None, False
         if process is not None:
             process.join(1.0)
             exitcode = process.exitcode
-        position = None
-        if batch is not None and batch.tracked and self._progress is not None:
-            position = self._progress[0] if self._progress[0] >= 0 else None
-        return WorkerLost(describe_exit(exitcode), position, exitcode)
+            server_died = _died_with_its_server(process, exitcode)
+        progress = self._progress[0] if self._progress is not None else IDLE
+        position = progress if batch is not None and batch.tracked and progress >= 0 else None
+        before_work = progress == IDLE
+        if server_died:
+            message = "was killed with its fork server, which died"
+        else:
+            message = describe_exit(exitcode)
+            if before_work and self._loading is not None:
+                message += f" while loading the function of task {self._loading}"
+        return WorkerLost(message, position, exitcode, before_work=before_work,
+                          server_died=server_died)
+
+
+def _died_with_its_server(process, exitcode: int | None) -> bool:
+    """True when a worker died because its fork server died (it dies with it)."""
+    if isinstance(process, _forkserver.ServedProcess):
+        return process.lost_with_server
+    if exitcode != 255 or getattr(process, "_start_method", None) != "forkserver":
+        return False       # 255: multiprocessing's forkserver could not report a code
+    return not _stdlib_forkserver_alive()
+
+
+def _stdlib_forkserver_alive() -> bool:
+    from multiprocessing import forkserver
+    pid = forkserver._forkserver._forkserver_pid     # type: ignore[attr-defined]
+    if pid is None:
+        return False
+    try:   # WNOWAIT: look without reaping (multiprocessing reaps it when it restarts it)
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+    except ChildProcessError:
+        return False
+
+
+def _stdlib_forkserver_pid() -> int | None:
+    """Start multiprocessing's forkserver if it is not running (again, if it died); its pid
+    is the parent its workers die with."""
+    from multiprocessing import forkserver
+    state = forkserver._forkserver      # type: ignore[attr-defined]
+    try:
+        forkserver.ensure_running()
+    except ChildProcessError:   # it died and something else reaped it: forget it
+        with state._lock:
+            if state._forkserver_alive_fd is not None:
+                os.close(state._forkserver_alive_fd)
+            state._forkserver_alive_fd = state._forkserver_pid = None
+            state._forkserver_address = None
+        raise _ServerTrouble("multiprocessing's fork server was gone") from None
+    except OSError as exc:
+        raise _ServerTrouble(f"multiprocessing's fork server cannot start: {exc}") from exc
+    return state._forkserver_pid
+
+
+def _warn_fallback() -> None:
+    global _fallback_warned
+    if _fallback_warned:
+        return
+    _fallback_warned = True
+    warn_safely("imap's fork server died: worker processes now start with multiprocessing's "
+                "forkserver (a new interpreter per program, slower starts)")
 
 
 class _UnreadableReply(Exception):
