@@ -11,8 +11,10 @@ import math
 import multiprocessing
 import numbers
 
-import dill     # every process or remote pool ships functions with it: imported with imap,
-#                 not in the first pool's start (10-30 ms)
+try:   # every process or remote pool ships functions with dill: imported with imap, not
+    import dill  # noqa: F401 - during the first pool's start (10-30 ms)
+except ImportError:   # a server host without dill still imports imap, to say it is missing
+    pass
 
 from .backends.base import TaskSpec, describe
 
@@ -101,6 +103,7 @@ def start_method(method):
 
 
 def dump_function(spec: TaskSpec) -> bytes:
+    import dill
     try:
         return dill.dumps((spec.func, spec.args, spec.kwargs), recurse=True)
     except Exception as exc:
