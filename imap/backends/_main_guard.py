@@ -129,6 +129,6 @@ def unimportable_main(method: str) -> str | None:
     if os.path.isfile(path):
         return None
     return (f"the main module was read from {path}, which worker processes started with "
-            f"'{method}' cannot import again: save the script to a file and run that, or "
-            f"start the pool from a program with a single thread (imap's fork server needs "
-            f"no import)")
+            f"'{method}' cannot import again: save the script to a file and run that "
+            f"(or use the default start method from a program that has one thread: imap's "
+            f"fork server imports nothing again)")

@@ -111,6 +111,9 @@ class WorkerHandle:
 
     #: a short description used in messages, e.g. 'process 1234' or 'host:18812 slot 2'
     name: str = "worker"
+    #: start failures in a row (open() failed, or the worker died before it did any work)
+    #: after which the pool gives up this slot
+    start_attempts: int = 3
 
     def open(self) -> None:
         """Start the worker or connect to it. Raise ``imap.WorkerStartError`` on failure."""

@@ -156,6 +156,7 @@ def _load_task(calls: dict, load_errors: dict, header: tuple, payload: bytes) ->
     try:
         calls[key] = _evaluate.load_function(payload)
     except BaseException as exc:  # noqa: BLE001 - reported in place of every item
+        exc.imap_unloadable_task = header[2]   # type: ignore[union-attr] - the pool logs it
         load_errors[key] = _evaluate.error_record(
             exc, "exception" if isinstance(exc, ImportError) else "serialization",
             f"the function of task {header[2]} cannot be loaded in the worker: "
@@ -329,11 +330,10 @@ class ProcessHandle(WorkerHandle):
         if isinstance(process, _forkserver.ServedProcess):
             return cause + " (its traceback, if any, is on stderr above)"
         main = getattr(sys.modules.get("__main__"), "__file__", None)
-        again = (f", which imports the main module {main} again as its first step"
-                 if main else "")
+        again = (f" (which first imports the main module {main} again)" if main else "")
         return (f"{cause}: a worker started with '{self._method}'{again} cannot run; its "
-                f"traceback, if any, is on stderr above (check that the main module and the "
-                f"modules it imports load without errors in a fresh interpreter)")
+                f"traceback, if any, is on stderr above. Check that the main module and the "
+                f"modules it imports load without errors in a new interpreter")
 
     def close(self) -> None:
         process, conn = self._process, self._conn

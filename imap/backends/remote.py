@@ -132,6 +132,9 @@ class RemoteHandle(WorkerHandle):
         handle.close()
     """
 
+    #: a server that refuses a reconnection is given up at once (as it always was)
+    start_attempts = 1
+
     def __init__(self, host: str, port: int = DEFAULT_PORT, slot: int = 1, *,
                  tls: dict | None = None, timeout: float | None = None,
                  connect_timeout: float | None = None):
