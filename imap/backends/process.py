@@ -55,6 +55,8 @@ EXIT_GRACE = 2.0
 START_TIMEOUT = 60.0
 #: attempts to start a worker when its fork server dies meanwhile
 START_ATTEMPTS = 3
+#: how long a worker lost with exit code 255 waits for its forkserver to be seen dead
+SERVER_EXIT_GRACE = 0.5
 HELLO = b"imap-worker-ready"
 #: progress[0] while a worker handles a batch outside the evaluation of a known item
 BUSY = -2
@@ -221,6 +223,7 @@ class ProcessHandle(WorkerHandle):
         self._progress_map: Any = None
         self._loaded: set = set()
         self._loading: int | None = None    # the task whose function was just sent
+        self._server_pid: int | None = None  # multiprocessing's forkserver that forked it
         self._shm_threshold = shm_threshold
         self._shm_prefix = f"{shm_prefix}w{index}_"
         self._writer: _shm.Writer | None = None
@@ -274,10 +277,12 @@ class ProcessHandle(WorkerHandle):
             raise
         self._conn = conn
         self._progress[0] = IDLE
+        self._server_pid = None
 
     def _start_multiprocessing(self, shm_settings) -> None:
         context, method = self._context, self._method
         expected = os.getpid() if method != "forkserver" else _stdlib_forkserver_pid()
+        self._server_pid = expected if method == "forkserver" else None
         with _spawn_lock:
             parent_conn, child_conn = context.Pipe(duplex=True)
             progress = context.RawArray("q", 2)
@@ -495,7 +500,7 @@ class ProcessHandle(WorkerHandle):
         if process is not None:
             process.join(1.0)
             exitcode = process.exitcode
-            server_died = _died_with_its_server(process, exitcode)
+            server_died = _died_with_its_server(process, exitcode, self._server_pid)
         progress = self._progress[0] if self._progress is not None else IDLE
         position = progress if batch is not None and batch.tracked and progress >= 0 else None
         before_work = progress == IDLE
@@ -509,24 +514,22 @@ class ProcessHandle(WorkerHandle):
                           server_died=server_died)
 
 
-def _died_with_its_server(process, exitcode: int | None) -> bool:
+def _died_with_its_server(process, exitcode: int | None, server_pid: int | None) -> bool:
     """True when a worker died because its fork server died (it dies with it)."""
     if isinstance(process, _forkserver.ServedProcess):
         return process.lost_with_server
-    if exitcode != 255 or getattr(process, "_start_method", None) != "forkserver":
+    if exitcode != 255 or server_pid is None:
         return False       # 255: multiprocessing's forkserver could not report a code
-    return not _stdlib_forkserver_alive()
-
-
-def _stdlib_forkserver_alive() -> bool:
-    from multiprocessing import forkserver
-    pid = forkserver._forkserver._forkserver_pid     # type: ignore[attr-defined]
-    if pid is None:
+    try:
+        pidfd = os.pidfd_open(server_pid)
+    except ProcessLookupError:
+        return True        # reaped already: it died
+    except (OSError, AttributeError):
         return False
-    try:   # WNOWAIT: look without reaping (multiprocessing reaps it when it restarts it)
-        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
-    except ChildProcessError:
-        return False
+    try:   # readable once it exited; it may still be exiting when its workers are gone
+        return bool(connection.wait([pidfd], SERVER_EXIT_GRACE))
+    finally:
+        os.close(pidfd)
 
 
 def _stdlib_forkserver_pid() -> int | None:
