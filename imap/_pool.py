@@ -45,8 +45,10 @@ JOIN_GRACE = 5.0
 #: an item re-run alone after its worker died is retried this often when it is not clear
 #: that it was running when the worker was lost; then it is blamed
 MAX_ATTEMPTS = 2
-#: a batch whose worker died before it began (or with its fork server) runs again this often
+#: a batch whose worker died before it began runs again this often; one whose worker died
+#: with its fork server more often (a function that kills the fork server is still bounded)
 MAX_REQUEUE = 3
+MAX_REQUEUE_SERVER_DIED = 10
 #: start failures in a row, with no result ever delivered, that make the pool broken
 BROKEN_AFTER = 3
 
@@ -198,7 +200,8 @@ class Pool:
         """A worker died with ``batch``: blame one item if known, re-queue the others."""
         position = lost.position
         task = batch.task
-        if (lost.before_work or lost.server_died) and batch.attempts < MAX_REQUEUE:
+        limit = MAX_REQUEUE_SERVER_DIED if lost.server_died else MAX_REQUEUE
+        if (lost.before_work or lost.server_died) and batch.attempts < limit:
             # not the items' fault: the worker died before it began, or with its fork server
             log.info("%s: worker %s %s before items %d..%d of task %d began: they run again",
                      self._name, handle.name, lost.message, batch.start,

@@ -53,8 +53,9 @@ PROTOCOL = 5
 EXIT_GRACE = 2.0
 #: a worker that is not ready this many seconds after it was started is a start failure
 START_TIMEOUT = 60.0
-#: attempts to start a worker when its fork server dies meanwhile
-START_ATTEMPTS = 3
+#: attempts to start a worker when its fork server dies meanwhile (waiting 0.05 s, then
+#: twice as long each time)
+START_ATTEMPTS = 5
 #: how long a worker lost with exit code 255 waits for its forkserver to be seen dead
 SERVER_EXIT_GRACE = 0.5
 HELLO = b"imap-worker-ready"
@@ -242,15 +243,15 @@ class ProcessHandle(WorkerHandle):
         for attempt in range(START_ATTEMPTS):
             try:
                 self._start(shm_settings)
-                break
-            except _ServerTrouble as trouble:
+                self._loaded = set()
+                self._loading = None
+                self.name = f"process {self._process.pid}"
+                self._await_hello()
+                return
+            except _ServerTrouble as trouble:   # its fork server died meanwhile: again
                 if attempt + 1 == START_ATTEMPTS:
                     raise WorkerStartError(f"cannot start a worker process: {trouble}") from None
-                time.sleep(0.05 * (attempt + 1))
-        self._loaded = set()
-        self._loading = None
-        self.name = f"process {self._process.pid}"
-        self._await_hello()
+                time.sleep(0.05 * 2 ** attempt)
 
     def _start(self, shm_settings) -> None:
         if self._method == "forkserver":
@@ -319,6 +320,9 @@ class ProcessHandle(WorkerHandle):
             cause = f"was not ready within {START_TIMEOUT:g} s and was killed"
         else:
             process.join(1.0)
+            if _died_with_its_server(process, process.exitcode, self._server_pid):
+                self.close()
+                raise _ServerTrouble(f"its fork server died while worker {self.name} started")
             cause = self._start_cause(process)
         name, exitcode = self.name, process.exitcode
         self.close()
