@@ -34,6 +34,7 @@ import threading
 import weakref
 
 from . import _config
+from ._errors import warn_safely
 from ._feeder import Feeder
 from ._inputs import _is_chained, _is_steady
 from ._pool import Pool
@@ -149,6 +150,9 @@ class IMap:
         self._state = _State.IDLE
         self._stopped = threading.Event()
         self._stopped.set()
+        self._not_starting = threading.Event()   # stop() from another thread waits on it
+        self._not_starting.set()
+        self._starter: int | None = None
         self._pool: Pool | None = None
         self._feeder: Feeder | None = None
         if func is not None:
@@ -262,6 +266,8 @@ class IMap:
                 raise RuntimeError(f"{self.name} is already started; stop() it first")
             self._state = _State.STARTING
             self._stopped.clear()
+            self._not_starting.clear()
+            self._starter = threading.get_ident()
             tasks = tuple(self._tasks)
         try:
             self._running = tasks
@@ -272,14 +278,21 @@ class IMap:
                                   buffer_size=self.buffer or 2 * max(1, len(tasks)) * self.stride,
                                   batch_cap=max(1, math.ceil(self.stride / self._worker_total)),
                                   workers=self._worker_total)
-        except BaseException:
-            with self._lock:
-                self._state = _State.IDLE
-                self._pool = self._feeder = None
-                self._stopped.set()
+        except BaseException:   # a failure, or a signal: nothing started is left running
+            pool = self._pool
+            try:
+                if pool is not None:
+                    pool.stop(forced=True)
+            finally:
+                with self._lock:
+                    self._state = _State.IDLE
+                    self._pool = self._feeder = None
+                    self._stopped.set()
+                    self._not_starting.set()
             raise
         with self._lock:
             self._state = _State.STARTED   # only now may readers (other feeders) come in
+            self._not_starting.set()
         _live.add(self)
 
     def stop(self, ends=None, forced=False) -> None:
@@ -290,19 +303,20 @@ class IMap:
         finish their current batch. ``ends`` is accepted for compatibility and ignored
         (every task is ended). A no-op when not started.
         """
-        with self._lock:
-            if self._state is _State.IDLE:
-                return
-            if self._state is _State.STARTING:
-                raise RuntimeError(f"{self.name} is being started by another thread; stop() "
-                                   f"it once start() returned")
-            if self._state is _State.STOPPING:
-                stopping_elsewhere = True
-            else:
-                stopping_elsewhere = False
-                self._state = _State.STOPPING
-        if stopping_elsewhere:
-            self._stopped.wait()
+        while True:
+            with self._lock:
+                state = self._state
+                if state is _State.IDLE:
+                    return
+                if state is _State.STARTING and self._starter == threading.get_ident():
+                    return    # inside its own start (a signal handler): the start undoes itself
+                if state is _State.STARTED:
+                    self._state = _State.STOPPING
+                    break
+            if state is _State.STARTING:     # another thread starts it: stop it when done
+                self._not_starting.wait()
+                continue
+            self._stopped.wait()             # another thread stops it
             return
         try:
             reason = "stop() was called"
@@ -311,13 +325,15 @@ class IMap:
             feeder = self._feeder
             if feeder is not None:
                 feeder.stop()
-            self._pool.stop(forced=forced)
-            if feeder is not None and feeder.thread is not threading.current_thread():
+            if self._pool is not None:
+                self._pool.stop(forced=forced)
+            if (feeder is not None and feeder.thread.ident is not None  # it may not be started
+                    and feeder.thread is not threading.current_thread()):
                 feeder.thread.join(FEEDER_GRACE)
                 if feeder.thread.is_alive():
-                    log.warning("%s: the feeder is blocked inside a task's input iterator and "
-                                "is abandoned (a daemon thread); make the input end or see the "
-                                "stop on its own", self.name)
+                    warn_safely(f"{self.name}: the feeder is blocked inside a task's input "
+                                f"iterator and is abandoned (a daemon thread); make the input "
+                                f"end or see the stop on its own")
         finally:
             with self._lock:
                 self._tasks = []

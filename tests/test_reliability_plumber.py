@@ -323,8 +323,10 @@ def test_without_handle_signals_the_program_still_ends_and_its_workers_die(tmp_p
 def test_grace_must_not_be_negative():
     from papy import Plumber
     from papy._signals import handle_signals
-    with pytest.raises(ValueError, match="grace must be >= 0"):
+    with pytest.raises(ValueError, match="grace must be a number of seconds >= 0"):
         handle_signals(Plumber(), grace=-1)
+    with pytest.raises(ValueError, match="grace must be a number of seconds, not NaN"):
+        handle_signals(Plumber(), grace=float("nan"))
 
 
 def test_other_exceptions_pass_through_and_handlers_are_restored():

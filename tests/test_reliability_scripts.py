@@ -308,3 +308,65 @@ def test_a_guarded_script_fed_on_stdin_runs(tmp_path):
     done = run(write(tmp_path, GUARDED), stdin=textwrap.dedent(GUARDED))
     assert done.returncode == 0, done.stderr
     assert done.stdout == "[0, 2, 4, 6, 8]\n"
+
+
+# -- a signal at any moment of the start-up (18.4) -----------------------------------------
+
+STARTING_PIPELINE = """
+    import itertools, sys, time
+    from papy import IMap, Piper, Plumber, Worker, handle_signals
+
+    def inc(inbox):
+        return inbox[0] + 1
+
+    def slow(inbox):
+        time.sleep(0.001)
+        return inbox[0]
+
+    if __name__ == '__main__':
+        imap = IMap(worker_type='process', worker_num=2, start_method=sys.argv[1])
+        plumber = Plumber()
+        plumber.add_pipe((Piper(Worker(inc), parallel=imap), Piper(Worker(slow), parallel=imap),
+                          Piper(inc)))
+        with handle_signals(plumber):
+            print('ready', flush=True)
+            plumber.start([itertools.count()])
+            plumber.run()
+            plumber.wait()
+"""
+SCAN = 24          # signals, half SIGINT, half SIGTERM
+
+
+def test_a_signal_at_any_moment_of_the_start_up_ends_with_its_message_and_code(tmp_path):
+    """Signals at random moments (seeded) in the first 0.3 s after the handlers are in place,
+    while the pipeline starts its pools (fork server or spawn): each program ends with exit
+    code 130/143, `papy: stopped by SIG...` and no traceback, within 3 s."""
+    import random
+    script = write(tmp_path, STARTING_PIPELINE)
+    moments = random.Random(18).sample(range(300), SCAN)
+    programs = []
+    try:
+        for k in range(SCAN):       # one starts while the ones signalled before end
+            signum = signal.SIGINT if k % 2 else signal.SIGTERM
+            method, delay = "spawn" if k % 4 > 1 else "forkserver", moments[k] / 1000
+            program = subprocess.Popen([sys.executable, str(script), method],
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       text=True)
+            programs.append((program, signum, method, delay))
+            assert program.stdout.readline() == "ready\n"
+            time.sleep(delay)
+            program.send_signal(signum)
+        failures = []
+        for program, signum, method, delay in programs:
+            _, stderr = program.communicate(timeout=DEADLINE)
+            name = signal.Signals(signum).name
+            if (program.returncode != 128 + signum or "Traceback" in stderr
+                    or f"papy: stopped by {name}" not in stderr):
+                failures.append(f"{name} after {delay:.3f} s ({method}): exit "
+                                f"{program.returncode}\n{stderr[-2000:]}")
+        assert failures == []
+    finally:
+        for program, *_ in programs:
+            if program.poll() is None:
+                program.kill()
+                program.communicate()
