@@ -10,16 +10,17 @@ from __future__ import annotations
 import math
 import multiprocessing
 import numbers
+from typing import Any
 
 try:   # every process or remote pool ships functions with dill: imported with imap, not
-    import dill  # noqa: F401 - during the first pool's start (10-30 ms)
+    import dill  # type: ignore[import-untyped]  # noqa: F401 - not in a pool's start
 except ImportError:   # a server host without dill still imports imap, to say it is missing
     pass
 
 from .backends.base import TaskSpec, describe
 
 
-def count(what: str, value, default, minimum: int):
+def count(what: str, value: Any, default: Any, minimum: int) -> Any:
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int):
@@ -66,7 +67,7 @@ def seconds(name: str, value: object, *, default: float | None = None,
     return number
 
 
-def as_args(args, task_id: int) -> tuple:
+def as_args(args: Any, task_id: int) -> tuple[Any, ...]:
     if args is None:
         return ()
     if isinstance(args, (str, bytes)) or not isinstance(args, (tuple, list)):
@@ -75,7 +76,7 @@ def as_args(args, task_id: int) -> tuple:
     return tuple(args)
 
 
-def as_kwargs(kwargs, task_id: int) -> dict:
+def as_kwargs(kwargs: Any, task_id: int) -> dict[str, Any]:
     if kwargs is None:
         return {}
     if not isinstance(kwargs, dict):
@@ -83,14 +84,14 @@ def as_kwargs(kwargs, task_id: int) -> dict:
     return dict(kwargs)
 
 
-def parse_remote(worker_remote) -> list:
+def parse_remote(worker_remote: Any) -> list[Any]:
     if not worker_remote:
         return []
     from .backends import remote
     return remote.parse_worker_remote(worker_remote)
 
 
-def start_method(method):
+def start_method(method: str | None) -> str:
     """The default is forkserver where it exists (Python 3.14's default on Linux): workers
     start in a clean single-threaded process, never forked from our own threads, and their
     main-thread malloc arena lets the shared-memory transport reuse memory (see _shm.py)."""
@@ -105,7 +106,7 @@ def start_method(method):
 def dump_function(spec: TaskSpec) -> bytes:
     import dill
     try:
-        return dill.dumps((spec.func, spec.args, spec.kwargs), recurse=True)
+        payload: bytes = dill.dumps((spec.func, spec.args, spec.kwargs), recurse=True)
     except Exception as exc:
         raise TypeError(
             f"task {spec.task_id}: the function {describe(spec.func)} (with its args and "
@@ -113,6 +114,7 @@ def dump_function(spec: TaskSpec) -> bytes:
             f"{exc}. Remove references to unpicklable objects (locks, files, sockets, "
             f"generators) from its globals, closure and arguments, or use worker_type='thread'"
         ) from exc
+    return payload
 
 
 PRELOAD = ["imap.backends.process", "dill"]   # dill: workers load functions with it

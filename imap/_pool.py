@@ -31,7 +31,8 @@ import dataclasses
 import logging
 import queue
 import threading
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ._errors import BrokenPoolError, WorkerDiedError, WorkerStartError, warn_safely
 from .backends.base import Batch, WorkerHandle, WorkerLost
@@ -52,7 +53,7 @@ MAX_REQUEUE_SERVER_DIED = 10
 #: start failures in a row, with no result ever delivered, that make the pool broken
 BROKEN_AFTER = 3
 
-Deliver = Callable[[Batch, list, "dict | None", float], None]
+Deliver = Callable[[Batch, list[Any], "dict[int, BaseException] | None", float], None]
 
 
 class _Slot:
@@ -74,7 +75,7 @@ class Pool:
         self._slots = [_Slot(i, h) for i, h in enumerate(handles)]
         self._deliver = deliver
         self._name = name
-        self._dispatch: queue.SimpleQueue = queue.SimpleQueue()
+        self._dispatch: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._live = 0
         self._broken: str | None = None
@@ -185,7 +186,7 @@ class Pool:
                 if (slot.retired or not self._reopen(slot)) and self._broken is None:
                     return      # retired (or stopping): the other slots go on
                 continue
-            except BaseException as exc:  # noqa: BLE001 - a bug: fail the batch, go on
+            except BaseException as exc:
                 log.exception("%s: worker %s failed on a batch", self._name, handle.name)
                 self._deliver(batch, [None] * len(batch.items),
                               {i: exc for i in range(len(batch.items))}, 0.0)
@@ -246,7 +247,7 @@ class Pool:
         if position + 1 < len(batch.items):
             self._dispatch.put(Batch(task, index + 1, batch.items[position + 1:], tracked=True))
 
-    def _note_unloadable(self, batch: Batch, errors: dict) -> None:
+    def _note_unloadable(self, batch: Batch, errors: dict[int, BaseException]) -> None:
         """A task whose function cannot be loaded in a worker (a bad @imports): each item
         fails in place with that error; it is logged once."""
         error = next(iter(errors.values()))
@@ -347,5 +348,5 @@ def _describe_failure(handle: WorkerHandle, exc: BaseException) -> str:
 def _quietly(call: Callable[[], object]) -> None:
     try:
         call()
-    except Exception:  # noqa: BLE001 - best effort during shutdown
+    except Exception:
         log.debug("ignored error during shutdown", exc_info=True)

@@ -34,14 +34,15 @@ import signal
 import sys
 import threading
 import warnings
+from collections.abc import Callable
 from types import FrameType, TracebackType
-from typing import IO, Any, Callable
+from typing import IO, Any, Self
 
 from imap import _config
 
 log = logging.getLogger("papy")
 
-__all__ = ["handle_signals", "Interrupted"]
+__all__ = ["Interrupted", "handle_signals"]
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -54,7 +55,7 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
-class handle_signals:  # noqa: N801 - used like a function: ``with handle_signals(p):``
+class handle_signals:
     """Stop ``plumber`` gracefully on SIGINT/SIGTERM, within ``grace`` seconds, then exit.
 
     On a signal: a message on ``stream`` (default stderr) and in the ``papy`` log, then
@@ -68,7 +69,7 @@ class handle_signals:  # noqa: N801 - used like a function: ``with handle_signal
     """
 
     def __init__(self, plumber: Any, grace: float | None = 1.5, stream: IO[str] | None = None,
-                 exit: bool = True,  # noqa: A002 - the name says what it does
+                 exit: bool = True,
                  on_signal: Callable[[int], None] | None = None):
         self.plumber = plumber
         self.grace = _config.seconds("handle_signals(): grace", grace, default=None)
@@ -81,7 +82,7 @@ class handle_signals:  # noqa: N801 - used like a function: ``with handle_signal
         self._force = threading.Event()   # a second signal came
         self._wake = threading.Event()    # the stopper finished, or a second signal came
 
-    def __enter__(self) -> "handle_signals":
+    def __enter__(self) -> Self:
         if threading.current_thread() is not threading.main_thread():
             warnings.warn("handle_signals(): not in the main thread, signals are not handled",
                           RuntimeWarning, stacklevel=2)

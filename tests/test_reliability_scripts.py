@@ -49,7 +49,7 @@ def write(tmp_path: Path, source: str, name: str = "script.py") -> Path:
 def run(script: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     command = [sys.executable, str(script), *args] if stdin is None else \
         [sys.executable, "-", *args]
-    return subprocess.run(command, input=stdin, capture_output=True, text=True,
+    return subprocess.run(command, check=False, input=stdin, capture_output=True, text=True,
                           timeout=DEADLINE, cwd=script.parent)
 
 

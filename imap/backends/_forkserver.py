@@ -49,7 +49,8 @@ import socket
 import struct
 import sys
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -255,13 +256,13 @@ def _forget_inherited_helpers() -> None:
     parent's: their descriptors are closed here; a worker that needs them starts its own."""
     forkserver = sys.modules.get("multiprocessing.forkserver")
     if forkserver is not None:
-        state = forkserver._forkserver   # type: ignore[attr-defined]
+        state = forkserver._forkserver
         state._forkserver_alive_fd = state._forkserver_pid = None
         state._forkserver_address = None
     tracker = sys.modules.get("multiprocessing.resource_tracker")
     if tracker is not None:
-        tracker._resource_tracker._fd = None         # type: ignore[attr-defined]
-        tracker._resource_tracker._pid = None        # type: ignore[attr-defined]
+        tracker._resource_tracker._fd = None
+        tracker._resource_tracker._pid = None
 
 
 def _run_server(control_fd: int, parent: int) -> None:
@@ -429,7 +430,7 @@ class ServedProcess:
         self.sentinel = self._pidfd = -1
 
 
-def start_worker(fork_server: ForkServer, connection: int, worker_args: tuple
+def start_worker(fork_server: ForkServer, connection: int, worker_args: tuple[Any, ...]
                  ) -> tuple[ServedProcess, memoryview, mmap.mmap]:
     """Start a worker through ``fork_server``: returns the process, its progress array (two
     int64: the position of the item being evaluated and the time it started) and the map

@@ -39,8 +39,9 @@ import socket
 import sys
 import threading
 import time
-import warnings
+from collections.abc import Callable
 from multiprocessing import connection
+from multiprocessing.connection import Connection
 from typing import Any
 
 from .. import _evaluate
@@ -66,6 +67,10 @@ IDLE = -1
 # forked at the same moment from another slot thread (it would hide that child's death).
 _spawn_lock = threading.Lock()
 _fallback_warned = False
+
+
+#: None, or (threshold in bytes, shared-memory name prefix) for a worker's replies
+ShmSettings = tuple[int, str] | None
 
 
 class _ServerTrouble(Exception):
@@ -98,7 +103,7 @@ def _close_forkservers_alive_pipe() -> None:
     forkserver = sys.modules.get("multiprocessing.forkserver")
     if forkserver is None:
         return
-    state = forkserver._forkserver      # type: ignore[attr-defined]
+    state: Any = forkserver._forkserver
     if state._forkserver_alive_fd is not None:
         try:
             os.close(state._forkserver_alive_fd)
@@ -107,7 +112,8 @@ def _close_forkservers_alive_pipe() -> None:
         state._forkserver_alive_fd = None
 
 
-def _process_target(conn, progress_array, expected_parent, shm_settings, started_by) -> None:
+def _process_target(conn: Connection, progress_array: Any, expected_parent: int | None,
+                    shm_settings: ShmSettings, started_by: str) -> None:
     """The target of a multiprocessing Process (fork, spawn, multiprocessing's forkserver)."""
     if started_by == "forkserver":
         _close_forkservers_alive_pipe()
@@ -115,7 +121,7 @@ def _process_target(conn, progress_array, expected_parent, shm_settings, started
     worker_main(conn, progress_array, shm_settings)
 
 
-def worker_main(conn, progress_array, shm_settings) -> None:
+def worker_main(conn: Connection, progress_array: Any, shm_settings: ShmSettings) -> None:
     """The loop of a worker process.
 
     ``shm_settings`` is None (everything through the pipe) or ``(threshold, prefix)``:
@@ -127,8 +133,8 @@ def worker_main(conn, progress_array, shm_settings) -> None:
     progress = memoryview(progress_array).cast("B").cast("q")
     reader = _shm.Reader()
     writer = _shm.Writer(shm_settings[1], shm_settings[0]) if shm_settings else None
-    calls: dict = {}
-    load_errors: dict = {}
+    calls: dict[int, Callable[[Any], Any]] = {}
+    load_errors: dict[int, tuple[Any, ...]] = {}
     try:
         conn.send_bytes(HELLO)
         while True:
@@ -154,19 +160,22 @@ def worker_main(conn, progress_array, shm_settings) -> None:
             writer.close()
 
 
-def _load_task(calls: dict, load_errors: dict, header: tuple, payload: bytes) -> None:
+def _load_task(calls: dict[int, Callable[[Any], Any]], load_errors: dict[int, tuple[Any, ...]],
+               header: tuple[Any, ...], payload: bytes) -> None:
     key = header[1]
     try:
         calls[key] = _evaluate.load_function(payload)
     except BaseException as exc:  # noqa: BLE001 - reported in place of every item
-        exc.imap_unloadable_task = header[2]   # type: ignore[union-attr] - the pool logs it
+        exc.imap_unloadable_task = header[2]   # type: ignore[attr-defined]  # the pool logs it
         load_errors[key] = _evaluate.error_record(
             exc, "exception" if isinstance(exc, ImportError) else "serialization",
             f"the function of task {header[2]} cannot be loaded in the worker: "
             f"{type(exc).__name__}: {exc}")
 
 
-def _run_batch(calls, load_errors, header, payload, progress, reader, writer):
+def _run_batch(calls: dict[int, Callable[[Any], Any]], load_errors: dict[int, tuple[Any, ...]],
+               header: tuple[Any, ...], payload: bytes, progress: memoryview,
+               reader: _shm.Reader, writer: _shm.Writer | None) -> tuple[Any, bytes]:
     """Evaluate one batch message; return (shared-memory descriptor or None, reply)."""
     _, key, task_id, start, tracked, descriptor = header
     try:
@@ -187,9 +196,9 @@ def _run_batch(calls, load_errors, header, payload, progress, reader, writer):
     del items
     if writer is None:
         return None, _evaluate.encode_reply(values, errors, elapsed, task_id, start)
-    out = [None]
+    out: list[Any] = [None]
 
-    def dumps(obj):
+    def dumps(obj: Any) -> bytes:
         data, out[0] = writer.dumps(obj)
         return data
     reply = _evaluate.encode_reply(values, errors, elapsed, task_id, start, dumps)
@@ -211,7 +220,7 @@ def describe_exit(exitcode: int | None) -> str:
 class ProcessHandle(WorkerHandle):
     """A local worker process."""
 
-    def __init__(self, index: int, context, pool_name: str, shm_threshold: int = 0,
+    def __init__(self, index: int, context: Any, pool_name: str, shm_threshold: int = 0,
                  shm_prefix: str = ""):
         self.index = index
         self.name = f"process #{index}"
@@ -222,7 +231,7 @@ class ProcessHandle(WorkerHandle):
         self._conn: Any = None
         self._progress: Any = None
         self._progress_map: Any = None
-        self._loaded: set = set()
+        self._loaded: set[int] = set()
         self._loading: int | None = None    # the task whose function was just sent
         self._server_pid: int | None = None  # multiprocessing's forkserver that forked it
         self._shm_threshold = shm_threshold
@@ -253,7 +262,7 @@ class ProcessHandle(WorkerHandle):
                     raise WorkerStartError(f"cannot start a worker process: {trouble}") from None
                 time.sleep(0.05 * 2 ** attempt)
 
-    def _start(self, shm_settings) -> None:
+    def _start(self, shm_settings: ShmSettings) -> None:
         if self._method == "forkserver":
             server = _forkserver.server()
             if server is not None:
@@ -267,7 +276,7 @@ class ProcessHandle(WorkerHandle):
             raise WorkerStartError(f"cannot start a worker process: {reason}")
         self._start_multiprocessing(shm_settings)
 
-    def _start_served(self, server: _forkserver.ForkServer, shm_settings) -> None:
+    def _start_served(self, server: _forkserver.ForkServer, shm_settings: ShmSettings) -> None:
         parent_end, child_end = socket.socketpair()
         conn = connection.Connection(parent_end.detach())
         try:
@@ -280,7 +289,7 @@ class ProcessHandle(WorkerHandle):
         self._progress[0] = IDLE
         self._server_pid = None
 
-    def _start_multiprocessing(self, shm_settings) -> None:
+    def _start_multiprocessing(self, shm_settings: ShmSettings) -> None:
         context, method = self._context, self._method
         expected = os.getpid() if method != "forkserver" else _stdlib_forkserver_pid()
         self._server_pid = expected if method == "forkserver" else None
@@ -328,7 +337,7 @@ class ProcessHandle(WorkerHandle):
         self.close()
         raise BrokenPoolError(f"worker {name} {cause}", worker=name, exitcode=exitcode)
 
-    def _start_cause(self, process) -> str:
+    def _start_cause(self, process: Any) -> str:
         """Why a worker died before it was ready."""
         if getattr(process, "lost_with_server", False):
             return "was lost with its fork server before it was ready"
@@ -391,11 +400,12 @@ class ProcessHandle(WorkerHandle):
 
     # -- work ------------------------------------------------------------------------------
 
-    def run(self, batch: Batch):
+    def run(self, batch: Batch) -> tuple[list[Any], dict[int, BaseException] | None, float]:
         spec = batch.task
         if spec.key not in self._loaded:
             self._loading = spec.task_id
-            self._send(pickle.dumps(("task", spec.key, spec.task_id), PROTOCOL), spec.payload)
+            self._send(pickle.dumps(("task", spec.key, spec.task_id), PROTOCOL),
+                       spec.payload or b"")
             self._loaded.add(spec.key)
         try:
             payload = self._dumps(batch.items)
@@ -409,7 +419,8 @@ class ProcessHandle(WorkerHandle):
             return self._run_split(batch, reason="unpickle")
         return values, _rebuild(records), elapsed
 
-    def _run_split(self, batch: Batch, reason: str):
+    def _run_split(self, batch: Batch, reason: str
+                   ) -> tuple[list[Any], dict[int, BaseException] | None, float]:
         """Slow path: send the items one by one so a bad one fails alone, in place."""
         values, errors, elapsed = [None] * len(batch.items), {}, 0.0
         for position, item in enumerate(batch.items):
@@ -439,13 +450,13 @@ class ProcessHandle(WorkerHandle):
                 errors[position] = rebuild_error(records[0])
         return values, errors or None, elapsed
 
-    def _dumps(self, items: list):
+    def _dumps(self, items: list[Any]) -> tuple[bytes, Any]:
         """Pickle a batch: ``(data, shared-memory descriptor or None)``."""
         if self._writer is None:
             return pickle.dumps(items, PROTOCOL), None
         return self._writer.dumps(items)
 
-    def _round_trip(self, batch: Batch, payload):
+    def _round_trip(self, batch: Batch, payload: tuple[bytes, Any]) -> Any:
         data, descriptor = payload
         header = ("batch", batch.task.key, batch.task.task_id, batch.start, batch.tracked,
                   descriptor)
@@ -456,7 +467,7 @@ class ProcessHandle(WorkerHandle):
         batch.nbytes += _size(data, descriptor) + _size(reply, reply_descriptor)
         try:
             return self._reader.loads(reply, reply_descriptor)
-        except Exception as exc:  # noqa: BLE001 - e.g. a result's class unknown here
+        except Exception as exc:
             raise _UnreadableReply() from exc
 
     def _send(self, header: bytes, payload: bytes) -> None:
@@ -475,7 +486,8 @@ class ProcessHandle(WorkerHandle):
             ready = connection.wait([conn, process.sentinel], self._until_overdue(limit))
             if conn in ready:
                 try:
-                    return conn.recv_bytes()
+                    data: bytes = conn.recv_bytes()
+                    return data
                 except (EOFError, OSError):
                     raise self._lost(batch) from None
             if process.sentinel in ready:
@@ -495,7 +507,7 @@ class ProcessHandle(WorkerHandle):
         if limit is None or self._progress[0] < 0:
             return None if limit is None else limit
         running = (time.monotonic_ns() - self._progress[1]) / 1e9
-        return max(0.0, limit - running)
+        return max(0.0, limit - float(running))
 
     def _lost(self, batch: Batch | None) -> WorkerLost:
         """What is known of a worker that just died: how, and in which item, if any."""
@@ -518,7 +530,7 @@ class ProcessHandle(WorkerHandle):
                           server_died=server_died)
 
 
-def _died_with_its_server(process, exitcode: int | None, server_pid: int | None) -> bool:
+def _died_with_its_server(process: Any, exitcode: int | None, server_pid: int | None) -> bool:
     """True when a worker died because its fork server died (it dies with it)."""
     if isinstance(process, _forkserver.ServedProcess):
         return process.lost_with_server
@@ -540,7 +552,7 @@ def _stdlib_forkserver_pid() -> int | None:
     """Start multiprocessing's forkserver if it is not running (again, if it died); its pid
     is the parent its workers die with."""
     from multiprocessing import forkserver
-    state = forkserver._forkserver      # type: ignore[attr-defined]
+    state: Any = forkserver._forkserver
     try:
         forkserver.ensure_running()
     except ChildProcessError:   # it died and something else reaped it: forget it
@@ -552,7 +564,8 @@ def _stdlib_forkserver_pid() -> int | None:
         raise _ServerTrouble("multiprocessing's fork server was gone") from None
     except OSError as exc:
         raise _ServerTrouble(f"multiprocessing's fork server cannot start: {exc}") from exc
-    return state._forkserver_pid
+    pid: int | None = state._forkserver_pid
+    return pid
 
 
 def _warn_fallback() -> None:
@@ -568,14 +581,14 @@ class _UnreadableReply(Exception):
     """The worker's reply could not be unpickled in this process (the cause is chained)."""
 
 
-def _size(data: bytes, descriptor) -> int:
+def _size(data: bytes, descriptor: Any) -> int:
     """Bytes moved by one message: the pickle plus what went through shared memory."""
     if descriptor is None:
         return len(data)
-    return len(data) + sum(span[1] for span in descriptor[1])
+    return len(data) + sum(int(span[1]) for span in descriptor[1])
 
 
-def _rebuild(records):
+def _rebuild(records: dict[int, tuple[Any, ...]] | None) -> dict[int, BaseException] | None:
     if not records:
         return None
     return {position: rebuild_error(record) for position, record in records.items()}
