@@ -346,7 +346,9 @@ def _describe_failure(handle: WorkerHandle, exc: BaseException) -> str:
 
 
 def _quietly(call: Callable[[], object]) -> None:
+    """Kill or close a worker; one that fails may leave a process behind: a warning."""
     try:
         call()
-    except Exception:
-        log.debug("ignored error during shutdown", exc_info=True)
+    except Exception as exc:  # noqa: BLE001 - best effort during shutdown, but said
+        warn_safely(f"imap: cleaning up a worker failed ({getattr(call, '__qualname__', call)}"
+                    f"): {type(exc).__name__}: {exc}")
