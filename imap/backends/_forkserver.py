@@ -252,8 +252,13 @@ def _quiet_signals() -> None:
 
 
 def _forget_inherited_helpers() -> None:
-    """multiprocessing's helpers of the parent (fork server, resource tracker) are the
-    parent's: their descriptors are closed here; a worker that needs them starts its own."""
+    """What multiprocessing knows of the parent is the parent's: its children (never to be
+    joined or terminated from here), its exit finalizers (never to run here), its helpers
+    (fork server, resource tracker: their descriptors are closed here; a worker that needs
+    them starts its own)."""
+    from multiprocessing import process, util
+    process._children.clear()            # type: ignore[attr-defined]
+    util._finalizer_registry.clear()     # type: ignore[attr-defined]
     forkserver = sys.modules.get("multiprocessing.forkserver")
     if forkserver is not None:
         state = forkserver._forkserver
@@ -351,12 +356,19 @@ def _become_worker(setup: bytes, connection: int, progress: int, server_pid: int
             os.chdir(cwd)
         except OSError:
             pass
+        from multiprocessing import util
         from multiprocessing.connection import Connection
 
         from .process import worker_main
+        # as in a child that multiprocessing forks: its after-fork hooks first, its exit
+        # finalizers (papy's transfer janitor, for one) when the worker ends
+        util._run_after_forkers()            # type: ignore[attr-defined]
         progress_map = mmap.mmap(progress, 16)
         os.close(progress)
-        worker_main(Connection(connection), progress_map, *worker_args)
+        try:
+            worker_main(Connection(connection), progress_map, *worker_args)
+        finally:
+            util._exit_function()            # type: ignore[attr-defined]
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
     except BaseException:  # noqa: BLE001 - shown on the worker's stderr, then exit 1
