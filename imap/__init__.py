@@ -7,8 +7,8 @@
 
 See docs/imap.md for the model (tasks, stride, buffer) and every parameter.
 """
-from ._errors import (IMapError, RemoteError, RemoteTraceback, SerializationError,
-                      WorkerDiedError, WorkerStartError)
+from ._errors import (BrokenPoolError, IMapError, IMapWarning, RemoteError, RemoteTraceback,
+                      SerializationError, WorkerDiedError, WorkerStartError)
 from ._feeder import waiting_for_input
 from ._config import preload  # noqa: F401 - imap.preload, not in __all__
 from ._imap import IMap
@@ -17,4 +17,4 @@ from ._imports import imports
 
 __all__ = ["IMap", "TaskIterator", "imports", "waiting_for_input", "IMapError",
            "WorkerDiedError", "SerializationError", "WorkerStartError", "RemoteError",
-           "RemoteTraceback"]
+           "RemoteTraceback", "BrokenPoolError", "IMapWarning"]

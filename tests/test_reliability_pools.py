@@ -4,11 +4,15 @@ test_reliability_scripts.py."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+import os
+import threading
+import time
 
 import pytest
 
-from imap import IMap, _config
+from imap import BrokenPoolError, IMap, WorkerDiedError, WorkerStartError, _config
 
 DEADLINE = 30.0
 
@@ -97,3 +101,71 @@ def test_a_base_exception_with_an_item_timeout_is_an_error_in_place(kind, pool_o
             except BaseException as exc:  # noqa: BLE001
                 outcome.append(type(exc))
     assert outcome == [0, 1, 2, kind, 4, 5]
+
+
+# -- a broken pool is a state, not a flood (11.5) -------------------------------------------
+
+class KillsTheWorkerThatLoadsIt:
+    """An argument whose unpickling ends the process: every worker dies loading the task."""
+
+    def __reduce__(self):
+        return (os._exit, (3,))
+
+
+def identity(x, _=None):
+    return x
+
+
+def test_workers_that_crash_at_start_break_the_pool_once(caplog):
+    """200 items, every worker dies while it loads the function: a few deaths, then every item
+    fails at once with one BrokenPoolError naming the first cause; one ERROR record."""
+    caplog.set_level(logging.ERROR, logger="imap")
+    started = time.monotonic()
+    with IMap(identity, range(200), args=(KillsTheWorkerThatLoadsIt(),), worker_num=2) as pool:
+        outcome = []
+        for _ in range(200):
+            try:
+                outcome.append(pool.next(timeout=DEADLINE))
+            except BrokenPoolError as exc:
+                outcome.append(str(exc).split(": ", 1)[1])
+    assert time.monotonic() - started < DEADLINE
+    assert len(set(outcome)) == 1, outcome[:3]
+    assert "is broken: 3 workers in a row could not start or died before doing any work" \
+        in outcome[0]
+    assert "exited with code 3 while loading the function of task 0" in outcome[0]
+    broken = [r for r in caplog.records if "is broken" in r.getMessage()]
+    assert len(broken) == 1
+    assert issubclass(BrokenPoolError, WorkerStartError)
+    assert issubclass(BrokenPoolError, WorkerDiedError)
+
+
+# -- stop() of a half-started IMap never raises (18.4) --------------------------------------
+
+def test_stop_after_only_the_workers_started_does_not_raise(worker_type):
+    pool = IMap(worker_type=worker_type, worker_num=2)
+    pool.add_task(identity, range(10))
+    pool.start(stages=[1])          # the workers, not the feeder: as a signal may leave it
+    pool.stop()
+    assert not pool.started
+
+
+def test_stop_from_another_thread_while_start_runs_waits_then_stops():
+    pool = IMap(worker_num=2, start_method="spawn")   # a slow start: new interpreters
+    pool.add_task(identity, range(10))
+    errors = []
+
+    def stop_soon():
+        try:
+            time.sleep(0.02)
+            pool.stop()
+        except BaseException as exc:  # noqa: BLE001 - what the test looks at
+            errors.append(exc)
+    stopper = threading.Thread(target=stop_soon)
+    stopper.start()
+    try:
+        pool.start()
+    except RuntimeError:
+        pass                         # stopped before start() returned: allowed
+    stopper.join(DEADLINE)
+    pool.stop()
+    assert errors == [] and not pool.started

@@ -273,6 +273,8 @@ def _forget_inherited_helpers() -> None:
 def _run_server(control_fd: int, parent: int) -> None:
     """The fork server's loop. Exits (os._exit, no clean-up of the copied program) when the
     parent is gone."""
+    global _server_lock
+    _server_lock = threading.Lock()     # held by prepare() when it forked this process
     code = 0
     try:
         die_with_parent(parent)
