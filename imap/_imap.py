@@ -105,7 +105,6 @@ class IMap:
                  worker_num=None, worker_remote=None, stride=None, buffer=None, ordered=True,
                  skip=False, name=None, start_method=None, remote_tls=None, remote_timeout=None,
                  shm_threshold=None):
-        _main_guard.refuse_in_worker()    # the main module, imported again in a worker
         if (func is None) != (iterable is None):
             raise ValueError("IMap(func, iterable): give both (to start task 0 at once) or "
                              "neither (then add_task() and start())")
@@ -261,6 +260,7 @@ class IMap:
             feeder.start()
 
     def _start_workers(self) -> None:
+        _main_guard.refuse_in_worker()    # a pool started by the main module imported again
         with self._lock:
             if self._state is not _State.IDLE:
                 raise RuntimeError(f"{self.name} is already started; stop() it first")

@@ -12,8 +12,9 @@ thousands of lines of tracebacks and every item a dead worker. Two checks, one m
   fed on stdin too, and it errs on the side of silence: a module that compares
   ``__name__`` with ``'__main__'`` in any other way is taken as guarded.
 - in a worker, while multiprocessing imports the main module again (:func:`refuse_in_worker`,
-  called by ``IMap()``): the worker exits at once, silently, with ``EXIT_CODE``, and the
-  parent, which sees that code before the worker was ready, reports the missing guard.
+  called when an IMap starts): the worker exits at once, silently, with ``EXIT_CODE``, and
+  the parent, which sees that code before the worker was ready, reports the missing guard.
+  (An IMap only constructed by the module body, and started under the guard, is harmless.)
 """
 from __future__ import annotations
 
