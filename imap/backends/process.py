@@ -246,10 +246,11 @@ class ProcessHandle(WorkerHandle):
         when it died first, with the cause) if it cannot start."""
         shm_settings = None
         if self._shm_threshold:
-            _shm.sweep(self._shm_prefix)  # what a killed predecessor may have left
-            self._writer = _shm.Writer(self._shm_prefix + "in", self._shm_threshold)
             shm_settings = (self._shm_threshold, self._shm_prefix + "out")
         for attempt in range(START_ATTEMPTS):
+            if self._shm_threshold:       # (again after a failed attempt closed it)
+                _shm.sweep(self._shm_prefix)  # what a killed predecessor may have left
+                self._writer = _shm.Writer(self._shm_prefix + "in", self._shm_threshold)
             try:
                 self._start(shm_settings)
                 self._loaded = set()
@@ -355,24 +356,23 @@ class ProcessHandle(WorkerHandle):
 
     def close(self) -> None:
         process, conn = self._process, self._conn
-        if process is None:
-            return
         self._process = self._conn = None
-        try:
-            conn.send_bytes(pickle.dumps(("exit",), PROTOCOL))
-        except (OSError, ValueError):
-            pass
-        process.join(EXIT_GRACE)
-        if process.exitcode is None:
-            process.kill()
-            process.join()
-        conn.close()
-        try:
-            process.close()
-        except ValueError:      # a multiprocessing Process that is somehow still running
-            pass
-        self._release_progress()
-        self._release_shared_memory()
+        if process is not None:
+            try:
+                conn.send_bytes(pickle.dumps(("exit",), PROTOCOL))
+            except (OSError, ValueError):
+                pass
+            process.join(EXIT_GRACE)
+            if process.exitcode is None:
+                process.kill()
+                process.join()
+            conn.close()
+            try:
+                process.close()
+            except ValueError:      # a multiprocessing Process that is somehow still running
+                pass
+            self._release_progress()
+        self._release_shared_memory()   # also after a start that failed
 
     def _release_progress(self) -> None:
         if self._progress_map is not None:
