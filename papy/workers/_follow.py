@@ -46,52 +46,50 @@ __all__ = ["follow_lines"]
 
 
 def follow_lines(handle: IO[AnyStr], wait: float) -> Generator[AnyStr, None, None]:
-    """The ``follow=True`` reader of ``load_file`` (see its docstring for the semantics)."""
+    """The ``follow=True`` reader of ``load_file`` (see its docstring for the semantics):
+    read lines; at the end of the file look for a truncation or a rotation, or sleep."""
     source: Followed[AnyStr] = Followed(handle)
     sleeper = Sleeper(source, wait)
-    try:
-        yield from _follow(source, sleeper)
-    finally:
-        sleeper.close()
-        source.close()
-
-
-def _follow(source: Followed[AnyStr], sleeper: Sleeper) -> Generator[AnyStr, None, None]:
-    """Read lines; at the end of the file look for a truncation or a rotation, or sleep."""
     newline = source.newline
     pending: AnyStr | None = None   # a line read without its newline yet
     switch_due = False          # rotated: the old file is read to its end, then reopened
-    while True:
-        chunk = source.handle.readline()
-        if chunk:
-            pending = chunk if pending is None else pending + chunk
-            if pending.endswith(newline):
-                line, pending = pending, None
-                yield line
-            continue
-        if switch_due:
-            switch_due = False
-            if source.reopen():
-                sleeper.retarget(source)    # before the new file is read: no change missed
+    readline = source.handle.readline
+    try:
+        while True:
+            chunk = readline()
+            if chunk:
+                pending = chunk if pending is None else pending + chunk
+                if pending.endswith(newline):
+                    line, pending = pending, None
+                    yield line
                 continue
-        change = source.change()
-        if change is _TRUNCATED:
-            if pending:
-                log.warning("load_file(%s): truncated with a partial last line of %d "
-                            "characters (no newline yet); it was dropped", source.label,
-                            len(pending))
-            pending = None
-            continue
-        if change is _ROTATED:
-            switch_due = True   # one more read to the end: the writer may have added lines
-            continue
-        waiting_for_input()          # lines read so far go to the workers now
-        if sleeper.sleep():
-            if pending:
-                log.warning("load_file(%s): stopped with a partial last line of %d "
-                            "characters (no newline yet); it was not yielded",
-                            source.label, len(pending))
-            return
+            if switch_due:
+                switch_due = False
+                if source.reopen():
+                    sleeper.retarget(source)    # before the new file is read: no change lost
+                    readline = source.handle.readline
+                    continue
+            change = source.change()
+            if change is _TRUNCATED:
+                if pending:
+                    log.warning("load_file(%s): truncated with a partial last line of %d "
+                                "characters (no newline yet); it was dropped", source.label,
+                                len(pending))
+                pending = None
+                continue
+            if change is _ROTATED:
+                switch_due = True   # one more read to the end: the writer may have added
+                continue
+            waiting_for_input()          # lines read so far go to the workers now
+            if sleeper.sleep():
+                if pending:
+                    log.warning("load_file(%s): stopped with a partial last line of %d "
+                                "characters (no newline yet); it was not yielded",
+                                source.label, len(pending))
+                return
+    finally:
+        sleeper.close()
+        source.close()
 
 
 _TRUNCATED = object()
