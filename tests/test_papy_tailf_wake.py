@@ -23,7 +23,7 @@ from typing import IO, Any
 
 import pytest
 
-from papy.workers import _follow
+from papy.workers import _follow, _inotify
 from papy.workers._inotify import Inotify
 from papy.workers.io import load_file
 
@@ -350,3 +350,32 @@ def test_a_watch_that_fails_after_the_instance_was_made_closes_it(
     path.touch()
     assert reader_mode(path) is False
     assert made and all(each._fd is None for each in made)
+
+
+# -- the ctypes layer ----------------------------------------------------------------------
+def test_inotify_events_name_the_entries_and_watches_can_go_twice(tmp_path: Path) -> None:
+    watcher = Inotify()
+    try:
+        wd = watcher.add_watch(str(tmp_path), _inotify.FOLDER_EVENTS)
+        assert watcher.read_events() == []
+        (tmp_path / "new.log").touch()
+        os.rename(tmp_path / "new.log", tmp_path / "old.log")
+        events = watcher.read_events()
+        assert [(e.wd, e.name) for e in events if e.mask & _inotify.IN_CREATE] == [
+            (wd, b"new.log")]
+        assert any(e.name == b"old.log" and e.mask & _inotify.IN_MOVED_TO for e in events)
+        watcher.remove_watch(wd)
+        watcher.remove_watch(wd)        # already gone: no error
+        with pytest.raises(OSError):
+            watcher.add_watch(str(tmp_path / "missing"), _inotify.FILE_EVENTS)
+    finally:
+        watcher.close()
+        watcher.close()
+    with pytest.raises(ValueError):
+        watcher.fileno()
+
+
+def test_files_on_proc_are_not_left_to_inotify(tmp_path: Path) -> None:
+    with open("/proc/self/status") as generated, open(tmp_path / "log", "w") as local:
+        assert _inotify.watchable_by_kernel(generated.fileno()) is False
+        assert _inotify.watchable_by_kernel(local.fileno()) is True

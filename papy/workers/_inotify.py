@@ -117,14 +117,14 @@ class Inotify:
 
     def __init__(self) -> None:
         init1 = _function("inotify_init1")
-        fd = init1(IN_NONBLOCK | IN_CLOEXEC)
-        if fd < 0:
-            _raise_errno("inotify_init1")
-        self._fd: int | None = fd
         self._add = _function("inotify_add_watch")
         self._add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
         self._remove = _function("inotify_rm_watch")
         self._remove.argtypes = [ctypes.c_int, ctypes.c_int]
+        fd = init1(IN_NONBLOCK | IN_CLOEXEC)
+        if fd < 0:
+            _raise_errno("inotify_init1")
+        self._fd: int | None = fd
 
     def fileno(self) -> int:
         if self._fd is None:
@@ -151,6 +151,8 @@ class Inotify:
             try:
                 data = os.read(self.fileno(), _READ_SIZE)
             except BlockingIOError:
+                return events
+            if not data:
                 return events
             offset = 0
             while offset + _HEADER.size <= len(data):
