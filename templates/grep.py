@@ -52,9 +52,10 @@ def write(inbox, out):
 def pipeline(pattern="papy", imap=None, out=None) -> Plumber:
     """grep on ``imap`` (default: 2 worker processes), then ``write`` to ``out`` (stdout).
 
-    A followed file gives a line now and then: a small ``stride`` (the number of workers)
-    lets the IMap evaluate each line as it comes instead of waiting for a batch of them."""
-    imap = imap if imap is not None else IMap(worker_type="process", worker_num=2, stride=2)
+    The IMap keeps its default ``stride``, also for a followed file: ``load_file`` is woken
+    by the kernel when a line is written and tells the IMap before it waits, so each line
+    goes to a worker as soon as it is read (a small stride would only cost throughput)."""
+    imap = imap if imap is not None else IMap(worker_type="process", worker_num=2)
     out = out if out is not None else sys.stdout
     grepper = Piper(Worker(grep, (pattern,)), parallel=imap, name="grep")
     printer = Piper(Worker(write, (out,)), name="write")
@@ -129,7 +130,7 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    imap = IMap(worker_type=args.worker_type, worker_num=args.workers, stride=args.workers)
+    imap = IMap(worker_type=args.worker_type, worker_num=args.workers)
     if args.file is None:
         return demo(args.pattern, imap)
     try:

@@ -138,7 +138,7 @@ def test_grep_follows_a_growing_file_until_chinkup(tmp_path):
     path.write_text("papy 0\nother\n")
     out = QueueOut()
     with open(path) as handle:
-        plumber = grep.pipeline(r"papy \d", thread_pool(stride=2), out)
+        plumber = grep.pipeline(r"papy \d", thread_pool(), out)
         plumber.set_inputs([load_file(handle, follow=True)])
         plumber.plunge()
         try:
@@ -161,7 +161,7 @@ def test_grep_without_follow_and_the_demo(tmp_path, capsys):
     assert grep.main(argv) == 0
     assert capsys.readouterr().out == "a papy line\npapyrus\n"
     out, err = io.StringIO(), io.StringIO()
-    assert grep.demo("papy", thread_pool(stride=2), delay=0, out=out, stream=err) == 0
+    assert grep.demo("papy", thread_pool(), delay=0, out=out, stream=err) == 0
     assert out.getvalue().splitlines() == [line.rstrip("\n") for line in grep.DEMO_LINES
                                            if "papy" in line]
     assert "papy grep demo" in err.getvalue()
