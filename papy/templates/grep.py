@@ -8,9 +8,9 @@ never ends by itself: Ctrl-C (or ``plumber.chinkup()`` from code) stops the pipe
 gracefully: the lines already read are still grepped and printed, then every thread and
 worker is joined. This is the original PaPy's example pipeline.
 
-    python -m papy run templates/grep.py FILE PATTERN          # follow FILE; Ctrl-C ends
-    python -m papy run templates/grep.py FILE PATTERN --no-follow
-    python -m papy run templates/grep.py                       # demo on a temporary file
+    python -m papy run papy/templates/grep.py FILE PATTERN          # follow FILE; Ctrl-C ends
+    python -m papy run papy/templates/grep.py FILE PATTERN --no-follow
+    python -m papy run papy/templates/grep.py                       # demo on a temporary file
 
 Edit ``grep`` (inbox convention: the line is ``inbox[0]``; return the line to keep it or
 None to drop it) and ``write`` (the output Piper: it runs in this process).

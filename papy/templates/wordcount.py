@@ -9,9 +9,9 @@ counts its lines and characters (the fan-out: both read every text); ``merge`` j
 results of the same file (inbox[0] from ``words``, inbox[1] from ``lines``, in branch order)
 and adds them to a ``Totals``: counts per word over all files, and per file.
 
-    python -m papy run templates/wordcount.py                 # demo files in a temp folder
-    python -m papy run templates/wordcount.py docs --glob '*.md' --top 15
-    python -m papy run templates/wordcount.py --help
+    python -m papy run papy/templates/wordcount.py                 # demo files in a temp folder
+    python -m papy run papy/templates/wordcount.py docs --glob '*.md' --top 15
+    python -m papy run papy/templates/wordcount.py --help
 
 Edit the functions, keep the inbox convention: a function gets ``inbox`` (one element per
 upstream Piper) and returns one value. Functions run in worker processes: they must not

@@ -7,10 +7,10 @@
 original PaPy's ``hid`` example); ``tally`` prints one line per item and counts the items
 per host and process. Only the IMap changes between a local and a remote run.
 
-    python -m papy run templates/remote.py                         # local processes
+    python -m papy run papy/templates/remote.py                         # local processes
     python -m papy serve --port 18812 &                            # a server (this host)
-    python -m papy run templates/remote.py --remote 127.0.0.1:18812 --per-host 2
-    python -m papy run templates/remote.py --remote node1:18812 --remote node2:18812 --local 2
+    python -m papy run papy/templates/remote.py --remote 127.0.0.1:18812 --per-host 2
+    python -m papy run papy/templates/remote.py --remote node1:18812 --remote node2:18812 --local 2
 
 Remote hosts need the same Python minor version and the same rpyc and dill versions, and this
 package for papy pipelines (docs/remote.md). A classic RPyC server runs any code its clients

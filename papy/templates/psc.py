@@ -9,8 +9,8 @@ n results of a problem are combined into the rate that came closest (it depends 
 small a rate has not arrived after STEPS steps, too large a rate overshoots or diverges). The rule that keeps the lanes in
 step: upstream ``produce x spawn`` = downstream ``consume x spawn`` (n x 1 = 1 x n here).
 
-    python -m papy run templates/psc.py                           # 6 targets, 6 rates
-    python -m papy run templates/psc.py --targets 1 2.5 10 --rates 0.05 0.3 0.6
+    python -m papy run papy/templates/psc.py                           # 6 targets, 6 rates
+    python -m papy run papy/templates/psc.py --targets 1 2.5 10 --rates 0.05 0.3 0.6
 
 Edit ``variants`` (what differs between lanes), ``evaluate`` (one lane's work) and
 ``best`` (how lanes combine). ``best`` receives ``consume`` inboxes: ``inbox[k][0]`` is
