@@ -184,3 +184,41 @@ def body(n):
     def shifted(inbox):
         return inbox[0] + n
     return shifted
+
+
+def hammer_entry(inbox, root):
+    """Store one key again and again with this item's payload, reading it between the
+    writes; the number of reads that gave neither a whole payload of some writer nor a
+    miss (there must be none)."""
+    import pickle
+
+    from papy._cache_store import Miss, Store
+    store, key = Store(root), bytes(20)
+    wrong = 0
+    for round_ in range(150):
+        size = 10 if round_ % 2 else 5000       # inline entries and result files both
+        store.save(key, pickle.dumps((inbox[0], "x" * size)))
+        try:
+            value = store.load(key, 0)
+        except Miss:
+            continue
+        if not (isinstance(value, tuple) and value[1] in ("x" * 10, "x" * 5000)):
+            wrong += 1
+    return wrong
+
+
+def big_again(inbox):
+    """The result of big, by other code."""
+    return b"\0" * 4096 + str(inbox[0]).encode()
+
+
+def kill_step(x, block_at=None):
+    """x * 3; blocks for good at ``block_at`` (the SIGKILL tests kill it there)."""
+    if x == block_at:
+        import threading
+        threading.Event().wait()
+    return x * 3
+
+
+def kill_step_inbox(inbox, block_at=None):
+    return kill_step(inbox[0], block_at)
