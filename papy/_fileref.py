@@ -100,17 +100,20 @@ def file_refs(paths: Iterable[str | os.PathLike[str]], memo: Any = None) -> Iter
     if isinstance(paths, (str, bytes, os.PathLike)):
         raise TypeError(f"file_refs takes an iterable of paths, not one path: {paths!r} "
                         f"(write file_refs([{paths!r}]))")
-    folder = _memo_folder(memo)
+    return _refs(paths, _memo_folder(memo))
+
+
+def _refs(paths: Iterable[str | os.PathLike[str]], folder: str) -> Iterator[FileRef]:
     for path in paths:
         yield checksum_ref(os.fspath(path), folder)
 
 
 def _memo_folder(memo: Any) -> str:
+    from ._cache import Cache
     if memo is None:
         return default_memo()
-    root = getattr(memo, "root", None)      # a papy.Cache
-    if isinstance(root, str):
-        return os.path.join(root, "files")
+    if isinstance(memo, Cache):
+        return os.path.join(memo.root, "files")
     return os.fspath(memo)
 
 
