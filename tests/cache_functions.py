@@ -222,3 +222,44 @@ def kill_step(x, block_at=None):
 
 def kill_step_inbox(inbox, block_at=None):
     return kill_step(inbox[0], block_at)
+
+
+# -- the menu of the property test: (function, argument tuples to draw from) -----------
+def halve(inbox):
+    return inbox[0] // 2
+
+
+def as_text(inbox, prefix=""):
+    return f"{prefix}{inbox[0]}"
+
+
+def text_length(inbox):
+    return len(str(inbox[0]))
+
+
+def pair_up(inbox, other=0):
+    return (inbox[0], other)
+
+
+def first(inbox):
+    value = inbox[0]
+    return value[0] if isinstance(value, tuple) else value
+
+
+def fails_on_multiples(inbox, of=3):
+    value = inbox[0]
+    if isinstance(value, int) and value % of == 0:
+        raise ArithmeticError(f"{value} is a multiple of {of}")
+    return value
+
+
+MENU = [
+    (inc, [(), (2,), (-5,)]),
+    (square, [()]),
+    (halve, [()]),
+    (as_text, [(), ("n=",)]),
+    (text_length, [()]),
+    (pair_up, [(), (1,), ("x",)]),
+    (first, [()]),
+    (fails_on_multiples, [(), (4,)]),
+]
