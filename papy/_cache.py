@@ -36,7 +36,8 @@ import sys
 import threading
 import types
 import uuid
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from . import _cache_store
 from ._cache_stats import StatsFolder
@@ -140,7 +141,7 @@ class Cache:
         return CachedFunction(func, view)
 
     def _view(self, code: bool, ignore: Iterable[str], key: Callable[[Any], Any] | None
-              ) -> "Cache":
+              ) -> Cache:
         view = object.__new__(Cache)
         view.__dict__.update(self.__dict__)
         view.code, view.ignore, view.key = _options(code, ignore, key)
@@ -313,6 +314,7 @@ class CachedFunction:
         if not isinstance(cache, Cache):
             raise TypeError(f"CachedFunction needs a Cache, not {cache!r}")
         functools.update_wrapper(self, func)
+        self._label: str = getattr(func, "__qualname__", None) or repr(func)
         self.__papy_fingerprint_of__ = func
         self.cache = cache
         self._func = func
@@ -323,7 +325,7 @@ class CachedFunction:
         try:
             key = self._key(args, kwargs)
         except UnkeyableError as exc:
-            cache._uncacheable(self._tag(), f"a call of {self.__qualname__} has no key "
+            cache._uncacheable(self._tag(), f"a call of {self._label} has no key "
                                             f"({exc})")
             return self._func(*args, **kwargs)
         found, value = cache._lookup(key)
@@ -334,7 +336,7 @@ class CachedFunction:
         except Exception:
             cache._count("errors")
             raise
-        cache._save(key, value, self._tag(), self.__qualname__)
+        cache._save(key, value, self._tag(), self._label)
         return value
 
     def _prefix(self) -> bytes:
@@ -358,10 +360,10 @@ class CachedFunction:
         return self if instance is None else types.MethodType(self, instance)
 
     def __repr__(self) -> str:
-        return f"<cached {self.__module__}.{self.__qualname__} in {self.cache.root}>"
+        return f"<cached {self.__module__}.{self._label} in {self.cache.root}>"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        module, qualname = self.__module__, self.__qualname__
+        module, qualname = self.__module__, self._label
         if module != "__main__" and _defined_at(module, qualname, self._func):
             return (_by_reference, (module, qualname, self.cache, self._prefix()))
         return (_by_value, (self._func, self.cache, self._prefix()))

@@ -35,7 +35,7 @@ from collections import OrderedDict
 
 from ._cache_store import write_atomic
 
-__all__ = ["StatsFolder", "FIELDS"]
+__all__ = ["FIELDS", "StatsFolder"]
 
 log = logging.getLogger(__name__)
 

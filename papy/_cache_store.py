@@ -39,9 +39,10 @@ import shutil
 import socket
 import struct
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
-__all__ = ["Store", "write_atomic", "FORMAT", "INLINE_LIMIT"]
+__all__ = ["FORMAT", "INLINE_LIMIT", "Store", "write_atomic"]
 
 log = logging.getLogger(__name__)
 

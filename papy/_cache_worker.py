@@ -29,18 +29,18 @@ import copy
 import dataclasses
 import hashlib
 import threading
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from ._cache import Cache
 from ._errors import PiperError, WorkerError
 from ._keys import UnkeyableError, call_arguments, content_digest
-
 from ._worker import _worker_error
 
 if TYPE_CHECKING:
     from ._worker import Worker
 
-__all__ = ["WorkerCache", "CacheRecord", "RecordDelta"]
+__all__ = ["CacheRecord", "RecordDelta", "WorkerCache"]
 
 OUTCOMES = ("executed", "cached", "failed", "upstream_failed")
 _EXECUTED, _CACHED, _FAILED, _UPSTREAM_FAILED = range(4)
@@ -57,9 +57,11 @@ class RecordDelta:
     upstream_failed: int = 0
     warnings: tuple[str, ...] = ()
 
-    def __add__(self, other: "RecordDelta") -> "RecordDelta":
-        return RecordDelta(*(a + b for a, b in zip(self.counts(), other.counts())),
-                           warnings=self.warnings + other.warnings)
+    def __add__(self, other: RecordDelta) -> RecordDelta:
+        return RecordDelta(self.executed + other.executed, self.cached + other.cached,
+                           self.failed + other.failed,
+                           self.upstream_failed + other.upstream_failed,
+                           self.warnings + other.warnings)
 
     def counts(self) -> tuple[int, int, int, int]:
         return self.executed, self.cached, self.failed, self.upstream_failed
@@ -88,7 +90,9 @@ class CacheRecord:
         with self._lock:
             if not any(self._counts) and not self._warnings:
                 return None
-            delta = RecordDelta(*self._counts, warnings=tuple(self._warnings))
+            executed, cached, failed, upstream_failed = self._counts
+            delta = RecordDelta(executed, cached, failed, upstream_failed,
+                                tuple(self._warnings))
             self._counts = [0, 0, 0, 0]
             self._warnings = []
         return delta
@@ -104,7 +108,7 @@ class _InboxParameter:
 class WorkerCache:
     """Consult ``cache`` for each inbox of ``worker`` (module docstring)."""
 
-    def __init__(self, worker: "Worker", cache: Cache):
+    def __init__(self, worker: Worker, cache: Cache):
         if not isinstance(cache, Cache):
             raise TypeError(f"Worker cache must be a papy.Cache, not {cache!r}")
         self.plain = copy.copy(worker)      # made before the worker has a cache: uncached

@@ -29,11 +29,12 @@ import json
 import logging
 import os
 import time
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any, Self
 
 from ._cache_store import write_atomic
 
-__all__ = ["FileRef", "file_refs", "default_memo"]
+__all__ = ["FileRef", "default_memo", "file_refs"]
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class FileRef(str):
     size: int
     mtime_ns: int
 
-    def __new__(cls, path: str, checksum: str, size: int, mtime_ns: int) -> "FileRef":
+    def __new__(cls, path: str, checksum: str, size: int, mtime_ns: int) -> Self:
         self = super().__new__(cls, path)
         self.checksum, self.size, self.mtime_ns = checksum, size, mtime_ns
         return self
@@ -114,7 +115,7 @@ def _memo_folder(memo: Any) -> str:
         return default_memo()
     if isinstance(memo, Cache):
         return os.path.join(memo.root, "files")
-    return os.fspath(memo)
+    return str(os.fspath(memo))
 
 
 def checksum_ref(path: str, memo_folder: str) -> FileRef:

@@ -43,7 +43,8 @@ import re
 import sys
 import textwrap
 import types
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["fingerprint"]
 
@@ -103,7 +104,7 @@ class _Describer:
             self.seen.discard(id(func))
 
     def _callable_text(self, func: Any) -> str:
-        from ._worker import Worker     # papy._worker imports this module lazily: no cycle
+        from ._worker import Worker  # papy._worker imports this module lazily: no cycle
         if isinstance(func, Worker):
             return "worker[" + ", ".join(self.callable_text(f) for f in func.task) + "]"
         stands_for = getattr(func, "__papy_fingerprint_of__", None)   # a cached function
@@ -122,9 +123,7 @@ class _Describer:
             return self.class_text(func)
         if isinstance(func, (staticmethod, classmethod)):
             return self.callable_text(func.__func__)
-        call = getattr(type(func), "__call__", None)
-        if call is None:
-            raise TypeError(f"fingerprint needs a callable, not {type(func).__name__}")
+        call = type(func).__call__      # callable(func) was checked by fingerprint()
         return f"instance of {_qualified(type(func))}: {self.callable_text(call)}"
 
     def function_text(self, func: types.FunctionType) -> str:
@@ -247,8 +246,11 @@ def _body_source(node: ast.FunctionDef | ast.AsyncFunctionDef) -> str:
 
 def _expression_source(code: types.CodeType, lines: list[str]) -> str:
     """A lambda's body or a generator expression: the text its instructions cover."""
-    spans = [(p[0], p[2], p[1], p[3]) for p in code.co_positions() if None not in p]
-    spans = [s for s in spans if (s[0], s[1]) != (s[2], s[3])]    # RESUME: an empty span
+    spans = [(line, column, end_line, end_column)
+             for line, end_line, column, end_column in code.co_positions()
+             if line is not None and end_line is not None and column is not None
+             and end_column is not None and (line, column) != (end_line, end_column)]
+    # (an empty span: RESUME, at the def line)
     if not spans:
         return ""
     start = min((s[0], s[1]) for s in spans)

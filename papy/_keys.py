@@ -23,12 +23,14 @@ import hashlib
 import inspect
 import struct
 import types
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
-__all__ = ["content_digest", "UnkeyableError", "call_arguments"]
+__all__ = ["UnkeyableError", "call_arguments", "content_digest"]
 
 DIGEST_SIZE = 20
 _MAX_DEPTH = 200
+_NEWOBJ = vars(copyreg)["__newobj__"]      # what object.__reduce_ex__ names the class with
 _SCALARS = frozenset({int, float, str, bytes, bool, type(None), complex})
 
 
@@ -171,7 +173,7 @@ class _Encoder:
         self._enter(value, depth)
         constructor, arguments, *rest = tuple(reduced) + (None,) * 3
         self.out.append(b"O" + _name(kind))
-        if constructor is copyreg.__newobj__ and arguments and arguments[0] is kind:
+        if constructor is _NEWOBJ and arguments and arguments[0] is kind:
             arguments = arguments[1:]       # the class is written already
         elif constructor is not None:
             self.out.append(_name(constructor))

@@ -28,11 +28,12 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from papy import Cache, IMap, Piper, Plumber, Worker  # noqa: E402
+from papy import Cache, IMap, Piper, Plumber, Worker
 
 Stage = Callable[..., Any]
 

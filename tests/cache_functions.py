@@ -73,11 +73,11 @@ class Scaler:
         return x * self.factor
 
 
-LAMBDA_ONE = lambda x: x + 1     # noqa: E731 - lambdas are what is tested
-LAMBDA_TWO = (lambda x: x + 1)   # noqa: E731
-LAMBDA_OTHER = lambda x: x + 2   # noqa: E731
-GENEXPR_A = lambda xs: list(x for x in xs if x)   # noqa: E731
-GENEXPR_B = lambda xs: list(x for x in xs if x)   # noqa: E731
+LAMBDA_ONE = lambda x: x + 1
+LAMBDA_TWO = (lambda x: x + 1)
+LAMBDA_OTHER = lambda x: x + 2
+GENEXPR_A = lambda xs: list(x for x in xs if x)  # noqa: C400 - a generator expression is tested
+GENEXPR_B = lambda xs: list(x for x in xs if x)  # noqa: C400
 CAPTURED_DICT = {"b": 2, "a": 1, "c": {3, 1, 2}}
 
 

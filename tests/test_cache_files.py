@@ -6,9 +6,9 @@ import os
 import pickle
 import time
 
+import cache_functions as cf
 import pytest
 
-import cache_functions as cf
 import papy._fileref as fileref
 from papy import Cache, IMap, Worker
 from papy.workers.io import FileRef, file_refs

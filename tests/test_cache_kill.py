@@ -10,6 +10,7 @@ import textwrap
 import threading
 
 import cache_functions as cf
+
 from papy import Cache, IMap, Worker
 
 TESTS = os.path.dirname(os.path.abspath(__file__))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import tempfile
 
+import cache_functions as cf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import cache_functions as cf
 from papy import Cache, IMap, PiperError, Worker, WorkerError
 
 stage = st.integers(0, len(cf.MENU) - 1).flatmap(

@@ -6,9 +6,9 @@ import logging
 import pickle
 import threading
 
+import cache_functions as cf
 import pytest
 
-import cache_functions as cf
 from papy import Cache, IMap, Piper, PiperError, Worker, WorkerError
 from papy._cache_worker import RecordDelta
 from papy._fuse import FusedCall
