@@ -30,7 +30,8 @@ _FUNCTION_TYPES = (types.FunctionType, types.BuiltinFunctionType, types.MethodTy
 
 
 def _is_function(obj) -> bool:
-    return isinstance(obj, _FUNCTION_TYPES)
+    # a function decorated by a papy.Cache (papy._cache.CachedFunction) is one too
+    return isinstance(obj, _FUNCTION_TYPES) or hasattr(obj, "__papy_fingerprint_of__")
 
 
 def _function_name(func) -> str:

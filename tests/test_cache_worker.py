@@ -287,3 +287,13 @@ def test_decorated_exceptions_are_raised_and_not_stored(tmp_path):
         with pytest.raises(KeyError):
             fragile(1)
     assert calls == [1, 1] and cache.stats()["errors"] == 2
+
+
+def test_a_decorated_function_is_a_worker_function(tmp_path):
+    cache = Cache(tmp_path)
+    cached_inc = cache(cf.inc)
+    worker = Worker(cached_inc, (2,))
+    assert worker([1]) == 3 and worker([1]) == 3 and worker.__name__ == "inc"
+    assert (cache.stats()["hits"], cache.stats()["misses"]) == (1, 1)
+    with pytest.raises(TypeError, match="cannot be called"):
+        Worker(cached_inc, (1, 2, 3))
