@@ -1,5 +1,8 @@
 """Worker functions and input generators for printing and reading files.
 
+``file_refs(paths)`` is an input too: ``FileRef`` items (paths) whose cache key is the
+file's content checksum (papy._fileref; docs/cache.md).
+
 ``print_`` is a worker function (inbox convention: the item is ``inbox[0]``); ``load_file``
 (alias ``make_lines``, its 1.0.8 name) is a generator to use as an input of a pipeline, e.g.
 ``plumber.set_inputs([load_file(h)])``; with ``follow=True`` it reads like ``tail -F``.
@@ -10,12 +13,13 @@ from __future__ import annotations
 from collections.abc import Generator, Sequence
 from typing import IO, AnyStr
 
+from .._fileref import FileRef, file_refs
 from ._follow import follow_lines
 from .streams import (dump_pickle_stream, dump_stream, json_dumps, json_loads,
                       load_pickle_stream, load_stream, pickle_dumps, pickle_loads)
 from .transfer import ItemRef, TransferError, dump_item, load_item, sweep_leftovers
 
-__all__ = ["print_", "load_file", "make_lines",
+__all__ = ["print_", "load_file", "make_lines", "file_refs", "FileRef",
            "dump_stream", "load_stream", "dump_pickle_stream", "load_pickle_stream",
            "pickle_dumps", "pickle_loads", "json_dumps", "json_loads",
            "dump_item", "load_item", "sweep_leftovers", "ItemRef", "TransferError"]
