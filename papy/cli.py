@@ -13,7 +13,7 @@ A pipeline module for ``papy run`` has a ``main(argv)`` (called with ARGS; it re
 code), or a ``pipeline()`` returning a Plumber (or the ``(pipers, xtras, pipes)`` of a module
 written by ``Plumber.save``) and, optionally, ``inputs()`` returning one iterable per input
 Piper. Pipeline scripts use ``add_run_options`` and ``run_plumber`` to behave like
-``papy run`` themselves (see templates/).
+``papy run`` themselves (see papy/templates/).
 
 The module is loaded under a private name that is not left in ``sys.modules``, so its
 functions travel to worker processes and hosts by value, as those of a ``__main__`` script.
@@ -40,7 +40,7 @@ __all__ = ["main", "run_plumber", "add_run_options", "run_options", "summary", "
            "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED", "EXIT_TERMINATED"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"  # package data (papy.templates)
 _loaded = itertools.count()
 
 
@@ -353,8 +353,8 @@ def _template_names() -> list[str]:
 def _cmd_new(args) -> int:
     names = _template_names()
     if not names:
-        raise UsageError(f"no templates found in {str(TEMPLATES_DIR)!r}: they come with a "
-                         f"checkout of the papy repository (pip install -e .)")
+        raise UsageError(f"no templates found in {str(TEMPLATES_DIR)!r}: the papy "
+                         f"installation is incomplete (reinstall papy)")
     if args.list:
         for name in names:
             print(name)
@@ -459,7 +459,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Run a pipeline module: its main(ARGS) if it has one, else its pipeline() "
                     "on --input files or its inputs(), with progress and a final summary "
                     "(ARGS then take --input, --progress, --interval, --quiet).")
-    run.add_argument("file", metavar="FILE", help="a Python file (e.g. templates/grep.py)")
+    run.add_argument("file", metavar="FILE", help="a Python file (e.g. papy/templates/grep.py)")
     run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS",
                      help="arguments for the module (see FILE's --help)")
     run.set_defaults(handler=_cmd_run)

@@ -372,7 +372,7 @@ def report(figures: dict[str, list[tuple[float, float, float]]],
         pool_runs = next(runs for label, runs in figures.items()
                          if label.startswith(f"{case}: Pool"))
         ratio = statistics.median(ours[0] / theirs[0]
-                                  for ours, theirs in zip(papy_runs, pool_runs))
+                                  for ours, theirs in zip(papy_runs, pool_runs, strict=True))
         print(f"  {case}: p50 papy / Pool.imap = {ratio:.1f}x")
     file_runs = next(runs for label, runs in figures.items() if label.startswith("file: papy"))
     p50, p95 = (statistics.median(run[i] for run in file_runs) for i in range(2))

@@ -11,9 +11,12 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from remote_servers import ServerProcess
 from remote_servers import forking_server  # noqa: F401  (a session fixture, re-exported)
 
 SETTLE_SECONDS = 10.0
@@ -38,7 +41,7 @@ def child_pids() -> set[int]:
     workers the fork server starts for us are.
     """
     parents: dict[str, list[str]] = {}
-    helpers = set()
+    helpers: set[str] = set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -52,7 +55,8 @@ def child_pids() -> set[int]:
             parents.setdefault(fields[1], []).append(entry)
             if _is_stdlib_helper(entry):
                 helpers.add(entry)
-    found, todo = set(), [str(os.getpid())]
+    found: set[str] = set()
+    todo = [str(os.getpid())]
     while todo:
         for child in parents.get(todo.pop(), []):
             if child not in found:
@@ -73,7 +77,7 @@ def _threads() -> set[threading.Thread]:
 
 
 @pytest.fixture(autouse=True)
-def no_leftovers(request):
+def no_leftovers(request: pytest.FixtureRequest) -> Iterator[None]:
     """Fail a test that leaves threads, child processes or shared memory behind."""
     threads, children, shm = _threads(), child_pids(), shm_entries()
     yield
@@ -101,18 +105,21 @@ def no_leftovers(request):
         pytest.fail("; ".join(problems), pytrace=False)
 
 
-def pytest_configure(config):
+def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "allow_leftovers: the leak guard does not fail this test")
 
 
 @pytest.fixture(params=["thread", "process"])
-def worker_type(request) -> str:
+def worker_type(request: pytest.FixtureRequest) -> str:
     """Runs a test on a thread pool and on a process pool."""
-    return request.param
+    kind: str = request.param
+    return kind
 
 
 @pytest.fixture(params=["thread", "process", "remote"])
-def pool_options(request, forking_server):  # noqa: F811
+def pool_options(request: pytest.FixtureRequest,
+                 forking_server: ServerProcess,  # noqa: F811 - the fixture imported above
+                 ) -> dict[str, Any]:
     """IMap options for a 2-worker pool of each kind: threads, processes, and two slots on
     a loopback RPyC server (session-scoped, so it exists before the leak guard looks)."""
     if request.param == "remote":

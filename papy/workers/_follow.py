@@ -143,10 +143,12 @@ class Followed(Generic[AnyStr]):
         assert self.path is not None, "rotation is only seen when the path is known"
         handle: IO[AnyStr]
         try:
+            # the mode is the first handle's, so AnyStr is right, but mypy cannot tie
+            # self.binary to it; kept open: closed by close()
             if self.binary:
-                handle = open(self.path, "rb")  # type: ignore[assignment]  # noqa: SIM115
-            else:                               # (kept open: closed by close())
-                handle = open(  # type: ignore[assignment]  # noqa: SIM115
+                handle = open(self.path, "rb")  # type: ignore[assignment]  # AnyStr = bytes
+            else:
+                handle = open(  # type: ignore[assignment]  # AnyStr = str
                     self.path, encoding=self.encoding, errors=self.errors)
         except OSError as exc:
             if str(exc) != self._last_error:      # said once, not at every look

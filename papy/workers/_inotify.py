@@ -93,9 +93,10 @@ def _libc() -> ctypes.CDLL:
 
 def _function(name: str) -> ctypes._NamedFuncPointer:
     try:
-        return getattr(_libc(), name)   # type: ignore[no-any-return]
+        function: ctypes._NamedFuncPointer = getattr(_libc(), name)
     except AttributeError:
         raise OSError(errno.ENOSYS, f"inotify: the C library has no {name}") from None
+    return function
 
 
 def _raise_errno(call: str, target: str = "") -> None:
