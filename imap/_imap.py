@@ -110,13 +110,19 @@ class IMap:
             raise ValueError("IMap(func, iterable): the iterable is empty (as in the original "
                              "PaPy an empty sequence is refused here; pass iter([]) to get an "
                              "IMap that ends at once)")
-        if worker_type not in ("process", "thread"):
-            raise ValueError(f"worker_type must be 'process' or 'thread', not {worker_type!r}")
+        if worker_type not in ("process", "thread", "dask"):
+            raise ValueError(f"worker_type must be 'process', 'thread' or 'dask', not "
+                             f"{worker_type!r}")
         self.worker_type = worker_type
-        self.worker_num = _config.count("worker_num", worker_num, os.cpu_count() or 1,
-                                        minimum=0)
-        self.worker_remote = _config.parse_remote(worker_remote)
-        self._worker_total = self.worker_num + sum(n for _, _, n in self.worker_remote)
+        if worker_type == "dask":   # imports distributed (ImportError naming papy[dask])
+            from .backends.dask import dask_workers
+            self.worker_remote, self.worker_num = dask_workers(worker_remote, worker_num)
+            self._worker_total = self.worker_num
+        else:
+            self.worker_num = _config.count("worker_num", worker_num, os.cpu_count() or 1,
+                                            minimum=0)
+            self.worker_remote = _config.parse_remote(worker_remote)
+            self._worker_total = self.worker_num + sum(n for _, _, n in self.worker_remote)
         if self._worker_total == 0:
             raise ValueError("the pool has no workers: worker_num=0 needs worker_remote=[('host', "
                              "n), ...]; or give worker_num >= 1")
@@ -189,7 +195,8 @@ class IMap:
                     raise ValueError(f"task {task_id}: {what} must be a number of seconds >= 0 "
                                      f"or None, not {value!r}")
             spec = TaskSpec(task_id, func, args, kwargs, item_timeout=item_timeout)
-            if self.worker_type == "process" and self.worker_num or self.worker_remote:
+            if (self.worker_type == "process" and self.worker_num or self.worker_type == "dask"
+                    or self.worker_remote):
                 spec.payload = _config.dump_function(spec)
             task = Task(task_id, spec, iterator, _is_chained(iterable), self.ordered, self.skip,
                         timeout, block, track, steady=_is_steady(iterator))
@@ -406,6 +413,9 @@ class IMap:
     # -- workers -------------------------------------------------------------------------
 
     def _make_handles(self) -> list:
+        if self.worker_type == "dask":
+            from .backends.dask import make_dask_handles
+            return make_dask_handles(self.worker_remote, self.worker_num, self.name)
         handles = []
         if self.worker_num:
             if self.worker_type == "thread":
