@@ -71,6 +71,11 @@ log = logging.getLogger(__name__)
 
 #: slots (batches in flight) per Dask worker thread
 SLOTS_PER_THREAD = 2
+#: a Dask batch costs milliseconds of scheduling and round trips, a local one microseconds:
+#: run() reports the evaluation time divided by this, so the front end's adaptive batch
+#: size (aiming at imap._task.TARGET_BATCH_SECONDS of reported time, 10 ms) makes Dask
+#: batches this many times longer
+BATCH_TIME_SCALE = 5
 #: seconds to connect to a scheduler, and for the probe task to run at start
 CONNECT_TIMEOUT = 30.0
 #: a slot waiting for its batch checks the scheduler connection this often (seconds); a
@@ -370,7 +375,7 @@ class DaskHandle(WorkerHandle):
             errors.update({len(values) + k: exc for k, exc in (part[1] or {}).items()})
             values += part[0]
             elapsed += part[2]
-        return values, errors or None, elapsed
+        return values, errors or None, elapsed / BATCH_TIME_SCALE
 
     def _run_part(self, batch: Batch, offset: int) -> _Outcome:
         """Evaluate the items from ``offset`` on: (values, errors, elapsed) of the items
