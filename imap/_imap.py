@@ -3,7 +3,7 @@
 Data flow:
 
     task iterables --> Feeder thread (_feeder.py) --Batch--> Pool (_pool.py, dispatch queue)
-        --> slot threads --> workers (threads | processes | remote connections)
+        --> slot threads --> workers (threads | processes | remote connections | Dask futures)
         --> slot threads --IMap._deliver--> Task.arrived (per task, under Task.cond)
         --> next() / iteration, in the consumer's thread (_task.py)
 
@@ -78,9 +78,15 @@ class IMap:
             print(list(halves))
 
     Parameters (all validated here; see docs/imap.md):
-      worker_type   'process' (default) or 'thread'
-      worker_num    local workers (default: the number of CPUs); 0 for a remote-only pool
-      worker_remote [('host[:port]', n), ...] RPyC classic servers and workers per host
+      worker_type   'process' (default), 'thread', or 'dask' (a Dask distributed cluster;
+                    needs pip install 'papy[dask]'; see docs/remote.md)
+      worker_num    local workers (default: the number of CPUs); 0 for a remote-only pool;
+                    dask: the Dask threads to keep busy (default: the cluster's threads)
+      worker_remote [('host[:port]', n), ...] RPyC classic servers and workers per host;
+                    dask: a distributed.Client, a Dask Cluster, a scheduler address
+                    ('tcp://host:8786'), or None for a LocalCluster of worker_num processes
+                    made at start() and closed at stop() (what the caller gives is never
+                    closed, and the IMap's own Client is never Dask's default client)
       stride        consecutive items of one task before moving to the next task
                     (default 2048 x workers: batches long enough to amortise IPC)
       buffer        at most this many items read and not yet taken (default 2 x tasks x stride)
@@ -110,6 +116,8 @@ class IMap:
             raise ValueError("IMap(func, iterable): the iterable is empty (as in the original "
                              "PaPy an empty sequence is refused here; pass iter([]) to get an "
                              "IMap that ends at once)")
+        worker_type, worker_num, worker_remote = _config.workers(worker_type, worker_num,
+                                                                 worker_remote)
         if worker_type not in ("process", "thread", "dask"):
             raise ValueError(f"worker_type must be 'process', 'thread' or 'dask', not "
                              f"{worker_type!r}")

@@ -136,7 +136,7 @@ def dask_client():
         return
     before = set(threading.enumerate())
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                       dashboard_address=None)
+                                       dashboard_address="127.0.0.1:0")
     client = distributed.Client(cluster, set_as_default=False)
     warm = [client.submit(abs, -k, workers=[address], pure=False)
             for k, address in enumerate(client.nthreads())]

@@ -1,8 +1,8 @@
 """What runs on a Dask worker: one call per batch (``imap.backends.dask`` has the picture).
 
     run_batch(call_key, payload, data, each, task_id, start, item_timeout)
-        payload   the task's dill payload (a scattered future: Dask hands over the bytes it
-                  keeps on this worker); loaded once per worker process and cached by
+        payload   the task's dill payload (the result of ``hold``, a dependency that Dask
+                  fetches once per worker); loaded once per worker process and cached by
                   ``call_key`` (the session's token and the task's key)
         data      pickle.dumps(items), or with ``each`` a pickled list of per-item pickles
                   (None where an item could not be pickled by the client)
@@ -25,7 +25,8 @@ import queue
 import sys
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .. import _evaluate
 
@@ -39,6 +40,11 @@ _calls: collections.OrderedDict[tuple[str, int], Callable[[Any], Any]] = \
 _calls_lock = threading.Lock()
 
 Reply = tuple[bytes, "int | None", str]
+
+
+def hold(payload: bytes) -> bytes:
+    """The task whose result is a task's function payload (see DaskHandle)."""
+    return payload
 
 
 def probe() -> tuple[str, str]:

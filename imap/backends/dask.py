@@ -14,12 +14,14 @@ One future per batch, never per item (Dask pays about 1 ms per task), with a uni
 ``pure=False`` so Dask never merges two batches. A slot has one batch in flight at a time,
 so the window of submitted batches is bounded by the slots (the feeder's buffer bounds the
 rest). Two slots per Dask thread keep a worker's next batch queued while it evaluates one.
-The task's dill payload is scattered to the cluster once per run (``client.scatter``) and
-passed to every batch as that future: a worker fetches it once and loads it once
-(``_dask_side`` caches it by the session's token and the task's key).
+The task's dill payload goes to the cluster once per run, as the result of a task
+(``_dask_side.hold``) passed to every batch as its future: a worker fetches it once and
+loads it once (``_dask_side`` caches the loaded function by the session's token and the
+task's key), and Dask recomputes it when the worker holding it dies (``client.scatter``
+would lose it with that worker).
 
 Who owns what: the session (one per run of the IMap) owns the Client, the LocalCluster it
-made, the scattered payloads and the lost-scheduler flag, all under ``_Session._lock``; each
+made, the payload futures and the lost-scheduler flag, all under ``_Session._lock``; each
 handle owns its slot's current future and Event (``DaskHandle._lock``). Dask's own threads
 only ever set an Event.
 
@@ -41,6 +43,7 @@ Shutdown order (the pool stops the slots; see ``imap._pool``):
 """
 from __future__ import annotations
 
+import contextlib
 import enum
 import itertools
 import logging
@@ -55,17 +58,23 @@ from typing import Any, NamedTuple
 try:
     import distributed
     from distributed import Client, Future
-    from distributed.deploy import Cluster
+    from distributed.deploy.cluster import Cluster
     from distributed.scheduler import KilledWorker
 except ImportError as exc:  # pragma: no cover - exercised with distributed hidden
     raise ImportError(f"IMap(worker_type='dask') needs Dask's distributed package: pip "
                       f"install 'papy[dask]' (it was not found: {exc})") from exc
 
-from .._errors import SerializationError, WorkerDiedError, WorkerStartError, rebuild_error
+from .._errors import (
+    SerializationError,
+    WorkerDiedError,
+    WorkerStartError,
+    attach_traceback,
+    rebuild_error,
+)
 from . import _dask_side
 from .base import Batch, TaskSpec, WorkerHandle, WorkerLost, describe
 
-__all__ = ["DaskHandle", "dask_workers", "make_dask_handles", "SLOTS_PER_THREAD"]
+__all__ = ["SLOTS_PER_THREAD", "DaskHandle", "dask_workers", "make_dask_handles"]
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +120,7 @@ def dask_workers(target: Any, worker_num: int | None) -> tuple[Any, int]:
         if target.status != "running":
             raise ValueError(f"worker_remote: the distributed.Client is {target.status}, not "
                              f"running")
-        threads = worker_num or sum(target.nthreads().values())
+        threads = worker_num or sum(target.nthreads().values())  # type: ignore[no-untyped-call]
     elif isinstance(target, Cluster):
         threads = worker_num or sum(w.get("nthreads", 0) for w in
                                     target.scheduler_info.get("workers", {}).values())
@@ -130,7 +139,8 @@ def dask_workers(target: Any, worker_num: int | None) -> tuple[Any, int]:
 
 def _ask_threads(address: str) -> int:
     try:
-        with Client(address, set_as_default=False, timeout=CONNECT_TIMEOUT) as client:
+        with Client(address, set_as_default=False,  # type: ignore[no-untyped-call]
+                    timeout=CONNECT_TIMEOUT) as client:
             return sum(client.nthreads().values())
     except (OSError, TimeoutError) as exc:
         raise WorkerStartError(f"cannot reach the Dask scheduler at {address}: "
@@ -139,7 +149,7 @@ def _ask_threads(address: str) -> int:
 
 def _where(target: Any) -> str:
     if isinstance(target, Client):
-        return str(target.scheduler.address)
+        return str(getattr(target.scheduler, "address", target))
     if isinstance(target, Cluster):
         return str(target.scheduler_address)
     return str(target)
@@ -177,7 +187,7 @@ class _Session:
         self.lost_reason = ""
         self._cluster: Any = None           # a LocalCluster made here
         self._owns_client = False
-        self._payloads: dict[int, Future] = {}
+        self._payloads: dict[int, Future[bytes]] = {}
         self._keys = itertools.count()
         self._lock = threading.Lock()
         self._state = _State.NEW
@@ -200,12 +210,13 @@ class _Session:
                 return
             self._owns_client = True
             if target is None:
-                self._cluster = distributed.LocalCluster(
+                self._cluster = distributed.LocalCluster(  # type: ignore[no-untyped-call]
                     n_workers=self.worker_num, threads_per_worker=1, processes=True,
-                    dashboard_address=None)
+                    host="127.0.0.1", dashboard_address="127.0.0.1:0")
                 self.address = str(self._cluster.scheduler_address)
                 target = self._cluster
-            self.client = Client(target, set_as_default=False, timeout=CONNECT_TIMEOUT)
+            self.client = Client(target, set_as_default=False,  # type: ignore[no-untyped-call]
+                                 timeout=CONNECT_TIMEOUT)
         except Exception as exc:  # noqa: BLE001 - any failure to connect
             what = "start a LocalCluster" if target is None else \
                 f"connect to the Dask scheduler at {self.address}"
@@ -237,8 +248,8 @@ class _Session:
     def next_key(self) -> str:
         return f"imap-{self.name}-{self.token}-{next(self._keys)}"
 
-    def payload(self, spec: TaskSpec) -> Future:
-        """The task's dill payload, scattered to the cluster once per session."""
+    def payload(self, spec: TaskSpec) -> Future[bytes]:
+        """The future of the task's dill payload, sent to the cluster once per session."""
         with self._lock:
             future = self._payloads.get(spec.key)
         if future is not None:
@@ -254,9 +265,12 @@ class _Session:
                     f"and kwargs) cannot be pickled with dill to send it to the Dask "
                     f"workers: {type(exc).__name__}: {exc}") from exc
         assert self.client is not None
-        scattered = self.client.scatter(data, hash=False)   # waits for the scheduler
+        # a task that returns the payload, not scattered data: Dask recomputes it if the
+        # worker holding it dies, whereas scattered data would be lost with it
+        future = self.client.submit(_dask_side.hold, data, pure=False,
+                                    key=f"imap-payload-{self.name}-{self.token}-{spec.key}")
         with self._lock:
-            return self._payloads.setdefault(spec.key, scattered)
+            return self._payloads.setdefault(spec.key, future)
 
     def lost(self) -> str | None:
         """Why the scheduler cannot be used any more, or None while it can."""
@@ -297,7 +311,7 @@ class _Session:
         self._cluster = None
         if client is not None and self._owns_client:
             self.client = None
-            _quietly(lambda: client.close(timeout=CONNECT_TIMEOUT))
+            _quietly(lambda: client.close(timeout=CONNECT_TIMEOUT))  # type: ignore[no-untyped-call]
         if cluster is not None:
             _quietly(lambda: cluster.close(timeout=CONNECT_TIMEOUT))
 
@@ -328,7 +342,7 @@ class _Reply(NamedTuple):
                 f"the results of items {start}..{start + len(items) - 1} of task "
                 f"{spec.task_id} from the Dask worker {where} cannot be unpickled here: "
                 f"{type(exc).__name__}: {exc}")
-            return [None] * len(items), dict.fromkeys(range(len(items)), error), 0.0
+            return _every_item(items, error)
         if values is None:
             return cls(None, records, elapsed, where, len(reply))
         if overdue is not None:
@@ -389,9 +403,9 @@ class DaskHandle(WorkerHandle):
         try:
             payload = session.payload(spec)
         except SerializationError as exc:
-            return [None] * len(items), dict.fromkeys(range(len(items)), exc), 0.0
+            return _every_item(items, exc)
         except Exception as exc:  # noqa: BLE001 - the scheduler is unreachable
-            reason = session.mark_lost(f"scattering the function failed: {exc!r}")
+            reason = session.mark_lost(f"sending the function failed: {exc!r}")
             return _fail_all(items, start, spec, reason, session.address)
         data, local = _pickle_items(items, spec, start)
         done = self._submit_and_wait(payload, data, local is not None, items, start, spec)
@@ -402,15 +416,14 @@ class DaskHandle(WorkerHandle):
         if not isinstance(done, _Reply):
             return done
         if done.values is None:
-            error = rebuild_error((done.records or {})[-1])
-            return [None] * len(items), dict.fromkeys(range(len(items)), error), done.elapsed
+            return _every_item(items, rebuild_error((done.records or {})[-1]))
         batch.nbytes += len(data) + done.nbytes
         local = local or {}
         errors = {pos: local[pos] if pos in local else _remote_error(record, done.where)
                   for pos, record in (done.records or {}).items()}
         return done.values, errors or None, done.elapsed
 
-    def _submit_and_wait(self, payload: Future, data: bytes, each: bool, items: list[Any],
+    def _submit_and_wait(self, payload: Future[bytes], data: bytes, each: bool, items: list[Any],
                          start: int, spec: TaskSpec) -> _Reply | _Outcome:
         """Submit one part of a batch and wait for it: its reply, or the outcome of every
         item when it failed as a whole. Raise WorkerLost when killed."""
@@ -426,7 +439,8 @@ class DaskHandle(WorkerHandle):
             future = client.submit(_dask_side.run_batch, (session.token, spec.key), payload,
                                    data, each, spec.task_id, start, spec.item_timeout,
                                    key=session.next_key(), pure=False)
-            future.add_done_callback(lambda _future: done.set())
+            future.add_done_callback(  # type: ignore[no-untyped-call]
+                lambda _future: done.set())
             while not done.wait(HEALTH_SECONDS):
                 reason = session.lost()
                 if reason is not None:
@@ -438,7 +452,7 @@ class DaskHandle(WorkerHandle):
             with self._lock:
                 self._done = None
 
-    def _result(self, future: Future, items: list[Any], start: int, spec: TaskSpec
+    def _result(self, future: Future[Any], items: list[Any], start: int, spec: TaskSpec
                 ) -> _Reply | _Outcome:
         session = self._session
         try:
@@ -448,22 +462,21 @@ class DaskHandle(WorkerHandle):
             message = (f"the Dask workers evaluating items {start}..{start + len(items) - 1} "
                        f"of task {spec.task_id} died {exc.allowed_failures + 1} times, the "
                        f"last one {worker} (Dask's KilledWorker: the batch was given up)")
-            return [None] * len(items), {
+            errors: dict[int, BaseException] = {
                 pos: WorkerDiedError(f"{message}; item {start + pos} was among them",
                                      worker=worker, task=spec.task_id, index=start + pos)
-                for pos in range(len(items))}, 0.0
+                for pos in range(len(items))}
+            return [None] * len(items), errors, 0.0
         except CancelledError as exc:
-            reason = session.lost() or f"its Dask future was cancelled ({exc})"
-            return _fail_all(items, start, spec, reason, session.address)
+            lost = session.lost() or f"its Dask future was cancelled ({exc})"
+            return _fail_all(items, start, spec, lost, session.address)
         except Exception as exc:  # noqa: BLE001 - Dask could not run the batch function
-            reason = session.lost()
-            if reason is not None:
-                return _fail_all(items, start, spec, reason, session.address)
+            gone = session.lost()
+            if gone is not None:
+                return _fail_all(items, start, spec, gone, session.address)
             tb_text = "".join(traceback.format_exception(exc))
-            error = rebuild_error(("exception", f"{type(exc).__module__}.{type(exc).__name__}",
-                                   str(exc), f"[on the Dask cluster {session.address}]\n"
-                                   f"{tb_text}", _picklable(exc)))
-            return [None] * len(items), dict.fromkeys(range(len(items)), error), 0.0
+            attach_traceback(exc, f"[on the Dask cluster {session.address}]\n{tb_text}")
+            return _every_item(items, exc)
         return _Reply.decode(reply, overdue, where, items, spec, start)
 
 
@@ -474,10 +487,8 @@ def _pickle_items(items: list[Any], spec: TaskSpec, start: int, each: bool = Fal
     """The batch as one pickle, or (``each``, or when that fails) as a list of per-item
     pickles with the errors of the items that cannot be pickled (None in their places)."""
     if not each:
-        try:
+        with contextlib.suppress(Exception):     # else find the culprits one by one
             return pickle.dumps(items, PROTOCOL), None
-        except Exception:  # noqa: BLE001 - find the culprits one by one
-            pass
     blobs: list[bytes | None] = []
     errors: dict[int, BaseException] = {}
     for pos, item in enumerate(items):
@@ -500,20 +511,17 @@ def _remote_error(record: tuple[Any, ...] | None, where: str) -> BaseException:
 
 
 def _fail_all(items: list[Any], start: int, spec: TaskSpec, reason: str, where: str
-              ) -> tuple[list[Any], dict[int, BaseException], float]:
-    return [None] * len(items), {
+              ) -> _Outcome:
+    errors: dict[int, BaseException] = {
         pos: WorkerDiedError(f"item {start + pos} of task {spec.task_id} cannot be evaluated: "
                              f"{reason}", worker=where, task=spec.task_id, index=start + pos)
-        for pos in range(len(items))}, 0.0
+        for pos in range(len(items))}
+    return [None] * len(items), errors, 0.0
 
 
-def _picklable(exc: BaseException) -> bytes | None:
-    try:
-        data = pickle.dumps(exc, PROTOCOL)
-        pickle.loads(data)
-        return data
-    except Exception:  # noqa: BLE001
-        return None
+def _every_item(items: list[Any], error: BaseException) -> _Outcome:
+    """The outcome of a part of a batch that failed as a whole."""
+    return [None] * len(items), dict.fromkeys(range(len(items)), error), 0.0
 
 
 def _quietly(call: Any) -> None:
