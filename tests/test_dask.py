@@ -272,11 +272,16 @@ def test_dying_workers_rerun_by_dask_then_killed_worker_fails_the_batch_in_place
     assert len(died) < 12                              # only the batch with item 3 failed
 
 
-def test_a_lost_scheduler_is_a_clear_error_at_the_next_call_and_stop_returns():
+@pytest.mark.parametrize("given", ["address", "client"])
+def test_a_lost_scheduler_is_a_clear_error_at_the_next_call_and_stop_returns(given):
     cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
                                        dashboard_address="127.0.0.1:0")
+    client = None
     try:
-        pool = on_dask(cluster.scheduler_address)
+        if given == "client":   # by address: a Client of the cluster object would keep its
+            # IO loop running when the cluster closes first (Dask's behaviour, not ours)
+            client = distributed.Client(cluster.scheduler_address, set_as_default=False)
+        pool = on_dask(client or cluster.scheduler_address)
         results = pool.add_task(nap, [0.05] * 4 + [0.3] * 20)
         pool.start()
         assert next(results) == 0.05
@@ -290,7 +295,39 @@ def test_a_lost_scheduler_is_a_clear_error_at_the_next_call_and_stop_returns():
         pool.stop()
         assert time.monotonic() - started < DEADLINE
     finally:
+        if client is not None:
+            client.close()
         cluster.close()
+
+
+def test_an_unreachable_scheduler_is_a_worker_start_error(monkeypatch):
+    from imap import WorkerStartError
+    from imap.backends import dask as backend
+    monkeypatch.setattr(backend, "CONNECT_TIMEOUT", 0.5)
+    nowhere = "tcp://127.0.0.1:9"
+    with pytest.raises(WorkerStartError, match="cannot reach the Dask scheduler at tcp://"):
+        on_dask(nowhere)                                  # asked for its threads
+    pool = on_dask(nowhere, worker_num=1)
+    pool.add_task(add1, [1])
+    with pytest.raises(WorkerStartError, match="connect to the Dask scheduler at tcp://"):
+        pool.start()
+    assert not pool.started
+
+
+def test_a_function_that_cannot_be_loaded_on_the_workers_fails_every_item(dask_client):
+    from imap import imports
+    with pytest.warns(ImportWarning):
+        @imports(["no_such_module_here"], forgive=True)
+        def needs_a_module(x):
+            return x
+
+    with on_dask(dask_client) as pool:
+        pool.add_task(needs_a_module, [1, 2])
+        pool.start()
+        for _ in range(2):
+            with pytest.raises(ImportError, match="cannot import no_such_module_here") as info:
+                pool.next(timeout=DEADLINE)
+            assert "on the Dask worker" in str(info.value.__cause__)
 
 
 # -- papy ----------------------------------------------------------------------------------

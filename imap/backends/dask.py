@@ -137,10 +137,28 @@ def dask_workers(target: Any, worker_num: int | None) -> tuple[Any, int]:
     return target, threads
 
 
+class _OwnClient(Client):
+    """The Client an IMap makes: never Dask's default client, and one that cannot connect
+    stops its IO loop thread (distributed 2026.8 leaves it running: the failed Client is
+    gone, but its LoopRunner still counts it)."""
+
+    def __init__(self, target: Any):
+        super().__init__(target, set_as_default=False,  # type: ignore[no-untyped-call]
+                         timeout=CONNECT_TIMEOUT)
+
+    def start(self, **kwargs: Any) -> None:
+        try:
+            super().start(**kwargs)  # type: ignore[no-untyped-call]
+        except BaseException:
+            runner = getattr(self, "_loop_runner", None)
+            if runner is not None:
+                _quietly(runner.stop)
+            raise
+
+
 def _ask_threads(address: str) -> int:
     try:
-        with Client(address, set_as_default=False,  # type: ignore[no-untyped-call]
-                    timeout=CONNECT_TIMEOUT) as client:
+        with _OwnClient(address) as client:
             return sum(client.nthreads().values())
     except (OSError, TimeoutError) as exc:
         raise WorkerStartError(f"cannot reach the Dask scheduler at {address}: "
@@ -215,8 +233,7 @@ class _Session:
                     host="127.0.0.1", dashboard_address="127.0.0.1:0")
                 self.address = str(self._cluster.scheduler_address)
                 target = self._cluster
-            self.client = Client(target, set_as_default=False,  # type: ignore[no-untyped-call]
-                                 timeout=CONNECT_TIMEOUT)
+            self.client = _OwnClient(target)
         except Exception as exc:  # noqa: BLE001 - any failure to connect
             what = "start a LocalCluster" if target is None else \
                 f"connect to the Dask scheduler at {self.address}"
