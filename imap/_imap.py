@@ -88,7 +88,8 @@ class IMap:
                     made at start() and closed at stop() (what the caller gives is never
                     closed, and the IMap's own Client is never Dask's default client)
       stride        consecutive items of one task before moving to the next task
-                    (default 2048 x workers: batches long enough to amortise IPC)
+                    (default 2048 x workers: batches long enough to amortise IPC;
+                    dask: 32768 x threads, as a Dask task costs milliseconds)
       buffer        at most this many items read and not yet taken (default 2 x tasks x stride)
       ordered       results in input order (True) or completion order (False)
       skip          after next(timeout=...) times out, drop that position (True) or keep it
@@ -122,10 +123,11 @@ class IMap:
             raise ValueError(f"worker_type must be 'process', 'thread' or 'dask', not "
                              f"{worker_type!r}")
         self.worker_type = worker_type
+        stride_per_worker = STRIDE_PER_WORKER
         if worker_type == "dask":   # imports distributed (ImportError naming papy[dask])
-            from .backends.dask import dask_workers
+            from .backends.dask import STRIDE_PER_THREAD, dask_workers
             self.worker_remote, self.worker_num = dask_workers(worker_remote, worker_num)
-            self._worker_total = self.worker_num
+            self._worker_total, stride_per_worker = self.worker_num, STRIDE_PER_THREAD
         else:
             self.worker_num = _config.count("worker_num", worker_num, os.cpu_count() or 1,
                                             minimum=0)
@@ -135,7 +137,7 @@ class IMap:
             raise ValueError("the pool has no workers: worker_num=0 needs worker_remote=[('host', "
                              "n), ...]; or give worker_num >= 1")
         self.buffer = _config.count("buffer", buffer, None, minimum=1)
-        default_stride = STRIDE_PER_WORKER * self._worker_total
+        default_stride = stride_per_worker * self._worker_total
         if self.buffer is not None:
             default_stride = min(default_stride, self.buffer)
         self.stride = _config.count("stride", stride, default_stride, minimum=1)

@@ -15,7 +15,10 @@ interleaved with its peers; medians are printed:
     IMap dask vs IMap(worker_type='process', worker_num=2) (2 local processes)
     target: IMap dask >= 0.9x the throughput of the 2 local processes
 
-Clusters, clients and pools are started and warmed up outside the timed part.
+Clusters, clients and pools are started and warmed up outside the timed part. With the
+defaults the run takes about 10 minutes on a 2-core VM, nearly all of it in dask.bag: it
+embeds the items in its task graph, and distributed walks that graph item by item
+(dask._task_spec.convert_legacy_task), about 0.15 ms per item here.
 """
 from __future__ import annotations
 

@@ -53,6 +53,7 @@ def assert_no_default_client():
 
 def test_worker_num_defaults_to_the_clusters_threads(dask_client):
     assert on_dask(dask_client).worker_num == 2
+    assert on_dask(dask_client).stride == 32768 * 2            # a Dask task costs ms
     assert on_dask(dask_client, worker_num=5).worker_num == 5
     assert on_dask(dask_client.scheduler.address).worker_num == 2      # asked the scheduler
     assert on_dask(None, worker_num=3).worker_num == 3                 # nothing started yet
