@@ -390,7 +390,7 @@ def _cmd_run(args) -> int:
     except ImportError:
         raise UsageError("--dask needs Dask's distributed package: pip install "
                          "'papy[dask]'") from None
-    from imap._config import override_workers
+    from imap import override_workers
     with override_workers("dask", args.dask):
         return _run_module(args)
 
