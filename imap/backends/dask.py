@@ -22,8 +22,8 @@ would lose it with that worker).
 
 Who owns what: the session (one per run of the IMap) owns the Client, the LocalCluster it
 made, the payload futures and the lost-scheduler flag, all under ``_Session._lock``; each
-handle owns its slot's current future and Event (``DaskHandle._lock``). Dask's own threads
-only ever set an Event.
+handle owns the Event its slot waits on and its killed flag (``DaskHandle._lock``). Dask's
+own threads only ever set an Event.
 
 Faults: a worker that dies is Dask's business (it reruns the batch on another worker); a
 batch that killed ``distributed.scheduler.allowed-failures + 1`` workers comes back as
@@ -359,6 +359,8 @@ class _Reply(NamedTuple):
     @classmethod
     def decode(cls, reply: bytes, overdue: int | None, where: str, items: list[Any],
                spec: TaskSpec, start: int) -> _Reply | _Outcome:
+        """The reply, or the outcome of every item when it cannot be used (a reply that
+        does not cover a first part of the items would make run() loop forever)."""
         try:
             values, records, elapsed = pickle.loads(reply)
         except Exception as exc:  # noqa: BLE001 - e.g. a result's class unknown here
@@ -367,10 +369,11 @@ class _Reply(NamedTuple):
                 f"{spec.task_id} from the Dask worker {where} cannot be unpickled here: "
                 f"{type(exc).__name__}: {exc}")
             return _every_item(items, error)
-        if values is None:
-            return cls(None, records, elapsed, where, len(reply))
-        if overdue is not None:
-            assert len(values) == overdue + 1
+        if values is not None and (not values or len(values) > len(items) or (
+                overdue is not None and len(values) != overdue + 1)):
+            return _every_item(items, RuntimeError(
+                f"the Dask worker {where} replied with {len(values)} values for items "
+                f"{start}..{start + len(items) - 1} of task {spec.task_id}"))
         return cls(values, records, elapsed, where, len(reply))
 
 
