@@ -172,6 +172,29 @@ def test_items_and_results_that_cannot_be_pickled_fail_alone(dask_client):
         assert pool.next() == 2
 
 
+class FailsToUnpickle:
+    def __reduce__(self):
+        return (_explode, ())
+
+
+def _explode():
+    raise ValueError("cannot rebuild on this side")
+
+
+def test_an_item_that_cannot_be_unpickled_on_the_worker_fails_alone(dask_client):
+    with on_dask(dask_client, worker_num=1) as pool:
+        pool.add_task(add1, [0, FailsToUnpickle(), 2])
+        pool.start()
+        outcomes = []
+        for _ in range(3):
+            try:
+                outcomes.append(pool.next(timeout=DEADLINE))
+            except SerializationError as exc:
+                outcomes.append(exc)
+    assert outcomes[0] == 1 and outcomes[2] == 3
+    assert "item 1 of task 0 cannot be unpickled on the Dask worker" in str(outcomes[1])
+
+
 class Unpicklable:
     def __reduce__(self):
         raise TypeError("no pickling for me")
