@@ -4,6 +4,11 @@ The guard compares, before and after each test, the live threads, this process's
 processes and the entries of /dev/shm. A leftover is given a few seconds to go away (a
 worker exiting, a daemon thread finishing); what remains fails the test and is cleaned up
 (child processes are killed) so one leaking test does not break the next ones.
+
+Dask: the session's cluster (``dask_client``) is made and warmed up before any test looks,
+so its threads are part of every test's "before"; Dask's two process-wide helper threads
+(``DASK_SINGLETON_THREADS``) are never counted; the cluster's own threads are checked once,
+when it closes at the end of the session.
 """
 from __future__ import annotations
 
