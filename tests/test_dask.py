@@ -326,8 +326,8 @@ def test_a_lost_scheduler_is_a_clear_error_at_the_next_call_and_stop_returns(giv
 
 def test_an_unreachable_scheduler_is_a_worker_start_error(monkeypatch):
     from imap import WorkerStartError
-    from imap.backends import dask as backend
-    monkeypatch.setattr(backend, "CONNECT_TIMEOUT", 0.5)
+    from imap.backends import _dask_session
+    monkeypatch.setattr(_dask_session, "CONNECT_TIMEOUT", 0.5)
     nowhere = "tcp://127.0.0.1:9"
     with pytest.raises(WorkerStartError, match="cannot reach the Dask scheduler at tcp://"):
         on_dask(nowhere)                                  # asked for its threads

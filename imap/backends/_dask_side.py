@@ -154,7 +154,7 @@ def _load(call_key: tuple[str, int], payload: bytes) -> Callable[[Any], Any]:
         if call is not None:
             _calls.move_to_end(call_key)
             return call
-    call = _evaluate.load_function(payload)     # outside the lock: threads load in parallel
+    call: Callable[[Any], Any] = _evaluate.load_function(payload)   # outside the lock
     with _calls_lock:
         _calls[call_key] = call
         while len(_calls) > CACHE_SIZE:

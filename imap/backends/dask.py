@@ -20,10 +20,10 @@ loads it once (``_dask_side`` caches the loaded function by the session's token 
 task's key), and Dask recomputes it when the worker holding it dies (``client.scatter``
 would lose it with that worker).
 
-Who owns what: the session (one per run of the IMap) owns the Client, the LocalCluster it
-made, the payload futures and the lost-scheduler flag, all under ``_Session._lock``; each
-handle owns the Event its slot waits on and its killed flag (``DaskHandle._lock``). Dask's
-own threads only ever set an Event.
+Who owns what: the session (one per run of the IMap, in ``_dask_session``) owns the
+Client, the LocalCluster it made, the payload futures and the lost-scheduler flag, all
+under ``_Session._lock``; each handle owns the Event its slot waits on and its killed flag
+(``DaskHandle._lock``). Dask's own threads only ever set an Event.
 
 Faults: a worker that dies is Dask's business (it reruns the batch on another worker); a
 batch that killed ``distributed.scheduler.allowed-failures + 1`` workers comes back as
@@ -44,40 +44,26 @@ Shutdown order (the pool stops the slots; see ``imap._pool``):
 from __future__ import annotations
 
 import contextlib
-import enum
-import itertools
-import logging
-import os
 import pickle
 import threading
 import traceback
-import uuid
 from concurrent.futures import CancelledError
 from typing import Any, NamedTuple
 
 try:
-    import distributed
-    from distributed import Client, Future
-    from distributed.deploy.cluster import Cluster
+    from distributed import Future
     from distributed.scheduler import KilledWorker
-except ImportError as exc:  # pragma: no cover - exercised with distributed hidden
+except ImportError as exc:  # distributed is an optional extra
     raise ImportError(f"IMap(worker_type='dask') needs Dask's distributed package: pip "
                       f"install 'papy[dask]' (it was not found: {exc})") from exc
 
-from .._errors import (
-    SerializationError,
-    WorkerDiedError,
-    WorkerStartError,
-    attach_traceback,
-    rebuild_error,
-)
+from .._errors import SerializationError, WorkerDiedError, attach_traceback, rebuild_error
 from . import _dask_side
-from .base import Batch, TaskSpec, WorkerHandle, WorkerLost, describe
+from ._dask_session import _Session, dask_workers
+from .base import Batch, TaskSpec, WorkerHandle, WorkerLost
 
 __all__ = ["SLOTS_PER_THREAD", "STRIDE_PER_THREAD", "DaskHandle", "dask_workers",
            "make_dask_handles"]
-
-log = logging.getLogger(__name__)
 
 #: slots (batches in flight) per Dask worker thread (measured: 1 -> 2 slots took 200 items
 #: of 5 ms from 2.0 s to 1.15 s on 2 worker processes; 3 gained nothing)
@@ -92,92 +78,12 @@ STRIDE_PER_THREAD = 32768
 #: size (aiming at imap._task.TARGET_BATCH_SECONDS of reported time, 10 ms) makes Dask
 #: batches this many times longer
 BATCH_TIME_SCALE = 5
-#: seconds to connect to a scheduler, and for the probe task to run at start
-CONNECT_TIMEOUT = 30.0
 #: a slot waiting for its batch checks the scheduler connection this often (seconds); a
 #: lost connection cancels the futures at once, so this is only a safety net
 HEALTH_SECONDS = 1.0
 #: seconds to fetch a finished batch's results from its worker
 RESULT_TIMEOUT = 120.0
 PROTOCOL = 5
-
-
-# -- construction-time checks ---------------------------------------------------------
-
-def dask_workers(target: Any, worker_num: int | None) -> tuple[Any, int]:
-    """Check ``worker_remote`` for a Dask IMap; return it with the number of Dask threads to
-    keep busy (``worker_num``, by default the cluster's threads).
-
-    ``target`` is a ``distributed.Client`` (synchronous, running), a ``Cluster`` (e.g. a
-    ``LocalCluster`` or a dask-jobqueue cluster), a scheduler address
-    (``'tcp://host:8786'``, asked for its threads now unless ``worker_num`` is given) or None
-    (the IMap makes a ``LocalCluster`` of ``worker_num`` processes, default: the CPUs).
-    """
-    if worker_num is not None and (isinstance(worker_num, bool) or not isinstance(
-            worker_num, int) or worker_num < 1):
-        raise ValueError(f"worker_num must be an int >= 1 or None (the cluster's threads) for "
-                         f"worker_type='dask', not {worker_num!r}")
-    if target is None:
-        return None, worker_num or os.cpu_count() or 1
-    if isinstance(target, Client):
-        if target.asynchronous:
-            raise ValueError("worker_remote: an asynchronous distributed.Client cannot serve "
-                             "an IMap (its slots wait in threads); give a synchronous one or "
-                             "its scheduler address")
-        if target.status != "running":
-            raise ValueError(f"worker_remote: the distributed.Client is {target.status}, not "
-                             f"running")
-        threads = worker_num or sum(target.nthreads().values())  # type: ignore[no-untyped-call]
-    elif isinstance(target, Cluster):
-        threads = worker_num or sum(w.get("nthreads", 0) for w in
-                                    target.scheduler_info.get("workers", {}).values())
-    elif isinstance(target, str) and target.strip():
-        target = target.strip()
-        threads = worker_num or _ask_threads(target)
-    else:
-        raise TypeError(f"worker_remote for worker_type='dask' is a distributed.Client, a "
-                        f"Dask Cluster, a scheduler address such as 'tcp://host:8786', or "
-                        f"None (a LocalCluster of its own), not {target!r}")
-    if threads < 1:
-        raise ValueError(f"the Dask cluster at {_where(target)} has no workers yet; give "
-                         f"worker_num=N (the Dask threads the IMap should keep busy)")
-    return target, threads
-
-
-class _OwnClient(Client):
-    """The Client an IMap makes: never Dask's default client, and one that cannot connect
-    stops its IO loop thread (distributed 2026.8 leaves it running: the failed Client is
-    gone, but its LoopRunner still counts it)."""
-
-    def __init__(self, target: Any):
-        super().__init__(target, set_as_default=False,  # type: ignore[no-untyped-call]
-                         timeout=CONNECT_TIMEOUT)
-
-    def start(self, **kwargs: Any) -> None:
-        try:
-            super().start(**kwargs)  # type: ignore[no-untyped-call]
-        except BaseException:
-            runner = getattr(self, "_loop_runner", None)
-            if runner is not None:
-                _quietly(runner.stop)
-            raise
-
-
-def _ask_threads(address: str) -> int:
-    try:
-        with _OwnClient(address) as client:
-            return sum(client.nthreads().values())
-    except (OSError, TimeoutError) as exc:
-        raise WorkerStartError(f"cannot reach the Dask scheduler at {address}: "
-                               f"{type(exc).__name__}: {exc}") from exc
-
-
-def _where(target: Any) -> str:
-    if isinstance(target, Client):
-        return str(getattr(target.scheduler, "address", target))
-    if isinstance(target, Cluster):
-        return str(target.scheduler_address)
-    return str(target)
 
 
 def make_dask_handles(target: Any, worker_num: int, name: str) -> list[DaskHandle]:
@@ -187,157 +93,6 @@ def make_dask_handles(target: Any, worker_num: int, name: str) -> list[DaskHandl
     count = SLOTS_PER_THREAD * worker_num
     session.leases = count
     return [DaskHandle(session, index) for index in range(count)]
-
-
-# -- the session: one per run of an IMap ------------------------------------------------
-
-class _State(enum.Enum):
-    NEW = "new"
-    OPEN = "open"
-    LOST = "lost"        # the scheduler went away: every batch fails at once
-    CLOSED = "closed"
-
-
-class _Session:
-    """The connection of one run of an IMap to a Dask cluster (see the module docstring)."""
-
-    def __init__(self, target: Any, worker_num: int, name: str):
-        self.target = target
-        self.worker_num = worker_num
-        self.name = name
-        self.token = uuid.uuid4().hex[:16]
-        self.client: Client | None = None
-        self.address = _where(target) if target is not None else "(a LocalCluster)"
-        self.leases = 0
-        self.lost_reason = ""
-        self._cluster: Any = None           # a LocalCluster made here
-        self._owns_client = False
-        self._payloads: dict[int, Future[bytes]] = {}
-        self._keys = itertools.count()
-        self._lock = threading.Lock()
-        self._state = _State.NEW
-
-    def open(self) -> None:
-        try:
-            self._connect()
-            self._probe()
-        except BaseException:
-            self._close_connection()
-            raise
-        with self._lock:
-            self._state = _State.OPEN
-
-    def _connect(self) -> None:
-        target = self.target
-        try:
-            if isinstance(target, Client):
-                self.client = target
-                return
-            self._owns_client = True
-            if target is None:
-                self._cluster = distributed.LocalCluster(  # type: ignore[no-untyped-call]
-                    n_workers=self.worker_num, threads_per_worker=1, processes=True,
-                    host="127.0.0.1", dashboard_address="127.0.0.1:0")
-                self.address = str(self._cluster.scheduler_address)
-                target = self._cluster
-            self.client = _OwnClient(target)
-        except Exception as exc:  # noqa: BLE001 - any failure to connect
-            what = "start a LocalCluster" if target is None else \
-                f"connect to the Dask scheduler at {self.address}"
-            raise WorkerStartError(f"cannot {what}: {type(exc).__name__}: {exc}") from exc
-
-    def _probe(self) -> None:
-        client = self.client
-        assert client is not None
-        try:
-            future = client.submit(_dask_side.probe, key=f"imap-probe-{self.token}",
-                                   pure=False)
-            remote = tuple(future.result(timeout=CONNECT_TIMEOUT))
-        except Exception as exc:  # noqa: BLE001 - e.g. imap not installed on the workers
-            raise WorkerStartError(
-                f"the Dask workers of {self.address} cannot run IMap batches: "
-                f"{type(exc).__name__}: {exc}. Install papy on every worker (pip install "
-                f"'papy[dask]', with the same Python minor version and dill as here), and "
-                f"check that the cluster has workers") from exc
-        local = _dask_side.probe()
-        if remote != local:
-            raise WorkerStartError(
-                f"version mismatch with the Dask workers of {self.address}: there Python "
-                f"{remote[0]}, dill {remote[1]}; here Python {local[0]}, dill {local[1]}. "
-                f"Functions travel as bytecode: use the same Python minor version and dill "
-                f"version everywhere")
-
-    # -- used by the slots -------------------------------------------------------------
-
-    def next_key(self) -> str:
-        return f"imap-{self.name}-{self.token}-{next(self._keys)}"
-
-    def payload(self, spec: TaskSpec) -> Future[bytes]:
-        """The future of the task's dill payload, sent to the cluster once per session."""
-        with self._lock:
-            future = self._payloads.get(spec.key)
-        if future is not None:
-            return future
-        data = spec.payload
-        if data is None:
-            import dill
-            try:
-                data = dill.dumps((spec.func, spec.args, spec.kwargs), recurse=True)
-            except Exception as exc:  # noqa: BLE001
-                raise SerializationError(
-                    f"task {spec.task_id}: the function {describe(spec.func)} (with its args "
-                    f"and kwargs) cannot be pickled with dill to send it to the Dask "
-                    f"workers: {type(exc).__name__}: {exc}") from exc
-        assert self.client is not None
-        # a task that returns the payload, not scattered data: Dask recomputes it if the
-        # worker holding it dies, whereas scattered data would be lost with it
-        future = self.client.submit(_dask_side.hold, data, pure=False,
-                                    key=f"imap-payload-{self.name}-{self.token}-{spec.key}")
-        with self._lock:
-            return self._payloads.setdefault(spec.key, future)
-
-    def lost(self) -> str | None:
-        """Why the scheduler cannot be used any more, or None while it can."""
-        with self._lock:
-            if self._state is _State.LOST:
-                return self.lost_reason
-            client = self.client
-        status = client.status if client is not None else "closed"
-        if status == "running":
-            return None
-        return self.mark_lost(f"the client's connection is {status}")
-
-    def mark_lost(self, detail: str) -> str:
-        with self._lock:
-            if self._state is _State.OPEN:
-                self._state = _State.LOST
-                self.lost_reason = (f"the connection to the Dask scheduler at {self.address} "
-                                    f"was lost ({detail}); stop() the IMap and start() it "
-                                    f"again once the scheduler is back")
-                log.error("%s: %s", self.name, self.lost_reason)
-            return self.lost_reason
-
-    def release(self) -> None:
-        """A slot is done with the session; the last one closes it."""
-        with self._lock:
-            self.leases -= 1
-            if self.leases > 0 or self._state is _State.CLOSED:
-                return
-            self._state = _State.CLOSED
-            payloads = list(self._payloads.values())
-            self._payloads.clear()
-        for future in payloads:
-            _quietly(future.release)
-        self._close_connection()
-
-    def _close_connection(self) -> None:
-        client, cluster = self.client, self._cluster
-        self._cluster = None
-        if client is not None and self._owns_client:
-            self.client = None
-            _quietly(lambda: client.close(timeout=CONNECT_TIMEOUT))  # type: ignore[no-untyped-call]
-        if cluster is not None:
-            _quietly(lambda: cluster.close(timeout=CONNECT_TIMEOUT))
 
 
 # -- the slots ----------------------------------------------------------------------------
@@ -551,8 +306,3 @@ def _every_item(items: list[Any], error: BaseException) -> _Outcome:
     return [None] * len(items), dict.fromkeys(range(len(items)), error), 0.0
 
 
-def _quietly(call: Any) -> None:
-    try:
-        call()
-    except Exception:  # noqa: BLE001 - best effort during shutdown
-        log.debug("ignored error while closing a Dask session", exc_info=True)
