@@ -2,6 +2,7 @@
 
     papy new NAME [--template grep]     write NAME.py from a template, ready to edit
     papy run FILE [ARGS...]             run a pipeline module, show progress, print a summary
+    papy run --dask ADDRESS FILE [ARGS...]   ... with every IMap on a Dask cluster
     papy graph FILE [--format dot|mermaid] [--png OUT]
     papy serve [imap-server options]    an RPyC server for remote IMap workers
 
@@ -275,6 +276,10 @@ def _graph_model(plumber):
 
 
 def _imap_label(imap) -> str:
+    if imap.worker_type == "dask":
+        where = getattr(imap.worker_remote, "scheduler_address", None) or imap.worker_remote
+        return f"IMap {imap.name}: {imap.worker_num} Dask threads" + (
+            f" at {where}" if isinstance(where, str) else "")
     kind = {"process": "processes", "thread": "threads"}.get(imap.worker_type,
                                                               imap.worker_type)
     workers = [f"{imap.worker_num} {kind}"] if imap.worker_num else []
@@ -378,6 +383,19 @@ def _cmd_new(args) -> int:
 
 
 def _cmd_run(args) -> int:
+    if args.dask is None:
+        return _run_module(args)
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise UsageError("--dask needs Dask's distributed package: pip install "
+                         "'papy[dask]'") from None
+    from imap import override_workers
+    with override_workers("dask", args.dask):
+        return _run_module(args)
+
+
+def _run_module(args) -> int:
     module = load_module(args.file)
     main_function = getattr(module, "main", None)
     if callable(main_function):
@@ -459,6 +477,10 @@ def _parser() -> argparse.ArgumentParser:
         description="Run a pipeline module: its main(ARGS) if it has one, else its pipeline() "
                     "on --input files or its inputs(), with progress and a final summary "
                     "(ARGS then take --input, --progress, --interval, --quiet).")
+    run.add_argument("--dask", metavar="ADDRESS",
+                     help="run every IMap the module makes (its parallel Pipers) on the Dask "
+                          "cluster of this scheduler (e.g. tcp://host:8786), with as many "
+                          "workers as the cluster has threads; needs pip install 'papy[dask]'")
     run.add_argument("file", metavar="FILE", help="a Python file (e.g. papy/templates/grep.py)")
     run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS",
                      help="arguments for the module (see FILE's --help)")
