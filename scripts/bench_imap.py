@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from multiprocessing import get_context
 from multiprocessing.pool import ThreadPool
 
@@ -37,16 +38,16 @@ from imap import IMap
 WORKERS = 2
 
 
-def add1(x):
+def add1(x: int) -> int:
     return x + 1
 
 
-def sleep10ms(x):
+def sleep10ms(x: int) -> int:
     time.sleep(0.01)
     return x
 
 
-def time_imap(func, items, **settings) -> float:
+def time_imap(func: Callable[[int], int], items: list[int], **settings: object) -> float:
     pool = IMap(worker_num=WORKERS, **settings)
     warm = pool.add_task(func, range(100))
     pool.start()
@@ -80,7 +81,7 @@ def startup_child(kind: str) -> None:
     from concurrent.futures import ProcessPoolExecutor
     if kind == "imap-threaded":      # a program with a thread: multiprocessing's forkserver
         threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
-    seconds = []
+    seconds: list[float] = []
     for _ in range(1 + LATER_POOLS):
         started = time.perf_counter()
         if kind.startswith("imap"):
@@ -122,8 +123,8 @@ def startup_figures(programs: int) -> None:
               f"{ratio_more:6.2f}  {peer}")
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--items", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--startups", type=int, default=7,
@@ -142,7 +143,7 @@ def main(argv=None) -> int:
     sleepers = list(range(200))
     runs: dict[str, list[float]] = {}
 
-    def record(label, seconds):
+    def record(label: str, seconds: float) -> None:
         runs.setdefault(label, []).append(seconds)
 
     process_pool = get_context("fork").Pool(WORKERS)

@@ -26,42 +26,43 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from _common import total_rss_mib  # noqa: E402 (scripts/)
-from papy import IMap, Piper, Plumber  # noqa: E402
+from _common import total_rss_mib  # scripts/
+from papy import IMap, Piper, Plumber
 
 
-def add1(inbox):
+def add1(inbox: Sequence[int]) -> int:
     return inbox[0] + 1
 
 
-def mul2(inbox):
+def mul2(inbox: Sequence[int]) -> int:
     return inbox[0] * 2
 
 
-def sub1(inbox):
+def sub1(inbox: Sequence[int]) -> int:
     return inbox[0] - 1
 
 
-def plain_add1(x):
+def plain_add1(x: int) -> int:
     return x + 1
 
 
-def plain_mul2(x):
+def plain_mul2(x: int) -> int:
     return x * 2
 
 
-def plain_sub1(x):
+def plain_sub1(x: int) -> int:
     return x - 1
 
 
-def composed(x):
+def composed(x: int) -> int:
     return (x + 1) * 2 - 1
 
 
-def slow_print(inbox):
+def slow_print(inbox: Sequence[object]) -> None:
     time.sleep(0.001)
 
 
@@ -90,7 +91,7 @@ def papy_run(n: int, shared: bool) -> float:
 
 
 def pypeln_run(n: int) -> float:
-    import pypeln as pl
+    import pypeln as pl  # the bench extra; untyped
     began = time.perf_counter()
     stage = pl.process.map(plain_add1, range(n), workers=2)
     stage = pl.process.map(plain_mul2, stage, workers=2)
@@ -117,7 +118,7 @@ def memory_check(seconds: float) -> None:
     plumber = Plumber()
     plumber.add_pipe(tuple(stages) + (output,))
     plumber.plunge([itertools.count()])
-    samples = []
+    samples: list[float] = []
     try:
         began = time.monotonic()
         while time.monotonic() - began < seconds:
@@ -135,12 +136,12 @@ def memory_check(seconds: float) -> None:
           f"{'flat' if abs(growth) < 16 else 'NOT FLAT'}")
 
 
-def median_rate(run, n: int, repeat: int) -> float:
+def median_rate(run: Callable[[], float], n: int, repeat: int) -> float:
     return n / statistics.median(run() for _ in range(repeat))
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--memory-seconds", type=float, default=10.0)
