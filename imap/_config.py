@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 try:   # every process or remote pool ships functions with dill: imported with imap, not
-    import dill  # type: ignore[import-untyped]  # noqa: F401 - not in a pool's start
+    import dill  # noqa: F401 - not in a pool's start
 except ImportError:   # a server host without dill still imports imap, to say it is missing
     pass
 

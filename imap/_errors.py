@@ -88,7 +88,7 @@ class RemoteError(IMapError):
         return (type(self), (self.args[0], self.type_name))
 
 
-class RemoteTraceback(Exception):
+class RemoteTraceback(Exception):  # noqa: N818 - a public name since the first release
     """The formatted traceback of an exception as it was raised inside a worker."""
 
     def __init__(self, tb: str):

@@ -79,7 +79,7 @@ class Pool:
         self._lock = threading.Lock()
         self._live = 0
         self._broken: str | None = None
-        self._stopping = False
+        self._stopping = threading.Event()
         self._results = False            # a result was ever delivered
         self._failures_in_a_row = 0      # start failures since the last result
         self._first_failure: str | None = None
@@ -119,7 +119,7 @@ class Pool:
     def stop(self, forced: bool = False) -> None:
         """Stop every slot and worker (see the shutdown order). Never raises for a slot or
         worker that was only half started."""
-        self._stopping = True
+        self._stopping.set()
         if forced:
             for slot in self._slots:
                 _quietly(slot.handle.kill)
@@ -170,7 +170,7 @@ class Pool:
             batch = self._dispatch.get()
             if batch is _STOP:
                 return
-            if self._stopping:
+            if self._stopping.is_set():
                 continue
             if self._broken is not None:
                 self._fail(batch, self._broken)
@@ -178,7 +178,7 @@ class Pool:
             try:
                 values, errors, elapsed = handle.run(batch)
             except WorkerLost as lost:
-                if self._stopping:
+                if self._stopping.is_set():
                     continue
                 self._recover(batch, handle, lost)
                 if lost.before_work and not slot.replied and not lost.server_died:
@@ -263,7 +263,7 @@ class Pool:
         gives up (retired, the pool broken or stopping)."""
         handle = slot.handle
         _quietly(handle.kill)
-        while not self._stopping and self._broken is None and not slot.retired:
+        while not self._stopping.is_set() and self._broken is None and not slot.retired:
             _quietly(handle.close)
             try:
                 handle.open()

@@ -55,7 +55,7 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
-class handle_signals:
+class handle_signals:  # noqa: N801 - used like a function: ``with handle_signals(p):``
     """Stop ``plumber`` gracefully on SIGINT/SIGTERM, within ``grace`` seconds, then exit.
 
     On a signal: a message on ``stream`` (default stderr) and in the ``papy`` log, then
@@ -69,7 +69,7 @@ class handle_signals:
     """
 
     def __init__(self, plumber: Any, grace: float | None = 1.5, stream: IO[str] | None = None,
-                 exit: bool = True,
+                 exit: bool = True,  # noqa: A002 - the name says what it does
                  on_signal: Callable[[int], None] | None = None):
         self.plumber = plumber
         self.grace = _config.seconds("handle_signals(): grace", grace, default=None)

@@ -65,7 +65,7 @@ WORKER_NAME = b"imap-worker"
 GONE_GRACE = 2.0
 
 
-class ForkServerGone(Exception):
+class ForkServerGoneError(Exception):
     """The fork server died (or was never there): start workers another way."""
 
 
@@ -117,22 +117,22 @@ class ForkServer:
         """Fork a worker that gets ``fds`` (its connection, its progress memfd, the write
         end of its status pipe) and ``setup``; returns ``(pid, pidfd)``.
 
-        Raises ForkServerGone when the fork server is dead, OSError when it cannot fork.
+        Raises ForkServerGoneError when the fork server is dead, OSError when it cannot fork.
         """
         with self._lock:
             if not self.alive:
-                raise ForkServerGone("the fork server is gone")
+                raise ForkServerGoneError("the fork server is gone")
             try:
                 socket.send_fds(self._control, [setup], fds)
                 reply, received, _, _ = socket.recv_fds(self._control, _PID.size, 1)
             except OSError as exc:
                 self._lost()
-                raise ForkServerGone(f"the fork server is gone ({exc})") from None
+                raise ForkServerGoneError(f"the fork server is gone ({exc})") from None
             if len(reply) != _PID.size:
                 for fd in received:
                     os.close(fd)
                 self._lost()
-                raise ForkServerGone("the fork server is gone (it closed its socket)")
+                raise ForkServerGoneError("the fork server is gone (it closed its socket)")
         (pid,) = _PID.unpack(reply)
         if pid < 0:
             raise OSError(-pid, f"the fork server cannot fork: {os.strerror(-pid)}")

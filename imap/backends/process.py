@@ -73,7 +73,7 @@ _fallback_warned = False
 ShmSettings = tuple[int, str] | None
 
 
-class _ServerTrouble(Exception):
+class _ServerTroubleError(Exception):
     """The fork server died while a worker was being started: start it again."""
 
 
@@ -258,7 +258,7 @@ class ProcessHandle(WorkerHandle):
                 self.name = f"process {self._process.pid}"
                 self._await_hello()
                 return
-            except _ServerTrouble as trouble:   # its fork server died meanwhile: again
+            except _ServerTroubleError as trouble:   # its fork server died meanwhile: again
                 if attempt + 1 == START_ATTEMPTS:
                     raise WorkerStartError(f"cannot start a worker process: {trouble}") from None
                 time.sleep(0.05 * 2 ** attempt)
@@ -270,7 +270,7 @@ class ProcessHandle(WorkerHandle):
                 try:
                     self._start_served(server, shm_settings)
                     return
-                except _forkserver.ForkServerGone:
+                except _forkserver.ForkServerGoneError:
                     _warn_fallback()
         reason = _main_guard.unimportable_main(self._method)
         if reason is not None:
@@ -308,7 +308,7 @@ class ProcessHandle(WorkerHandle):
                 parent_conn.close()
                 if method != "forkserver":
                     raise WorkerStartError(f"cannot start a worker process: {exc}") from exc
-                raise _ServerTrouble(f"multiprocessing's fork server failed: {exc!r}") from exc
+                raise _ServerTroubleError(f"multiprocessing's fork server failed: {exc!r}") from exc
             except Exception as exc:
                 parent_conn.close()
                 raise WorkerStartError(f"cannot start a worker process: {exc}") from exc
@@ -332,7 +332,7 @@ class ProcessHandle(WorkerHandle):
             process.join(1.0)
             if _died_with_its_server(process, process.exitcode, self._server_pid):
                 self.close()
-                raise _ServerTrouble(f"its fork server died while worker {self.name} started")
+                raise _ServerTroubleError(f"its fork server died while worker {self.name} started")
             cause = self._start_cause(process)
         name, exitcode = self.name, process.exitcode
         self.close()
@@ -413,7 +413,7 @@ class ProcessHandle(WorkerHandle):
             return self._run_split(batch, reason="pickle")
         try:
             values, records, elapsed = self._round_trip(batch, payload)
-        except _UnreadableReply:  # a result cannot be unpickled here: find it, alone
+        except _UnreadableReplyError:  # a result cannot be unpickled here: find it, alone
             return self._run_split(batch, reason="reply")
         if values is None:  # the worker could not unpickle the batch
             return self._run_split(batch, reason="unpickle")
@@ -436,7 +436,7 @@ class ProcessHandle(WorkerHandle):
                 item_values, records, seconds = self._round_trip(single, payload)
             except WorkerLost as lost:
                 raise WorkerLost(lost.message, position, lost.exitcode, lost.timed_out) from None
-            except _UnreadableReply as unreadable:
+            except _UnreadableReplyError as unreadable:
                 errors[position] = rebuild_error(_evaluate.serialization_record(
                     f"the result of item {index} of task {batch.task.task_id} cannot be "
                     f"unpickled here", unreadable.__cause__))
@@ -468,7 +468,7 @@ class ProcessHandle(WorkerHandle):
         try:
             return self._reader.loads(reply, reply_descriptor)
         except Exception as exc:
-            raise _UnreadableReply() from exc
+            raise _UnreadableReplyError() from exc
 
     def _send(self, header: bytes, payload: bytes) -> None:
         try:
@@ -561,9 +561,9 @@ def _stdlib_forkserver_pid() -> int | None:
                 os.close(state._forkserver_alive_fd)
             state._forkserver_alive_fd = state._forkserver_pid = None
             state._forkserver_address = None
-        raise _ServerTrouble("multiprocessing's fork server was gone") from None
+        raise _ServerTroubleError("multiprocessing's fork server was gone") from None
     except OSError as exc:
-        raise _ServerTrouble(f"multiprocessing's fork server cannot start: {exc}") from exc
+        raise _ServerTroubleError(f"multiprocessing's fork server cannot start: {exc}") from exc
     pid: int | None = state._forkserver_pid
     return pid
 
@@ -577,7 +577,7 @@ def _warn_fallback() -> None:
                 "forkserver (a new interpreter per program, slower starts)")
 
 
-class _UnreadableReply(Exception):
+class _UnreadableReplyError(Exception):
     """The worker's reply could not be unpickled in this process (the cause is chained)."""
 
 
