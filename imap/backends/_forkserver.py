@@ -1,10 +1,10 @@
 """imap's fork server: worker processes forked from a copy of the program made while it had
-a single thread.
+a single thread (the parent's side; the fork server's own loop is in ``_forkserver_loop.py``).
 
     parent, slot thread (ForkServer.spawn, one at a time)      fork server (one thread)
     socketpair for the worker, progress memfd, status pipe
     -- request: setup pickle + those 3 fds ------------------>  fork(): the child becomes
-                                                                the worker (_become_worker)
+                                                                the worker (become_worker)
     <-- reply: the child's pid + a pidfd of it ---------------  its pidfd goes in the selector
     ServedProcess.sentinel: the status pipe  <-- exit code ---  the child exited: waitpid,
                                                                 write its exit code, close
@@ -37,53 +37,30 @@ takes the fork server and every worker with it. Ctrl-C reaches only the parent.
 from __future__ import annotations
 
 import atexit
-import ctypes
-import gc
 import logging
 import mmap
 import os
 import pickle
-import selectors
 import signal
 import socket
-import struct
 import sys
 import threading
-from collections.abc import Callable
 from typing import Any
+
+from ._forkserver_loop import CODE, PID, run_server
+from ._process_worker import die_with_parent
+
+__all__ = ["ForkServer", "ForkServerGoneError", "ServedProcess", "can_fork_a_server",
+           "die_with_parent", "prepare", "server", "server_pid", "start_worker"]
 
 log = logging.getLogger(__name__)
 
-_PID = struct.Struct("q")
-_CODE = struct.Struct("i")
-_PR_SET_PDEATHSIG = 1
-_PR_SET_NAME = 15
-#: the fork server's name in ps and /proc/<pid>/comm (at most 15 bytes)
-SERVER_NAME = b"imap-forkserver"
-WORKER_NAME = b"imap-worker"
 #: how long ServedProcess waits for a worker to be gone after its fork server died
 GONE_GRACE = 2.0
 
 
 class ForkServerGoneError(Exception):
     """The fork server died (or was never there): start workers another way."""
-
-
-def _prctl(option: int, value: Any) -> bool:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)   # libc is among this process's symbols
-        return bool(libc.prctl(option, value, 0, 0, 0) == 0)
-    except (OSError, AttributeError):
-        return False
-
-
-def die_with_parent(expected_parent: int | None) -> None:
-    """PR_SET_PDEATHSIG(SIGKILL), then leave at once if the parent is already gone."""
-    if not sys.platform.startswith("linux"):
-        return
-    _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
-    if expected_parent is not None and os.getppid() != expected_parent:
-        os._exit(1)
 
 
 def _threads_of_this_process() -> int:
@@ -124,16 +101,16 @@ class ForkServer:
                 raise ForkServerGoneError("the fork server is gone")
             try:
                 socket.send_fds(self._control, [setup], fds)
-                reply, received, _, _ = socket.recv_fds(self._control, _PID.size, 1)
+                reply, received, _, _ = socket.recv_fds(self._control, PID.size, 1)
             except OSError as exc:
                 self._lost()
                 raise ForkServerGoneError(f"the fork server is gone ({exc})") from None
-            if len(reply) != _PID.size:
+            if len(reply) != PID.size:
                 for fd in received:
                     os.close(fd)
                 self._lost()
                 raise ForkServerGoneError("the fork server is gone (it closed its socket)")
-        (pid,) = _PID.unpack(reply)
+        (pid,) = PID.unpack(reply)
         if pid < 0:
             raise OSError(-pid, f"the fork server cannot fork: {os.strerror(-pid)}")
         return pid, received[0]
@@ -153,7 +130,6 @@ class ForkServer:
 _server: ForkServer | None = None
 _server_owner: int | None = None     # the pid that made it: a forked child has none
 _server_lock = threading.Lock()
-_on_lost: list[Callable[[], None]] = []
 
 
 @atexit.register
@@ -186,7 +162,7 @@ def prepare() -> ForkServer | None:
     Called when a process pool is made or started, in the thread that does it (before the
     pool's own threads exist). Returns the fork server or None (use multiprocessing's).
     """
-    global _server, _server_owner
+    global _server, _server_owner, _server_lock
     with _server_lock:
         if _server is not None and _server_owner == os.getpid():
             return _server if _server.alive else None   # a dead one is not made again
@@ -203,7 +179,8 @@ def prepare() -> ForkServer | None:
             log.debug("cannot fork the fork server: %s", exc)
             return None
         if pid == 0:   # the fork server: never returns
-            _run_server(server_end.detach(), parent)
+            _server_lock = threading.Lock()     # held here, by the thread that forked it
+            run_server(server_end.detach(), parent)
         server_end.close()
         _server, _server_owner = ForkServer(pid, parent_end), parent
         return _server
@@ -224,169 +201,6 @@ def _import_preloads() -> None:
 
 
 # -- the fork server ----------------------------------------------------------------------
-
-def _only_fds(keep: set[int]) -> None:
-    """Close every file descriptor above 2 except ``keep``."""
-    low = 3
-    for fd in sorted(keep):
-        if fd >= low:
-            os.closerange(low, fd)
-            low = fd + 1
-    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
-
-
-def _quiet_signals() -> None:
-    """Handlers as in a fresh process, except SIGINT, which is ignored (Ctrl-C is the
-    parent's to handle: it stops the pool)."""
-    try:
-        signal.set_wakeup_fd(-1)
-    except (ValueError, OSError):
-        pass
-    for signum in signal.valid_signals():
-        try:
-            if callable(signal.getsignal(signum)):
-                signal.signal(signum, signal.SIG_DFL)
-        except (OSError, ValueError, RuntimeError, TypeError):
-            pass
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _forget_inherited_helpers() -> None:
-    """What multiprocessing knows of the parent is the parent's: its children (never to be
-    joined or terminated from here), its exit finalizers (never to run here), its helpers
-    (fork server, resource tracker: their descriptors are closed here; a worker that needs
-    them starts its own)."""
-    from multiprocessing import process, util
-    process._children.clear()            # type: ignore[attr-defined]
-    util._finalizer_registry.clear()     # type: ignore[attr-defined]
-    forkserver = sys.modules.get("multiprocessing.forkserver")
-    if forkserver is not None:
-        state = forkserver._forkserver
-        state._forkserver_alive_fd = state._forkserver_pid = None
-        state._forkserver_address = None
-    tracker = sys.modules.get("multiprocessing.resource_tracker")
-    if tracker is not None:
-        tracker._resource_tracker._fd = None
-        tracker._resource_tracker._pid = None
-
-
-def _run_server(control_fd: int, parent: int) -> None:
-    """The fork server's loop. Exits (os._exit, no clean-up of the copied program) when the
-    parent is gone."""
-    global _server_lock
-    _server_lock = threading.Lock()     # held by prepare() when it forked this process
-    code = 0
-    try:
-        die_with_parent(parent)
-        _prctl(_PR_SET_NAME, SERVER_NAME)
-        gc.freeze()      # objects copied from the program are never collected here (their
-        #                 finalizers would close descriptor numbers reused by ours)
-        _only_fds({control_fd})
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
-        os.close(devnull)
-        _quiet_signals()
-        _forget_inherited_helpers()
-        _serve(socket.socket(fileno=control_fd))
-    except BaseException:  # noqa: BLE001 - nothing to report to: the parent is gone
-        code = 1
-    finally:
-        os._exit(code)
-
-
-def _serve(control: socket.socket) -> None:
-    selector = selectors.DefaultSelector()
-    selector.register(control, selectors.EVENT_READ)
-    children: dict[int, tuple[int, int]] = {}     # pidfd -> (pid, status write end)
-    while True:
-        for key, _ in selector.select():
-            if key.fileobj is control:
-                try:
-                    setup, fds, _, _ = socket.recv_fds(control, 1 << 20, 3)
-                except OSError:
-                    return
-                if not setup:
-                    return                          # the parent is gone
-                _fork_worker(control, selector, children, setup, fds)
-            else:
-                pidfd = key.fd
-                selector.unregister(pidfd)
-                pid, status = children.pop(pidfd)
-                os.close(pidfd)
-                try:
-                    _, wait_status = os.waitpid(pid, 0)
-                    code = os.waitstatus_to_exitcode(wait_status)
-                except ChildProcessError:
-                    code = 255
-                try:
-                    os.write(status, _CODE.pack(code))
-                except OSError:
-                    pass
-                os.close(status)
-
-
-def _fork_worker(control: socket.socket, selector: selectors.BaseSelector,
-                 children: dict[int, tuple[int, int]], setup: bytes, fds: list[int]) -> None:
-    connection, progress, status = fds
-    try:
-        pid = os.fork()
-    except OSError as exc:
-        for fd in fds:
-            os.close(fd)
-        control.send(_PID.pack(-(exc.errno or 1)))
-        return
-    if pid == 0:
-        _become_worker(setup, connection, progress, os.getppid())
-    os.close(connection)
-    os.close(progress)
-    pidfd = os.pidfd_open(pid)
-    children[pidfd] = (pid, status)
-    selector.register(pidfd, selectors.EVENT_READ)
-    socket.send_fds(control, [_PID.pack(pid)], [pidfd])
-
-
-def _become_worker(setup: bytes, connection: int, progress: int, server_pid: int) -> None:
-    """In the forked child: keep only its own descriptors, then run the worker loop."""
-    code = 0
-    try:
-        _only_fds({connection, progress})
-        die_with_parent(server_pid)
-        _prctl(_PR_SET_NAME, WORKER_NAME)
-        sys_path, cwd, worker_args = pickle.loads(setup)
-        sys.path[:] = sys_path
-        try:
-            os.chdir(cwd)
-        except OSError:
-            pass
-        from multiprocessing import util
-        from multiprocessing.connection import Connection
-
-        from .process import worker_main
-        # as in a child that multiprocessing forks: its after-fork hooks first, its exit
-        # finalizers (papy's transfer janitor, for one) when the worker ends
-        util._run_after_forkers()            # type: ignore[attr-defined]
-        progress_map = mmap.mmap(progress, 16)
-        os.close(progress)
-        try:
-            worker_main(Connection(connection), progress_map, *worker_args)
-        finally:
-            util._exit_function()            # type: ignore[attr-defined]
-    except SystemExit as stop:
-        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-    except BaseException:  # noqa: BLE001 - shown on the worker's stderr, then exit 1
-        import traceback
-        traceback.print_exc()
-        code = 1
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError, AttributeError):
-                pass
-        os._exit(code)
-
-
-# -- a worker started by the fork server, seen from the parent -----------------------------
 
 class ServedProcess:
     """A worker forked by the fork server: what ProcessHandle uses of a multiprocessing
@@ -417,11 +231,11 @@ class ServedProcess:
             return
         data = b""
         try:
-            data = os.read(self.sentinel, _CODE.size)
+            data = os.read(self.sentinel, CODE.size)
         except OSError:
             pass
-        if len(data) == _CODE.size:
-            (self._exitcode,) = _CODE.unpack(data)
+        if len(data) == CODE.size:
+            (self._exitcode,) = CODE.unpack(data)
             return
         self.lost_with_server = True       # the fork server died before reporting
         if self._pidfd >= 0:
