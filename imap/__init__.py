@@ -8,8 +8,8 @@ Dask clusters.
 
 See docs/imap.md for the model (tasks, stride, buffer) and every parameter.
 """
-from ._errors import (IMapError, RemoteError, RemoteTraceback, SerializationError,
-                      WorkerDiedError, WorkerStartError)
+from ._errors import (BrokenPoolError, IMapError, IMapWarning, RemoteError, RemoteTraceback,
+                      SerializationError, WorkerDiedError, WorkerStartError)
 from ._feeder import waiting_for_input
 from ._config import override_workers, preload  # noqa: F401 - imap.<name>, not in __all__
 from ._imap import IMap
@@ -18,4 +18,4 @@ from ._imports import imports
 
 __all__ = ["IMap", "TaskIterator", "imports", "waiting_for_input", "IMapError",
            "WorkerDiedError", "SerializationError", "WorkerStartError", "RemoteError",
-           "RemoteTraceback"]
+           "RemoteTraceback", "BrokenPoolError", "IMapWarning"]

@@ -1,18 +1,30 @@
 """Validation of IMap's settings and tasks (clear errors at construction time), the
 modules the fork server preloads (``preload``), and ``override_workers`` (``papy run
---dask``)."""
+--dask``).
+
+:func:`seconds` is the one validator of every number-of-seconds setting, in imap and in
+papy (a Piper's ``timeout``): NaN, negatives, non-numbers and (unless allowed) infinities
+are refused when the setting is made, instead of failing later inside a run.
+"""
 from __future__ import annotations
 
 import contextlib
+import math
 import multiprocessing
+import numbers
 import threading
 from collections.abc import Iterator
 from typing import Any
 
+try:   # every process or remote pool ships functions with dill: imported with imap, not
+    import dill  # noqa: F401 - not in a pool's start
+except ImportError:   # a server host without dill still imports imap, to say it is missing
+    pass
+
 from .backends.base import TaskSpec, describe
 
 
-def count(what: str, value, default, minimum: int):
+def count(what: str, value: Any, default: Any, minimum: int) -> Any:
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int):
@@ -22,7 +34,44 @@ def count(what: str, value, default, minimum: int):
     return value
 
 
-def as_args(args, task_id: int) -> tuple:
+def seconds(name: str, value: object, *, default: float | None = None,
+            allow_zero: bool = True, allow_none: bool = True,
+            infinite_is_none: bool = False) -> float | None:
+    """``value`` as a number of seconds, or a clear error naming the setting ``name``.
+
+    None gives ``default`` (TypeError when ``allow_none`` is False). Refused with TypeError:
+    bools and anything that is not a real number (a string, a timedelta); with ValueError:
+    NaN, negative numbers, zero unless ``allow_zero``, and infinities, unless
+    ``infinite_is_none`` (a wait with no limit: ``inf`` then means None, as in
+    ``queue.get(timeout=None)``). Returns a float.
+
+    >>> seconds("timeout", 2)
+    2.0
+    >>> seconds("timeout", float("inf"), infinite_is_none=True) is None
+    True
+    """
+    if value is None:
+        if allow_none:
+            return default
+        raise TypeError(f"{name} must be a number of seconds, not None")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number of seconds{' or None' if allow_none else ''}"
+                        f", not {type(value).__name__} {value!r}")
+    number = float(value)
+    if math.isnan(number):
+        raise ValueError(f"{name} must be a number of seconds, not NaN")
+    if math.isinf(number):
+        if number > 0 and infinite_is_none:
+            return None
+        raise ValueError(f"{name} must be a finite number of seconds, not {value!r}"
+                         + (" (None means no limit)" if allow_none else ""))
+    if number < 0 or (number == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a number of seconds {bound}, not {value!r}")
+    return number
+
+
+def as_args(args: Any, task_id: int) -> tuple[Any, ...]:
     if args is None:
         return ()
     if isinstance(args, (str, bytes)) or not isinstance(args, (tuple, list)):
@@ -31,7 +80,7 @@ def as_args(args, task_id: int) -> tuple:
     return tuple(args)
 
 
-def as_kwargs(kwargs, task_id: int) -> dict:
+def as_kwargs(kwargs: Any, task_id: int) -> dict[str, Any]:
     if kwargs is None:
         return {}
     if not isinstance(kwargs, dict):
@@ -39,14 +88,14 @@ def as_kwargs(kwargs, task_id: int) -> dict:
     return dict(kwargs)
 
 
-def parse_remote(worker_remote) -> list:
+def parse_remote(worker_remote: Any) -> list[Any]:
     if not worker_remote:
         return []
     from .backends import remote
     return remote.parse_worker_remote(worker_remote)
 
 
-def start_method(method):
+def start_method(method: str | None) -> str:
     """The default is forkserver where it exists (Python 3.14's default on Linux): workers
     start in a clean single-threaded process, never forked from our own threads, and their
     main-thread malloc arena lets the shared-memory transport reuse memory (see _shm.py)."""
@@ -61,7 +110,7 @@ def start_method(method):
 def dump_function(spec: TaskSpec) -> bytes:
     import dill
     try:
-        return dill.dumps((spec.func, spec.args, spec.kwargs), recurse=True)
+        payload: bytes = dill.dumps((spec.func, spec.args, spec.kwargs), recurse=True)
     except Exception as exc:
         raise TypeError(
             f"task {spec.task_id}: the function {describe(spec.func)} (with its args and "
@@ -69,6 +118,7 @@ def dump_function(spec: TaskSpec) -> bytes:
             f"{exc}. Remove references to unpicklable objects (locks, files, sockets, "
             f"generators) from its globals, closure and arguments, or use worker_type='thread'"
         ) from exc
+    return payload
 
 
 PRELOAD = ["imap.backends.process", "dill"]   # dill: workers load functions with it

@@ -7,6 +7,9 @@
      |    +-- SerializationError   an item, a result or a function could not be pickled or
      |    |                        unpickled (raised in that item's place, naming task and index)
      |    +-- WorkerStartError     a worker could not be started or reached (raised by start())
+     |         +-- BrokenPoolError (also a WorkerDiedError) the pool's workers die before
+     |                              doing any work: raised by start() and in place of every
+     |                              item the pool can no longer evaluate
      +-- RemoteTraceback           carries the worker-side traceback; set as __cause__ of an
                                    exception re-raised by IMap.next()
 
@@ -18,7 +21,10 @@ RemoteError that keeps their type name and message.
 """
 from __future__ import annotations
 
+import logging
 import pickle
+import warnings
+from typing import Any
 
 
 class IMapError(Exception):
@@ -41,7 +47,7 @@ class WorkerDiedError(IMapError):
         self.task = task
         self.index = index
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return (type(self), (self.args[0], self.worker, self.exitcode, self.task, self.index))
 
 
@@ -51,6 +57,21 @@ class SerializationError(IMapError):
 
 class WorkerStartError(IMapError):
     """A worker could not be started (a process) or reached (a remote host)."""
+
+
+class BrokenPoolError(WorkerStartError, WorkerDiedError):
+    """The pool is broken: its workers die before they do any work (a script that worker
+    processes cannot import, a missing ``if __name__ == '__main__':`` guard, a crash while
+    a worker starts or loads a function), or none is left.
+
+    The message names the first failure's cause (exit code, signal, or what the worker was
+    doing) and the remedy. Raised by ``start()`` and in place of every item the pool can no
+    longer evaluate, instead of one dead worker per item.
+    """
+
+    def __init__(self, message: str, worker: str = "", exitcode: int | None = None,
+                 task: int | None = None, index: int | None = None):
+        WorkerDiedError.__init__(self, message, worker, exitcode, task, index)
 
 
 class RemoteError(IMapError):
@@ -63,11 +84,11 @@ class RemoteError(IMapError):
         super().__init__(message)
         self.type_name = type_name
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return (type(self), (self.args[0], self.type_name))
 
 
-class RemoteTraceback(Exception):
+class RemoteTraceback(Exception):  # noqa: N818 - a public name since the first release
     """The formatted traceback of an exception as it was raised inside a worker."""
 
     def __init__(self, tb: str):
@@ -85,7 +106,7 @@ def attach_traceback(exc: BaseException, tb_text: str) -> BaseException:
     return exc
 
 
-def rebuild_error(record: tuple) -> BaseException:
+def rebuild_error(record: tuple[Any, ...]) -> BaseException:
     """Turn an error record received from a worker back into an exception object.
 
     ``record`` is ``(kind, type_name, message, traceback_text, exception_bytes)``, made by
@@ -107,3 +128,20 @@ def rebuild_error(record: tuple) -> BaseException:
     if tb_text:
         attach_traceback(exc, tb_text)
     return exc
+
+
+class IMapWarning(RuntimeWarning):
+    """Something that costs speed, bounds on memory, or a clean-up went wrong (a worker
+    that cannot be replaced, a thread abandoned at stop). Shown once per message by
+    Python's default warning filters; ``warnings.simplefilter('ignore', IMapWarning)``
+    hides them."""
+
+
+def warn_safely(message: str, stacklevel: int = 2) -> None:
+    """``warnings.warn(message, IMapWarning)`` from any thread: where the filters turn
+    warnings into errors (``-W error``, pytest's ``filterwarnings = error``), the warning is
+    logged at WARNING instead of raising inside a background thread."""
+    try:
+        warnings.warn(message, IMapWarning, stacklevel=stacklevel + 1)
+    except Warning:
+        logging.getLogger("imap").warning("%s", message)

@@ -34,12 +34,14 @@ import threading
 import weakref
 
 from . import _config
+from ._errors import warn_safely
 from ._feeder import Feeder
 from ._inputs import _is_chained, _is_steady
 from ._pool import Pool
 from ._results import TaskIterator, _ResultStream
 from ._task import Task
-from .backends import _shm
+from .backends import _forkserver, _main_guard, _shm
+from .backends import process as _process  # noqa: F401 - imported with imap, not in a start
 from .backends.base import Batch, TaskSpec
 
 log = logging.getLogger("imap")
@@ -150,20 +152,22 @@ class IMap:
             raise TypeError(f"name must be a string, not {type(name).__name__}")
         self.name = name or f"imap_{next(_names)}"
         self.start_method = _config.start_method(start_method)
+        if self.worker_type == "process" and self.worker_num and self.start_method == "forkserver":
+            _forkserver.prepare()     # now, while the program may still have one thread
         self.shm_threshold = _config.count("shm_threshold", shm_threshold,
                                            _shm.DEFAULT_THRESHOLD, 0)
         self.remote_tls = remote_tls
-        if remote_timeout is not None and (isinstance(remote_timeout, bool) or not isinstance(
-                remote_timeout, (int, float)) or remote_timeout <= 0):
-            raise ValueError(f"remote_timeout must be a number of seconds > 0 or None (30 s), "
-                             f"not {remote_timeout!r}")
-        self.remote_timeout = remote_timeout
+        self.remote_timeout = _config.seconds("remote_timeout", remote_timeout,
+                                              allow_zero=False)
         self._tasks: list[Task] = []
         self._tasks_tracked: dict = {}
         self._lock = threading.Lock()
         self._state = _State.IDLE
         self._stopped = threading.Event()
         self._stopped.set()
+        self._not_starting = threading.Event()   # stop() from another thread waits on it
+        self._not_starting.set()
+        self._starter: int | None = None
         self._pool: Pool | None = None
         self._feeder: Feeder | None = None
         if func is not None:
@@ -199,11 +203,10 @@ class IMap:
                 raise TypeError(f"task {task_id}: the iterable is not iterable "
                                 f"({type(iterable).__name__}); pass a list, a generator or "
                                 f"another task's result iterator") from None
-            for what, value in (("timeout", timeout), ("item_timeout", item_timeout)):
-                if value is not None and (isinstance(value, bool)
-                                          or not isinstance(value, (int, float)) or value < 0):
-                    raise ValueError(f"task {task_id}: {what} must be a number of seconds >= 0 "
-                                     f"or None, not {value!r}")
+            timeout = _config.seconds(f"task {task_id}: timeout", timeout,
+                                      infinite_is_none=True)
+            item_timeout = _config.seconds(f"task {task_id}: item_timeout", item_timeout,
+                                           allow_zero=False, infinite_is_none=True)
             spec = TaskSpec(task_id, func, args, kwargs, item_timeout=item_timeout)
             if (self.worker_type == "process" and self.worker_num or self.worker_type == "dask"
                     or self.worker_remote):
@@ -274,11 +277,14 @@ class IMap:
             feeder.start()
 
     def _start_workers(self) -> None:
+        _main_guard.refuse_in_worker()    # a pool started by the main module imported again
         with self._lock:
             if self._state is not _State.IDLE:
                 raise RuntimeError(f"{self.name} is already started; stop() it first")
             self._state = _State.STARTING
             self._stopped.clear()
+            self._not_starting.clear()
+            self._starter = threading.get_ident()
             tasks = tuple(self._tasks)
         try:
             self._running = tasks
@@ -289,14 +295,21 @@ class IMap:
                                   buffer_size=self.buffer or 2 * max(1, len(tasks)) * self.stride,
                                   batch_cap=max(1, math.ceil(self.stride / self._worker_total)),
                                   workers=self._worker_total)
-        except BaseException:
-            with self._lock:
-                self._state = _State.IDLE
-                self._pool = self._feeder = None
-                self._stopped.set()
+        except BaseException:   # a failure, or a signal: nothing started is left running
+            pool = self._pool
+            try:
+                if pool is not None:
+                    pool.stop(forced=True)
+            finally:
+                with self._lock:
+                    self._state = _State.IDLE
+                    self._pool = self._feeder = None
+                    self._stopped.set()
+                    self._not_starting.set()
             raise
         with self._lock:
             self._state = _State.STARTED   # only now may readers (other feeders) come in
+            self._not_starting.set()
         _live.add(self)
 
     def stop(self, ends=None, forced=False) -> None:
@@ -307,19 +320,20 @@ class IMap:
         finish their current batch. ``ends`` is accepted for compatibility and ignored
         (every task is ended). A no-op when not started.
         """
-        with self._lock:
-            if self._state is _State.IDLE:
-                return
-            if self._state is _State.STARTING:
-                raise RuntimeError(f"{self.name} is being started by another thread; stop() "
-                                   f"it once start() returned")
-            if self._state is _State.STOPPING:
-                stopping_elsewhere = True
-            else:
-                stopping_elsewhere = False
-                self._state = _State.STOPPING
-        if stopping_elsewhere:
-            self._stopped.wait()
+        while True:
+            with self._lock:
+                state = self._state
+                if state is _State.IDLE:
+                    return
+                if state is _State.STARTING and self._starter == threading.get_ident():
+                    return    # inside its own start (a signal handler): the start undoes itself
+                if state is _State.STARTED:
+                    self._state = _State.STOPPING
+                    break
+            if state is _State.STARTING:     # another thread starts it: stop it when done
+                self._not_starting.wait()
+                continue
+            self._stopped.wait()             # another thread stops it
             return
         try:
             reason = "stop() was called"
@@ -328,13 +342,15 @@ class IMap:
             feeder = self._feeder
             if feeder is not None:
                 feeder.stop()
-            self._pool.stop(forced=forced)
-            if feeder is not None and feeder.thread is not threading.current_thread():
+            if self._pool is not None:
+                self._pool.stop(forced=forced)
+            if (feeder is not None and feeder.thread.ident is not None  # it may not be started
+                    and feeder.thread is not threading.current_thread()):
                 feeder.thread.join(FEEDER_GRACE)
                 if feeder.thread.is_alive():
-                    log.warning("%s: the feeder is blocked inside a task's input iterator and "
-                                "is abandoned (a daemon thread); make the input end or see the "
-                                "stop on its own", self.name)
+                    warn_safely(f"{self.name}: the feeder is blocked inside a task's input "
+                                f"iterator and is abandoned (a daemon thread); make the input "
+                                f"end or see the stop on its own")
         finally:
             with self._lock:
                 self._tasks = []
@@ -433,6 +449,9 @@ class IMap:
                 handles += [ThreadHandle(i) for i in range(self.worker_num)]
             else:
                 from .backends.process import ProcessHandle
+                _main_guard.check_main_module(self.start_method)
+                if self.start_method == "forkserver":
+                    _forkserver.prepare()
                 context = multiprocessing.get_context(self.start_method)
                 if self.start_method == "forkserver":
                     # imported once by the fork server instead of by every worker

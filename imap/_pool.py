@@ -8,19 +8,33 @@ The dispatch queue is unbounded in type but bounded in practice: every queued it
 one of the IMap's buffer slots. Workers take batches as they become idle, so slow and fast
 workers balance themselves.
 
+Start failures and the broken state. A worker that cannot be started, or that dies before it
+began any work and before it returned anything (a main module its process cannot import, a
+missing ``__main__`` guard, a crash while it loads a function), is a *start failure*: no
+item is to blame, so its batch runs again as it was (``MAX_REQUEUE`` times at most). A slot
+gives up after ``handle.start_attempts`` start failures in a row (a warning: the pool is
+slower). The pool becomes BROKEN when no result was ever delivered and ``BROKEN_AFTER``
+start failures came in a row, at least one from every live slot; or when no slot is left.
+Then every queued and later batch fails at once, each item with one ``BrokenPoolError``
+naming the first failure's cause and the remedy (logged once at ERROR), instead of one
+process started and lost per item. A worker lost with its fork server is not a start failure
+and no item's fault either: its batch runs again.
+
 Shutdown order (stop):
  1. ``stopping`` is set: slots drop batches they take from now on
- 2. forced: every handle is killed, so a slot blocked in run() returns at once
- 3. one _STOP per slot is queued; every slot thread closes its handle and is joined
+ 2. forced: every handle is killed, so a slot blocked in run() (or open()) returns at once
+ 3. one _STOP per slot is queued; every started slot thread closes its handle and is joined
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from ._errors import WorkerDiedError, WorkerStartError
+from ._errors import BrokenPoolError, WorkerDiedError, WorkerStartError, warn_safely
 from .backends.base import Batch, WorkerHandle, WorkerLost
 
 log = logging.getLogger("imap")
@@ -32,8 +46,14 @@ JOIN_GRACE = 5.0
 #: an item re-run alone after its worker died is retried this often when it is not clear
 #: that it was running when the worker was lost; then it is blamed
 MAX_ATTEMPTS = 2
+#: a batch whose worker died before it began runs again this often; one whose worker died
+#: with its fork server more often (a function that kills the fork server is still bounded)
+MAX_REQUEUE = 3
+MAX_REQUEUE_SERVER_DIED = 10
+#: start failures in a row, with no result ever delivered, that make the pool broken
+BROKEN_AFTER = 3
 
-Deliver = Callable[[Batch, list, "dict | None", float], None]
+Deliver = Callable[[Batch, list[Any], "dict[int, BaseException] | None", float], None]
 
 
 class _Slot:
@@ -43,6 +63,9 @@ class _Slot:
         self.thread: threading.Thread | None = None
         self.opened = threading.Event()
         self.open_error: BaseException | None = None
+        self.replied = False     # its current worker returned a result
+        self.failures = 0        # start failures in a row (until its worker returns a result)
+        self.retired = False
 
 
 class Pool:
@@ -52,11 +75,15 @@ class Pool:
         self._slots = [_Slot(i, h) for i, h in enumerate(handles)]
         self._deliver = deliver
         self._name = name
-        self._dispatch: queue.SimpleQueue = queue.SimpleQueue()
+        self._dispatch: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._live = 0
         self._broken: str | None = None
-        self._stopping = False
+        self._stopping = threading.Event()
+        self._results = False            # a result was ever delivered
+        self._failures_in_a_row = 0      # start failures since the last result
+        self._first_failure: str | None = None
+        self._unloadable: set[int] = set()   # tasks whose function a worker cannot load
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -65,16 +92,22 @@ class Pool:
 
         Workers are started by their slot thread so that a process worker, which dies
         with the thread that forked it (PR_SET_PDEATHSIG), lives exactly as long as its slot.
+        An exception while waiting (a signal) stops what was started, then propagates.
         """
-        for slot in self._slots:
-            slot.thread = threading.Thread(target=self._serve_slot, args=(slot,), daemon=True,
-                                           name=f"{self._name}-slot-{slot.index}")
-            slot.thread.start()
-        errors = []
-        for slot in self._slots:
-            slot.opened.wait()
-            if slot.open_error is not None:
-                errors.append(slot.open_error)
+        with self._lock:
+            self._live = len(self._slots)
+        try:
+            for slot in self._slots:
+                slot.thread = threading.Thread(target=self._serve_slot, args=(slot,),
+                                               daemon=True,
+                                               name=f"{self._name}-slot-{slot.index}")
+                slot.thread.start()
+            for slot in self._slots:
+                slot.opened.wait()
+        except BaseException:
+            self.stop(forced=True)
+            raise
+        errors = [slot.open_error for slot in self._slots if slot.open_error is not None]
         if errors:
             self.stop(forced=True)
             first = errors[0]
@@ -82,27 +115,28 @@ class Pool:
                 raise first
             raise WorkerStartError(f"cannot start worker {self._slots[0].handle.name}: "
                                    f"{first}") from first
-        with self._lock:
-            self._live = len(self._slots)
 
     def stop(self, forced: bool = False) -> None:
-        self._stopping = True
+        """Stop every slot and worker (see the shutdown order). Never raises for a slot or
+        worker that was only half started."""
+        self._stopping.set()
         if forced:
             for slot in self._slots:
                 _quietly(slot.handle.kill)
         for _ in self._slots:
             self._dispatch.put(_STOP)
         for slot in self._slots:
-            if slot.thread is None:
+            thread = slot.thread
+            if thread is None or thread.ident is None:   # never started
                 continue
-            slot.thread.join(None if forced else JOIN_GRACE)
-            if slot.thread.is_alive():
+            thread.join(None if forced else JOIN_GRACE)
+            if thread.is_alive():
                 _quietly(slot.handle.kill)
-                slot.thread.join(JOIN_GRACE)
-            if slot.thread.is_alive():
-                log.warning("%s: worker %s is still busy in user code and is abandoned "
-                            "(a daemon thread; threads cannot be killed)",
-                            self._name, slot.handle.name)
+                thread.join(JOIN_GRACE)
+            if thread.is_alive():
+                warn_safely(f"{self._name}: worker {slot.handle.name} is still busy in user "
+                            f"code and is abandoned (a daemon thread: threads cannot be "
+                            f"killed)")
 
     def submit(self, batch: Batch) -> None:
         with self._lock:
@@ -124,34 +158,58 @@ class Pool:
             return
         slot.opened.set()
         try:
-            while True:
-                batch = self._dispatch.get()
-                if batch is _STOP:
-                    return
-                if self._stopping:
-                    continue
-                try:
-                    values, errors, elapsed = handle.run(batch)
-                except WorkerLost as lost:
-                    if self._stopping:
-                        continue
-                    self._recover(batch, handle, lost)
-                    if not self._reopen(slot, lost):
-                        return
-                    continue
-                except BaseException as exc:  # noqa: BLE001 - a bug: fail the batch, go on
-                    log.exception("%s: worker %s failed on a batch", self._name, handle.name)
-                    self._deliver(batch, [None] * len(batch.items),
-                                  {i: exc for i in range(len(batch.items))}, 0.0)
-                    continue
-                self._deliver(batch, values, errors, elapsed)
+            self._serve(slot)
         finally:
             _quietly(handle.close)
+
+    def _serve(self, slot: _Slot) -> None:
+        """The slot's loop: run batches; a retired slot leaves, unless the pool is broken
+        (then it stays to fail what is still submitted)."""
+        handle = slot.handle
+        while True:
+            batch = self._dispatch.get()
+            if batch is _STOP:
+                return
+            if self._stopping.is_set():
+                continue
+            if self._broken is not None:
+                self._fail(batch, self._broken)
+                continue
+            try:
+                values, errors, elapsed = handle.run(batch)
+            except WorkerLost as lost:
+                if self._stopping.is_set():
+                    continue
+                self._recover(batch, handle, lost)
+                if lost.before_work and not slot.replied and not lost.server_died:
+                    self._start_failed(slot, f"worker {handle.name} {lost.message}")
+                if (slot.retired or not self._reopen(slot)) and self._broken is None:
+                    return      # retired (or stopping): the other slots go on
+                continue
+            except BaseException as exc:
+                log.exception("%s: worker %s failed on a batch", self._name, handle.name)
+                self._deliver(batch, [None] * len(batch.items),
+                              {i: exc for i in range(len(batch.items))}, 0.0)
+                continue
+            if not slot.replied:
+                self._replied(slot)
+            if errors:
+                self._note_unloadable(batch, errors)
+            self._deliver(batch, values, errors, elapsed)
 
     def _recover(self, batch: Batch, handle: WorkerHandle, lost: WorkerLost) -> None:
         """A worker died with ``batch``: blame one item if known, re-queue the others."""
         position = lost.position
         task = batch.task
+        limit = MAX_REQUEUE_SERVER_DIED if lost.server_died else MAX_REQUEUE
+        if (lost.before_work or lost.server_died) and batch.attempts < limit:
+            # not the items' fault: the worker died before it began, or with its fork server
+            log.info("%s: worker %s %s before items %d..%d of task %d began: they run again",
+                     self._name, handle.name, lost.message, batch.start,
+                     batch.start + len(batch.items) - 1, task.task_id)
+            self._dispatch.put(dataclasses.replace(batch, nbytes=0,
+                                                   attempts=batch.attempts + 1))
+            return
         if batch.isolated and position is None:
             # lost before it was seen running (a connection that dropped while idle, a
             # worker killed before the item started): try it elsewhere, twice at most
@@ -173,10 +231,10 @@ class Pool:
             return
         index = batch.start + position
         if lost.timed_out:
-            error = TimeoutError(f"item {index} of task {task.task_id} ran longer than its "
-                                 f"item_timeout of {task.item_timeout} s; worker "
-                                 f"{handle.name} {lost.message.split(' after ')[0]} and was "
-                                 f"replaced")
+            error: BaseException = TimeoutError(
+                f"item {index} of task {task.task_id} ran longer than its item_timeout of "
+                f"{task.item_timeout} s; worker {handle.name} "
+                f"{lost.message.split(' after ')[0]} and was replaced")
         else:
             error = WorkerDiedError(
                 f"worker {handle.name} {lost.message} while evaluating item {index} of task "
@@ -189,28 +247,80 @@ class Pool:
         if position + 1 < len(batch.items):
             self._dispatch.put(Batch(task, index + 1, batch.items[position + 1:], tracked=True))
 
-    def _reopen(self, slot: _Slot, lost: WorkerLost) -> bool:
-        """Replace a lost worker; when that fails the slot retires (False)."""
+    def _note_unloadable(self, batch: Batch, errors: dict[int, BaseException]) -> None:
+        """A task whose function cannot be loaded in a worker (a bad @imports): each item
+        fails in place with that error; it is logged once."""
+        error = next(iter(errors.values()))
+        task = getattr(error, "imap_unloadable_task", None)
+        if task is None or task in self._unloadable:
+            return
+        self._unloadable.add(task)
+        log.error("%s: %s (every item of task %d fails with this error)", self._name, error,
+                  task)
+
+    def _reopen(self, slot: _Slot) -> bool:
+        """Replace a lost worker, trying again after start failures; False when the slot
+        gives up (retired, the pool broken or stopping)."""
         handle = slot.handle
         _quietly(handle.kill)
-        try:
-            handle.open()
+        while not self._stopping.is_set() and self._broken is None and not slot.retired:
+            _quietly(handle.close)
+            try:
+                handle.open()
+            except BaseException as exc:  # noqa: BLE001 - counted, reported when it breaks
+                self._start_failed(slot, _describe_failure(handle, exc))
+                continue
+            slot.replied = False
             return True
-        except BaseException as exc:  # noqa: BLE001
-            log.error("%s: cannot replace worker %s (%s); it is retired", self._name,
-                      handle.name, exc)
-        with self._lock:
-            self._live -= 1
-            if self._live > 0:
-                return False
-            self._broken = (f"no worker is left: the last one, {handle.name}, {lost.message} "
-                            f"and could not be replaced")
-            broken = self._broken
-        self._drain(broken)
         return False
 
+    def _replied(self, slot: _Slot) -> None:
+        slot.replied = True
+        with self._lock:
+            slot.failures = 0
+            self._results = True
+            self._failures_in_a_row = 0
+
+    def _start_failed(self, slot: _Slot, cause: str) -> None:
+        """Count a start failure; retire the slot or break the pool when it is time."""
+        handle = slot.handle
+        with self._lock:
+            slot.failures += 1
+            self._failures_in_a_row += 1
+            if self._first_failure is None:
+                self._first_failure = cause
+            first, count = self._first_failure, self._failures_in_a_row
+            broken = None
+            live = [s for s in self._slots if not s.retired]
+            if (not self._results and count >= BROKEN_AFTER
+                    and all(s.failures for s in live)):
+                broken = (f"{count} workers in a row could not start or died before doing "
+                          f"any work, and none ever returned a result. The first: {first}")
+            elif slot.failures >= handle.start_attempts:
+                slot.retired = True
+                self._live -= 1
+                if self._live == 0:
+                    broken = (f"no worker is left: each failed to start "
+                              f"{handle.start_attempts} time(s) in a row. The first failure: "
+                              f"{first}")
+        if broken is not None:
+            self._break(broken)
+        elif slot.retired:
+            warn_safely(f"{self._name}: worker {handle.name} could not be replaced "
+                        f"({cause}); the pool goes on with one worker fewer")
+
+    def _break(self, reason: str) -> None:
+        message = (f"{self._name} is broken: {reason}. Nothing more runs on this pool: fix "
+                   f"the cause, then stop() and start() it again (or make a new IMap)")
+        with self._lock:
+            if self._broken is not None:
+                return
+            self._broken = message
+        log.error("%s", message)
+        self._drain(message)
+
     def _drain(self, reason: str) -> None:
-        """No worker is left: fail every queued batch in place."""
+        """The pool is broken: fail every queued batch in place."""
         while True:
             try:
                 batch = self._dispatch.get_nowait()
@@ -222,15 +332,23 @@ class Pool:
             self._fail(batch, reason)
 
     def _fail(self, batch: Batch, reason: str) -> None:
-        errors = {i: WorkerDiedError(f"item {batch.start + i} of task {batch.task.task_id} "
-                                     f"cannot be evaluated: {reason}", task=batch.task.task_id,
-                                     index=batch.start + i)
-                  for i in range(len(batch.items))}
+        errors: dict[int, BaseException] = {
+            i: BrokenPoolError(f"item {batch.start + i} of task {batch.task.task_id} cannot be "
+                               f"evaluated: {reason}", task=batch.task.task_id,
+                               index=batch.start + i)
+            for i in range(len(batch.items))}
         self._deliver(batch, [None] * len(batch.items), errors, 0.0)
 
 
-def _quietly(call) -> None:
+def _describe_failure(handle: WorkerHandle, exc: BaseException) -> str:
+    text = str(exc)
+    return text if text.startswith("worker ") else f"worker {handle.name}: {text}"
+
+
+def _quietly(call: Callable[[], object]) -> None:
+    """Kill or close a worker; one that fails may leave a process behind: a warning."""
     try:
         call()
-    except Exception:  # noqa: BLE001 - best effort during shutdown
-        log.debug("ignored error during shutdown", exc_info=True)
+    except Exception as exc:  # noqa: BLE001 - best effort during shutdown, but said
+        warn_safely(f"imap: cleaning up a worker failed ({getattr(call, '__qualname__', call)}"
+                    f"): {type(exc).__name__}: {exc}")

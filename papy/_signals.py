@@ -1,9 +1,10 @@
-"""SIGINT and SIGTERM for a script running a Plumber: a clear message, a bounded stop.
+"""SIGINT and SIGTERM for a program running a Plumber: a clear message, a bounded stop.
 
 Without help, a script that runs a Plumber and is sent SIGTERM dies at once, without a
 word (the default action of SIGTERM; its process workers then die by PR_SET_PDEATHSIG), and
 Ctrl-C prints a KeyboardInterrupt traceback from wherever the main thread was waiting.
-``handle_signals(plumber)`` makes both a graceful, bounded stop::
+``handle_signals(plumber)`` makes both a graceful, bounded stop; it is the one mechanism
+for this in papy (``papy run`` and ``run_plumber`` use it too)::
 
     with papy.handle_signals(plumber):
         plumber.plunge()
@@ -11,18 +12,20 @@ Ctrl-C prints a KeyboardInterrupt traceback from wherever the main thread was wa
 
     main thread                               stopper thread (only after a signal)
     -----------                               -------------------------------------
-    signal arrives -> handler raises Interrupted
+    signal arrives -> handler raises Interrupted (once; later signals only force the stop)
     __exit__: message on stderr, log -------> plumber.chinkup() (items taken are finished)
     waits up to ``grace`` seconds
     not done: stops every IMap, forced        chinkup() returns (or raises: reported)
     (process workers killed), joins stopper
-    raises SystemExit(130 for SIGINT, 143 for SIGTERM)
+    raises SystemExit(130 for SIGINT, 143 for SIGTERM), or returns (``exit=False``)
 
-Shutdown order after a signal: 1. the message; 2. ``chinkup()`` in the stopper thread;
-3. after ``grace`` seconds, ``IMap.stop(forced=True)`` on every IMap of the Plumber, which
-ends the items in flight; 4. the stopper is joined; 5. the handlers in place before are
-restored; 6. SystemExit. A second signal during the stop goes straight to step 3.
-Handlers can be installed only in the main thread; elsewhere this is a no-op (logged).
+A signal may arrive at any moment, while the pipeline starts included: whatever the
+interrupted code raised on its way out (a half-started IMap cleaning up) is reported in one
+line, and the exit is the signal's. Shutdown order after a signal: 1. the message;
+2. ``chinkup()`` in the stopper thread; 3. after ``grace`` seconds, or at once on a second
+signal, ``IMap.stop(forced=True)`` on every IMap of the Plumber, which ends the items in
+flight; 4. the stopper is joined; 5. the handlers in place before are restored; 6. SystemExit.
+Handlers can be installed only in the main thread; elsewhere this is a no-op (a warning).
 """
 from __future__ import annotations
 
@@ -30,10 +33,16 @@ import logging
 import signal
 import sys
 import threading
+import warnings
+from collections.abc import Callable
+from types import FrameType, TracebackType
+from typing import IO, Any, Self
+
+from imap import _config
 
 log = logging.getLogger("papy")
 
-__all__ = ["handle_signals", "Interrupted"]
+__all__ = ["Interrupted", "handle_signals"]
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -51,46 +60,62 @@ class handle_signals:  # noqa: N801 - used like a function: ``with handle_signal
 
     On a signal: a message on ``stream`` (default stderr) and in the ``papy`` log, then
     ``plumber.chinkup()``; if that takes longer than ``grace`` seconds (items in flight
-    that are slow, a full buffer), the IMaps are stopped with ``forced=True`` (process
-    workers are killed; thread items are abandoned). Then ``SystemExit(130)`` (SIGINT) or
-    ``SystemExit(143)`` (SIGTERM), as ``papy run`` does. Other exceptions pass through.
+    that are slow, a full buffer; None: no limit), or a second signal comes, the IMaps are
+    stopped with ``forced=True`` (process workers are killed; thread items are abandoned).
+    Then ``SystemExit(130)`` (SIGINT) or ``SystemExit(143)`` (SIGTERM); with ``exit=False``
+    the ``with`` block ends normally instead and ``signum`` tells which signal came (None:
+    none). ``on_signal(signum)`` is called first (e.g. to stop a progress display). Other
+    exceptions pass through.
     """
 
-    def __init__(self, plumber, grace: float = 1.5, stream=None):
-        if grace < 0:
-            raise ValueError(f"handle_signals(): grace must be >= 0 seconds, not {grace!r}")
+    def __init__(self, plumber: Any, grace: float | None = 1.5, stream: IO[str] | None = None,
+                 exit: bool = True,  # noqa: A002 - the name says what it does
+                 on_signal: Callable[[int], None] | None = None):
         self.plumber = plumber
-        self.grace = grace
+        self.grace = _config.seconds("handle_signals(): grace", grace, default=None)
         self.stream = stream
-        self._previous: dict[int, object] = {}
-        self._stopping = threading.Event()
+        self.exit = exit
+        self.on_signal = on_signal
+        self.signum: int | None = None
+        self._closing = False
+        self._previous: dict[int, Any] = {}
         self._force = threading.Event()   # a second signal came
         self._wake = threading.Event()    # the stopper finished, or a second signal came
 
-    def __enter__(self) -> "handle_signals":
+    def __enter__(self) -> Self:
         if threading.current_thread() is not threading.main_thread():
-            log.warning("handle_signals(): not in the main thread, signals are not handled")
+            warnings.warn("handle_signals(): not in the main thread, signals are not handled",
+                          RuntimeWarning, stacklevel=2)
             return self
         for signum in _SIGNALS:
             self._previous[signum] = signal.signal(signum, self._on_signal)
         return self
 
-    def _on_signal(self, signum, frame):
-        if self._stopping.is_set():     # a second signal during the stop: force it
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is not None:     # a second signal during the stop: force it
             self._force.set()
             self._wake.set()
             return
-        raise Interrupted(signum)
+        self.signum = signum
+        if not self._closing:           # in __exit__ already: it sees signum
+            raise Interrupted(signum)
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> bool:
+        self._closing = True
         try:
-            if not isinstance(exc, Interrupted):
+            if self.signum is None:
                 return False
-            self._stopping.set()
-            self._stop(exc.signum)
+            if exc is not None and not isinstance(exc, Interrupted):
+                # raised by the code the signal interrupted, on its way out (a half-started
+                # pipeline cleaning up): a consequence of the signal, reported, not raised
+                self._say(f"while stopping: {type(exc).__name__}: {exc}")
+            self._stop(self.signum)
         finally:
             self._restore()
-        raise SystemExit(128 + exc.signum) from None
+        if self.exit:
+            raise SystemExit(128 + self.signum) from None
+        return True
 
     def _restore(self) -> None:
         for signum, previous in self._previous.items():
@@ -108,8 +133,14 @@ class handle_signals:  # noqa: N801 - used like a function: ``with handle_signal
 
     def _stop(self, signum: int) -> None:
         name = signal.Signals(signum).name
+        if self.on_signal is not None:
+            try:
+                self.on_signal(signum)
+            except Exception as exc:  # noqa: BLE001 - reported; the stop goes on
+                self._say(f"while stopping: {type(exc).__name__}: {exc}")
+        limit = "" if self.grace is None else f" within {self.grace:g} s, then stopped"
         self._say(f"{name} received: stopping the pipeline (the items already taken are "
-                  f"finished within {self.grace:g} s, then stopped; {name} again stops at once)")
+                  f"finished{limit}; {name} again stops at once)")
         failures: list[BaseException] = []
         stopper = threading.Thread(target=self._chinkup, args=(failures,), daemon=True,
                                    name="papy-signal-stopper")
@@ -119,7 +150,8 @@ class handle_signals:  # noqa: N801 - used like a function: ``with handle_signal
                 self._say(f"while stopping: {type(failure).__name__}: {failure}")
         else:   # what chinkup() raises now is a consequence of the forced stop
             self._say("the pipeline did not stop in time: stopping its pools (the items "
-                      "in flight are lost)")
+                      "in flight are lost)" if not self._force.is_set() else
+                      f"{name} again: stopping its pools (the items in flight are lost)")
             self._force_stop()
             stopper.join()
         self._say(f"stopped by {name}")
@@ -132,7 +164,7 @@ class handle_signals:  # noqa: N801 - used like a function: ``with handle_signal
         stopper.join(0.5)   # it set _wake in its last statement; joining is immediate
         return not stopper.is_alive()
 
-    def _chinkup(self, failures: list) -> None:
+    def _chinkup(self, failures: list[BaseException]) -> None:
         try:
             self.plumber.chinkup()
         except Exception as exc:  # noqa: BLE001 - reported by the main thread
@@ -147,4 +179,4 @@ class handle_signals:  # noqa: N801 - used like a function: ``with handle_signal
             try:
                 imap.stop(forced=True)
             except Exception as exc:  # noqa: BLE001 - keep stopping the others
-                log.warning("handle_signals(): stopping %r raised %r", imap, exc)
+                self._say(f"while stopping {imap!r}: {type(exc).__name__}: {exc}")

@@ -28,13 +28,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import traceback
 from pathlib import Path
 
 from ._errors import PapyError
 from ._plumber import Plumber, PlumberState
 from ._progress import MODES, Progress, count_errors, expected_totals, summary
+from ._signals import handle_signals
 
 __all__ = ["main", "run_plumber", "add_run_options", "run_options", "summary", "Progress",
            "load_module", "build_plumber", "graph_text", "UsageError", "TEMPLATES_DIR",
@@ -47,10 +47,6 @@ _loaded = itertools.count()
 
 class UsageError(Exception):
     """The command line asks for something that cannot be done (exit code 2)."""
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C (graceful stop) but with exit code 143."""
 
 
 # -- running a Plumber ------------------------------------------------------------------
@@ -86,8 +82,9 @@ def run_plumber(plumber: Plumber, datas, progress: str = "auto", interval: float
 
     start, run, wait, pause, stop; meanwhile a ``Progress`` display (``progress`` mode) on
     ``stream`` (default stderr), at the end the summary. Ctrl-C (or SIGTERM, in the main
-    thread) stops gracefully with ``chinkup()``: every item already taken from an input
-    reaches the outputs; a second Ctrl-C abandons that. Returns ``EXIT_OK``,
+    thread), at any moment, start-up included, stops gracefully with ``chinkup()`` through
+    ``papy.handle_signals``: every item already taken from an input reaches the outputs; a
+    second Ctrl-C abandons that. Returns ``EXIT_OK``,
     ``EXIT_FAILED`` (a failure of the run, or error items), ``EXIT_INTERRUPTED`` or
     ``EXIT_TERMINATED``.
 
@@ -98,34 +95,25 @@ def run_plumber(plumber: Plumber, datas, progress: str = "auto", interval: float
     stream = stream if stream is not None else sys.stderr
     datas = list(datas)
     status = EXIT_OK
-    try:
-        plumber.start(datas)
-    except Exception as exc:  # noqa: BLE001 - reported with its cause, exit code 1
-        _report(stream, "the pipeline could not start", exc)
-        return EXIT_FAILED
-    display = Progress(plumber, progress, stream, interval, expected_totals(plumber, datas))
-    with _sigterm_as_interrupt():
+    displays: list[Progress] = []
+    # the library's one signal-to-graceful-stop mechanism, with no time limit (a second
+    # signal abandons the items in flight) and no exit: the summary is still printed
+    guard = handle_signals(plumber, grace=None, stream=stream, exit=False,
+                           on_signal=lambda signum: [d.stop() for d in displays])
+    with guard:
         try:
-            display.start()
-            plumber.run()
-            plumber.wait()
-            plumber.pause()
-            plumber.stop()
-        except KeyboardInterrupt as exc:
-            display.stop()
-            status = EXIT_TERMINATED if isinstance(exc, _Terminated) else EXIT_INTERRUPTED
-            stream.write("\npapy: interrupted: stopping gracefully (the items already taken "
-                         "are finished; Ctrl-C again to abandon them)\n")
-            _shutdown(plumber, stream)
-        except Exception as exc:  # noqa: BLE001 - failures of the run: exit code 1
-            display.stop()
-            _report(stream, "the pipeline failed", exc)
+            plumber.start(datas)
+        except Exception as exc:  # noqa: BLE001 - reported with its cause, exit code 1
+            _report(stream, "the pipeline could not start", exc)
             status = EXIT_FAILED
-            _shutdown(plumber, stream)
-        finally:
-            display.stop()
-    if display.error is not None:
-        stream.write(f"papy: warning: the progress display failed: {display.error}\n")
+        if status == EXIT_OK:
+            status = _run_started(plumber, stream, datas, progress, interval, displays)
+    if guard.signum is not None:
+        status = EXIT_TERMINATED if guard.signum == signal.SIGTERM else EXIT_INTERRUPTED
+    if not displays:                 # it did not start (or a signal came while it started)
+        return status
+    if displays[0].error is not None:
+        stream.write(f"papy: warning: the progress display failed: {displays[0].error}\n")
     if show_summary:
         stream.write(summary(plumber) + "\n")
         stream.flush()
@@ -135,6 +123,27 @@ def run_plumber(plumber: Plumber, datas, progress: str = "auto", interval: float
                      f"they are logged under 'papy', see papy.start_logger)\n")
         status = EXIT_FAILED
     return status
+
+
+def _run_started(plumber: Plumber, stream, datas: list, progress: str,
+                 interval: float | None, displays: list[Progress]) -> int:
+    """run, wait, pause, stop with a progress display; EXIT_OK or EXIT_FAILED."""
+    display = Progress(plumber, progress, stream, interval, expected_totals(plumber, datas))
+    displays.append(display)
+    try:
+        display.start()
+        plumber.run()
+        plumber.wait()
+        plumber.pause()
+        plumber.stop()
+    except Exception as exc:  # noqa: BLE001 - failures of the run: exit code 1
+        display.stop()
+        _report(stream, "the pipeline failed", exc)
+        _shutdown(plumber, stream)
+        return EXIT_FAILED
+    finally:
+        display.stop()
+    return EXIT_OK
 
 
 def _shutdown(plumber: Plumber, stream) -> None:
@@ -158,25 +167,6 @@ def _report(stream, what: str, exc: BaseException) -> None:
         for inner in exc.exceptions:
             stream.write(f"  - {type(inner).__name__}: {inner}\n")
     stream.flush()
-
-
-class _sigterm_as_interrupt:
-    """In the main thread: SIGTERM raises ``_Terminated`` (a KeyboardInterrupt)."""
-
-    def __enter__(self):
-        self.installed = threading.current_thread() is threading.main_thread()
-        if self.installed:
-            self.previous = signal.signal(signal.SIGTERM, self._raise)
-        return self
-
-    @staticmethod
-    def _raise(signum, frame):
-        raise _Terminated()
-
-    def __exit__(self, *exc_info):
-        if self.installed:
-            signal.signal(signal.SIGTERM, self.previous if self.previous is not None
-                          else signal.SIG_DFL)
 
 
 # -- loading pipeline modules -----------------------------------------------------------

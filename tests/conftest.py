@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from imap.backends import _forkserver
 from remote_servers import ServerProcess
 from remote_servers import forking_server  # noqa: F401  (a session fixture, re-exported)
 
@@ -52,8 +53,8 @@ def _is_stdlib_helper(pid: str) -> bool:
 def child_pids() -> set[int]:
     """PIDs of this process's live (non-zombie) descendants, read from /proc.
 
-    multiprocessing's own helpers (fork server, resource tracker) are not counted, but the
-    workers the fork server starts for us are.
+    multiprocessing's own helpers (fork server, resource tracker) and imap's fork server are
+    not counted, but the workers the fork servers start for us are.
     """
     parents: dict[str, list[str]] = {}
     helpers: set[str] = set()
@@ -77,6 +78,9 @@ def child_pids() -> set[int]:
             if child not in found:
                 found.add(child)
                 todo.append(child)
+    server = _forkserver.server_pid()   # imap's fork server lives as long as the program
+    if server is not None:
+        helpers.add(str(server))
     return {int(pid) for pid in found - helpers}
 
 

@@ -18,7 +18,8 @@ def sub1(x):
 def test_public_names():
     assert set(imap.__all__) == {"IMap", "TaskIterator", "imports", "waiting_for_input",
                                  "IMapError", "WorkerDiedError", "SerializationError", "WorkerStartError",
-                                 "RemoteError", "RemoteTraceback"}
+                                 "RemoteError", "RemoteTraceback", "BrokenPoolError",
+                                 "IMapWarning"}
     for name in imap.__all__:
         assert getattr(imap, name) is not None
 

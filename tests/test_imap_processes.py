@@ -78,7 +78,30 @@ def test_exit_without_stop_does_not_hang(tmp_path):
     assert done.stdout.split("\n")[:3] == ["[0, 1, 4]"] * 3
 
 
-PARENT_KILLED = """
+
+DESCENDANTS = """
+    def descendants():
+        # every process under this one: workers, fork servers, multiprocessing's helpers
+        import os
+        children = {}
+        for entry in os.listdir('/proc'):
+            if entry.isdigit():
+                try:
+                    with open(f'/proc/{entry}/stat') as handle:
+                        stat = handle.read()
+                except OSError:
+                    continue
+                parent = int(stat[stat.rfind(')') + 2:].split()[1])
+                children.setdefault(parent, []).append(int(entry))
+        found, todo = [], [os.getpid()]
+        while todo:
+            for child in children.get(todo.pop(), []):
+                found.append(child)
+                todo.append(child)
+        return found
+"""
+
+PARENT_KILLED = DESCENDANTS + """
     import itertools, os, sys, time
     from imap import IMap
 
@@ -89,8 +112,7 @@ PARENT_KILLED = """
     if __name__ == '__main__':
         pool = IMap(square, itertools.count(), worker_num=2, start_method=sys.argv[1])
         pool.next()
-        import multiprocessing
-        print(' '.join(str(c.pid) for c in multiprocessing.active_children()), flush=True)
+        print(' '.join(str(pid) for pid in descendants()), flush=True)
         time.sleep(60)
 """
 
@@ -106,7 +128,7 @@ def test_workers_die_with_a_parent_killed_by_sigkill(tmp_path, method):
                               text=True)
     try:
         workers = [int(pid) for pid in parent.stdout.readline().split()]
-        assert len(workers) == 2
+        assert len(workers) >= 2
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(DEADLINE)
         end = time.monotonic() + 3.0
@@ -130,7 +152,7 @@ def _alive(pid):
         return False
 
 
-RUN_UNTIL_SIGNALLED = """
+RUN_UNTIL_SIGNALLED = DESCENDANTS + """
     import itertools, multiprocessing, sys, time
     from imap import IMap
 
@@ -141,7 +163,7 @@ RUN_UNTIL_SIGNALLED = """
     if __name__ == '__main__':
         with IMap(slow, itertools.count(), worker_num=2) as pool:
             pool.next()
-            print(' '.join(str(c.pid) for c in multiprocessing.active_children()), flush=True)
+            print(' '.join(str(pid) for pid in descendants()), flush=True)
             for _ in pool:
                 pass
 """
@@ -158,7 +180,7 @@ def test_a_signal_ends_an_imap_program_and_its_workers(tmp_path, signum):
                                stderr=subprocess.PIPE, text=True)
     try:
         workers = [int(pid) for pid in program.stdout.readline().split()]
-        assert len(workers) == 2
+        assert len(workers) >= 2
         sent = time.monotonic()
         program.send_signal(getattr(signal, signum))
         program.wait(DEADLINE)

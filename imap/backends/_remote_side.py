@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import threading
 
 from .. import _evaluate
 
@@ -238,7 +239,18 @@ _imap_versions = ('%d.%d' % _imap_sys.version_info[:2], _imap_rpyc.__version__) 
 """
 
 
-@functools.lru_cache(maxsize=None)
+_sources_lock = threading.Lock()
+
+
 def _sources() -> tuple[str, str]:
+    """The source texts, made once (every slot thread of a new pool asks at the same time:
+    ``inspect.getsource`` parses with ``ast``, and CPython 3.11 can fail
+    concurrent parses with 'SystemError: AST constructor recursion depth mismatch')."""
+    with _sources_lock:
+        return _sources_once()
+
+
+@functools.lru_cache(maxsize=None)
+def _sources_once() -> tuple[str, str]:
     """The source texts sent to every server (inspect.getsource of a class takes ~20 ms)."""
     return inspect.getsource(_RemoteSide), inspect.getsource(_evaluate)

@@ -33,15 +33,23 @@ class WorkerLost(Exception):
     was lost, or None when it is not known (the items are then re-run one by one, and an
     item that kills a worker again fails in place). ``exitcode`` is the process exit code
     (negative: killed by that signal) or None.
+
+    ``before_work``: the worker died before it began this batch (while idle, starting, or
+    loading the task's function), so no item of the batch is to blame: the batch is run
+    again as it is. ``server_died``: the worker died because its fork server died (it was
+    killed with it): not the items' fault either.
     """
 
     def __init__(self, message: str, position: int | None = None, exitcode: int | None = None,
-                 timed_out: bool = False):
+                 timed_out: bool = False, before_work: bool = False,
+                 server_died: bool = False):
         super().__init__(message)
         self.message = message
         self.position = position
         self.exitcode = exitcode
         self.timed_out = timed_out   # killed because the item ran past the task's item_timeout
+        self.before_work = before_work
+        self.server_died = server_died
 
 
 _task_keys = itertools.count(1)
@@ -103,6 +111,9 @@ class WorkerHandle:
 
     #: a short description used in messages, e.g. 'process 1234' or 'host:18812 slot 2'
     name: str = "worker"
+    #: start failures in a row (open() failed, or the worker died before it did any work)
+    #: after which the pool gives up this slot
+    start_attempts: int = 3
 
     def open(self) -> None:
         """Start the worker or connect to it. Raise ``imap.WorkerStartError`` on failure."""

@@ -1,6 +1,8 @@
-"""Process workers: one local process per slot, behind a duplex pipe.
+"""Process workers: one local process per slot, behind a duplex pipe (the parent's side;
+the worker's loop is in ``_process_worker.py``).
 
-    slot thread (parent)                          worker process (_worker_main)
+    slot thread (parent)                          worker process (worker_main)
+    start the process, wait for   <--pipe--       'hello' once it is ready
     ('task', key) + dill payload   --pipe-->      load the function once per task
     ('batch', key, task, start, tracked) + items --> evaluate the items
                                    <--pipe--      reply: (values, error records, elapsed)
@@ -10,139 +12,59 @@ A message to a worker is two byte frames (``send_bytes``): a pickled header, the
 or a batch the payload, so items are pickled once, by the slot thread, with protocol 5; a
 reply is one frame: (shared-memory descriptor or None, pickled reply).
 
+How workers start (``start_method``): 'forkserver' (the default) asks imap's fork server
+(``_forkserver.py``: a copy of the program made while it had one thread; fast, nothing is
+imported again), or multiprocessing's forkserver when the program had threads or the fork
+server died; 'spawn' and 'fork' are multiprocessing's. A worker says 'hello' when it is
+ready: one that dies before is a start failure, whose cause (exit code, signal, a missing
+``__main__`` guard, a main module that cannot be imported again) ``open`` raises.
+
 Death: the slot waits on the pipe *and* the process sentinel, so a worker that exits,
-crashes or is killed is noticed at once, without polling. In tracked batches the worker
-writes the position of the item it evaluates into a small shared array, so the death is
-blamed on that item. Workers set PR_SET_PDEATHSIG (Linux) and die with the thread that
-started them (their slot thread), so a parent killed with SIGKILL leaves no worker behind;
-they ignore SIGINT, so Ctrl-C reaches only the parent, which stops the pool.
+crashes or is killed is noticed at once, without polling. The worker writes into a small
+shared array (``progress``) the position of the item it evaluates (tracked batches), BUSY
+while it handles any batch, and -1 when idle: a death is blamed on that item, on the batch,
+or on nothing (a death before the batch began: it is run again as it is). Workers set
+PR_SET_PDEATHSIG (Linux) and die with their parent: the slot thread that started them (fork,
+spawn) or their fork server, which dies with the program (and multiprocessing's forkserver
+exits when the program is gone, since its workers no longer hold its 'alive' pipe); so a
+parent killed with SIGKILL leaves no worker behind. Workers ignore SIGINT, so Ctrl-C reaches
+only the parent, which stops the pool.
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import pickle
 import signal
+import socket
 import sys
 import threading
 import time
 from multiprocessing import connection
+from typing import Any
 
 from .. import _evaluate
-from .._errors import WorkerStartError, rebuild_error
-from . import _shm
+from .._errors import BrokenPoolError, WorkerStartError, rebuild_error, warn_safely
+from . import _forkserver, _main_guard, _shm
+from ._process_worker import HELLO, IDLE, PROTOCOL, ShmSettings, process_target
 from .base import Batch, WorkerHandle, WorkerLost
 
-PROTOCOL = 5
 #: a worker that does not exit after 'exit' within this many seconds is killed
 EXIT_GRACE = 2.0
+#: a worker that is not ready this many seconds after it was started is a start failure
+START_TIMEOUT = 60.0
+#: attempts to start a worker when its fork server dies meanwhile (waiting 0.05 s, then
+#: twice as long each time)
+START_ATTEMPTS = 5
+#: how long a worker lost with exit code 255 waits for its forkserver to be seen dead
+SERVER_EXIT_GRACE = 0.5
 # Forks are serialised: a pipe end created for one child must not leak into a sibling
 # forked at the same moment from another slot thread (it would hide that child's death).
 _spawn_lock = threading.Lock()
+_fallback_warned = False
 
 
-def _set_parent_death_signal(expected_parent: int | None) -> None:
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)     # libc is among this process's symbols
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if expected_parent is not None and os.getppid() != expected_parent:
-        os._exit(1)  # the parent died before prctl took effect
-
-
-def _keep_freed_memory() -> None:
-    """glibc: serve large allocations from the heap and keep freed memory for reuse.
-
-    A large payload copied out of shared memory otherwise lands in fresh mmap'd pages
-    whose page faults cost three times the copy itself (45 ms instead of 12 ms for 64 MiB
-    here). The worker's memory then stays at its peak instead of shrinking back; that is
-    the trade made for workers of pools with the shared-memory transport on.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(None)     # this process's symbols, libc's among them (no search)
-        libc.mallopt(-4, 0)          # M_MMAP_MAX: no mmap for large blocks
-        libc.mallopt(-1, 1 << 30)    # M_TRIM_THRESHOLD: keep up to 1 GiB of freed heap
-    except (OSError, AttributeError):
-        pass
-
-
-def _worker_main(conn, progress_array, expected_parent, shm_settings) -> None:
-    """The loop of a worker process.
-
-    ``shm_settings`` is None (everything through the pipe) or ``(threshold, prefix)``:
-    buffers of at least ``threshold`` bytes travel through shared memory (see _shm.py).
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _set_parent_death_signal(expected_parent)
-    if shm_settings:
-        _keep_freed_memory()
-    progress = memoryview(progress_array).cast("B").cast("q")
-    reader = _shm.Reader()
-    writer = _shm.Writer(shm_settings[1], shm_settings[0]) if shm_settings else None
-    calls: dict = {}
-    load_errors: dict = {}
-    try:
-        while True:
-            try:
-                header = pickle.loads(conn.recv_bytes())
-            except (EOFError, OSError):
-                return
-            kind = header[0]
-            if kind == "exit":
-                return
-            payload = conn.recv_bytes()
-            if kind == "task":
-                key = header[1]
-                try:
-                    calls[key] = _evaluate.load_function(payload)
-                except BaseException as exc:  # noqa: BLE001 - reported in place of every item
-                    load_errors[key] = _evaluate.error_record(
-                        exc, "exception" if isinstance(exc, ImportError) else "serialization",
-                        f"the function of task {header[2]} cannot be loaded in the worker: "
-                        f"{type(exc).__name__}: {exc}")
-                continue
-            descriptor, reply = _run_batch(calls, load_errors, header, payload, progress,
-                                           reader, writer)
-            # one frame: the descriptor of what went through shared memory, and the reply
-            conn.send_bytes(pickle.dumps((descriptor, reply), PROTOCOL))
-    finally:
-        reader.close()
-        if writer is not None:
-            writer.close()
-
-
-def _run_batch(calls, load_errors, header, payload, progress, reader, writer):
-    """Evaluate one batch message; return (shared-memory descriptor or None, reply)."""
-    _, key, task_id, start, tracked, descriptor = header
-    try:
-        items = reader.loads(payload, descriptor)
-    except Exception as exc:  # noqa: BLE001 - the owner splits the batch and retries
-        record = _evaluate.serialization_record(
-            f"the batch at item {start} of task {task_id} cannot be unpickled", exc)
-        return None, pickle.dumps((None, {-1: record}, 0.0), PROTOCOL)
-    if key in load_errors:
-        records = dict.fromkeys(range(len(items)), load_errors[key])
-        return None, pickle.dumps(([None] * len(items), records, 0.0), PROTOCOL)
-    call = calls[key]
-    if tracked:
-        values, errors, elapsed = _evaluate.evaluate_tracked(call, items, progress)
-    else:
-        values, errors, elapsed = _evaluate.evaluate(call, items)
-    del items
-    if writer is None:
-        return None, _evaluate.encode_reply(values, errors, elapsed, task_id, start)
-    out = [None]
-
-    def dumps(obj):
-        data, out[0] = writer.dumps(obj)
-        return data
-    reply = _evaluate.encode_reply(values, errors, elapsed, task_id, start, dumps)
-    return out[0], reply
+class _ServerTroubleError(Exception):
+    """The fork server died while a worker was being started: start it again."""
 
 
 def describe_exit(exitcode: int | None) -> str:
@@ -160,16 +82,20 @@ def describe_exit(exitcode: int | None) -> str:
 class ProcessHandle(WorkerHandle):
     """A local worker process."""
 
-    def __init__(self, index: int, context, pool_name: str, shm_threshold: int = 0,
+    def __init__(self, index: int, context: Any, pool_name: str, shm_threshold: int = 0,
                  shm_prefix: str = ""):
         self.index = index
         self.name = f"process #{index}"
         self._context = context
+        self._method = context.get_start_method()
         self._pool_name = pool_name
-        self._process = None
-        self._conn = None
-        self._progress = None
-        self._loaded: set = set()
+        self._process: Any = None
+        self._conn: Any = None
+        self._progress: Any = None
+        self._progress_map: Any = None
+        self._loaded: set[int] = set()
+        self._loading: int | None = None    # the task whose function was just sent
+        self._server_pid: int | None = None  # multiprocessing's forkserver that forked it
         self._shm_threshold = shm_threshold
         self._shm_prefix = f"{shm_prefix}w{index}_"
         self._writer: _shm.Writer | None = None
@@ -178,47 +104,144 @@ class ProcessHandle(WorkerHandle):
     # -- life cycle ------------------------------------------------------------------------
 
     def open(self) -> None:
-        context = self._context
-        expected = os.getpid() if context.get_start_method() != "forkserver" else None
+        """Start a worker and wait until it is ready; raise WorkerStartError (BrokenPoolError
+        when it died first, with the cause) if it cannot start."""
         shm_settings = None
         if self._shm_threshold:
-            _shm.sweep(self._shm_prefix)  # what a killed predecessor may have left
-            self._writer = _shm.Writer(self._shm_prefix + "in", self._shm_threshold)
             shm_settings = (self._shm_threshold, self._shm_prefix + "out")
+        for attempt in range(START_ATTEMPTS):
+            if self._shm_threshold:       # (again after a failed attempt closed it)
+                _shm.sweep(self._shm_prefix)  # what a killed predecessor may have left
+                self._writer = _shm.Writer(self._shm_prefix + "in", self._shm_threshold)
+            try:
+                self._start(shm_settings)
+                self._loaded = set()
+                self._loading = None
+                self.name = f"process {self._process.pid}"
+                self._await_hello()
+                return
+            except _ServerTroubleError as trouble:   # its fork server died meanwhile: again
+                if attempt + 1 == START_ATTEMPTS:
+                    raise WorkerStartError(f"cannot start a worker process: {trouble}") from None
+                time.sleep(0.05 * 2 ** attempt)
+
+    def _start(self, shm_settings: ShmSettings) -> None:
+        if self._method == "forkserver":
+            server = _forkserver.server()
+            if server is not None:
+                try:
+                    self._start_served(server, shm_settings)
+                    return
+                except _forkserver.ForkServerGoneError:
+                    _warn_fallback()
+        reason = _main_guard.unimportable_main(self._method)
+        if reason is not None:
+            raise WorkerStartError(f"cannot start a worker process: {reason}")
+        self._start_multiprocessing(shm_settings)
+
+    def _start_served(self, server: _forkserver.ForkServer, shm_settings: ShmSettings) -> None:
+        parent_end, child_end = socket.socketpair()
+        conn = connection.Connection(parent_end.detach())
+        try:
+            self._process, self._progress, self._progress_map = _forkserver.start_worker(
+                server, child_end.detach(), (shm_settings,))
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        self._progress[0] = IDLE
+        self._server_pid = None
+
+    def _start_multiprocessing(self, shm_settings: ShmSettings) -> None:
+        context, method = self._context, self._method
+        expected = os.getpid() if method != "forkserver" else _stdlib_forkserver_pid()
+        self._server_pid = expected if method == "forkserver" else None
         with _spawn_lock:
             parent_conn, child_conn = context.Pipe(duplex=True)
             progress = context.RawArray("q", 2)
-            progress[0] = -1
-            process = context.Process(target=_worker_main,
-                                      args=(child_conn, progress, expected, shm_settings),
+            progress[0] = IDLE
+            process = context.Process(target=process_target,
+                                      args=(child_conn, progress, expected, shm_settings,
+                                            method),
                                       name=f"{self._pool_name}-worker-{self.index}", daemon=True)
             try:
                 process.start()
+            except (EOFError, ConnectionError, FileNotFoundError, ChildProcessError) as exc:
+                parent_conn.close()
+                if method != "forkserver":
+                    raise WorkerStartError(f"cannot start a worker process: {exc}") from exc
+                raise _ServerTroubleError(f"multiprocessing's fork server failed: {exc!r}") from exc
             except Exception as exc:
                 parent_conn.close()
                 raise WorkerStartError(f"cannot start a worker process: {exc}") from exc
             finally:
                 child_conn.close()
         self._process, self._conn, self._progress = process, parent_conn, progress
-        self._loaded = set()
-        self.name = f"process {process.pid}"
+
+    def _await_hello(self) -> None:
+        """Wait until the worker says it is ready; if it dies first, say why (raised)."""
+        conn, process = self._conn, self._process
+        ready = connection.wait([conn, process.sentinel], START_TIMEOUT)
+        if conn in ready:
+            try:
+                if conn.recv_bytes() == HELLO:
+                    return
+            except (EOFError, OSError):
+                pass
+        if not ready:
+            cause = f"was not ready within {START_TIMEOUT:g} s and was killed"
+        else:
+            process.join(1.0)
+            if _died_with_its_server(process, process.exitcode, self._server_pid):
+                self.close()
+                raise _ServerTroubleError(f"its fork server died while worker {self.name} started")
+            cause = self._start_cause(process)
+        name, exitcode = self.name, process.exitcode
+        self.close()
+        raise BrokenPoolError(f"worker {name} {cause}", worker=name, exitcode=exitcode)
+
+    def _start_cause(self, process: Any) -> str:
+        """Why a worker died before it was ready."""
+        if getattr(process, "lost_with_server", False):
+            return "was lost with its fork server before it was ready"
+        exitcode = process.exitcode
+        if exitcode == _main_guard.EXIT_CODE:
+            return _main_guard.guard_message(self._method)
+        cause = f"{describe_exit(exitcode)} before it was ready"
+        if isinstance(process, _forkserver.ServedProcess):
+            return cause + " (its traceback, if any, is on stderr above)"
+        main = getattr(sys.modules.get("__main__"), "__file__", None)
+        again = (f" (which first imports the main module {main} again)" if main else "")
+        return (f"{cause}: a worker started with '{self._method}'{again} cannot run; its "
+                f"traceback, if any, is on stderr above. Check that the main module and the "
+                f"modules it imports load without errors in a new interpreter")
 
     def close(self) -> None:
         process, conn = self._process, self._conn
-        if process is None:
-            return
         self._process = self._conn = None
-        try:
-            conn.send_bytes(pickle.dumps(("exit",), PROTOCOL))
-        except (OSError, ValueError):
-            pass
-        process.join(EXIT_GRACE)
-        if process.exitcode is None:
-            process.kill()
-            process.join()
-        conn.close()
-        process.close()
-        self._release_shared_memory()
+        if process is not None:
+            try:
+                conn.send_bytes(pickle.dumps(("exit",), PROTOCOL))
+            except (OSError, ValueError):
+                pass
+            process.join(EXIT_GRACE)
+            if process.exitcode is None:
+                process.kill()
+                process.join()
+            conn.close()
+            try:
+                process.close()
+            except ValueError:      # a multiprocessing Process that is somehow still running
+                pass
+            self._release_progress()
+        self._release_shared_memory()   # also after a start that failed
+
+    def _release_progress(self) -> None:
+        if self._progress_map is not None:
+            self._progress.release()
+            self._progress_map.close()
+            self._progress_map = None
+        self._progress = None
 
     def _release_shared_memory(self) -> None:
         if self._writer is not None:
@@ -233,16 +256,18 @@ class ProcessHandle(WorkerHandle):
         if process is not None:
             try:
                 process.kill()
-            except (OSError, ValueError):
+            except (OSError, ValueError, AttributeError):
                 pass
             # close() (by the slot thread) joins it and releases the pipe
 
     # -- work ------------------------------------------------------------------------------
 
-    def run(self, batch: Batch):
+    def run(self, batch: Batch) -> tuple[list[Any], dict[int, BaseException] | None, float]:
         spec = batch.task
         if spec.key not in self._loaded:
-            self._send(pickle.dumps(("task", spec.key, spec.task_id), PROTOCOL), spec.payload)
+            self._loading = spec.task_id
+            self._send(pickle.dumps(("task", spec.key, spec.task_id), PROTOCOL),
+                       spec.payload or b"")
             self._loaded.add(spec.key)
         try:
             payload = self._dumps(batch.items)
@@ -250,13 +275,14 @@ class ProcessHandle(WorkerHandle):
             return self._run_split(batch, reason="pickle")
         try:
             values, records, elapsed = self._round_trip(batch, payload)
-        except _UnreadableReply:  # a result cannot be unpickled here: find it, alone
+        except _UnreadableReplyError:  # a result cannot be unpickled here: find it, alone
             return self._run_split(batch, reason="reply")
         if values is None:  # the worker could not unpickle the batch
             return self._run_split(batch, reason="unpickle")
         return values, _rebuild(records), elapsed
 
-    def _run_split(self, batch: Batch, reason: str):
+    def _run_split(self, batch: Batch, reason: str
+                   ) -> tuple[list[Any], dict[int, BaseException] | None, float]:
         """Slow path: send the items one by one so a bad one fails alone, in place."""
         values, errors, elapsed = [None] * len(batch.items), {}, 0.0
         for position, item in enumerate(batch.items):
@@ -272,7 +298,7 @@ class ProcessHandle(WorkerHandle):
                 item_values, records, seconds = self._round_trip(single, payload)
             except WorkerLost as lost:
                 raise WorkerLost(lost.message, position, lost.exitcode, lost.timed_out) from None
-            except _UnreadableReply as unreadable:
+            except _UnreadableReplyError as unreadable:
                 errors[position] = rebuild_error(_evaluate.serialization_record(
                     f"the result of item {index} of task {batch.task.task_id} cannot be "
                     f"unpickled here", unreadable.__cause__))
@@ -286,24 +312,25 @@ class ProcessHandle(WorkerHandle):
                 errors[position] = rebuild_error(records[0])
         return values, errors or None, elapsed
 
-    def _dumps(self, items: list):
+    def _dumps(self, items: list[Any]) -> tuple[bytes, Any]:
         """Pickle a batch: ``(data, shared-memory descriptor or None)``."""
         if self._writer is None:
             return pickle.dumps(items, PROTOCOL), None
         return self._writer.dumps(items)
 
-    def _round_trip(self, batch: Batch, payload):
+    def _round_trip(self, batch: Batch, payload: tuple[bytes, Any]) -> Any:
         data, descriptor = payload
         header = ("batch", batch.task.key, batch.task.task_id, batch.start, batch.tracked,
                   descriptor)
         self._progress[0] = -1
         self._send(pickle.dumps(header, PROTOCOL), data)
         reply_descriptor, reply = pickle.loads(self._receive(batch))
+        self._loading = None
         batch.nbytes += _size(data, descriptor) + _size(reply, reply_descriptor)
         try:
             return self._reader.loads(reply, reply_descriptor)
-        except Exception as exc:  # noqa: BLE001 - e.g. a result's class unknown here
-            raise _UnreadableReply() from exc
+        except Exception as exc:
+            raise _UnreadableReplyError() from exc
 
     def _send(self, header: bytes, payload: bytes) -> None:
         try:
@@ -321,7 +348,8 @@ class ProcessHandle(WorkerHandle):
             ready = connection.wait([conn, process.sentinel], self._until_overdue(limit))
             if conn in ready:
                 try:
-                    return conn.recv_bytes()
+                    data: bytes = conn.recv_bytes()
+                    return data
                 except (EOFError, OSError):
                     raise self._lost(batch) from None
             if process.sentinel in ready:
@@ -341,32 +369,88 @@ class ProcessHandle(WorkerHandle):
         if limit is None or self._progress[0] < 0:
             return None if limit is None else limit
         running = (time.monotonic_ns() - self._progress[1]) / 1e9
-        return max(0.0, limit - running)
+        return max(0.0, limit - float(running))
 
     def _lost(self, batch: Batch | None) -> WorkerLost:
+        """What is known of a worker that just died: how, and in which item, if any."""
         process = self._process
-        exitcode = None
+        exitcode, server_died = None, False
         if process is not None:
             process.join(1.0)
             exitcode = process.exitcode
-        position = None
-        if batch is not None and batch.tracked and self._progress is not None:
-            position = self._progress[0] if self._progress[0] >= 0 else None
-        return WorkerLost(describe_exit(exitcode), position, exitcode)
+            server_died = _died_with_its_server(process, exitcode, self._server_pid)
+        progress = self._progress[0] if self._progress is not None else IDLE
+        position = progress if batch is not None and batch.tracked and progress >= 0 else None
+        before_work = progress == IDLE
+        if server_died:
+            message = "was killed with its fork server, which died"
+        else:
+            message = describe_exit(exitcode)
+            if before_work and self._loading is not None:
+                message += f" while loading the function of task {self._loading}"
+        return WorkerLost(message, position, exitcode, before_work=before_work,
+                          server_died=server_died)
 
 
-class _UnreadableReply(Exception):
+def _died_with_its_server(process: Any, exitcode: int | None, server_pid: int | None) -> bool:
+    """True when a worker died because its fork server died (it dies with it)."""
+    if isinstance(process, _forkserver.ServedProcess):
+        return process.lost_with_server
+    if exitcode != 255 or server_pid is None:
+        return False       # 255: multiprocessing's forkserver could not report a code
+    try:
+        pidfd = os.pidfd_open(server_pid)
+    except ProcessLookupError:
+        return True        # reaped already: it died
+    except (OSError, AttributeError):
+        return False
+    try:   # readable once it exited; it may still be exiting when its workers are gone
+        return bool(connection.wait([pidfd], SERVER_EXIT_GRACE))
+    finally:
+        os.close(pidfd)
+
+
+def _stdlib_forkserver_pid() -> int | None:
+    """Start multiprocessing's forkserver if it is not running (again, if it died); its pid
+    is the parent its workers die with."""
+    from multiprocessing import forkserver
+    state: Any = forkserver._forkserver
+    try:
+        forkserver.ensure_running()
+    except ChildProcessError:   # it died and something else reaped it: forget it
+        with state._lock:
+            if state._forkserver_alive_fd is not None:
+                os.close(state._forkserver_alive_fd)
+            state._forkserver_alive_fd = state._forkserver_pid = None
+            state._forkserver_address = None
+        raise _ServerTroubleError("multiprocessing's fork server was gone") from None
+    except OSError as exc:
+        raise _ServerTroubleError(f"multiprocessing's fork server cannot start: {exc}") from exc
+    pid: int | None = state._forkserver_pid
+    return pid
+
+
+def _warn_fallback() -> None:
+    global _fallback_warned
+    if _fallback_warned:
+        return
+    _fallback_warned = True
+    warn_safely("imap's fork server died: worker processes now start with multiprocessing's "
+                "forkserver (a new interpreter per program, slower starts)")
+
+
+class _UnreadableReplyError(Exception):
     """The worker's reply could not be unpickled in this process (the cause is chained)."""
 
 
-def _size(data: bytes, descriptor) -> int:
+def _size(data: bytes, descriptor: Any) -> int:
     """Bytes moved by one message: the pickle plus what went through shared memory."""
     if descriptor is None:
         return len(data)
-    return len(data) + sum(span[1] for span in descriptor[1])
+    return len(data) + sum(int(span[1]) for span in descriptor[1])
 
 
-def _rebuild(records):
+def _rebuild(records: dict[int, tuple[Any, ...]] | None) -> dict[int, BaseException] | None:
     if not records:
         return None
     return {position: rebuild_error(record) for position, record in records.items()}

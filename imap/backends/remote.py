@@ -49,6 +49,7 @@ from rpyc.core.channel import Channel
 from rpyc.core.service import ClassicClient
 from rpyc.utils.factory import connect_channel
 
+from .. import _config
 from .._errors import SerializationError, WorkerStartError, rebuild_error
 from ._remote_args import (DEFAULT_PORT, _check_tls, _HandshakeFailed, _open_stream,
                            _Stream, _tls_hint, parse_worker_remote)
@@ -131,14 +132,18 @@ class RemoteHandle(WorkerHandle):
         handle.close()
     """
 
+    #: a server that refuses a reconnection is given up at once (as it always was)
+    start_attempts = 1
+
     def __init__(self, host: str, port: int = DEFAULT_PORT, slot: int = 1, *,
                  tls: dict | None = None, timeout: float | None = None,
                  connect_timeout: float | None = None):
-        if timeout is None:
-            timeout = DEFAULT_TIMEOUT
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        try:   # the one validator of seconds (NaN, infinities, negatives, non-numbers)
+            timeout = _config.seconds("remote_timeout", timeout, default=DEFAULT_TIMEOUT,
+                                      allow_zero=False)
+        except (TypeError, ValueError) as exc:
             raise ValueError(f"remote_timeout must be a positive number of seconds or None "
-                             f"(= {DEFAULT_TIMEOUT}), not {timeout!r}")
+                             f"(= {DEFAULT_TIMEOUT}), not {timeout!r}") from exc
         self.host, self.port, self.slot = host, int(port), slot
         self.name = f"{host}:{port} slot {slot}"
         self.tls = _check_tls(tls)
