@@ -14,7 +14,10 @@ from ._config import preload  # noqa: F401 - imap.preload, not in __all__
 from ._imap import IMap
 from ._results import TaskIterator
 from ._imports import imports
+from ._sources import IterableSource
+from .protocols import BatchFunction, BatchSource, Results, Wake
 
 __all__ = ["IMap", "TaskIterator", "imports", "waiting_for_input", "IMapError",
            "WorkerDiedError", "SerializationError", "WorkerStartError", "RemoteError",
-           "RemoteTraceback"]
+           "RemoteTraceback", "BatchSource", "BatchFunction", "Results", "Wake",
+           "IterableSource"]

@@ -2,23 +2,29 @@
 
 Data flow:
 
-    task iterables --> Feeder thread (_feeder.py) --Batch--> Pool (_pool.py, dispatch queue)
-        --> slot threads --> workers (threads | processes | remote connections)
+    task inputs (BatchSource | IterableSource | another task's results)
+        --> Feeder thread (_feeder.py, never waits for an input)
+        --Batch--> Pool (_pool.py, dispatch queue) --> slot threads
+        --> workers (threads | processes | remote connections)
         --> slot threads --IMap._deliver--> Task.arrived (per task, under Task.cond)
-        --> next() / iteration, in the consumer's thread (_task.py)
+        --> next() / iteration / take_ready(), in the consumer's thread (_task.py)
 
 Threads and what each owns:
     feeder     the weave and the buffer accounting (one Feeder per run, see _feeder.py)
+    readers    one per input that may wait (imap._sources.IterableSource): next() on it
     slots      one per worker (see _pool.py); deliver finished batches to their Task
-    consumer   whoever calls next(); gives a buffer slot back for every result it takes
+    consumer   whoever calls next()/take_ready(); gives a buffer slot back per result taken
 
 Life cycle (self._state, changed only under self._lock):
     IDLE --start()--> STARTING --> STARTED --stop()--> STOPPING --> IDLE (tasks removed)
+Tasks: add_task() in any state but STOPPING; handle.remove() in any state.
 
 Shutdown order in stop():
- 1. state STOPPING; every task is closed (blocked readers get RuntimeError), feeder told
+ 1. state STOPPING; the input readers the IMap made are closed; every task is closed
+    (blocked readers get RuntimeError, notify callbacks are called); the feeder is told
  2. the pool stops: queued batches dropped, workers finish (or are killed if forced), joined
- 3. the feeder is joined (one stuck inside a user's iterator is abandoned after a grace)
+ 3. the feeder and the input readers are joined (a reader stuck inside a user's iterator is
+    abandoned after a grace, with a warning)
  4. tasks removed, state IDLE
 """
 from __future__ import annotations
@@ -31,11 +37,14 @@ import math
 import multiprocessing
 import os
 import threading
+import time
+import warnings
 import weakref
+from typing import Any, Callable, Iterator
 
 from . import _config
 from ._feeder import Feeder
-from ._inputs import _is_chained, _is_steady
+from ._inputs import make_source, upstream_of
 from ._pool import Pool
 from ._results import TaskIterator, _ResultStream
 from ._task import Task
@@ -47,7 +56,7 @@ log.addHandler(logging.NullHandler())
 
 #: default stride per worker: long enough for batches that amortise IPC (see docs/imap.md)
 STRIDE_PER_WORKER = 2048
-#: seconds stop() waits for a feeder that is blocked inside a user's iterator
+#: seconds stop() waits for the feeder and for input readers blocked inside a user's input
 FEEDER_GRACE = 2.0
 _names = itertools.count()
 _live: "weakref.WeakSet[IMap]" = weakref.WeakSet()
@@ -97,12 +106,14 @@ class IMap:
                     pipe (default 1 MiB; 0 turns it off)
     """
 
-    __imap_chained__ = True     # an input that reads an IMap's results (imap._inputs)
-
-    def __init__(self, func=None, iterable=None, args=None, kwargs=None, worker_type="process",
-                 worker_num=None, worker_remote=None, stride=None, buffer=None, ordered=True,
-                 skip=False, name=None, start_method=None, remote_tls=None, remote_timeout=None,
-                 shm_threshold=None):
+    def __init__(self, func: Callable[..., Any] | None = None, iterable: Any = None,
+                 args: Any = None, kwargs: Any = None, worker_type: str = "process",
+                 worker_num: int | None = None, worker_remote: Any = None,
+                 stride: int | None = None, buffer: int | None = None, ordered: bool = True,
+                 skip: bool = False, name: str | None = None, start_method: str | None = None,
+                 remote_tls: dict[str, str] | None = None,
+                 remote_timeout: float | None = None, shm_threshold: int | None = None
+                 ) -> None:
         if (func is None) != (iterable is None):
             raise ValueError("IMap(func, iterable): give both (to start task 0 at once) or "
                              "neither (then add_task() and start())")
@@ -113,18 +124,18 @@ class IMap:
         if worker_type not in ("process", "thread"):
             raise ValueError(f"worker_type must be 'process' or 'thread', not {worker_type!r}")
         self.worker_type = worker_type
-        self.worker_num = _config.count("worker_num", worker_num, os.cpu_count() or 1,
-                                        minimum=0)
+        self.worker_num: int = _config.count("worker_num", worker_num, os.cpu_count() or 1,
+                                             minimum=0)
         self.worker_remote = _config.parse_remote(worker_remote)
         self._worker_total = self.worker_num + sum(n for _, _, n in self.worker_remote)
         if self._worker_total == 0:
             raise ValueError("the pool has no workers: worker_num=0 needs worker_remote=[('host', "
                              "n), ...]; or give worker_num >= 1")
-        self.buffer = _config.count("buffer", buffer, None, minimum=1)
+        self.buffer: int | None = _config.count("buffer", buffer, None, minimum=1)
         default_stride = STRIDE_PER_WORKER * self._worker_total
         if self.buffer is not None:
             default_stride = min(default_stride, self.buffer)
-        self.stride = _config.count("stride", stride, default_stride, minimum=1)
+        self.stride: int = _config.count("stride", stride, default_stride, minimum=1)
         if self.buffer is not None and self.buffer < self.stride:
             raise ValueError(f"buffer ({self.buffer}) must be >= stride ({self.stride}): the "
                              f"feeder puts stride items of a task in flight at a time")
@@ -142,8 +153,11 @@ class IMap:
             raise ValueError(f"remote_timeout must be a number of seconds > 0 or None (30 s), "
                              f"not {remote_timeout!r}")
         self.remote_timeout = remote_timeout
-        self._tasks: list[Task] = []
-        self._tasks_tracked: dict = {}
+        self._tasks: list[Task] = []              # in the order they were added
+        self._by_id: dict[int, Task] = {}
+        self._by_key: dict[int, Task] = {}        # spec.key -> task, for deliveries
+        self._next_id = 0
+        self._tasks_tracked: dict[int, dict[int, Any]] = {}
         self._lock = threading.Lock()
         self._state = _State.IDLE
         self._stopped = threading.Event()
@@ -156,66 +170,107 @@ class IMap:
 
     # -- tasks -------------------------------------------------------------------------------
 
-    def add_task(self, func, iterable, args=None, kwargs=None, timeout=None, block=True,
-                 track=False, item_timeout=None) -> "TaskIterator":
+    def add_task(self, func: Callable[..., Any], iterable: Any, args: Any = None,
+                 kwargs: Any = None, timeout: float | None = None, block: bool = True,
+                 track: bool = False, item_timeout: float | None = None, *,
+                 ordered: bool | None = None) -> TaskIterator:
         """Add a task: ``func(item, *args, **kwargs)`` for each item of ``iterable``.
 
-        Returns the task's result iterator. Only before :meth:`start`. Add producers before
-        the tasks that consume their results. ``timeout``/``block`` are the defaults of the
-        returned iterator's ``next``; ``track=True`` keeps ``{index: result}`` in
-        ``self._tasks_tracked[task]``. ``item_timeout`` (seconds) bounds each evaluation:
-        an item running longer fails with TimeoutError in its place, and its worker is
-        killed and replaced (process, remote) or the item abandoned (thread).
+        Returns the task's handle and result iterator (a TaskIterator). Allowed before
+        start() and while the IMap runs. ``iterable`` is any iterable, a BatchSource
+        (imap.protocols), or another task's results (a chain; add producers first).
+        ``timeout``/``block`` are the defaults of the returned iterator's ``next``;
+        ``track=True`` keeps ``{index: result}`` in ``self._tasks_tracked[task]``.
+        ``item_timeout`` (seconds) bounds each evaluation: an item running longer fails
+        with TimeoutError in its place, and its worker is killed and replaced (process,
+        remote) or the item abandoned (thread). ``ordered`` overrides the IMap's setting
+        for this task.
         """
+        if not callable(func):
+            raise TypeError(f"func must be callable, not {type(func).__name__}")
+        for what, value in (("timeout", timeout), ("item_timeout", item_timeout)):
+            if value is not None and (isinstance(value, bool)
+                                      or not isinstance(value, (int, float)) or value < 0):
+                raise ValueError(f"{what} must be a number of seconds >= 0 or None, not "
+                                 f"{value!r}")
+        upstream = upstream_of(iterable)
         with self._lock:
-            if self._state is not _State.IDLE:
-                raise RuntimeError(f"{self.name}: add_task() is only allowed before start(); "
-                                   f"stop() the IMap first, then add tasks and start() again")
-            task_id = len(self._tasks)
-            if not callable(func):
-                raise TypeError(f"task {task_id}: func must be callable, not "
-                                f"{type(func).__name__}")
+            if self._state is _State.STOPPING:
+                raise RuntimeError(f"{self.name} is stopping; add tasks once stop() returned")
+            task_id = self._next_id
             args = _config.as_args(args, task_id)
             kwargs = _config.as_kwargs(kwargs, task_id)
-            try:
-                iterator = iter(iterable)
-            except TypeError:
-                raise TypeError(f"task {task_id}: the iterable is not iterable "
-                                f"({type(iterable).__name__}); pass a list, a generator or "
-                                f"another task's result iterator") from None
-            for what, value in (("timeout", timeout), ("item_timeout", item_timeout)):
-                if value is not None and (isinstance(value, bool)
-                                          or not isinstance(value, (int, float)) or value < 0):
-                    raise ValueError(f"task {task_id}: {what} must be a number of seconds >= 0 "
-                                     f"or None, not {value!r}")
+            source, own = ((None, False) if upstream is not None else
+                           make_source(iterable, task_id, self.name, self.stride))
             spec = TaskSpec(task_id, func, args, kwargs, item_timeout=item_timeout)
             if self.worker_type == "process" and self.worker_num or self.worker_remote:
                 spec.payload = _config.dump_function(spec)
-            task = Task(task_id, spec, iterator, _is_chained(iterable), self.ordered, self.skip,
-                        timeout, block, track, steady=_is_steady(iterator))
+            task = Task(task_id, spec, source=source, upstream=upstream, own_source=own,
+                        ordered=self.ordered if ordered is None else bool(ordered),
+                        skip=self.skip, timeout=timeout, block=block, track=track)
+            self._next_id += 1
             self._tasks.append(task)
-            if track:
+            self._by_id[task_id] = task
+            if task.tracked_results is not None:
                 self._tasks_tracked[task_id] = task.tracked_results
+            if self._state is _State.STARTED:
+                self._attach(task)
         return TaskIterator(self, task_id, timeout, block, task)
 
     __call__ = add_task
 
-    def pop_task(self, number) -> None:
+    def pop_task(self, number: int | bool) -> None:
         """Remove the last ``number`` tasks (``True``: all of them). Only before start()."""
         with self._lock:
             if self._state is not _State.IDLE:
-                raise RuntimeError(f"{self.name}: pop_task() is only allowed before start()")
+                raise RuntimeError(f"{self.name}: pop_task() is only allowed before start(); "
+                                   f"remove a running task with its handle's remove()")
             removed = (len(self._tasks) if number is True
                        else _config.count("number", number, 0, 0))
             for task in self._tasks[len(self._tasks) - removed:]:
-                self._tasks_tracked.pop(task.id, None)
-            del self._tasks[len(self._tasks) - removed:]
+                self._forget(task)
+                task.remove()            # a task that reads it sees its end
 
-    def get_task(self, task=0, timeout=None, block=True) -> "TaskIterator":
-        """Another result iterator of task ``task`` (sharing its position)."""
-        if not isinstance(task, int) or not 0 <= task < len(self._tasks):
-            raise ValueError(f"{self.name}: no task {task!r} (tasks: 0..{len(self._tasks) - 1})")
-        return TaskIterator(self, task, timeout, block)
+    def get_task(self, task: int = 0, timeout: float | None = None,
+                 block: bool = True) -> TaskIterator:
+        """Another handle and result iterator of task ``task`` (sharing its position)."""
+        return TaskIterator(self, task, timeout, block, self._record(task))
+
+    def _record(self, task: int) -> Task:
+        record = self._by_id.get(task) if isinstance(task, int) else None
+        if record is None:
+            raise ValueError(f"{self.name}: no task {task!r} (tasks: {sorted(self._by_id)})")
+        return record
+
+    def _forget(self, task: Task) -> None:
+        """Take ``task`` out of the IMap's tables (under self._lock)."""
+        if self._by_id.get(task.id) is task:
+            del self._by_id[task.id]
+            self._tasks.remove(task)
+            self._tasks_tracked.pop(task.id, None)
+            self._by_key.pop(task.spec.key, None)
+
+    def _remove(self, task: Task) -> None:
+        """TaskIterator.remove(): see there."""
+        with self._lock:
+            if self._by_id.get(task.id) is not task:
+                return                       # removed already, or stopped since
+            self._forget(task)
+            feeder = self._feeder
+        task.remove()                    # readers, and tasks that read it, see its end
+        if feeder is not None:
+            feeder.remove(task)
+        if task.own_source:
+            task.source.close()
+
+    def _attach(self, task: Task) -> None:
+        """Make ``task`` part of the run (under self._lock, with a feeder)."""
+        feeder = self._feeder
+        assert feeder is not None
+        task.release_wake = feeder.wake
+        task.spec.owner = feeder
+        self._by_key[task.spec.key] = task
+        feeder.add(task)
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -236,7 +291,7 @@ class IMap:
         feeder = self._feeder
         return feeder.used() if feeder is not None else None
 
-    def start(self, stages=None) -> None:
+    def start(self, stages: Any = None) -> None:
         """Start the workers and the feeder. Raises WorkerStartError if a worker cannot start.
 
         ``stages`` (default both): 1 starts the workers and makes the results readable
@@ -254,6 +309,7 @@ class IMap:
                 if self._state is not _State.STARTED:
                     raise RuntimeError(f"{self.name}: start stage 2 needs stage 1 first")
                 feeder = self._feeder
+            assert feeder is not None
             feeder.start()
 
     def _start_workers(self) -> None:
@@ -262,27 +318,27 @@ class IMap:
                 raise RuntimeError(f"{self.name} is already started; stop() it first")
             self._state = _State.STARTING
             self._stopped.clear()
-            tasks = tuple(self._tasks)
+            count = len(self._tasks)
         try:
-            self._running = tasks
-            self._by_key = {task.spec.key: task for task in tasks}
-            self._pool = Pool(self._make_handles(), self._deliver, self.name)
-            self._pool.start()
-            self._feeder = Feeder(self.name, tasks, self._pool, self.stride,
-                                  buffer_size=self.buffer or 2 * max(1, len(tasks)) * self.stride,
-                                  batch_cap=max(1, math.ceil(self.stride / self._worker_total)),
-                                  workers=self._worker_total)
+            pool = Pool(self._make_handles(), self._deliver, self.name)
+            pool.start()
         except BaseException:
             with self._lock:
                 self._state = _State.IDLE
-                self._pool = self._feeder = None
                 self._stopped.set()
             raise
         with self._lock:
-            self._state = _State.STARTED   # only now may readers (other feeders) come in
+            self._pool = pool
+            self._feeder = Feeder(self.name, pool, self.stride,
+                                  buffer_size=self.buffer or 2 * max(1, count) * self.stride,
+                                  batch_cap=max(1, math.ceil(self.stride / self._worker_total)),
+                                  workers=self._worker_total)
+            for task in self._tasks:     # with those added while the workers started
+                self._attach(task)
+            self._state = _State.STARTED   # only now may readers come in
         _live.add(self)
 
-    def stop(self, ends=None, forced=False) -> None:
+    def stop(self, ends: Any = None, forced: bool = False) -> None:
         """End every task, join every thread and worker, remove the tasks.
 
         Results not taken yet are discarded. The IMap can then take new tasks and be
@@ -296,44 +352,64 @@ class IMap:
             if self._state is _State.STARTING:
                 raise RuntimeError(f"{self.name} is being started by another thread; stop() "
                                    f"it once start() returned")
-            if self._state is _State.STOPPING:
-                stopping_elsewhere = True
-            else:
-                stopping_elsewhere = False
-                self._state = _State.STOPPING
+            stopping_elsewhere = self._state is _State.STOPPING
+            self._state = _State.STOPPING
+            tasks = list(self._tasks)
+            feeder, pool = self._feeder, self._pool
         if stopping_elsewhere:
             self._stopped.wait()
             return
         try:
-            reason = "stop() was called"
-            for task in self._running:
-                task.close(RuntimeError(reason))
-            feeder = self._feeder
-            if feeder is not None:
-                feeder.stop()
-            self._pool.stop(forced=forced)
-            if feeder is not None and feeder.thread is not threading.current_thread():
-                feeder.thread.join(FEEDER_GRACE)
-                if feeder.thread.is_alive():
-                    log.warning("%s: the feeder is blocked inside a task's input iterator and "
-                                "is abandoned (a daemon thread); make the input end or see the "
-                                "stop on its own", self.name)
+            self._stop_run(tasks, feeder, pool, forced)
         finally:
             with self._lock:
                 self._tasks = []
-                self._tasks_tracked = {}
-                self._running = ()
+                self._by_id = {}
                 self._by_key = {}
+                self._next_id = 0
+                self._tasks_tracked = {}
                 self._pool = None
                 self._feeder = None
                 self._state = _State.IDLE
                 self._stopped.set()
             _live.discard(self)
 
+    def _stop_run(self, tasks: list[Task], feeder: Feeder | None, pool: Pool | None,
+                  forced: bool) -> None:
+        """Steps 1-3 of the shutdown order (module docstring)."""
+        readers = [task.source for task in tasks if task.own_source]
+        for source in readers:
+            source.close()
+        reason = RuntimeError("stop() was called")
+        for task in tasks:
+            task.close(reason)
+        if feeder is not None:
+            feeder.stop()
+        if pool is not None:
+            pool.stop(forced=forced)
+        deadline = time.monotonic() + FEEDER_GRACE
+        threads = [feeder.thread] if feeder is not None and feeder.thread.ident else []
+        threads += [s.thread for s in readers if s.thread is not None]
+        stuck = []
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
+                if thread.is_alive():
+                    stuck.append(thread.name)
+        if stuck:
+            message = (f"{self.name}: {', '.join(stuck)} blocked inside a task's input (or "
+                       f"its take()) and abandoned (daemon threads); make the input end, or "
+                       f"see the stop on its own")
+            log.warning("%s", message)
+            try:
+                warnings.warn(message, RuntimeWarning, stacklevel=3)
+            except Warning:
+                pass
+
     def __enter__(self) -> "IMap":
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         self.stop(forced=exc_type is not None)
 
     def __repr__(self) -> str:
@@ -342,7 +418,7 @@ class IMap:
 
     # -- results -----------------------------------------------------------------------------
 
-    def next(self, timeout=None, task=0, block=True):
+    def next(self, timeout: float | None = None, task: int = 0, block: bool = True) -> Any:
         """The next result of task ``task`` (see the class docstring).
 
         Raises the item's exception in its place, TimeoutError when no result is ready
@@ -352,56 +428,64 @@ class IMap:
         if self._state is not _State.STARTED:
             raise RuntimeError(f"{self.name} is not started: add tasks, then call start() "
                                f"(after stop() the tasks are removed)")
-        try:
-            current = self._running[task]
-        except (IndexError, TypeError):
-            raise ValueError(f"{self.name}: no task {task!r}") from None
+        return self._take(self._record(task), timeout, block)
+
+    def _live_record(self, task: Task) -> Task:
+        """``task``, checking that it can be read now (the IMap runs, in its run)."""
+        if self._state is not _State.STARTED or task.closed is not None:
+            raise RuntimeError(f"{self.name} is not started: add tasks, then call start() "
+                               f"(after stop() the tasks are removed)")
+        return task
+
+    def _take(self, task: Task, timeout: float | None, block: bool) -> Any:
+        self._live_record(task)
         feeder = self._feeder
-        return current.take(0 if not block else timeout, feeder.on_starving, feeder.wake,
-                            feeder.feed_now if threading.get_ident() == feeder.ident else None)
+        assert feeder is not None
+        return task.take(0 if not block else timeout, feeder.on_starving, feeder.wake)
 
-    def __iter__(self):
-        return self._iterate(0, None, True)
+    def __iter__(self) -> Iterator[Any]:
+        return self._iterate(self._record(0), None, True)
 
-    def __next__(self):
+    def __next__(self) -> Any:
         return self.next()
 
-    def _iterate(self, task_id, timeout, block):
+    def _iterate(self, task: Task, timeout: float | None, block: bool) -> Iterator[Any]:
         """Iteration over a task: the items of a plain batch are handed out by its list
         iterator at C speed (``chain`` asks _batches for the next iterator only once per
         batch); the first item of each batch and batches with errors go through Task.take."""
-        stream = _ResultStream.from_iterable(self._batches(task_id, timeout, block))
-        stream._where = (self, task_id)
+        stream = _ResultStream.from_iterable(self._batches(task, timeout, block))
+        stream._where = (self, task)
         return stream
 
-    def _batches(self, task_id, timeout, block):
+    def _batches(self, task: Task, timeout: float | None, block: bool) -> Iterator[Any]:
         if not block:
             timeout = 0
         while True:
-            if self._state is not _State.STARTED:
-                raise RuntimeError(f"{self.name} is not started: add tasks, then call start()")
-            task = self._running[task_id]
+            self._live_record(task)
             if task.plain():
                 yield task.cursor[1]     # shared with next(): one position for both
             feeder = self._feeder
-            feed_now = feeder.feed_now if threading.get_ident() == feeder.ident else None
+            assert feeder is not None
             try:
-                value = task.take(timeout, feeder.on_starving, feeder.wake, feed_now)
+                value = task.take(timeout, feeder.on_starving, feeder.wake)
             except StopIteration:
                 return
             yield (value,)
 
     # -- results from the pool -------------------------------------------------------------
 
-    def _deliver(self, batch: Batch, values: list, errors, elapsed: float) -> None:
+    def _deliver(self, batch: Batch, values: list[Any], errors: dict[int, BaseException] | None,
+                 elapsed: float) -> None:
+        feeder = batch.task.owner      # of an earlier run: its feeder (stopped)
         task = self._by_key.get(batch.task.key)
-        if task is None:  # a batch of a previous run, finishing after stop()
-            return
-        feeder = self._feeder
-        feeder.delivered(batch)
-        if not batch.isolated and errors is None:
-            task.learn(len(values), elapsed, feeder.batch_cap, batch.nbytes)
-        task.deliver(batch.start, values, errors)
+        if task is not None:           # else a removed task, or a batch of an earlier run
+            if errors:
+                _add_items(errors, batch.items)
+            if not batch.isolated and errors is None:
+                task.learn(len(values), elapsed, feeder.batch_cap, batch.nbytes)
+            task.deliver(batch.start, values, errors)
+        if feeder is not None:         # after the results are in: "nothing in flight"
+            feeder.delivered(batch)    # then means "every result is in its task"
 
     # -- workers -------------------------------------------------------------------------
 
@@ -425,6 +509,19 @@ class IMap:
             handles += remote.make_remote_handles(self.worker_remote, tls=self.remote_tls,
                                                   timeout=self.remote_timeout)
         return handles
+
+
+def _add_items(errors: dict[int, BaseException], items: list[Any]) -> None:
+    """Give each failed item's exception its input as ``.item`` (where it can be set)."""
+    for position, exc in errors.items():
+        if getattr(exc, "item", _MISSING) is _MISSING and position < len(items):
+            try:
+                exc.item = items[position]  # type: ignore[attr-defined]
+            except (AttributeError, TypeError):
+                pass
+
+
+_MISSING = object()
 
 
 @atexit.register
