@@ -41,7 +41,7 @@ def parse_remote(worker_remote) -> list:
     return remote.parse_worker_remote(worker_remote)
 
 
-def start_method(method):
+def start_method(method: "str | None") -> str:
     """The default is forkserver where it exists (Python 3.14's default on Linux): workers
     start in a clean single-threaded process, never forked from our own threads, and their
     main-thread malloc arena lets the shared-memory transport reuse memory (see _shm.py)."""

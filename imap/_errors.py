@@ -107,3 +107,17 @@ def rebuild_error(record: tuple) -> BaseException:
     if tb_text:
         attach_traceback(exc, tb_text)
     return exc
+
+
+_MISSING = object()
+
+
+def attach_items(errors: dict[int, BaseException], items: list[object]) -> None:
+    """Give each failed item's exception its input as ``.item`` (where it can be set and
+    the exception has none yet): the error then says which input it came from."""
+    for position, exc in errors.items():
+        if getattr(exc, "item", _MISSING) is _MISSING and position < len(items):
+            try:
+                exc.item = items[position]  # type: ignore[attr-defined]
+            except (AttributeError, TypeError):
+                pass

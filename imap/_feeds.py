@@ -16,9 +16,9 @@ from ._task import Task
 class Feed:
     """One task as the feeder sees it."""
 
-    __slots__ = ("task", "dealer", "reserving", "reserved", "pending", "ready", "ended")
+    __slots__ = ("dealer", "ended", "pending", "ready", "reserved", "reserving", "task")
 
-    def __init__(self, task: Task, dealer: "Dealer | None", reserving: bool) -> None:
+    def __init__(self, task: Task, dealer: Dealer | None, reserving: bool) -> None:
         self.task = task
         self.dealer = dealer
         # an IterableSource of the IMap with a reader thread: its read-ahead holds slots

@@ -34,19 +34,21 @@ import enum
 import itertools
 import logging
 import math
-import multiprocessing
 import os
 import threading
 import time
 import warnings
 import weakref
-from typing import Any, Callable, Iterator
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Self
 
 from . import _config
+from ._errors import attach_items
 from ._feeder import Feeder
 from ._inputs import make_source, upstream_of
-from ._pool import Pool
-from ._results import TaskIterator, _ResultStream
+from ._pool import Pool, make_handles
+from ._results import ResultReading, TaskIterator
 from ._task import Task
 from .backends import _shm
 from .backends.base import Batch, TaskSpec
@@ -59,7 +61,7 @@ STRIDE_PER_WORKER = 2048
 #: seconds stop() waits for the feeder and for input readers blocked inside a user's input
 FEEDER_GRACE = 2.0
 _names = itertools.count()
-_live: "weakref.WeakSet[IMap]" = weakref.WeakSet()
+_live: weakref.WeakSet[IMap] = weakref.WeakSet()
 
 
 class _State(enum.Enum):
@@ -69,7 +71,7 @@ class _State(enum.Enum):
     STOPPING = "stopping"
 
 
-class IMap:
+class IMap(ResultReading):
     """A lazy parallel map over several (function, iterable) tasks at once.
 
     ``IMap(f, xs)`` is like ``map(f, xs)`` evaluated by a pool of worker processes: it
@@ -320,7 +322,7 @@ class IMap:
             self._stopped.clear()
             count = len(self._tasks)
         try:
-            pool = Pool(self._make_handles(), self._deliver, self.name)
+            pool = Pool(make_handles(self), self._deliver, self.name)
             pool.start()
         except BaseException:
             with self._lock:
@@ -406,71 +408,16 @@ class IMap:
             except Warning:
                 pass
 
-    def __enter__(self) -> "IMap":
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         self.stop(forced=exc_type is not None)
 
     def __repr__(self) -> str:
         return (f"IMap(name={self.name!r}, worker_type={self.worker_type!r}, "
                 f"workers={self._worker_total}, stride={self.stride}, {self._state.value})")
-
-    # -- results -----------------------------------------------------------------------------
-
-    def next(self, timeout: float | None = None, task: int = 0, block: bool = True) -> Any:
-        """The next result of task ``task`` (see the class docstring).
-
-        Raises the item's exception in its place, TimeoutError when no result is ready
-        within ``timeout`` seconds (``block=False``: at once), StopIteration at the end of
-        the task (and on every later call), RuntimeError when the IMap is not started.
-        """
-        if self._state is not _State.STARTED:
-            raise RuntimeError(f"{self.name} is not started: add tasks, then call start() "
-                               f"(after stop() the tasks are removed)")
-        return self._take(self._record(task), timeout, block)
-
-    def _live_record(self, task: Task) -> Task:
-        """``task``, checking that it can be read now (the IMap runs, in its run)."""
-        if self._state is not _State.STARTED or task.closed is not None:
-            raise RuntimeError(f"{self.name} is not started: add tasks, then call start() "
-                               f"(after stop() the tasks are removed)")
-        return task
-
-    def _take(self, task: Task, timeout: float | None, block: bool) -> Any:
-        self._live_record(task)
-        feeder = self._feeder
-        assert feeder is not None
-        return task.take(0 if not block else timeout, feeder.on_starving, feeder.wake)
-
-    def __iter__(self) -> Iterator[Any]:
-        return self._iterate(self._record(0), None, True)
-
-    def __next__(self) -> Any:
-        return self.next()
-
-    def _iterate(self, task: Task, timeout: float | None, block: bool) -> Iterator[Any]:
-        """Iteration over a task: the items of a plain batch are handed out by its list
-        iterator at C speed (``chain`` asks _batches for the next iterator only once per
-        batch); the first item of each batch and batches with errors go through Task.take."""
-        stream = _ResultStream.from_iterable(self._batches(task, timeout, block))
-        stream._where = (self, task)
-        return stream
-
-    def _batches(self, task: Task, timeout: float | None, block: bool) -> Iterator[Any]:
-        if not block:
-            timeout = 0
-        while True:
-            self._live_record(task)
-            if task.plain():
-                yield task.cursor[1]     # shared with next(): one position for both
-            feeder = self._feeder
-            assert feeder is not None
-            try:
-                value = task.take(timeout, feeder.on_starving, feeder.wake)
-            except StopIteration:
-                return
-            yield (value,)
 
     # -- results from the pool -------------------------------------------------------------
 
@@ -480,48 +427,12 @@ class IMap:
         task = self._by_key.get(batch.task.key)
         if task is not None:           # else a removed task, or a batch of an earlier run
             if errors:
-                _add_items(errors, batch.items)
+                attach_items(errors, batch.items)
             if not batch.isolated and errors is None:
                 task.learn(len(values), elapsed, feeder.batch_cap, batch.nbytes)
             task.deliver(batch.start, values, errors)
         if feeder is not None:         # after the results are in: "nothing in flight"
             feeder.delivered(batch)    # then means "every result is in its task"
-
-    # -- workers -------------------------------------------------------------------------
-
-    def _make_handles(self) -> list:
-        handles = []
-        if self.worker_num:
-            if self.worker_type == "thread":
-                from .backends.thread import ThreadHandle
-                handles += [ThreadHandle(i) for i in range(self.worker_num)]
-            else:
-                from .backends.process import ProcessHandle
-                context = multiprocessing.get_context(self.start_method)
-                if self.start_method == "forkserver":
-                    # imported once by the fork server instead of by every worker
-                    context.set_forkserver_preload(list(_config.PRELOAD))
-                prefix = _shm.pool_prefix()
-                handles += [ProcessHandle(i, context, self.name, self.shm_threshold, prefix)
-                            for i in range(self.worker_num)]
-        if self.worker_remote:
-            from .backends import remote
-            handles += remote.make_remote_handles(self.worker_remote, tls=self.remote_tls,
-                                                  timeout=self.remote_timeout)
-        return handles
-
-
-def _add_items(errors: dict[int, BaseException], items: list[Any]) -> None:
-    """Give each failed item's exception its input as ``.item`` (where it can be set)."""
-    for position, exc in errors.items():
-        if getattr(exc, "item", _MISSING) is _MISSING and position < len(items):
-            try:
-                exc.item = items[position]  # type: ignore[attr-defined]
-            except (AttributeError, TypeError):
-                pass
-
-
-_MISSING = object()
 
 
 @atexit.register

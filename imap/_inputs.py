@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ._task import Task
 
 
-def upstream_of(iterable: object) -> "Task | None":
+def upstream_of(iterable: object) -> Task | None:
     """The task whose results ``iterable`` reads directly, or None."""
     if isinstance(iterable, TaskIterator):
         return iterable._record
@@ -38,8 +38,8 @@ def make_source(iterable: object, task_id: int, name: str, read_ahead: int
     if is_batch_source(iterable):
         return iterable, False
     try:
-        source = IterableSource(iterable, read_ahead=read_ahead,  # type: ignore[arg-type]
-                                name=f"{name}-task-{task_id}")
+        source: IterableSource[Any] = IterableSource(
+            iterable, read_ahead=read_ahead, name=f"{name}-task-{task_id}")  # type: ignore[arg-type]
     except TypeError:
         raise TypeError(f"task {task_id}: the iterable is not iterable "
                         f"({type(iterable).__name__}); pass a list, a generator, a "

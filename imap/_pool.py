@@ -16,11 +16,15 @@ Shutdown order (stop):
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import queue
 import threading
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
+from . import _config
 from ._errors import WorkerDiedError, WorkerStartError
+from .backends import _shm
 from .backends.base import Batch, WorkerHandle, WorkerLost
 
 log = logging.getLogger("imap")
@@ -227,6 +231,29 @@ class Pool:
                                      index=batch.start + i)
                   for i in range(len(batch.items))}
         self._deliver(batch, [None] * len(batch.items), errors, 0.0)
+
+
+def make_handles(imap: Any) -> list[WorkerHandle]:
+    """The worker handles of an IMap's settings: threads or processes, then remote slots."""
+    handles: list[WorkerHandle] = []
+    if imap.worker_num:
+        if imap.worker_type == "thread":
+            from .backends.thread import ThreadHandle
+            handles += [ThreadHandle(i) for i in range(imap.worker_num)]
+        else:
+            from .backends.process import ProcessHandle
+            context = multiprocessing.get_context(imap.start_method)
+            if imap.start_method == "forkserver":
+                # imported once by the fork server instead of by every worker
+                context.set_forkserver_preload(list(_config.PRELOAD))
+            prefix = _shm.pool_prefix()
+            handles += [ProcessHandle(i, context, imap.name, imap.shm_threshold, prefix)
+                        for i in range(imap.worker_num)]
+    if imap.worker_remote:
+        from .backends import remote
+        handles += remote.make_remote_handles(imap.worker_remote, tls=imap.remote_tls,
+                                              timeout=imap.remote_timeout)
+    return handles
 
 
 def _quietly(call) -> None:

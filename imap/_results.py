@@ -10,11 +10,13 @@ and result iterator) and the stream of its results (``_ResultStream``, made by i
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from .protocols import Results, Wake
 
 if TYPE_CHECKING:
+    from ._feeder import Feeder
     from ._imap import IMap
     from ._task import Run, Task
 
@@ -25,7 +27,75 @@ class _ResultStream(itertools.chain):  # type: ignore[type-arg]
     """What iterating a task gives: a chain of its batches. ``_where`` is (imap, task):
     a task whose input it is reads the task's results with take_ready instead."""
 
-    _where: "tuple[IMap, Task]"
+    _where: tuple[IMap, Task]
+
+
+class ResultReading:
+    """The reading half of IMap: next(), iteration, and the checks TaskIterator uses."""
+
+    name: str
+    _feeder: Feeder | None
+
+    @property
+    def started(self) -> bool:
+        raise NotImplementedError
+
+    def _record(self, task: int) -> Task:
+        raise NotImplementedError
+
+    def next(self, timeout: float | None = None, task: int = 0, block: bool = True) -> Any:
+        """The next result of task ``task`` (see the class docstring).
+
+        Raises the item's exception in its place, TimeoutError when no result is ready
+        within ``timeout`` seconds (``block=False``: at once), StopIteration at the end of
+        the task (and on every later call), RuntimeError when the IMap is not started.
+        """
+        if not self.started:
+            raise RuntimeError(f"{self.name} is not started: add tasks, then call start() "
+                               f"(after stop() the tasks are removed)")
+        return self._take(self._record(task), timeout, block)
+
+    def _live_record(self, task: Task) -> Task:
+        """``task``, checking that it can be read now (the IMap runs, in its run)."""
+        if not self.started or task.closed is not None:
+            raise RuntimeError(f"{self.name} is not started: add tasks, then call start() "
+                               f"(after stop() the tasks are removed)")
+        return task
+
+    def _take(self, task: Task, timeout: float | None, block: bool) -> Any:
+        self._live_record(task)
+        feeder = self._feeder
+        assert feeder is not None
+        return task.take(0 if not block else timeout, feeder.on_starving, feeder.wake)
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._iterate(self._record(0), None, True)
+
+    def __next__(self) -> Any:
+        return self.next()
+
+    def _iterate(self, task: Task, timeout: float | None, block: bool) -> Iterator[Any]:
+        """Iteration over a task: the items of a plain batch are handed out by its list
+        iterator at C speed (``chain`` asks _batches for the next iterator only once per
+        batch); the first item of each batch and batches with errors go through Task.take."""
+        stream = _ResultStream.from_iterable(self._batches(task, timeout, block))
+        stream._where = (self, task)  # type: ignore[attr-defined]
+        return stream
+
+    def _batches(self, task: Task, timeout: float | None, block: bool) -> Iterator[Any]:
+        if not block:
+            timeout = 0
+        while True:
+            self._live_record(task)
+            if task.plain():
+                yield task.cursor[1]     # shared with next(): one position for both
+            feeder = self._feeder
+            assert feeder is not None
+            try:
+                value = task.take(timeout, feeder.on_starving, feeder.wake)
+            except StopIteration:
+                return
+            yield (value,)
 
 
 class TaskIterator:
@@ -35,10 +105,10 @@ class TaskIterator:
     says when results arrived; ``remove()`` ends the task.
     """
 
-    __slots__ = ("_imap", "task", "timeout", "block", "_record")
+    __slots__ = ("_imap", "_record", "block", "task", "timeout")
 
-    def __init__(self, imap: "IMap", task: int, timeout: float | None = None,
-                 block: bool = True, record: "Task | None" = None) -> None:
+    def __init__(self, imap: IMap, task: int, timeout: float | None = None,
+                 block: bool = True, record: Task | None = None) -> None:
         self._imap = imap
         self.task = task
         self.timeout = timeout
@@ -79,7 +149,7 @@ class TaskIterator:
             values.extend(run_values)
         return Results(values, errors)
 
-    def _take_runs(self, count: int | None) -> "list[Run] | None":
+    def _take_runs(self, count: int | None) -> list[Run] | None:
         """take_ready with the index of each result: runs of (first index, values, errors)."""
         if count is not None and (isinstance(count, bool) or not isinstance(count, int)
                                   or count < 1):

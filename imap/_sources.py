@@ -25,7 +25,8 @@ import collections
 import itertools
 import logging
 import threading
-from typing import Any, Generic, Iterable, Iterator, TypeVar
+from typing import Any, Generic, TypeVar
+from collections.abc import Iterable, Iterator
 
 from .protocols import Wake
 

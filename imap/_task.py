@@ -22,7 +22,8 @@ import logging
 import math
 import threading
 import time
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from .backends.base import TaskSpec
 from .protocols import Wake
@@ -52,7 +53,7 @@ class Task:
     """
 
     def __init__(self, task_id: int, spec: TaskSpec, *, source: Any = None,
-                 upstream: "Task | None" = None, own_source: bool = False,
+                 upstream: Task | None = None, own_source: bool = False,
                  ordered: bool = True, skip: bool = False, timeout: float | None = None,
                  block: bool = True, track: bool = False) -> None:
         self.id = task_id
@@ -104,7 +105,8 @@ class Task:
     def position(self) -> int:
         """How many items of the current batch were consumed."""
         values, iterator = self.cursor
-        return len(values) - iterator.__length_hint__()
+        left: int = iterator.__length_hint__()
+        return len(values) - left
 
     def released(self) -> int:
         """Buffer slots this task gave back (see the comment in __init__)."""

@@ -15,21 +15,20 @@ docs/imap.md, "Feeding an IMap from your own sources", for a runnable example.
 """
 from __future__ import annotations
 
-from typing import Callable, Generic, NamedTuple, Protocol, TypeVar, runtime_checkable
+from typing import Generic, NamedTuple, Protocol, TypeVar, runtime_checkable
+from collections.abc import Callable
 
-__all__ = ["Wake", "BatchSource", "BatchFunction", "Results"]
+__all__ = ["BatchFunction", "BatchSource", "Results", "Wake"]
 
-T_co = TypeVar("T_co", covariant=True)
-T_contra = TypeVar("T_contra", contravariant=True)
+T = TypeVar("T")
 R = TypeVar("R")
-R_co = TypeVar("R_co", covariant=True)
 
 #: a callback that only sets a flag and notifies a condition; callable from any thread
 Wake = Callable[[], None]
 
 
 @runtime_checkable
-class BatchSource(Protocol[T_co]):
+class BatchSource(Protocol[T]):
     """An input that an IMap reads in batches without ever blocking its feeder.
 
     ``take(count)`` returns up to ``count`` (>= 1) items that are ready now, without
@@ -44,12 +43,12 @@ class BatchSource(Protocol[T_co]):
     Calling it too often is allowed; never calling it leaves the task waiting.
     """
 
-    def take(self, count: int) -> list[T_co] | None: ...
+    def take(self, count: int) -> list[T] | None: ...
 
     def notify(self, wake: Wake) -> None: ...
 
 
-class BatchFunction(Protocol[T_contra, R_co]):
+class BatchFunction(Protocol[T, R]):
     """A task function that also evaluates whole batches where it runs.
 
     ``call_batch(items)`` returns ``(values, errors)``: one value per item (``None`` where
@@ -59,10 +58,10 @@ class BatchFunction(Protocol[T_contra, R_co]):
     so it must be callable too.
     """
 
-    def __call__(self, item: T_contra) -> R_co: ...
+    def __call__(self, item: T) -> R: ...
 
-    def call_batch(self, items: list[T_contra]  # type: ignore[misc]  # contravariant in a list
-                   ) -> tuple[list[R_co], dict[int, BaseException] | None]: ...
+    def call_batch(self, items: list[T]) -> tuple[list[R], dict[int, BaseException] | None]:
+        ...
 
 
 class Results(NamedTuple, Generic[R]):
