@@ -54,6 +54,7 @@ class Feeder(SlotAccounting):
         self.batch_cap = batch_cap
         self._thread_started = False
         self._dealers: dict[int, Dealer] = {}        # id(upstream Task) -> its dealer
+        self._source_feeds: dict[int, list[Feed]] = {}   # id(source) -> tasks reading it
         self.thread = threading.Thread(target=self._feed_tasks, daemon=True,
                                        name=f"{name}-feeder")
 
@@ -156,7 +157,7 @@ class Feeder(SlotAccounting):
             if not self._wait_for_room(task):
                 return None if self.stopping else done > 0
             wanted = min(task.next_batch_size(self.batch_cap), quota - done)
-            moved = (self._feed_chain(feed, wanted) if feed.dealer is not None
+            moved = (self._feed_dealt(feed, wanted) if feed.dealer is not None
                      else self._feed_source(feed, wanted, quota - done))
             if not moved:
                 break                    # nothing ready, the end, or no slots for it
@@ -207,8 +208,9 @@ class Feeder(SlotAccounting):
         elif granted > used:
             self._give_back(granted - used)
 
-    def _feed_chain(self, feed: Feed, wanted: int) -> int:
-        """Results of the upstream task, dealt to this one: how many were submitted."""
+    def _feed_dealt(self, feed: Feed, wanted: int) -> int:
+        """Items dealt to this task (an upstream task's results, or a source it shares):
+        how many were submitted."""
         dealer = feed.dealer
         assert dealer is not None
         if not feed.pending and not dealer.ended:
@@ -270,16 +272,19 @@ class Feeder(SlotAccounting):
             self._leave(task)
 
     def _join(self, task: Task) -> None:
+        upstream, source = task.upstream, task.source
         dealer = None
-        upstream = task.upstream
         if upstream is not None:
             dealer = self._dealers.get(id(upstream))
             if dealer is None:
                 same = upstream.release_wake == self.wake
-                dealer = self._dealers[id(upstream)] = Dealer(upstream, self.stride, same)
+                dealer = Dealer(self.stride, upstream=upstream, same_imap=same)
+                self._dealers[id(upstream)] = dealer
                 upstream.listeners.append(self._dealer_wake(dealer))
-        source = task.source
-        feed = Feed(task, dealer, task.own_source and not getattr(source, "steady", True))
+        elif id(source) in self._source_feeds:
+            dealer = self._share(source)      # several tasks read one source: deal it
+        feed = Feed(task, dealer, task.own_source and not getattr(source, "steady", True)
+                    and dealer is None)
         if dealer is not None:
             dealer.readers.append(feed)
         self._feeds.append(feed)
@@ -288,10 +293,28 @@ class Feeder(SlotAccounting):
         with self._cond:
             self._accounted = self._accounted + (task,)
         if source is not None:
-            try:
-                source.notify(self._source_wake(feed))
-            except BaseException as exc:  # noqa: BLE001 - that task's error; it ends
-                self._end_with_error(feed, exc)
+            sharing = self._source_feeds.setdefault(id(source), [])
+            sharing.append(feed)
+            if len(sharing) == 1:
+                try:
+                    source.notify(self._source_wake(sharing))
+                except BaseException as exc:  # noqa: BLE001 - that task's error; it ends
+                    self._end_with_error(feed, exc)
+
+    def _share(self, source: Any) -> Dealer:
+        """The dealer of a source a second task reads (made, and given the first task's
+        feed, on the first such task)."""
+        first = self._source_feeds[id(source)][0]
+        if first.dealer is not None:
+            return first.dealer
+        dealer = Dealer(self.stride, source=source)
+        dealer.readers.append(first)
+        first.dealer = dealer
+        if first.reserving:
+            first.reserving = False
+            self._give_back(first.reserved)
+            first.reserved = 0
+        return dealer
 
     def _leave(self, task: Task) -> None:
         feed = self._feed_of.pop(task, None)
@@ -309,20 +332,26 @@ class Feeder(SlotAccounting):
             self._held -= outstanding
             self._accounted = tuple(t for t in self._accounted if t is not task)
             self._events += 1
-        if task.own_source:
-            task.source.close()
+        if task.source is not None:
+            sharing = self._source_feeds[id(task.source)]
+            sharing.remove(feed)
+            if not sharing:
+                del self._source_feeds[id(task.source)]
+                if task.own_source:
+                    task.source.close()
         dealer = feed.dealer
         if dealer is not None:
             dealer.remove_reader(feed)
-            if not dealer.readers:
+            if not dealer.readers and dealer.upstream is not None:
                 del self._dealers[id(dealer.upstream)]
                 dealer.upstream.listeners[:] = [
                     w for w in dealer.upstream.listeners
                     if getattr(w, "dealer", None) is not dealer]
 
-    def _source_wake(self, feed: Feed) -> Any:
-        def wake() -> None:
-            feed.ready = True
+    def _source_wake(self, feeds: list[Feed]) -> Any:
+        def wake() -> None:            # one per source: every task reading it may go on
+            for feed in feeds:
+                feed.ready = True
             self.poke()
         return wake
 

@@ -43,12 +43,15 @@ class Feed:
 
 
 class Dealer:
-    """Deals the results of one upstream task to the tasks that read it: in blocks of
-    ``stride`` results, in turn, in the order the readers were added (so that, as in the
-    original weave, each reader gets one stride per round)."""
+    """Deals the items of one input to the tasks that read it, in blocks of ``stride``, in
+    turn, in the order the readers were added (so that, as in the original weave, each
+    reader gets one stride per round). The input is an ``upstream`` task's results (a
+    chain) or a ``source`` that several tasks were given (papy's spawned copies)."""
 
-    def __init__(self, upstream: Task, stride: int, same_imap: bool) -> None:
+    def __init__(self, stride: int, upstream: Task | None = None, source: Any = None,
+                 same_imap: bool = False) -> None:
         self.upstream = upstream
+        self.source = source
         self.stride = stride
         self.same_imap = same_imap     # its results hold our slots already: move them over
         self.readers: list[Feed] = []
@@ -57,8 +60,10 @@ class Dealer:
         self.ended = False
 
     def pull(self, count: int | None) -> int:
-        """Take up to ``count`` ready results of the upstream (None: all) and deal them;
-        returns how many. At the upstream's end every reader is woken to see it."""
+        """Take up to ``count`` ready items of the input (None: all) and deal them; returns
+        how many. At the input's end every reader is woken to see it."""
+        if self.upstream is None:
+            return self._pull_source(count or 1)
         runs = self.upstream.take_runs(count)
         if runs is None:
             self.ended = True
@@ -71,6 +76,20 @@ class Dealer:
         if taken:
             self.upstream.wake_feeder_if_due()
         return taken
+
+    def _pull_source(self, count: int) -> int:
+        try:
+            items = self.source.take(count)
+        except BaseException as exc:  # noqa: BLE001 - the error of the next position
+            self._deal([None], {0: exc})
+            return 1
+        if items is None:
+            self.ended = True
+            self.wake()
+            return 0
+        if items:
+            self._deal(items, None)
+        return len(items)
 
     def _deal(self, values: list[Any], errors: dict[int, BaseException] | None) -> None:
         if len(self.readers) == 1:

@@ -159,6 +159,7 @@ class IMap(ResultReading):
         self._by_id: dict[int, Task] = {}
         self._by_key: dict[int, Task] = {}        # spec.key -> task, for deliveries
         self._next_id = 0
+        self._iterators: dict[int, tuple[object, Any]] = {}   # shared inputs (_inputs.py)
         self._tasks_tracked: dict[int, dict[int, Any]] = {}
         self._lock = threading.Lock()
         self._state = _State.IDLE
@@ -203,7 +204,8 @@ class IMap(ResultReading):
             args = _config.as_args(args, task_id)
             kwargs = _config.as_kwargs(kwargs, task_id)
             source, own = ((None, False) if upstream is not None else
-                           make_source(iterable, task_id, self.name, self.stride))
+                           make_source(iterable, task_id, self.name, self.stride,
+                                       self._iterators))
             spec = TaskSpec(task_id, func, args, kwargs, item_timeout=item_timeout)
             if self.worker_type == "process" and self.worker_num or self.worker_remote:
                 spec.payload = _config.dump_function(spec)
@@ -261,9 +263,7 @@ class IMap(ResultReading):
             feeder = self._feeder
         task.remove()                    # readers, and tasks that read it, see its end
         if feeder is not None:
-            feeder.remove(task)
-        if task.own_source:
-            task.source.close()
+            feeder.remove(task)          # it closes the task's reader, if it was its own
 
     def _attach(self, task: Task) -> None:
         """Make ``task`` part of the run (under self._lock, with a feeder)."""
@@ -369,6 +369,7 @@ class IMap(ResultReading):
                 self._by_id = {}
                 self._by_key = {}
                 self._next_id = 0
+                self._iterators = {}
                 self._tasks_tracked = {}
                 self._pool = None
                 self._feeder = None
@@ -379,7 +380,7 @@ class IMap(ResultReading):
     def _stop_run(self, tasks: list[Task], feeder: Feeder | None, pool: Pool | None,
                   forced: bool) -> None:
         """Steps 1-3 of the shutdown order (module docstring)."""
-        readers = [task.source for task in tasks if task.own_source]
+        readers = list({id(t.source): t.source for t in tasks if t.own_source}.values())
         for source in readers:
             source.close()
         reason = RuntimeError("stop() was called")

@@ -32,18 +32,26 @@ def upstream_of(iterable: object) -> Task | None:
     return None
 
 
-def make_source(iterable: object, task_id: int, name: str, read_ahead: int
-                ) -> tuple[Any, bool]:
-    """(the BatchSource of a task that is not a chain, True when the IMap made it)."""
+def make_source(iterable: object, task_id: int, name: str, read_ahead: int,
+                known: dict[int, tuple[object, Any]]) -> tuple[Any, bool]:
+    """(the BatchSource of a task that is not a chain, True when the IMap made it).
+
+    ``known`` maps id(iterator) to (iterator, its IterableSource) for the tasks of the run:
+    tasks given the same iterator share one source, and take turns on it (in the weave)."""
     if is_batch_source(iterable):
         return iterable, False
     try:
-        source: IterableSource[Any] = IterableSource(
-            iterable, read_ahead=read_ahead, name=f"{name}-task-{task_id}")  # type: ignore[arg-type]
+        iterator = iter(iterable)  # type: ignore[call-overload]
     except TypeError:
         raise TypeError(f"task {task_id}: the iterable is not iterable "
                         f"({type(iterable).__name__}); pass a list, a generator, a "
                         f"BatchSource or another task's result iterator") from None
+    shared = known.get(id(iterator))
+    if shared is not None and shared[0] is iterator:
+        return shared[1], True
+    source: IterableSource[Any] = IterableSource(iterator, read_ahead=read_ahead,
+                                                 name=f"{name}-task-{task_id}")
+    known[id(iterator)] = (iterator, source)
     return source, True
 
 

@@ -268,6 +268,19 @@ def test_waiting_for_input_is_a_harmless_no_op():
     imap.waiting_for_input()
 
 
+@pytest.mark.parametrize("kind", ["steady", "generator"])
+def test_tasks_given_one_iterator_take_turns_of_stride_items(kind):
+    shared = iter(range(12)) if kind == "steady" else (x for x in range(12))
+    pool = IMap(worker_type="thread", worker_num=2, stride=3)
+    first = pool.add_task(add1, shared)
+    second = pool.add_task(add1, shared)
+    with pool:
+        pool.start()
+        assert list(zip(first, second)) == [(1, 4), (2, 5), (3, 6), (7, 10), (8, 11),
+                                            (9, 12)]
+        assert first.take_ready() is None and second.take_ready() is None
+
+
 # -- take_ready ---------------------------------------------------------------------------------
 
 def gated(gates):
