@@ -15,7 +15,10 @@ from ._config import override_workers, preload  # noqa: F401 - imap.<name>, not 
 from ._imap import IMap
 from ._results import TaskIterator
 from ._imports import imports
+from ._sources import IterableSource
+from .protocols import BatchFunction, BatchSource, Results, Wake
 
 __all__ = ["IMap", "TaskIterator", "imports", "waiting_for_input", "IMapError",
            "WorkerDiedError", "SerializationError", "WorkerStartError", "RemoteError",
-           "RemoteTraceback", "BrokenPoolError", "IMapWarning"]
+           "RemoteTraceback", "BrokenPoolError", "IMapWarning", "BatchSource", "BatchFunction",
+           "Results", "Wake", "IterableSource"]

@@ -145,3 +145,17 @@ def warn_safely(message: str, stacklevel: int = 2) -> None:
         warnings.warn(message, IMapWarning, stacklevel=stacklevel + 1)
     except Warning:
         logging.getLogger("imap").warning("%s", message)
+
+
+_MISSING = object()
+
+
+def attach_items(errors: dict[int, BaseException], items: list[object]) -> None:
+    """Give each failed item's exception its input as ``.item`` (where it can be set and
+    the exception has none yet): the error then says which input it came from."""
+    for position, exc in errors.items():
+        if getattr(exc, "item", _MISSING) is _MISSING and position < len(items):
+            try:
+                exc.item = items[position]  # type: ignore[attr-defined]
+            except (AttributeError, TypeError):
+                pass

@@ -94,16 +94,18 @@ def evaluate(call, items):
     ``values``. The loop runs in C (``list.extend`` over ``map``) until an exception, which
     is recorded before the same ``map`` iterator goes on with the next item.
 
-    A callable whose class defines ``__imap_batch__(items) -> (values, errors)`` (same
-    meaning) is given the whole batch instead; an exception it raises is every item's error.
+    A callable whose class defines ``call_batch(items) -> (values, errors)`` (same
+    meaning; ``imap.protocols.BatchFunction``, recognised by its shape so that this module
+    imports nothing) is given the whole batch instead; an exception it raises is every
+    item's error.
     """
     started = time.perf_counter()
-    batch = getattr(type(call), "__imap_batch__", None)
+    batch = getattr(type(call), "call_batch", None)
     if batch is not None:
         try:
             values, errors = batch(call, items)
             if len(values) != len(items):
-                raise RuntimeError(f"{type(call).__name__}.__imap_batch__ returned "
+                raise RuntimeError(f"{type(call).__name__}.call_batch returned "
                                    f"{len(values)} values for {len(items)} items")
         except BaseException as exc:  # noqa: BLE001 - the whole batch's error
             values, errors = [None] * len(items), dict.fromkeys(range(len(items)), exc)

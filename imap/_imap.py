@@ -2,23 +2,29 @@
 
 Data flow:
 
-    task iterables --> Feeder thread (_feeder.py) --Batch--> Pool (_pool.py, dispatch queue)
-        --> slot threads --> workers (threads | processes | remote connections | Dask futures)
+    task inputs (BatchSource | IterableSource | another task's results)
+        --> Feeder thread (_feeder.py, never waits for an input)
+        --Batch--> Pool (_pool.py, dispatch queue) --> slot threads
+        --> workers (threads | processes | remote connections | Dask futures)
         --> slot threads --IMap._deliver--> Task.arrived (per task, under Task.cond)
-        --> next() / iteration, in the consumer's thread (_task.py)
+        --> next() / iteration / take_ready(), in the consumer's thread (_task.py)
 
 Threads and what each owns:
     feeder     the weave and the buffer accounting (one Feeder per run, see _feeder.py)
+    readers    one per input that may wait (imap._sources.IterableSource): next() on it
     slots      one per worker (see _pool.py); deliver finished batches to their Task
-    consumer   whoever calls next(); gives a buffer slot back for every result it takes
+    consumer   whoever calls next()/take_ready(); gives a buffer slot back per result taken
 
 Life cycle (self._state, changed only under self._lock):
     IDLE --start()--> STARTING --> STARTED --stop()--> STOPPING --> IDLE (tasks removed)
+Tasks: add_task() in any state but STOPPING; handle.remove() in any state.
 
 Shutdown order in stop():
- 1. state STOPPING; every task is closed (blocked readers get RuntimeError), feeder told
+ 1. state STOPPING; the input readers the IMap made are closed; every task is closed
+    (blocked readers get RuntimeError, notify callbacks are called); the feeder is told
  2. the pool stops: queued batches dropped, workers finish (or are killed if forced), joined
- 3. the feeder is joined (one stuck inside a user's iterator is abandoned after a grace)
+ 3. the feeder and the input readers are joined (a reader stuck inside a user's iterator is
+    abandoned after a grace, with a warning)
  4. tasks removed, state IDLE
 """
 from __future__ import annotations
@@ -28,17 +34,20 @@ import enum
 import itertools
 import logging
 import math
-import multiprocessing
 import os
 import threading
+import time
 import weakref
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Self
 
 from . import _config
-from ._errors import warn_safely
+from ._errors import attach_items, warn_safely
 from ._feeder import Feeder
-from ._inputs import _is_chained, _is_steady
-from ._pool import Pool
-from ._results import TaskIterator, _ResultStream
+from ._inputs import make_source, upstream_of
+from ._pool import Pool, make_handles
+from ._results import ResultReading, TaskIterator
 from ._task import Task
 from .backends import _forkserver, _main_guard, _shm
 from .backends import process as _process  # noqa: F401 - imported with imap, not in a start
@@ -49,10 +58,10 @@ log.addHandler(logging.NullHandler())
 
 #: default stride per worker: long enough for batches that amortise IPC (see docs/imap.md)
 STRIDE_PER_WORKER = 2048
-#: seconds stop() waits for a feeder that is blocked inside a user's iterator
+#: seconds stop() waits for the feeder and for input readers blocked inside a user's input
 FEEDER_GRACE = 2.0
 _names = itertools.count()
-_live: "weakref.WeakSet[IMap]" = weakref.WeakSet()
+_live: weakref.WeakSet[IMap] = weakref.WeakSet()
 
 
 class _State(enum.Enum):
@@ -62,7 +71,7 @@ class _State(enum.Enum):
     STOPPING = "stopping"
 
 
-class IMap:
+class IMap(ResultReading):
     """A lazy parallel map over several (function, iterable) tasks at once.
 
     ``IMap(f, xs)`` is like ``map(f, xs)`` evaluated by a pool of worker processes: it
@@ -106,12 +115,14 @@ class IMap:
                     pipe (default 1 MiB; 0 turns it off)
     """
 
-    __imap_chained__ = True     # an input that reads an IMap's results (imap._inputs)
-
-    def __init__(self, func=None, iterable=None, args=None, kwargs=None, worker_type="process",
-                 worker_num=None, worker_remote=None, stride=None, buffer=None, ordered=True,
-                 skip=False, name=None, start_method=None, remote_tls=None, remote_timeout=None,
-                 shm_threshold=None):
+    def __init__(self, func: Callable[..., Any] | None = None, iterable: Any = None,
+                 args: Any = None, kwargs: Any = None, worker_type: str = "process",
+                 worker_num: int | None = None, worker_remote: Any = None,
+                 stride: int | None = None, buffer: int | None = None, ordered: bool = True,
+                 skip: bool = False, name: str | None = None, start_method: str | None = None,
+                 remote_tls: dict[str, str] | None = None,
+                 remote_timeout: float | None = None, shm_threshold: int | None = None
+                 ) -> None:
         if (func is None) != (iterable is None):
             raise ValueError("IMap(func, iterable): give both (to start task 0 at once) or "
                              "neither (then add_task() and start())")
@@ -138,11 +149,11 @@ class IMap:
         if self._worker_total == 0:
             raise ValueError("the pool has no workers: worker_num=0 needs worker_remote=[('host', "
                              "n), ...]; or give worker_num >= 1")
-        self.buffer = _config.count("buffer", buffer, None, minimum=1)
+        self.buffer: int | None = _config.count("buffer", buffer, None, minimum=1)
         default_stride = stride_per_worker * self._worker_total
         if self.buffer is not None:
             default_stride = min(default_stride, self.buffer)
-        self.stride = _config.count("stride", stride, default_stride, minimum=1)
+        self.stride: int = _config.count("stride", stride, default_stride, minimum=1)
         if self.buffer is not None and self.buffer < self.stride:
             raise ValueError(f"buffer ({self.buffer}) must be >= stride ({self.stride}): the "
                              f"feeder puts stride items of a task in flight at a time")
@@ -159,8 +170,12 @@ class IMap:
         self.remote_tls = remote_tls
         self.remote_timeout = _config.seconds("remote_timeout", remote_timeout,
                                               allow_zero=False)
-        self._tasks: list[Task] = []
-        self._tasks_tracked: dict = {}
+        self._tasks: list[Task] = []              # in the order they were added
+        self._by_id: dict[int, Task] = {}
+        self._by_key: dict[int, Task] = {}        # spec.key -> task, for deliveries
+        self._next_id = 0
+        self._iterators: dict[int, tuple[object, Any]] = {}   # shared inputs (_inputs.py)
+        self._tasks_tracked: dict[int, dict[int, Any]] = {}
         self._lock = threading.Lock()
         self._state = _State.IDLE
         self._stopped = threading.Event()
@@ -176,66 +191,106 @@ class IMap:
 
     # -- tasks -------------------------------------------------------------------------------
 
-    def add_task(self, func, iterable, args=None, kwargs=None, timeout=None, block=True,
-                 track=False, item_timeout=None) -> "TaskIterator":
+    def add_task(self, func: Callable[..., Any], iterable: Any, args: Any = None,
+                 kwargs: Any = None, timeout: float | None = None, block: bool = True,
+                 track: bool = False, item_timeout: float | None = None, *,
+                 ordered: bool | None = None) -> TaskIterator:
         """Add a task: ``func(item, *args, **kwargs)`` for each item of ``iterable``.
 
-        Returns the task's result iterator. Only before :meth:`start`. Add producers before
-        the tasks that consume their results. ``timeout``/``block`` are the defaults of the
-        returned iterator's ``next``; ``track=True`` keeps ``{index: result}`` in
-        ``self._tasks_tracked[task]``. ``item_timeout`` (seconds) bounds each evaluation:
-        an item running longer fails with TimeoutError in its place, and its worker is
-        killed and replaced (process, remote) or the item abandoned (thread).
+        Returns the task's handle and result iterator (a TaskIterator). Allowed before
+        start() and while the IMap runs. ``iterable`` is any iterable, a BatchSource
+        (imap.protocols), or another task's results (a chain; add producers first).
+        ``timeout``/``block`` are the defaults of the returned iterator's ``next``;
+        ``track=True`` keeps ``{index: result}`` in ``self._tasks_tracked[task]``.
+        ``item_timeout`` (seconds) bounds each evaluation: an item running longer fails
+        with TimeoutError in its place, and its worker is killed and replaced (process,
+        remote) or the item abandoned (thread). ``ordered`` overrides the IMap's setting
+        for this task.
         """
+        if not callable(func):
+            raise TypeError(f"func must be callable, not {type(func).__name__}")
+        upstream = upstream_of(iterable)
         with self._lock:
-            if self._state is not _State.IDLE:
-                raise RuntimeError(f"{self.name}: add_task() is only allowed before start(); "
-                                   f"stop() the IMap first, then add tasks and start() again")
-            task_id = len(self._tasks)
-            if not callable(func):
-                raise TypeError(f"task {task_id}: func must be callable, not "
-                                f"{type(func).__name__}")
+            if self._state is _State.STOPPING:
+                raise RuntimeError(f"{self.name} is stopping; add tasks once stop() returned")
+            task_id = self._next_id
             args = _config.as_args(args, task_id)
             kwargs = _config.as_kwargs(kwargs, task_id)
-            try:
-                iterator = iter(iterable)
-            except TypeError:
-                raise TypeError(f"task {task_id}: the iterable is not iterable "
-                                f"({type(iterable).__name__}); pass a list, a generator or "
-                                f"another task's result iterator") from None
             timeout = _config.seconds(f"task {task_id}: timeout", timeout,
                                       infinite_is_none=True)
             item_timeout = _config.seconds(f"task {task_id}: item_timeout", item_timeout,
                                            allow_zero=False, infinite_is_none=True)
+            source, own = ((None, False) if upstream is not None else
+                           make_source(iterable, task_id, self.name, self.stride,
+                                       self._iterators))
             spec = TaskSpec(task_id, func, args, kwargs, item_timeout=item_timeout)
             if (self.worker_type == "process" and self.worker_num or self.worker_type == "dask"
                     or self.worker_remote):
                 spec.payload = _config.dump_function(spec)
-            task = Task(task_id, spec, iterator, _is_chained(iterable), self.ordered, self.skip,
-                        timeout, block, track, steady=_is_steady(iterator))
+            task = Task(task_id, spec, source=source, upstream=upstream, own_source=own,
+                        ordered=self.ordered if ordered is None else bool(ordered),
+                        skip=self.skip, timeout=timeout, block=block, track=track)
+            self._next_id += 1
             self._tasks.append(task)
-            if track:
+            self._by_id[task_id] = task
+            if task.tracked_results is not None:
                 self._tasks_tracked[task_id] = task.tracked_results
+            if self._state is _State.STARTED:
+                self._attach(task)
         return TaskIterator(self, task_id, timeout, block, task)
 
     __call__ = add_task
 
-    def pop_task(self, number) -> None:
+    def pop_task(self, number: int | bool) -> None:
         """Remove the last ``number`` tasks (``True``: all of them). Only before start()."""
         with self._lock:
             if self._state is not _State.IDLE:
-                raise RuntimeError(f"{self.name}: pop_task() is only allowed before start()")
+                raise RuntimeError(f"{self.name}: pop_task() is only allowed before start(); "
+                                   f"remove a running task with its handle's remove()")
             removed = (len(self._tasks) if number is True
                        else _config.count("number", number, 0, 0))
             for task in self._tasks[len(self._tasks) - removed:]:
-                self._tasks_tracked.pop(task.id, None)
-            del self._tasks[len(self._tasks) - removed:]
+                self._forget(task)
+                task.remove()            # a task that reads it sees its end
 
-    def get_task(self, task=0, timeout=None, block=True) -> "TaskIterator":
-        """Another result iterator of task ``task`` (sharing its position)."""
-        if not isinstance(task, int) or not 0 <= task < len(self._tasks):
-            raise ValueError(f"{self.name}: no task {task!r} (tasks: 0..{len(self._tasks) - 1})")
-        return TaskIterator(self, task, timeout, block)
+    def get_task(self, task: int = 0, timeout: float | None = None,
+                 block: bool = True) -> TaskIterator:
+        """Another handle and result iterator of task ``task`` (sharing its position)."""
+        return TaskIterator(self, task, timeout, block, self._record(task))
+
+    def _record(self, task: int) -> Task:
+        record = self._by_id.get(task) if isinstance(task, int) else None
+        if record is None:
+            raise ValueError(f"{self.name}: no task {task!r} (tasks: {sorted(self._by_id)})")
+        return record
+
+    def _forget(self, task: Task) -> None:
+        """Take ``task`` out of the IMap's tables (under self._lock)."""
+        if self._by_id.get(task.id) is task:
+            del self._by_id[task.id]
+            self._tasks.remove(task)
+            self._tasks_tracked.pop(task.id, None)
+            self._by_key.pop(task.spec.key, None)
+
+    def _remove(self, task: Task) -> None:
+        """TaskIterator.remove(): see there."""
+        with self._lock:
+            if self._by_id.get(task.id) is not task:
+                return                       # removed already, or stopped since
+            self._forget(task)
+            feeder = self._feeder
+        task.remove()                    # readers, and tasks that read it, see its end
+        if feeder is not None:
+            feeder.remove(task)          # it closes the task's reader, if it was its own
+
+    def _attach(self, task: Task) -> None:
+        """Make ``task`` part of the run (under self._lock, with a feeder)."""
+        feeder = self._feeder
+        assert feeder is not None
+        task.release_wake = feeder.wake
+        task.spec.owner = feeder
+        self._by_key[task.spec.key] = task
+        feeder.add(task)
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -256,7 +311,7 @@ class IMap:
         feeder = self._feeder
         return feeder.used() if feeder is not None else None
 
-    def start(self, stages=None) -> None:
+    def start(self, stages: Any = None) -> None:
         """Start the workers and the feeder. Raises WorkerStartError if a worker cannot start.
 
         ``stages`` (default both): 1 starts the workers and makes the results readable
@@ -274,6 +329,7 @@ class IMap:
                 if self._state is not _State.STARTED:
                     raise RuntimeError(f"{self.name}: start stage 2 needs stage 1 first")
                 feeder = self._feeder
+            assert feeder is not None
             feeder.start()
 
     def _start_workers(self) -> None:
@@ -285,34 +341,34 @@ class IMap:
             self._stopped.clear()
             self._not_starting.clear()
             self._starter = threading.get_ident()
-            tasks = tuple(self._tasks)
+            count = len(self._tasks)
+        pool = None
         try:
-            self._running = tasks
-            self._by_key = {task.spec.key: task for task in tasks}
-            self._pool = Pool(self._make_handles(), self._deliver, self.name)
-            self._pool.start()
-            self._feeder = Feeder(self.name, tasks, self._pool, self.stride,
-                                  buffer_size=self.buffer or 2 * max(1, len(tasks)) * self.stride,
-                                  batch_cap=max(1, math.ceil(self.stride / self._worker_total)),
-                                  workers=self._worker_total)
+            pool = Pool(make_handles(self), self._deliver, self.name)
+            pool.start()
         except BaseException:   # a failure, or a signal: nothing started is left running
-            pool = self._pool
             try:
                 if pool is not None:
                     pool.stop(forced=True)
             finally:
                 with self._lock:
                     self._state = _State.IDLE
-                    self._pool = self._feeder = None
                     self._stopped.set()
                     self._not_starting.set()
             raise
         with self._lock:
-            self._state = _State.STARTED   # only now may readers (other feeders) come in
+            self._pool = pool
+            self._feeder = Feeder(self.name, pool, self.stride,
+                                  buffer_size=self.buffer or 2 * max(1, count) * self.stride,
+                                  batch_cap=max(1, math.ceil(self.stride / self._worker_total)),
+                                  workers=self._worker_total)
+            for task in self._tasks:     # with those added while the workers started
+                self._attach(task)
+            self._state = _State.STARTED   # only now may readers come in
             self._not_starting.set()
         _live.add(self)
 
-    def stop(self, ends=None, forced=False) -> None:
+    def stop(self, ends: Any = None, forced: bool = False) -> None:
         """End every task, join every thread and worker, remove the tasks.
 
         Results not taken yet are discarded. The IMap can then take new tasks and be
@@ -329,6 +385,8 @@ class IMap:
                     return    # inside its own start (a signal handler): the start undoes itself
                 if state is _State.STARTED:
                     self._state = _State.STOPPING
+                    tasks = list(self._tasks)
+                    feeder, pool = self._feeder, self._pool
                     break
             if state is _State.STARTING:     # another thread starts it: stop it when done
                 self._not_starting.wait()
@@ -336,134 +394,74 @@ class IMap:
             self._stopped.wait()             # another thread stops it
             return
         try:
-            reason = "stop() was called"
-            for task in self._running:
-                task.close(RuntimeError(reason))
-            feeder = self._feeder
-            if feeder is not None:
-                feeder.stop()
-            if self._pool is not None:
-                self._pool.stop(forced=forced)
-            if (feeder is not None and feeder.thread.ident is not None  # it may not be started
-                    and feeder.thread is not threading.current_thread()):
-                feeder.thread.join(FEEDER_GRACE)
-                if feeder.thread.is_alive():
-                    warn_safely(f"{self.name}: the feeder is blocked inside a task's input "
-                                f"iterator and is abandoned (a daemon thread); make the input "
-                                f"end or see the stop on its own")
+            self._stop_run(tasks, feeder, pool, forced)
         finally:
             with self._lock:
                 self._tasks = []
-                self._tasks_tracked = {}
-                self._running = ()
+                self._by_id = {}
                 self._by_key = {}
+                self._next_id = 0
+                self._iterators = {}
+                self._tasks_tracked = {}
                 self._pool = None
                 self._feeder = None
                 self._state = _State.IDLE
                 self._stopped.set()
             _live.discard(self)
 
-    def __enter__(self) -> "IMap":
+    def _stop_run(self, tasks: list[Task], feeder: Feeder | None, pool: Pool | None,
+                  forced: bool) -> None:
+        """Steps 1-3 of the shutdown order (module docstring)."""
+        readers = list({id(t.source): t.source for t in tasks if t.own_source}.values())
+        for source in readers:
+            source.close()
+        reason = RuntimeError("stop() was called")
+        for task in tasks:
+            task.close(reason)
+        if feeder is not None:
+            feeder.stop()
+        if pool is not None:
+            pool.stop(forced=forced)
+        deadline = time.monotonic() + FEEDER_GRACE
+        threads = [feeder.thread] if feeder is not None and feeder.thread.ident else []
+        threads += [s.thread for s in readers if s.thread is not None]
+        stuck = []
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
+                if thread.is_alive():
+                    stuck.append(thread.name)
+        if stuck:
+            message = (f"{self.name}: {', '.join(stuck)} blocked inside a task's input (or "
+                       f"its take()) and abandoned (daemon threads); make the input end, or "
+                       f"see the stop on its own")
+            warn_safely(message, stacklevel=3)
+
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         self.stop(forced=exc_type is not None)
 
     def __repr__(self) -> str:
         return (f"IMap(name={self.name!r}, worker_type={self.worker_type!r}, "
                 f"workers={self._worker_total}, stride={self.stride}, {self._state.value})")
 
-    # -- results -----------------------------------------------------------------------------
-
-    def next(self, timeout=None, task=0, block=True):
-        """The next result of task ``task`` (see the class docstring).
-
-        Raises the item's exception in its place, TimeoutError when no result is ready
-        within ``timeout`` seconds (``block=False``: at once), StopIteration at the end of
-        the task (and on every later call), RuntimeError when the IMap is not started.
-        """
-        if self._state is not _State.STARTED:
-            raise RuntimeError(f"{self.name} is not started: add tasks, then call start() "
-                               f"(after stop() the tasks are removed)")
-        try:
-            current = self._running[task]
-        except (IndexError, TypeError):
-            raise ValueError(f"{self.name}: no task {task!r}") from None
-        feeder = self._feeder
-        return current.take(0 if not block else timeout, feeder.on_starving, feeder.wake,
-                            feeder.feed_now if threading.get_ident() == feeder.ident else None)
-
-    def __iter__(self):
-        return self._iterate(0, None, True)
-
-    def __next__(self):
-        return self.next()
-
-    def _iterate(self, task_id, timeout, block):
-        """Iteration over a task: the items of a plain batch are handed out by its list
-        iterator at C speed (``chain`` asks _batches for the next iterator only once per
-        batch); the first item of each batch and batches with errors go through Task.take."""
-        stream = _ResultStream.from_iterable(self._batches(task_id, timeout, block))
-        stream._where = (self, task_id)
-        return stream
-
-    def _batches(self, task_id, timeout, block):
-        if not block:
-            timeout = 0
-        while True:
-            if self._state is not _State.STARTED:
-                raise RuntimeError(f"{self.name} is not started: add tasks, then call start()")
-            task = self._running[task_id]
-            if task.plain():
-                yield task.cursor[1]     # shared with next(): one position for both
-            feeder = self._feeder
-            feed_now = feeder.feed_now if threading.get_ident() == feeder.ident else None
-            try:
-                value = task.take(timeout, feeder.on_starving, feeder.wake, feed_now)
-            except StopIteration:
-                return
-            yield (value,)
-
     # -- results from the pool -------------------------------------------------------------
 
-    def _deliver(self, batch: Batch, values: list, errors, elapsed: float) -> None:
+    def _deliver(self, batch: Batch, values: list[Any], errors: dict[int, BaseException] | None,
+                 elapsed: float) -> None:
+        feeder = batch.task.owner      # of an earlier run: its feeder (stopped)
         task = self._by_key.get(batch.task.key)
-        if task is None:  # a batch of a previous run, finishing after stop()
-            return
-        feeder = self._feeder
-        feeder.delivered(batch)
-        if not batch.isolated and errors is None:
-            task.learn(len(values), elapsed, feeder.batch_cap, batch.nbytes)
-        task.deliver(batch.start, values, errors)
-
-    # -- workers -------------------------------------------------------------------------
-
-    def _make_handles(self) -> list:
-        if self.worker_type == "dask":
-            from .backends.dask import make_dask_handles
-            return make_dask_handles(self.worker_remote, self.worker_num, self.name)
-        handles = []
-        if self.worker_num:
-            if self.worker_type == "thread":
-                from .backends.thread import ThreadHandle
-                handles += [ThreadHandle(i) for i in range(self.worker_num)]
-            else:
-                from .backends.process import ProcessHandle
-                _main_guard.check_main_module(self.start_method)
-                if self.start_method == "forkserver":
-                    _forkserver.prepare()
-                context = multiprocessing.get_context(self.start_method)
-                if self.start_method == "forkserver":
-                    # imported once by the fork server instead of by every worker
-                    context.set_forkserver_preload(list(_config.PRELOAD))
-                prefix = _shm.pool_prefix()
-                handles += [ProcessHandle(i, context, self.name, self.shm_threshold, prefix)
-                            for i in range(self.worker_num)]
-        if self.worker_remote:
-            from .backends import remote
-            handles += remote.make_remote_handles(self.worker_remote, tls=self.remote_tls,
-                                                  timeout=self.remote_timeout)
-        return handles
+        if task is not None:           # else a removed task, or a batch of an earlier run
+            if errors:
+                attach_items(errors, batch.items)
+            if not batch.isolated and errors is None:
+                task.learn(len(values), elapsed, feeder.batch_cap, batch.nbytes)
+            task.deliver(batch.start, values, errors)
+        if feeder is not None:         # after the results are in: "nothing in flight"
+            feeder.delivered(batch)    # then means "every result is in its task"
 
 
 @atexit.register

@@ -1,36 +1,67 @@
-"""How the feeder reads a task's input: in bulk (steady, in memory), item by item (may
-wait), or first when it reads results of an IMap (chained). See ``imap._feeder``."""
+"""What a task reads, as the feeder sees it (``Task.source`` or ``Task.upstream``):
+
+    another task's results (a TaskIterator, an IMap: its task 0, or iterating either)
+        --> upstream: the feeder reads it with take_ready, never waiting (a chain)
+    a BatchSource (imap.protocols)            --> read as it is
+    a steady in-memory iterable (list, range, dict view, zip/map/enumerate of them)
+        --> an IterableSource that reads it in bulk in the feeder thread
+    any other iterable (generator, file, socket, queue, a zip of task results, ...)
+        --> an IterableSource with a reader thread
+"""
 from __future__ import annotations
 
-import itertools
+from typing import TYPE_CHECKING, Any
 
-_STEADY = {type(iter(kind())) for kind in (list, tuple, set, frozenset, dict, str, bytes,
-                                           bytearray)}
-_STEADY |= {type(iter(range(1))), type(iter(range(1 << 64))), type(iter(b"".decode())),
-            type(iter({}.values())), type(iter({}.items())), itertools.count,
-            itertools.repeat}
+from ._results import TaskIterator, _ResultStream
+from ._sources import IterableSource, inner_iterators, is_steady
+from .protocols import is_batch_source
 
-
-def _inner_iterators(obj) -> list:
-    """The iterators a zip, map or enumerate reads from ([] for anything else)."""
-    if type(obj) not in (zip, map, enumerate):
-        return []
-    return [part for part in obj.__reduce__()[1] if hasattr(part, "__next__")]
+if TYPE_CHECKING:
+    from ._task import Task
 
 
-def _is_steady(iterator) -> bool:
-    """An in-memory iterator that never waits for data (a list, a range, ...), possibly
-    behind zip/map/enumerate, or one whose class has ``__imap_take__(count)`` (see
-    ``imap._feeder._pull``): read in bulk. Anything else (generators, files, sockets)
-    is read item by item so that items never wait long for the rest of their batch."""
-    if type(iterator) in _STEADY or hasattr(type(iterator), "__imap_take__"):
+def upstream_of(iterable: object) -> Task | None:
+    """The task whose results ``iterable`` reads directly, or None."""
+    if isinstance(iterable, TaskIterator):
+        return iterable._record
+    if isinstance(iterable, _ResultStream):
+        return iterable._where[1]
+    from ._imap import IMap
+    if isinstance(iterable, IMap):
+        return iterable._record(0)
+    return None
+
+
+def make_source(iterable: object, task_id: int, name: str, read_ahead: int,
+                known: dict[int, tuple[object, Any]]) -> tuple[Any, bool]:
+    """(the BatchSource of a task that is not a chain, True when the IMap made it).
+
+    ``known`` maps id(iterator) to (iterator, its IterableSource) for the tasks of the run:
+    tasks given the same iterator share one source, and take turns on it (in the weave)."""
+    if is_batch_source(iterable):
+        return iterable, False
+    try:
+        iterator = iter(iterable)  # type: ignore[call-overload]
+    except TypeError:
+        raise TypeError(f"task {task_id}: the iterable is not iterable "
+                        f"({type(iterable).__name__}); pass a list, a generator, a "
+                        f"BatchSource or another task's result iterator") from None
+    shared = known.get(id(iterator))
+    if shared is not None and shared[0] is iterator:
+        return shared[1], True
+    source: IterableSource[Any] = IterableSource(iterator, read_ahead=read_ahead,
+                                                 name=f"{name}-task-{task_id}")
+    known[id(iterator)] = (iterator, source)
+    return source, True
+
+
+def _is_steady(iterator: object) -> bool:
+    """An in-memory iterator read in bulk (see imap._sources.is_steady)."""
+    return is_steady(iterator)
+
+
+def _is_chained(iterable: object) -> bool:
+    """Does this input read results of an IMap (directly or behind zip/map/enumerate)?"""
+    if upstream_of(iterable) is not None:
         return True
-    parts = _inner_iterators(iterator)
-    return bool(parts) and all(_is_steady(part) for part in parts)
-
-
-def _is_chained(iterable) -> bool:
-    """Does this input read results of an IMap (so the feeder must pull before it waits)?"""
-    if getattr(iterable, "__imap_chained__", False):   # IMap, TaskIterator, a task's stream
-        return True
-    return any(_is_chained(part) for part in _inner_iterators(iterable))
+    return any(_is_chained(part) for part in inner_iterators(iterable))

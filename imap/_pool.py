@@ -29,12 +29,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import multiprocessing
 import queue
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from . import _config
 from ._errors import BrokenPoolError, WorkerDiedError, WorkerStartError, warn_safely
+from .backends import _forkserver, _main_guard, _shm
 from .backends.base import Batch, WorkerHandle, WorkerLost
 
 log = logging.getLogger("imap")
@@ -338,6 +341,38 @@ class Pool:
                                index=batch.start + i)
             for i in range(len(batch.items))}
         self._deliver(batch, [None] * len(batch.items), errors, 0.0)
+
+
+def make_handles(imap: Any) -> list[WorkerHandle]:
+    """The worker handles of an IMap's settings: Dask slots; or threads or processes, then
+    remote slots."""
+    if imap.worker_type == "dask":
+        from .backends.dask import make_dask_handles
+        dask_handles: list[WorkerHandle] = make_dask_handles(imap.worker_remote,
+                                                             imap.worker_num, imap.name)
+        return dask_handles
+    handles: list[WorkerHandle] = []
+    if imap.worker_num:
+        if imap.worker_type == "thread":
+            from .backends.thread import ThreadHandle
+            handles += [ThreadHandle(i) for i in range(imap.worker_num)]
+        else:
+            from .backends.process import ProcessHandle
+            _main_guard.check_main_module(imap.start_method)
+            if imap.start_method == "forkserver":
+                _forkserver.prepare()
+            context = multiprocessing.get_context(imap.start_method)
+            if imap.start_method == "forkserver":
+                # imported once by the fork server instead of by every worker
+                context.set_forkserver_preload(list(_config.PRELOAD))
+            prefix = _shm.pool_prefix()
+            handles += [ProcessHandle(i, context, imap.name, imap.shm_threshold, prefix)
+                        for i in range(imap.worker_num)]
+    if imap.worker_remote:
+        from .backends import remote
+        handles += remote.make_remote_handles(imap.worker_remote, tls=imap.remote_tls,
+                                              timeout=imap.remote_timeout)
+    return handles
 
 
 def _describe_failure(handle: WorkerHandle, exc: BaseException) -> str:

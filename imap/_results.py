@@ -1,86 +1,186 @@
-"""What reading a task gives: ``TaskIterator`` (``add_task``/``get_task``) and the stream of
-its results (``_ResultStream``, made by ``IMap._iterate``).
+"""What reading a task gives: ``TaskIterator`` (``add_task``/``get_task``: the task's handle
+and result iterator) and the stream of its results (``_ResultStream``, made by iteration).
 
     IMap._batches  --plain batch: its list iterator (shared with next())--> _ResultStream
                    --a batch with errors, skips, tracking: one item per Task.take-->
-    _ResultStream.__imap_read__  the ready part of the current batch, at C speed (a feeder of
-                                 another IMap reading this task's results in bulk)
+    TaskIterator.take_ready   the results ready now, in bulk, never waiting (a scheduler,
+                              a queue, another IMap's feeder), with notify(wake) to learn
+                              when more arrived
 """
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from .protocols import Results, Wake
+
+if TYPE_CHECKING:
+    from ._feeder import Feeder
+    from ._imap import IMap
+    from ._task import Run, Task
 
 __all__ = ["TaskIterator"]
 
 
-class _ResultStream(itertools.chain):
-    """What iterating a task gives: a chain of its batches, marked as reading results of an
-    IMap (a task whose input it is reads it before taking buffer slots).
+class _ResultStream(itertools.chain):  # type: ignore[type-arg]
+    """What iterating a task gives: a chain of its batches. ``_where`` is (imap, task):
+    a task whose input it is reads the task's results with take_ready instead."""
 
-    ``__imap_read__(count)``: the results that are ready, waiting only for the first, up to
-    ``count`` ([] at the end; an item's exception is raised as by ``next``). A feeder of
-    another IMap reads its input so (``imap._feeder``), in bulk and without delay."""
+    _where: tuple[IMap, Task]
 
-    __imap_chained__ = True
 
-    def __imap_read__(self, count: int) -> list:
-        imap, task_id = self._where
-        items = self._ready(imap, task_id, count)
-        if items:
-            return items
-        try:
-            first = next(self)      # waits; loads the next batch; raises an item's error
-        except StopIteration:
-            return []
-        return [first] + self._ready(imap, task_id, count - 1)
+class ResultReading:
+    """The reading half of IMap: next(), iteration, and the checks TaskIterator uses."""
 
-    @staticmethod
-    def _ready(imap, task_id, count: int) -> list:
-        """Up to ``count`` results of the current batch, if it is plain (no errors, no
-        skips, no tracking), read at C speed from the iterator next() shares."""
-        if count <= 0 or not imap.started:
-            return []
-        task = imap._running[task_id]
-        if not task.plain():
-            return []
-        items = list(itertools.islice(task.cursor[1], count))
-        if items and task.released() >= task.wake_at:
-            imap._feeder.wake()
-        return items
+    name: str
+    _feeder: Feeder | None
+
+    @property
+    def started(self) -> bool:
+        raise NotImplementedError
+
+    def _record(self, task: int) -> Task:
+        raise NotImplementedError
+
+    def next(self, timeout: float | None = None, task: int = 0, block: bool = True) -> Any:
+        """The next result of task ``task`` (see the class docstring).
+
+        Raises the item's exception in its place, TimeoutError when no result is ready
+        within ``timeout`` seconds (``block=False``: at once), StopIteration at the end of
+        the task (and on every later call), RuntimeError when the IMap is not started.
+        """
+        if not self.started:
+            raise RuntimeError(f"{self.name} is not started: add tasks, then call start() "
+                               f"(after stop() the tasks are removed)")
+        return self._take(self._record(task), timeout, block)
+
+    def _live_record(self, task: Task) -> Task:
+        """``task``, checking that it can be read now (the IMap runs, in its run)."""
+        if not self.started or task.closed is not None:
+            raise RuntimeError(f"{self.name} is not started: add tasks, then call start() "
+                               f"(after stop() the tasks are removed)")
+        return task
+
+    def _take(self, task: Task, timeout: float | None, block: bool) -> Any:
+        self._live_record(task)
+        feeder = self._feeder
+        assert feeder is not None
+        return task.take(0 if not block else timeout, feeder.on_starving, feeder.wake)
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._iterate(self._record(0), None, True)
+
+    def __next__(self) -> Any:
+        return self.next()
+
+    def _iterate(self, task: Task, timeout: float | None, block: bool) -> Iterator[Any]:
+        """Iteration over a task: the items of a plain batch are handed out by its list
+        iterator at C speed (``chain`` asks _batches for the next iterator only once per
+        batch); the first item of each batch and batches with errors go through Task.take."""
+        stream = _ResultStream.from_iterable(self._batches(task, timeout, block))
+        stream._where = (self, task)  # type: ignore[attr-defined]
+        return stream
+
+    def _batches(self, task: Task, timeout: float | None, block: bool) -> Iterator[Any]:
+        if not block:
+            timeout = 0
+        while True:
+            self._live_record(task)
+            if task.plain():
+                yield task.cursor[1]     # shared with next(): one position for both
+            feeder = self._feeder
+            assert feeder is not None
+            try:
+                value = task.take(timeout, feeder.on_starving, feeder.wake)
+            except StopIteration:
+                return
+            yield (value,)
 
 
 class TaskIterator:
-    """The result iterator of one task of an IMap (returned by add_task and get_task)."""
+    """The handle of one task of an IMap, and its result iterator (from add_task, get_task).
 
-    __slots__ = ("_imap", "task", "timeout", "block", "_record")
-    __imap_chained__ = True     # an input that reads an IMap's results
+    ``next()``/iteration wait for results; ``take_ready()`` never waits; ``notify(wake)``
+    says when results arrived; ``remove()`` ends the task.
+    """
 
-    def __init__(self, imap, task: int, timeout=None, block=True, record=None):
+    __slots__ = ("_imap", "_record", "block", "task", "timeout")
+
+    def __init__(self, imap: IMap, task: int, timeout: float | None = None,
+                 block: bool = True, record: Task | None = None) -> None:
         self._imap = imap
         self.task = task
         self.timeout = timeout
         self.block = block
-        self._record = record      # the Task, when known: its figures outlive stop()
+        self._record = record if record is not None else imap._record(task)
 
-    def __iter__(self):
-        return self._imap._iterate(self.task, self.timeout, self.block)
+    def __iter__(self) -> Iterator[Any]:
+        return self._imap._iterate(self._record, self.timeout, self.block)
 
-    def __next__(self):
-        return self._imap.next(self.timeout, self.task, self.block)
+    def __next__(self) -> Any:
+        return self._imap._take(self._record, self.timeout, self.block)
 
-    def next(self, timeout=None, block=None):
+    def next(self, timeout: float | None = None, block: bool | None = None) -> Any:
         """Like ``IMap.next`` for this task; defaults come from add_task()/get_task()."""
-        return self._imap.next(self.timeout if timeout is None else timeout, self.task,
-                               self.block if block is None else block)
+        return self._imap._take(self._record, self.timeout if timeout is None else timeout,
+                                self.block if block is None else block)
+
+    # -- the seam (imap.protocols) -------------------------------------------------------
+
+    def take_ready(self, count: int | None = None) -> Results[Any] | None:
+        """The results ready now, without waiting: at most ``count`` (None: no limit), at
+        least one if any is ready, maybe fewer than are ready (loop until ``values`` is
+        empty). An item's exception sits in ``errors`` at its position (``None`` in
+        ``values``). ``None``: the task ended and every result was taken. Taking gives the
+        results' buffer slots back. RuntimeError when the IMap is not started."""
+        runs = self._take_runs(count)
+        if runs is None:
+            return None
+        if len(runs) == 1:
+            return Results(runs[0][1], runs[0][2])
+        values: list[Any] = []
+        errors: dict[int, BaseException] | None = None
+        for _, run_values, run_errors in runs:
+            if run_errors:
+                errors = errors if errors is not None else {}
+                base = len(values)
+                errors.update((base + position, exc) for position, exc in run_errors.items())
+            values.extend(run_values)
+        return Results(values, errors)
+
+    def _take_runs(self, count: int | None) -> list[Run] | None:
+        """take_ready with the index of each result: runs of (first index, values, errors)."""
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int)
+                                  or count < 1):
+            raise ValueError(f"count must be an int >= 1 or None, not {count!r}")
+        record = self._imap._live_record(self._record)
+        runs = record.take_runs(count)
+        if runs:
+            record.wake_feeder_if_due()
+        return runs
+
+    def notify(self, wake: Wake) -> None:
+        """Call ``wake()`` (from the IMap's threads, holding no imap lock) whenever results
+        of this task were delivered, when the task ends, and when the IMap stops. One
+        callback per task: this replaces an earlier one."""
+        if not callable(wake):
+            raise TypeError(f"wake must be callable, not {type(wake).__name__}")
+        self._record.wake = wake
+
+    def remove(self) -> None:
+        """Remove the task: before start() it is taken out of the IMap; while it runs it
+        ends at once (its input is no longer read, results not taken are dropped, its buffer
+        slots come back); after stop() nothing happens. Idempotent."""
+        self._imap._remove(self._record)
+
+    # -- figures -------------------------------------------------------------------------
 
     @property
     def time_waiting(self) -> float:
         """Seconds the readers of this task were blocked waiting for its results (in the
         run it was added for; still readable after stop())."""
-        if self._record is not None:
-            return self._record.time_waiting
-        running = self._imap._running
-        return running[self.task].time_waiting if self.task < len(running) else 0.0
+        return self._record.time_waiting
 
     def __repr__(self) -> str:
         return f"<result iterator of task {self.task} of {self._imap.name}>"

@@ -5,7 +5,11 @@ Who touches what:
     feeder thread    fed, total, batch_size/tracked choice     (writes; the only writer)
     slot threads     arrived (under cond), item_time            (deliver finished batches)
     the consumer     cursor (cur_*, pos, next_start, done_before, adjust), skipped, finished
-                     (one consumer thread at a time per task; next() and iteration share it)
+                     (one consumer thread at a time per task; next(), iteration and
+                     take_runs/take_ready share it)
+    anyone           wakes: ``wake`` (TaskIterator.notify) and ``listeners`` (the feeders of
+                     tasks that read this one), called holding no lock after a delivery,
+                     at the end of the input, at removal and at stop
 
 Slot accounting: every item index holds one buffer slot from the moment the feeder pulls it
 until the consumer takes its result (or drops it after a timeout with skip). ``released()``
@@ -14,10 +18,17 @@ counts the slots given back; the feeder computes the free slots from it.
 from __future__ import annotations
 
 import collections
+import logging
 import math
 import threading
 import time
+from typing import Any
+from collections.abc import Callable
 
+from .backends.base import TaskSpec
+from .protocols import Wake
+
+log = logging.getLogger(__name__)
 
 #: an adaptive batch aims to keep a worker busy this long (seconds)
 TARGET_BATCH_SECONDS = 0.01
@@ -29,23 +40,33 @@ TRACK_ABOVE_SECONDS = 50e-6
 TRACK_UP_TO_ITEMS = 16
 _NEVER = math.inf
 
+#: (index of the first result, values, None or {position in values: exception})
+Run = tuple[int, list[Any], "dict[int, BaseException] | None"]
+OnStarving = Callable[[int, "Task"], None]
+
 
 class Task:
-    """Bookkeeping of one (function, iterable) task of an IMap."""
+    """Bookkeeping of one (function, input) task of an IMap.
 
-    def __init__(self, task_id, spec, iterator, chained, ordered, skip, timeout, block, track,
-                 steady=False):
+    The input is ``source`` (a BatchSource: the user's, or an IterableSource the IMap made,
+    ``own_source``) or ``upstream`` (another task whose results this task reads: a chain).
+    """
+
+    def __init__(self, task_id: int, spec: TaskSpec, *, source: Any = None,
+                 upstream: Task | None = None, own_source: bool = False,
+                 ordered: bool = True, skip: bool = False, timeout: float | None = None,
+                 block: bool = True, track: bool = False) -> None:
         self.id = task_id
         self.spec = spec
-        self.iterator = iterator
-        self.chained = chained
-        self.steady = steady      # an in-memory input that never waits (read in C, in bulk)
+        self.source = source
+        self.upstream = upstream
+        self.own_source = own_source
         self.ordered = ordered
         self.skip = skip
         self.timeout = timeout
         self.block = block
         self.track = track
-        self.tracked_results: dict | None = {} if track else None
+        self.tracked_results: dict[int, Any] | None = {} if track else None
         # feeder side
         self.fed = 0
         self.total: int | None = None
@@ -54,30 +75,38 @@ class Task:
         self.item_bytes: float | None = None
         # result side
         self.cond = threading.Condition(threading.Lock())
-        self.arrived = {} if ordered else collections.deque()
+        self.arrived: Any = {} if ordered else collections.deque()
         self.closed: BaseException | None = None   # set when the IMap stops
+        self.removed = False                        # set by TaskIterator.remove()
+        self.wake: Wake | None = None               # TaskIterator.notify()
+        self.listeners: list[Wake] = []             # feeders reading this task's results
+        self.release_wake: Callable[[], None] | None = None   # the feeder's, while running
         # reader side. The cursor is (values, iterator over values): iteration hands out a
         # plain batch at C speed with ``yield from``, and next() uses the same iterator, so
         # both see one position: len(values) - iterator.__length_hint__().
         # released slots = done_before + consumed in the cursor + adjust; the feeder reads
         # done_before first, the reader replaces the cursor before adding to done_before,
         # so a racing read can only under-count (delaying the feeder, never overfilling).
-        self.cursor: tuple = ([], iter(()))
-        self.cur_errors: dict | None = None
+        self.cursor: tuple[list[Any], Any] = ([], iter(()))
+        self.cur_errors: dict[int, BaseException] | None = None
         self.cur_start = 0
         self.next_start = 0
         self.done_before = 0       # items consumed in earlier batches (handed out or dropped)
         self.adjust = 0            # +1 per position given up at a timeout, -1 per late drop
-        self.wake_at = _NEVER      # the feeder wants a wake-up when released() reaches this
-        self.skipped: set = set()  # ordered + skip: indices dropped after a timeout
+        self.wake_at: float = _NEVER   # the feeder wants a wake-up when released() reaches it
+        self.skipped: set[int] = set()  # ordered + skip: indices dropped after a timeout
         self.skip_pending = 0      # unordered + skip: results still to drop
         self.finished = False
         self.time_waiting = 0.0    # seconds readers were blocked waiting for a result
 
+    def __repr__(self) -> str:
+        return f"<Task {self.id} fed={self.fed} total={self.total}>"
+
     def position(self) -> int:
         """How many items of the current batch were consumed."""
         values, iterator = self.cursor
-        return len(values) - iterator.__length_hint__()
+        left: int = iterator.__length_hint__()
+        return len(values) - left
 
     def released(self) -> int:
         """Buffer slots this task gave back (see the comment in __init__)."""
@@ -117,21 +146,49 @@ class Task:
         # grow at most 4x per step so one fast batch does not flood the workers
         self.batch_size = max(1, min(wanted, cap, max(1, self.batch_size) * 4))
 
-    # -- result side (slot threads) ------------------------------------------------------
-
-    def deliver(self, start: int, values: list, errors: dict | None) -> None:
+    def end_input(self) -> None:
+        """The feeder read the whole input: ``fed`` is the total (feeder thread)."""
         with self.cond:
+            self.total = self.fed
+            self.cond.notify_all()
+        self.signal()
+
+    # -- result side (slot threads), end and removal -------------------------------------
+
+    def deliver(self, start: int, values: list[Any],
+                errors: dict[int, BaseException] | None) -> None:
+        with self.cond:
+            if self.removed:
+                return
             if self.ordered:
                 self.arrived[start] = (values, errors)
             else:
                 self.arrived.append((start, values, errors))
             self.cond.notify_all()
+        self.signal()
+
+    def signal(self) -> None:
+        """Call the wakes (results arrived, the task ended or stopped); holds no lock."""
+        wake = self.wake
+        if wake is not None:
+            _call(wake, self)
+        for listener in tuple(self.listeners):
+            _call(listener, self)
 
     def close(self, reason: BaseException) -> None:
         """Wake every reader: the IMap is stopping."""
         with self.cond:
             self.closed = reason
             self.cond.notify_all()
+        self.signal()
+
+    def remove(self) -> None:
+        """The task ends at once: results not taken are dropped, readers see its end."""
+        with self.cond:
+            self.removed = True
+            self.arrived.clear()
+            self.cond.notify_all()
+        self.signal()
 
     # -- reader side ---------------------------------------------------------------------
 
@@ -151,6 +208,8 @@ class Task:
         return self.done_before + self.position() + self.skip_pending >= self.fed
 
     def at_end(self) -> bool:
+        if self.removed:
+            return True
         total = self.total
         if total is None:
             return False
@@ -185,7 +244,7 @@ class Task:
             self.skip_pending += 1
         self.adjust += 1
 
-    def wait_for_batch(self, timeout: float | None, on_starving) -> None:
+    def wait_for_batch(self, timeout: float | None, on_starving: OnStarving) -> None:
         """Block until a batch arrived, the task ended, or the timeout passed (under cond).
 
         Raises StopIteration at the end, TimeoutError on timeout, RuntimeError when the IMap
@@ -206,22 +265,18 @@ class Task:
             # about to block: tell the feeder (it may be waiting for slots this reader
             # gave back without a per-item wake-up), and whether we starve
             starving = self.starving()
-            on_starving(1 if starving else 0)
+            on_starving(1 if starving else 0, self)
             waited = time.monotonic()
             try:
                 self.cond.wait(remaining)
             finally:
                 self.time_waiting += time.monotonic() - waited
                 if starving:
-                    on_starving(-1)
+                    on_starving(-1, self)
 
-    def take(self, timeout, on_starving, wake_feeder, feed_now=None):
-        """Hand out the next result (the consumer's slow path: errors, skips, tracking).
-
-        ``feed_now`` is given when the caller is the IMap's own feeder (reading a chained
-        input): if the awaited result was not even submitted, waiting would never end (only
-        the feeder submits), so ``feed_now(self)`` submits more of this task first.
-        """
+    def take(self, timeout: float | None, on_starving: OnStarving,
+             wake_feeder: Callable[[], None]) -> Any:
+        """Hand out the next result (the consumer's slow path: errors, skips, tracking)."""
         if self.finished:
             raise StopIteration
         while True:
@@ -246,9 +301,6 @@ class Task:
                 if self.tracked_results is not None:
                     self.tracked_results[index] = result
                 return result
-            if feed_now is not None and not self.arrived and self.starving() \
-                    and feed_now(self):
-                continue
             with self.cond:
                 try:
                     self.wait_for_batch(timeout, on_starving)
@@ -261,6 +313,84 @@ class Task:
             if self.released() >= self.wake_at:
                 wake_feeder()
 
+    def take_runs(self, count: int | None) -> list[Run] | None:
+        """The results ready now, without waiting: at most ``count`` (None: no limit), as
+        runs of consecutive indices; [] when none is ready; None at the end (and on every
+        later call). A whole plain batch is handed over without copying. Gives the slots
+        back; the caller wakes the feeder (``wake_feeder_if_due``)."""
+        if self.finished or self.removed or self.closed is not None:
+            self.finished = True
+            return None
+        runs: list[Run] = []
+        remaining = math.inf if count is None else count
+        while remaining > 0:
+            values, iterator = self.cursor
+            left = iterator.__length_hint__()
+            if not left:
+                with self.cond:
+                    if self.load_next_batch():
+                        continue
+                    if not runs and self.at_end():
+                        self.finished = True
+                        return None
+                break
+            position = len(values) - left
+            if self.plain():
+                taken = int(min(left, remaining))
+                chunk = values if taken == len(values) else values[position:position + taken]
+                iterator.__setstate__(position + taken)
+                runs.append((self.cur_start + position, chunk, None))
+                remaining -= taken
+            else:
+                remaining -= self._take_slowly(runs, int(min(left, remaining)))
+        return runs
+
+    def _take_slowly(self, runs: list[Run], count: int) -> int:
+        """Up to ``count`` positions of the current batch, one by one (errors, skips,
+        tracking), appended to ``runs``. Returns how many results were handed out."""
+        values, iterator = self.cursor
+        errors, tracked = self.cur_errors, self.tracked_results
+        handed, run_start = 0, 0
+        run_values: list[Any] = []
+        run_errors: dict[int, BaseException] | None = None
+        for _ in range(count):
+            left = iterator.__length_hint__()
+            if not left:
+                break
+            position = len(values) - left
+            index = self.cur_start + position
+            if self._drop_late(index):
+                self.adjust -= 1        # before consuming: its slot was given back already
+                next(iterator)
+                continue
+            result = next(iterator)
+            failed = errors is not None and position in errors
+            if failed:
+                result = errors[position]  # type: ignore[index]
+            if tracked is not None:
+                tracked[index] = result
+            if not run_values or index != run_start + len(run_values):
+                if run_values:
+                    runs.append((run_start, run_values, run_errors))
+                run_start, run_values, run_errors = index, [], None
+            if failed:
+                run_errors = run_errors if run_errors is not None else {}
+                run_errors[len(run_values)] = result
+                run_values.append(None)
+            else:
+                run_values.append(result)
+            handed += 1
+        if run_values:
+            runs.append((run_start, run_values, run_errors))
+        return handed
+
+    def wake_feeder_if_due(self) -> None:
+        """After results were taken: wake the feeder if it waits for these slots."""
+        if self.wake_at is not _NEVER and self.released() >= self.wake_at:
+            wake = self.release_wake
+            if wake is not None:
+                wake()
+
     def _drop_late(self, index: int) -> bool:
         """A result whose position was given up after a timeout arrives: drop it."""
         if self.ordered:
@@ -272,3 +402,10 @@ class Task:
             self.skip_pending -= 1
             return True
         return False
+
+
+def _call(wake: Wake, task: Task) -> None:
+    try:
+        wake()
+    except Exception:  # noqa: BLE001 - a consumer's bug must not stop the delivering thread
+        log.exception("a wake callback of task %d raised", task.id)

@@ -19,7 +19,8 @@ def test_public_names():
     assert set(imap.__all__) == {"IMap", "TaskIterator", "imports", "waiting_for_input",
                                  "IMapError", "WorkerDiedError", "SerializationError", "WorkerStartError",
                                  "RemoteError", "RemoteTraceback", "BrokenPoolError",
-                                 "IMapWarning"}
+                                 "IMapWarning", "BatchSource", "BatchFunction", "Results",
+                                 "Wake", "IterableSource"}
     for name in imap.__all__:
         assert getattr(imap, name) is not None
 
@@ -134,10 +135,10 @@ def test_add_and_pop_tasks():
     assert pool._tasks == [] and pool._tasks_tracked == {}
 
 
-def test_add_or_pop_after_start_is_an_error(worker_type):
+def test_add_while_running_but_pop_only_before_start(worker_type):
     with IMap(add1, range(3), worker_type=worker_type, worker_num=1) as pool:
-        with pytest.raises(RuntimeError, match="before start"):
-            pool.add_task(add1, [1])
+        later = pool.add_task(add1, [10])          # allowed while the IMap runs
+        assert list(later) == [11] and list(pool) == [1, 2, 3]
         with pytest.raises(RuntimeError, match="before start"):
             pool.pop_task(1)
         with pytest.raises(RuntimeError, match="already started"):

@@ -448,11 +448,28 @@ def test_reference_timeout_values_with_skip():
     assert outcome == ["T", 1.2, "T", "T", 0.4]
 
 
-def test_reading_one_task_far_ahead_overdraws_instead_of_hanging(caplog):
+def test_reading_one_task_far_ahead_keeps_the_buffer_for_it(caplog):
+    """Each task holds at most its share of the buffer (the buffer less a stride per other
+    task), so reading one task to its end first needs no slot beyond the buffer."""
     pool = IMap(worker_type="thread", worker_num=1, stride=2, buffer=4)
     left = pool.add_task(add1, range(20))
     right = pool.add_task(sub1, range(20))
     with pool:
+        pool.start()
+        for expected in range(-1, 19):               # left is not read at all meanwhile
+            assert next(right) == expected
+            assert pool.buffer_used <= 4
+        assert list(left) == list(range(1, 21))
+    assert "going over the buffer" not in caplog.text
+
+
+def test_reading_one_task_far_ahead_overdraws_when_it_has_no_share_left(caplog):
+    """buffer == stride: one task may fill the whole buffer; reading the other one first
+    then needs slots beyond the buffer, one at a time, with a warning (rule 5)."""
+    pool = IMap(worker_type="thread", worker_num=1, stride=2, buffer=2)
+    left = pool.add_task(add1, range(20))
+    right = pool.add_task(sub1, range(20))
+    with pool, pytest.warns(RuntimeWarning, match="going over the buffer"):
         pool.start()
         assert list(right) == list(range(-1, 19))   # left is not read at all meanwhile
         assert list(left) == list(range(1, 21))

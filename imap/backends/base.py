@@ -74,6 +74,9 @@ class TaskSpec:
     #: seconds one item may run; past it the worker is killed and replaced (processes,
     #: remote) or the item abandoned (threads), and the item fails with TimeoutError
     item_timeout: float | None = None
+    #: the front end's feeder of the run the task belongs to (never sent to a worker):
+    #: a delivered batch is counted back there even after its task was removed
+    owner: Any = None
 
 
 @dataclass(eq=False)
