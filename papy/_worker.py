@@ -286,7 +286,7 @@ class TimedCall:
     def __init__(self, worker: Callable):
         self.__setstate__(worker)
 
-    def __imap_batch__(self, items: list):
+    def call_batch(self, items: list):
         """A whole batch (``imap._evaluate.evaluate``): timed once, errors as values."""
         start = _clock()
         values, raised = map_stage(self.worker, self.bare, items, self.boxed)
