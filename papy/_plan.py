@@ -35,12 +35,17 @@ def build_run(dagger: Dagger, datas: Any, fuse: bool = True) -> Run:
                               f"start([range(10)]), not {datas!r}")
         datas = list(datas)
         if len(datas) != len(inputs):
+            hint = ""
+            if not any(hasattr(d, "__iter__") and not isinstance(d, (str, bytes))
+                       for d in datas):
+                hint = (": give one iterable per input Piper in a list, e.g. "
+                        "start([range(10)]) instead of start(range(10))")
             raise DaggerError(f"{len(datas)} input iterables for {len(inputs)} input Pipers "
-                              f"{[p.name for p in inputs]}")
+                              f"{[p.name for p in inputs]}{hint}")
         for piper, data in zip(inputs, datas):
-            if isinstance(data, (str, bytes)) or not hasattr(data, "__iter__"):
+            if not hasattr(data, "__iter__"):
                 raise TypeError(
-                    f"the input of piper {piper.name!r} is not an iterable of items "
+                    f"the input of piper {piper.name!r} is not iterable "
                     f"({type(data).__name__}): give one iterable per input Piper, e.g. "
                     f"start([range(10)]) or start([open(path)])")
     run = _existing_run(dagger, inputs, datas)

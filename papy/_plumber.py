@@ -162,12 +162,7 @@ class Plumber(Dagger):
         if datas is None or isinstance(datas, (str, bytes)) or not hasattr(datas, "__iter__"):
             raise PlumberError(f"start(datas) takes a list with one iterable per input Piper, "
                                f"e.g. start([range(10)]), not {datas!r}")
-        datas = list(datas)
-        if datas and not any(hasattr(d, "__iter__") for d in datas):
-            raise PlumberError(f"start(datas) takes a list of iterables, one per input "
-                               f"Piper: wrap your input, e.g. start([{datas[:3]!r}...]) "
-                               f"instead of start({datas[:3]!r}...)")
-        self.connect(datas)
+        self.connect(list(datas))
         run = self.run_of()
         assert run is not None
         try:

@@ -155,7 +155,8 @@ class Run:
                 self._readers_of.setdefault(id(source), []).append(pipers[0])
                 node.input_names.append(source.name)
             else:
-                label = f"input {k} of piper {pipers[0].name!r}"
+                label = (f"input of piper {pipers[0].name!r}" if len(inbox) == 1 else
+                         f"input {k} of piper {pipers[0].name!r}")
                 feed = source if isinstance(source, Feed) else Feed(source, self.context,
                                                                     label)
                 self.sources.append(Source(_as_source(feed, label), pipe, label))
