@@ -31,7 +31,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ._errors import PiperError, WorkerError
-from ._worker import REPORT_EVERY, Busy, _clock, any_instance, map_stage
+from ._worker import NEVER_SUSPECT, REPORT_EVERY, Busy, _clock, any_instance, map_stage
 
 __all__ = ["groups", "FusedCall", "StagesFailed"]
 
@@ -169,13 +169,15 @@ class FusedCall:
     def call_batch(self, items: list[Any]) -> tuple[list[Any], dict[int, BaseException] | None]:
         pending, last = self.pending, len(self.stages) - 1
         outputs: list[list[Any]] = []
+        clean: list[bool] = []      # per stage: every value of a NEVER_SUSPECT type
         start = now = _clock()
         for stage, (worker, bare) in enumerate(self.stages):
             reads = self.inputs[stage]
             if not reads:
                 values, raised = map_stage(worker, bare, items, self.boxing)
             elif len(reads) == 1:
-                values, raised = map_stage(worker, bare, outputs[reads[0]], True)
+                values, raised = map_stage(worker, bare, outputs[reads[0]], True,
+                                           clean[reads[0]])
             else:
                 inboxes = list(map(list, zip(*(outputs[k] for k in reads))))
                 values, raised = map_stage(worker, bare, inboxes, False)
@@ -183,7 +185,13 @@ class FusedCall:
             pending[stage] += now - start
             start = now
             outputs.append(values)
-            if raised or (stage != last and any_instance(values, _SKIPPED_BY_NEXT)):
+            if stage == last:
+                if raised:
+                    return self._with_failures(items, outputs, stage, raised, now)
+                break
+            # one scan of the types: plain values need no other check here or next stage
+            clean.append(NEVER_SUSPECT.issuperset(map(type, values)))
+            if raised or (not clean[stage] and any_instance(values, _SKIPPED_BY_NEXT)):
                 return self._with_failures(items, outputs, stage, raised, now)
         values = outputs[last]
         if now - self.reported >= REPORT_EVERY:
