@@ -1,4 +1,5 @@
-"""imap: a lazy, buffered, multi-task parallel map on threads, processes and remote hosts.
+"""imap: a lazy, buffered, multi-task parallel map on threads, processes, remote hosts and
+Dask clusters.
 
     from imap import IMap, imports
 
@@ -10,7 +11,7 @@ See docs/imap.md for the model (tasks, stride, buffer) and every parameter.
 from ._errors import (IMapError, RemoteError, RemoteTraceback, SerializationError,
                       WorkerDiedError, WorkerStartError)
 from ._feeder import waiting_for_input
-from ._config import preload  # noqa: F401 - imap.preload, not in __all__
+from ._config import override_workers, preload  # noqa: F401 - imap.<name>, not in __all__
 from ._imap import IMap
 from ._results import TaskIterator
 from ._imports import imports

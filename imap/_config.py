@@ -1,8 +1,13 @@
-"""Validation of IMap's settings and tasks (clear errors at construction time), and the
-modules the fork server preloads (``preload``)."""
+"""Validation of IMap's settings and tasks (clear errors at construction time), the
+modules the fork server preloads (``preload``), and ``override_workers`` (``papy run
+--dask``)."""
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import threading
+from collections.abc import Iterator
+from typing import Any
 
 from .backends.base import TaskSpec, describe
 
@@ -84,3 +89,42 @@ def preload(*modules: str) -> None:
             raise TypeError(f"preload takes module names (str), not {module!r}")
         if module not in PRELOAD:
             PRELOAD.append(module)
+
+
+_override_lock = threading.Lock()
+_override: dict[str, Any] | None = None
+
+
+@contextlib.contextmanager
+def override_workers(worker_type: str, worker_remote: Any = None,
+                     worker_num: int | None = None) -> Iterator[None]:
+    """Within the ``with`` block, every IMap made in this process gets these worker
+    settings instead of the ones it is given (its other settings are kept).
+
+    ``papy run --dask ADDRESS`` uses it to put a pipeline module's IMaps on a Dask cluster
+    without editing the module. Not nestable.
+
+    Example::
+
+        with override_workers("dask", "tcp://scheduler:8786"):
+            plumber = module.pipeline()     # its IMaps run on the Dask cluster
+    """
+    global _override
+    with _override_lock:
+        if _override is not None:
+            raise RuntimeError("override_workers() is already in force")
+        _override = {"worker_type": worker_type, "worker_remote": worker_remote,
+                     "worker_num": worker_num}
+    try:
+        yield
+    finally:
+        with _override_lock:
+            _override = None
+
+
+def workers(worker_type: str, worker_num: Any, worker_remote: Any) -> tuple[str, Any, Any]:
+    """The worker settings an IMap uses: its own, or those of ``override_workers``."""
+    override = _override
+    if override is None:
+        return worker_type, worker_num, worker_remote
+    return override["worker_type"], override["worker_num"], override["worker_remote"]

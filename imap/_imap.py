@@ -3,7 +3,7 @@
 Data flow:
 
     task iterables --> Feeder thread (_feeder.py) --Batch--> Pool (_pool.py, dispatch queue)
-        --> slot threads --> workers (threads | processes | remote connections)
+        --> slot threads --> workers (threads | processes | remote connections | Dask futures)
         --> slot threads --IMap._deliver--> Task.arrived (per task, under Task.cond)
         --> next() / iteration, in the consumer's thread (_task.py)
 
@@ -78,11 +78,18 @@ class IMap:
             print(list(halves))
 
     Parameters (all validated here; see docs/imap.md):
-      worker_type   'process' (default) or 'thread'
-      worker_num    local workers (default: the number of CPUs); 0 for a remote-only pool
-      worker_remote [('host[:port]', n), ...] RPyC classic servers and workers per host
+      worker_type   'process' (default), 'thread', or 'dask' (a Dask distributed cluster;
+                    needs pip install 'papy[dask]'; see docs/remote.md)
+      worker_num    local workers (default: the number of CPUs); 0 for a remote-only pool;
+                    dask: the Dask threads to keep busy (default: the cluster's threads)
+      worker_remote [('host[:port]', n), ...] RPyC classic servers and workers per host;
+                    dask: a distributed.Client, a Dask Cluster, a scheduler address
+                    ('tcp://host:8786'), or None for a LocalCluster of worker_num processes
+                    made at start() and closed at stop() (what the caller gives is never
+                    closed, and the IMap's own Client is never Dask's default client)
       stride        consecutive items of one task before moving to the next task
-                    (default 2048 x workers: batches long enough to amortise IPC)
+                    (default 2048 x workers: batches long enough to amortise IPC;
+                    dask: 32768 x threads, as a Dask task costs milliseconds)
       buffer        at most this many items read and not yet taken (default 2 x tasks x stride)
       ordered       results in input order (True) or completion order (False)
       skip          after next(timeout=...) times out, drop that position (True) or keep it
@@ -110,18 +117,27 @@ class IMap:
             raise ValueError("IMap(func, iterable): the iterable is empty (as in the original "
                              "PaPy an empty sequence is refused here; pass iter([]) to get an "
                              "IMap that ends at once)")
-        if worker_type not in ("process", "thread"):
-            raise ValueError(f"worker_type must be 'process' or 'thread', not {worker_type!r}")
+        worker_type, worker_num, worker_remote = _config.workers(worker_type, worker_num,
+                                                                 worker_remote)
+        if worker_type not in ("process", "thread", "dask"):
+            raise ValueError(f"worker_type must be 'process', 'thread' or 'dask', not "
+                             f"{worker_type!r}")
         self.worker_type = worker_type
-        self.worker_num = _config.count("worker_num", worker_num, os.cpu_count() or 1,
-                                        minimum=0)
-        self.worker_remote = _config.parse_remote(worker_remote)
-        self._worker_total = self.worker_num + sum(n for _, _, n in self.worker_remote)
+        stride_per_worker = STRIDE_PER_WORKER
+        if worker_type == "dask":   # imports distributed (ImportError naming papy[dask])
+            from .backends.dask import STRIDE_PER_THREAD, dask_workers
+            self.worker_remote, self.worker_num = dask_workers(worker_remote, worker_num)
+            self._worker_total, stride_per_worker = self.worker_num, STRIDE_PER_THREAD
+        else:
+            self.worker_num = _config.count("worker_num", worker_num, os.cpu_count() or 1,
+                                            minimum=0)
+            self.worker_remote = _config.parse_remote(worker_remote)
+            self._worker_total = self.worker_num + sum(n for _, _, n in self.worker_remote)
         if self._worker_total == 0:
             raise ValueError("the pool has no workers: worker_num=0 needs worker_remote=[('host', "
                              "n), ...]; or give worker_num >= 1")
         self.buffer = _config.count("buffer", buffer, None, minimum=1)
-        default_stride = STRIDE_PER_WORKER * self._worker_total
+        default_stride = stride_per_worker * self._worker_total
         if self.buffer is not None:
             default_stride = min(default_stride, self.buffer)
         self.stride = _config.count("stride", stride, default_stride, minimum=1)
@@ -189,7 +205,8 @@ class IMap:
                     raise ValueError(f"task {task_id}: {what} must be a number of seconds >= 0 "
                                      f"or None, not {value!r}")
             spec = TaskSpec(task_id, func, args, kwargs, item_timeout=item_timeout)
-            if self.worker_type == "process" and self.worker_num or self.worker_remote:
+            if (self.worker_type == "process" and self.worker_num or self.worker_type == "dask"
+                    or self.worker_remote):
                 spec.payload = _config.dump_function(spec)
             task = Task(task_id, spec, iterator, _is_chained(iterable), self.ordered, self.skip,
                         timeout, block, track, steady=_is_steady(iterator))
@@ -406,6 +423,9 @@ class IMap:
     # -- workers -------------------------------------------------------------------------
 
     def _make_handles(self) -> list:
+        if self.worker_type == "dask":
+            from .backends.dask import make_dask_handles
+            return make_dask_handles(self.worker_remote, self.worker_num, self.name)
         handles = []
         if self.worker_num:
             if self.worker_type == "thread":

@@ -26,8 +26,10 @@ import imap as _imap
 from imap import IMap, imports
 
 from . import workers
+from ._cache import Cache
 from ._dagger import Dagger
 from ._errors import DaggerError, PapyError, PiperError, PlumberError, WorkerError
+from ._fingerprint import fingerprint
 from ._logging import start_logger  # noqa: F401 - papy.start_logger, not in __all__
 from ._piper import Piper
 from ._plumber import Plumber
@@ -41,4 +43,5 @@ logging.getLogger("papy").addHandler(logging.NullHandler())
 _imap.preload("papy")
 
 __all__ = ["Worker", "Piper", "Dagger", "Plumber", "IMap", "imports", "workers",
-           "PapyError", "WorkerError", "PiperError", "DaggerError", "PlumberError"]
+           "PapyError", "WorkerError", "PiperError", "DaggerError", "PlumberError",
+           "Cache", "fingerprint"]

@@ -40,7 +40,7 @@ class Piper:
     """A node of a pipeline: evaluates ``worker`` for every inbox, in order.
 
     ``Piper(worker, parallel=False, consume=1, produce=1, spawn=1, timeout=None,
-    branch=None, debug=False, name=None, track=False, repeat=False)``
+    branch=None, debug=False, name=None, track=False, repeat=False, cache=None)``
 
     - ``worker``: a Worker, a function, a sequence of them, or a Piper (its Worker is used).
     - ``parallel``: an IMap (several Pipers may share one) or False: a *linear* Piper,
@@ -53,6 +53,8 @@ class Piper:
     - ``branch``: sort key of this Piper among the inputs of a join (docs/papy.md).
     - ``debug``: raise error items instead of passing them on.
     - ``track``: keep ``{index: result}`` in ``tracked`` (``Plumber.stats['pipers_tracked']``).
+    - ``cache``: a ``papy.Cache``: the Piper evaluates a copy of its Worker that looks up
+      each inbox in the cache first (docs/cache.md).
 
     Example (a linear Piper, read by hand)::
 
@@ -66,7 +68,7 @@ class Piper:
     def __init__(self, worker: Any, parallel: Any = False, consume: int = 1, produce: int = 1,
                  spawn: int = 1, timeout: float | None = None, branch: Any = None,
                  debug: bool = False, name: str | None = None, track: bool = False,
-                 repeat: bool = False):
+                 repeat: bool = False, cache: Any = None):
         if isinstance(worker, Piper):
             worker = worker.worker
         if not isinstance(worker, Worker):
@@ -75,6 +77,8 @@ class Piper:
             except TypeError as exc:
                 raise PiperError(f"Piper needs a Worker, a function or a sequence of them: "
                                  f"{exc}") from exc
+        if cache is not None:           # a copy of the Worker that consults the cache
+            worker = Worker(worker, cache=cache, name=worker.name)
         if parallel is None:
             parallel = False
         if parallel is not False and not all(

@@ -30,7 +30,8 @@ _FUNCTION_TYPES = (types.FunctionType, types.BuiltinFunctionType, types.MethodTy
 
 
 def _is_function(obj) -> bool:
-    return isinstance(obj, _FUNCTION_TYPES)
+    # a function decorated by a papy.Cache (papy._cache.CachedFunction) is one too
+    return isinstance(obj, _FUNCTION_TYPES) or hasattr(obj, "__papy_fingerprint_of__")
 
 
 def _function_name(func) -> str:
@@ -43,7 +44,7 @@ def _function_name(func) -> str:
 class Worker:
     """Compose functions left to right over an inbox; errors are returned as values.
 
-    ``Worker(functions, arguments=None, kwargs=None, name=None)`` accepts:
+    ``Worker(functions, arguments=None, kwargs=None, name=None, cache=None)`` accepts:
 
     - one function, with one argument tuple and one kwargs dict:
       ``Worker(grep, ('papy',))`` evaluates ``grep(inbox, 'papy')``;
@@ -55,6 +56,11 @@ class Worker:
     Anything else is a TypeError. Workers are compared by their functions and arguments
     and are not hashable. ``__name__`` is the function names joined by ``'>'``.
 
+    ``cache``: a ``papy.Cache``; each inbox is looked up there first (key: the functions'
+    fingerprints, the arguments, the inbox's content) and a result is stored before it is
+    returned; error items are never stored (docs/cache.md). A copy of a cached Worker
+    keeps its cache unless another is given.
+
     Example::
 
         >>> def plus(inbox, n): return inbox[0] + n
@@ -65,7 +71,8 @@ class Worker:
 
     __hash__ = None  # equal Workers are interchangeable, but they are mutable containers
 
-    def __init__(self, functions, arguments=None, kwargs=None, name: str | None = None):
+    def __init__(self, functions, arguments=None, kwargs=None, name: str | None = None,
+                 cache=None):
         if isinstance(functions, Worker):
             task, args, kws = functions.task, functions.args, functions.kwargs
         elif _is_function(functions):
@@ -89,6 +96,28 @@ class Worker:
             and not self.kwargs[0] else None    # one function of the inbox alone
         self.__name__ = ">".join(_function_name(f) for f in self.task)
         self.name = name if name is not None else f"{self.__name__}_{id(self)}"
+        self.cache = None           # a papy.Cache: see _use_cache
+        self._cached = None
+        if cache is None and isinstance(functions, Worker):
+            cache = functions.cache         # a copy of a cached Worker is cached
+        if cache is not None:
+            self._use_cache(cache)
+
+    def _use_cache(self, cache) -> None:
+        """Consult ``cache`` for every inbox (papy._cache_worker), where the Worker runs.
+        The fast paths that call the function directly (``_bare``: Worker.__call__,
+        TimedCall, BoxingCall, FusedCall, map_stage) are off for a cached Worker."""
+        from ._cache_worker import WorkerCache
+        self._cached = WorkerCache(self, cache)     # copies self while still uncached
+        self.cache = cache
+        self._bare = None
+
+    @property
+    def cache_record(self):
+        """The per-item record of a cached Worker where it runs (``take()``: the counts
+        of executed, cached, failed and upstream-failed items since the last take), or
+        None without a cache. See papy._cache_worker."""
+        return self._cached.record if self._cached is not None else None
 
     def __call__(self, inbox: Sequence) -> Any:
         bare = self._bare
@@ -101,6 +130,8 @@ class Worker:
         return self._evaluate(inbox)
 
     def _evaluate(self, inbox: Sequence) -> Any:
+        if self._cached is not None:
+            return self._cached(inbox)
         try:
             for element in inbox:
                 if isinstance(element, _SUSPECT):

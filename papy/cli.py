@@ -2,6 +2,7 @@
 
     papy new NAME [--template grep]     write NAME.py from a template, ready to edit
     papy run FILE [ARGS...]             run a pipeline module, show progress, print a summary
+    papy run --dask ADDRESS FILE [ARGS...]   ... with every IMap on a Dask cluster
     papy graph FILE [--format dot|mermaid] [--png OUT]
     papy serve [imap-server options]    an RPyC server for remote IMap workers
 
@@ -13,7 +14,7 @@ A pipeline module for ``papy run`` has a ``main(argv)`` (called with ARGS; it re
 code), or a ``pipeline()`` returning a Plumber (or the ``(pipers, xtras, pipes)`` of a module
 written by ``Plumber.save``) and, optionally, ``inputs()`` returning one iterable per input
 Piper. Pipeline scripts use ``add_run_options`` and ``run_plumber`` to behave like
-``papy run`` themselves (see templates/).
+``papy run`` themselves (see papy/templates/).
 
 The module is loaded under a private name that is not left in ``sys.modules``, so its
 functions travel to worker processes and hosts by value, as those of a ``__main__`` script.
@@ -40,7 +41,7 @@ __all__ = ["main", "run_plumber", "add_run_options", "run_options", "summary", "
            "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED", "EXIT_TERMINATED"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"  # package data (papy.templates)
 _loaded = itertools.count()
 
 
@@ -275,6 +276,10 @@ def _graph_model(plumber):
 
 
 def _imap_label(imap) -> str:
+    if imap.worker_type == "dask":
+        where = getattr(imap.worker_remote, "scheduler_address", None) or imap.worker_remote
+        return f"IMap {imap.name}: {imap.worker_num} Dask threads" + (
+            f" at {where}" if isinstance(where, str) else "")
     kind = {"process": "processes", "thread": "threads"}.get(imap.worker_type,
                                                               imap.worker_type)
     workers = [f"{imap.worker_num} {kind}"] if imap.worker_num else []
@@ -353,8 +358,8 @@ def _template_names() -> list[str]:
 def _cmd_new(args) -> int:
     names = _template_names()
     if not names:
-        raise UsageError(f"no templates found in {str(TEMPLATES_DIR)!r}: they come with a "
-                         f"checkout of the papy repository (pip install -e .)")
+        raise UsageError(f"no templates found in {str(TEMPLATES_DIR)!r}: the papy "
+                         f"installation is incomplete (reinstall papy)")
     if args.list:
         for name in names:
             print(name)
@@ -378,6 +383,19 @@ def _cmd_new(args) -> int:
 
 
 def _cmd_run(args) -> int:
+    if args.dask is None:
+        return _run_module(args)
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise UsageError("--dask needs Dask's distributed package: pip install "
+                         "'papy[dask]'") from None
+    from imap import override_workers
+    with override_workers("dask", args.dask):
+        return _run_module(args)
+
+
+def _run_module(args) -> int:
     module = load_module(args.file)
     main_function = getattr(module, "main", None)
     if callable(main_function):
@@ -459,7 +477,11 @@ def _parser() -> argparse.ArgumentParser:
         description="Run a pipeline module: its main(ARGS) if it has one, else its pipeline() "
                     "on --input files or its inputs(), with progress and a final summary "
                     "(ARGS then take --input, --progress, --interval, --quiet).")
-    run.add_argument("file", metavar="FILE", help="a Python file (e.g. templates/grep.py)")
+    run.add_argument("--dask", metavar="ADDRESS",
+                     help="run every IMap the module makes (its parallel Pipers) on the Dask "
+                          "cluster of this scheduler (e.g. tcp://host:8786), with as many "
+                          "workers as the cluster has threads; needs pip install 'papy[dask]'")
+    run.add_argument("file", metavar="FILE", help="a Python file (e.g. papy/templates/grep.py)")
     run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS",
                      help="arguments for the module (see FILE's --help)")
     run.set_defaults(handler=_cmd_run)

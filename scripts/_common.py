@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Sequence
+from multiprocessing.pool import Pool
+from typing import TypeVar
+
+T = TypeVar("T")
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def pool_seconds(pool, func, items, chunksize: int) -> float:
+def pool_seconds(pool: Pool, func: Callable[[T], object], items: Sequence[T],
+                 chunksize: int) -> float:
     """Seconds for ``pool.imap(func, items, chunksize)`` to give every result."""
     started = time.perf_counter()
     count = sum(1 for _ in pool.imap(func, items, chunksize=chunksize))

@@ -17,6 +17,7 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable, Sequence
 from multiprocessing import get_context
 from multiprocessing.pool import ThreadPool
 
@@ -26,16 +27,16 @@ from imap import IMap
 WORKERS = 2
 
 
-def add1(x):
+def add1(x: int) -> int:
     return x + 1
 
 
-def sleep10ms(x):
+def sleep10ms(x: int) -> int:
     time.sleep(0.01)
     return x
 
 
-def time_imap(func, items, **settings) -> float:
+def time_imap(func: Callable[[int], int], items: list[int], **settings: object) -> float:
     pool = IMap(worker_num=WORKERS, **settings)
     warm = pool.add_task(func, range(100))
     pool.start()
@@ -53,8 +54,8 @@ def time_imap(func, items, **settings) -> float:
     return elapsed
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--items", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=5)
     options = parser.parse_args(argv)
@@ -62,7 +63,7 @@ def main(argv=None) -> int:
     sleepers = list(range(200))
     runs: dict[str, list[float]] = {}
 
-    def record(label, seconds):
+    def record(label: str, seconds: float) -> None:
         runs.setdefault(label, []).append(seconds)
 
     process_pool = get_context("fork").Pool(WORKERS)

@@ -28,51 +28,52 @@ import os
 import statistics
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from _common import total_rss_mib  # noqa: E402 (scripts/)
-from papy import IMap, Piper, Plumber  # noqa: E402
+from _common import total_rss_mib  # scripts/
+from papy import IMap, Piper, Plumber
 
 
-def add1(inbox):
+def add1(inbox: Sequence[int]) -> int:
     return inbox[0] + 1
 
 
-def mul2(inbox):
+def mul2(inbox: Sequence[int]) -> int:
     return inbox[0] * 2
 
 
-def sub1(inbox):
+def sub1(inbox: Sequence[int]) -> int:
     return inbox[0] - 1
 
 
-def ident(inbox):
+def ident(inbox: Sequence[int]) -> int:
     return inbox[0]
 
 
-def add(inbox):
+def add(inbox: Sequence[int]) -> int:
     return inbox[0] + inbox[1]
 
 
-def plain_add1(x):
+def plain_add1(x: int) -> int:
     return x + 1
 
 
-def plain_mul2(x):
+def plain_mul2(x: int) -> int:
     return x * 2
 
 
-def plain_sub1(x):
+def plain_sub1(x: int) -> int:
     return x - 1
 
 
-def composed(x):
+def composed(x: int) -> int:
     return (x + 1) * 2 - 1
 
 
-def slow_print(inbox):
+def slow_print(inbox: Sequence[Any]) -> None:
     time.sleep(0.001)
 
 
@@ -178,8 +179,8 @@ def median_rate(run: Callable[[], float], n: int, repeat: int) -> float:
     return n / statistics.median(run() for _ in range(repeat))
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--n", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--memory-seconds", type=float, default=10.0)

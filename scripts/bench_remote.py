@@ -22,6 +22,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -29,19 +31,20 @@ sys.path.insert(0, ROOT)
 from imap import IMap  # noqa: E402
 
 
-def plus_one(x):
+def plus_one(x: int) -> int:
     return x + 1
 
 
-def sleep_5ms(x):
+def sleep_5ms(x: int) -> int:
     time.sleep(0.005)
     return x
 
 
-def start_server() -> tuple[subprocess.Popen, str]:
+def start_server() -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen([sys.executable, "-m", "imap.server", "--port", "0", "--quiet"],
                             stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
                             cwd=ROOT, start_new_session=True)
+    assert proc.stdout is not None  # stdout=PIPE
     line = proc.stdout.readline().strip()
     if not line.startswith("listening on "):
         proc.kill()
@@ -49,17 +52,18 @@ def start_server() -> tuple[subprocess.Popen, str]:
     return proc, line[len("listening on "):]
 
 
-def stop_server(proc: subprocess.Popen) -> None:
+def stop_server(proc: subprocess.Popen[str]) -> None:
     try:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(5)
     except (ProcessLookupError, subprocess.TimeoutExpired):
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    proc.stdout.close()
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
-def one_run(func, n: int, pool: dict) -> float:
+def one_run(func: Callable[[int], int], n: int, pool: dict[str, Any]) -> float:
     """Items per second for ``func`` over range(n) on ``pool`` (IMap keyword arguments)."""
     started = time.perf_counter()
     imap = IMap(func, range(n), **pool)
@@ -70,7 +74,8 @@ def one_run(func, n: int, pool: dict) -> float:
     return n / elapsed
 
 
-def measure(label: str, func, n: int, pool: dict, runs: int) -> float:
+def measure(label: str, func: Callable[[int], int], n: int, pool: dict[str, Any],
+            runs: int) -> float:
     rates = [one_run(func, n, pool) for _ in range(runs)]
     median = statistics.median(rates)
     print(f"  {label:34s} {median:12,.0f} items/s   (min {min(rates):,.0f} .. "
@@ -78,16 +83,16 @@ def measure(label: str, func, n: int, pool: dict, runs: int) -> float:
     return median
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--items", type=int, default=200_000, help="items of the tiny workload")
     parser.add_argument("--sleep-items", type=int, default=200)
     parser.add_argument("--server", help="use this running server (HOST:PORT) instead")
     args = parser.parse_args(argv)
     proc, address = (None, args.server) if args.server else start_server()
-    remote = dict(worker_num=0, worker_remote=[(address, 2)])
-    local = dict(worker_type="process", worker_num=2)
+    remote: dict[str, Any] = dict(worker_num=0, worker_remote=[(address, 2)])
+    local: dict[str, Any] = dict(worker_type="process", worker_num=2)
     try:
         print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, server {address}")
         print(f"tiny: x + 1 over {args.items:,} ints")

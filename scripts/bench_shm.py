@@ -18,6 +18,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable, Sequence
 from multiprocessing import get_context
 
 from _common import pool_seconds  # scripts/
@@ -26,15 +27,16 @@ from imap import IMap
 WORKERS = 2
 
 
-def size_of(payload):
+def size_of(payload: bytes) -> int:
     return len(payload)
 
 
-def echo(payload):
+def echo(payload: bytes) -> bytes:
     return payload
 
 
-def run_imap(func, payloads, threshold) -> float:
+def run_imap(func: Callable[[bytes], object], payloads: list[bytes],
+             threshold: int | None) -> float:
     pool = IMap(worker_num=WORKERS, shm_threshold=threshold)
     results = pool.add_task(func, payloads)
     pool.start()
@@ -48,8 +50,8 @@ def run_imap(func, payloads, threshold) -> float:
     return elapsed
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--items", type=int, default=24)
     parser.add_argument("--mib", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=3)
@@ -73,8 +75,10 @@ def main(argv=None) -> int:
         shm = statistics.median(runs[f"{name}: IMap shared memory"])
         for case in ("IMap shared memory", "IMap pipe", "Pool.imap"):
             seconds = statistics.median(runs[f"{name}: {case}"])
-            ratio = "" if case == "IMap shared memory" else f"  shared memory is {seconds / shm:.1f}x faster"
-            print(f"{name + ': ' + case:32s} {total / seconds / 1e9:6.2f} GB/s {seconds:7.3f} s{ratio}")
+            ratio = ("" if case == "IMap shared memory" else
+                     f"  shared memory is {seconds / shm:.1f}x faster")
+            print(f"{name + ': ' + case:32s} {total / seconds / 1e9:6.2f} GB/s "
+                  f"{seconds:7.3f} s{ratio}")
     leftovers = [entry for entry in os.listdir("/dev/shm") if entry.startswith("imap_")]
     print(f"/dev/shm entries left: {leftovers or 'none'}")
     return 0

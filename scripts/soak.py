@@ -26,31 +26,32 @@ import itertools
 import os
 import sys
 import time
+from collections.abc import Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from _common import total_rss_mib  # noqa: E402 (scripts/)
-from papy import IMap, Piper, Plumber  # noqa: E402
+from _common import total_rss_mib  # scripts/
+from papy import IMap, Piper, Plumber
 
 
 
-def add1(inbox):
+def add1(inbox: Sequence[int]) -> int:
     return inbox[0] + 1
 
 
-def mul2(inbox):
+def mul2(inbox: Sequence[int]) -> int:
     return inbox[0] * 2
 
 
-def mul3(inbox):
+def mul3(inbox: Sequence[int]) -> int:
     return inbox[0] * 3
 
 
-def join_sum(inbox):
+def join_sum(inbox: Sequence[int]) -> int:
     return inbox[0] + inbox[1]
 
 
-def build(stride: int):
+def build(stride: int) -> tuple[Plumber, Piper, tuple[IMap, IMap]]:
     outer = IMap(worker_type="process", worker_num=2, stride=stride)
     inner = IMap(worker_type="process", worker_num=2, stride=stride)
     a = Piper(add1, parallel=outer, name="A")
@@ -63,8 +64,8 @@ def build(stride: int):
 
 
 class Memory:
-    def __init__(self):
-        self.base = None
+    def __init__(self) -> None:
+        self.base: tuple[float, float] | None = None
         self.peak_parent = self.peak_total = 0.0
 
     def sample(self, warm: bool) -> None:
@@ -113,7 +114,8 @@ def infinite(seconds: float, delay: float, stride: int, every: int) -> float:
     plumber, output, _ = build(stride)
     memory = Memory()
     plumber.start([itertools.count()])
-    end = warm_at = None
+    end: float | None = None
+    warm_at: float | None = None
     count = 0
     try:
         for count, _value in enumerate(output, 1):
@@ -132,8 +134,8 @@ def infinite(seconds: float, delay: float, stride: int, every: int) -> float:
     return memory.report("infinite")
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--items", type=int, default=1_000_000)
     parser.add_argument("--quick", action="store_true", help="50,000 items, 3 s infinite")
     parser.add_argument("--stride", type=int, default=256)

@@ -4,6 +4,11 @@ The guard compares, before and after each test, the live threads, this process's
 processes and the entries of /dev/shm. A leftover is given a few seconds to go away (a
 worker exiting, a daemon thread finishing); what remains fails the test and is cleaned up
 (child processes are killed) so one leaking test does not break the next ones.
+
+Dask: the session's cluster (``dask_client``) is made and warmed up before any test looks,
+so its threads are part of every test's "before"; Dask's two process-wide helper threads
+(``DASK_SINGLETON_THREADS``) are never counted; the cluster's own threads are checked once,
+when it closes at the end of the session.
 """
 from __future__ import annotations
 
@@ -11,15 +16,28 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from remote_servers import ServerProcess
 from remote_servers import forking_server  # noqa: F401  (a session fixture, re-exported)
+
+try:
+    import distributed
+except ImportError:  # the dask pool kind is skipped (pip install -e '.[test]' installs it)
+    distributed = None
 
 SETTLE_SECONDS = 10.0
 # multiprocessing's own singletons: started on first use of spawn/forkserver, they live
 # until the interpreter exits (and die with it); they are not leaks of ours
 STDLIB_HELPERS = (b"multiprocessing.resource_tracker", b"multiprocessing.forkserver")
+# Dask's process-wide thread pools of one thread each (distributed.utils._offload_executor,
+# distributed.Future's callback executor): started on first use by any Client or worker,
+# they live until the interpreter exits; not leaks of ours (the threads of a cluster and of
+# a Client are checked: see dask_client below)
+DASK_SINGLETON_THREADS = ("Dask-Offload_", "Dask-Callback-Thread_")
 
 
 def _is_stdlib_helper(pid: str) -> bool:
@@ -38,7 +56,7 @@ def child_pids() -> set[int]:
     workers the fork server starts for us are.
     """
     parents: dict[str, list[str]] = {}
-    helpers = set()
+    helpers: set[str] = set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -52,7 +70,8 @@ def child_pids() -> set[int]:
             parents.setdefault(fields[1], []).append(entry)
             if _is_stdlib_helper(entry):
                 helpers.add(entry)
-    found, todo = set(), [str(os.getpid())]
+    found: set[str] = set()
+    todo = [str(os.getpid())]
     while todo:
         for child in parents.get(todo.pop(), []):
             if child not in found:
@@ -69,11 +88,12 @@ def shm_entries() -> set[str]:
 
 
 def _threads() -> set[threading.Thread]:
-    return {t for t in threading.enumerate() if t.is_alive()}
+    return {t for t in threading.enumerate()
+            if t.is_alive() and not t.name.startswith(DASK_SINGLETON_THREADS)}
 
 
 @pytest.fixture(autouse=True)
-def no_leftovers(request):
+def no_leftovers(request: pytest.FixtureRequest) -> Iterator[None]:
     """Fail a test that leaves threads, child processes or shared memory behind."""
     threads, children, shm = _threads(), child_pids(), shm_entries()
     yield
@@ -101,20 +121,59 @@ def no_leftovers(request):
         pytest.fail("; ".join(problems), pytrace=False)
 
 
-def pytest_configure(config):
+def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "allow_leftovers: the leak guard does not fail this test")
 
 
 @pytest.fixture(params=["thread", "process"])
-def worker_type(request) -> str:
+def worker_type(request: pytest.FixtureRequest) -> str:
     """Runs a test on a thread pool and on a process pool."""
-    return request.param
+    kind: str = request.param
+    return kind
 
 
-@pytest.fixture(params=["thread", "process", "remote"])
-def pool_options(request, forking_server):  # noqa: F811
-    """IMap options for a 2-worker pool of each kind: threads, processes, and two slots on
-    a loopback RPyC server (session-scoped, so it exists before the leak guard looks)."""
+@pytest.fixture(scope="session")
+def dask_client() -> Iterator[Any]:
+    """A Client of a Dask LocalCluster of 2 in-process workers of 1 thread each, shared by
+    the whole session (None when distributed is not installed).
+
+    Session-scoped, so it exists before any test's leak guard looks; each worker runs one
+    task here first, so the thread of its executor (which Dask starts at the first task and
+    keeps) exists by then too. At the end of the session the cluster is closed and every
+    thread it started must be gone (Dask's two process-wide singletons excepted)."""
+    if distributed is None:
+        yield None
+        return
+    before = set(threading.enumerate())
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                       dashboard_address="127.0.0.1:0")
+    client = distributed.Client(cluster, set_as_default=False)
+    warm = [client.submit(abs, -k, workers=[address], pure=False)
+            for k, address in enumerate(client.nthreads())]
+    client.gather(warm)
+    del warm
+    yield client
+    client.close()
+    cluster.close()
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while (left := {t.name for t in set(threading.enumerate()) - before if t.is_alive()
+                    and not t.name.startswith(DASK_SINGLETON_THREADS)}) \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not left, f"threads of the session's Dask cluster left running: {sorted(left)}"
+
+
+@pytest.fixture(params=["thread", "process", "remote", "dask"])
+def pool_options(request: pytest.FixtureRequest,
+                 forking_server: ServerProcess,  # noqa: F811 - the fixture imported above
+                 dask_client: Any) -> dict[str, Any]:
+    """IMap options for a 2-worker pool of each kind: threads, processes, two slots on a
+    loopback RPyC server, and a Dask cluster of 2 in-process workers (both session-scoped,
+    so they exist before the leak guard looks)."""
     if request.param == "remote":
         return dict(worker_num=0, worker_remote=[(forking_server.address, 2)])
+    if request.param == "dask":
+        if dask_client is None:
+            pytest.skip("distributed is not installed (pip install 'papy[dask]')")
+        return dict(worker_type="dask", worker_remote=dask_client)
     return dict(worker_type=request.param, worker_num=2)

@@ -24,8 +24,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from imap.backends.base import TaskSpec
+    from imap.backends.remote import RemoteHandle
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 30.0
@@ -53,7 +59,8 @@ _PORT_LINE = {"imap": re.compile(r"^listening on 127\.0\.0\.1:(\d+)$"),
 class ServerProcess:
     """One server subprocess; ``port`` is known once the constructor returns."""
 
-    def __init__(self, kind: str = "imap", mode: str = "forking", args=(), env=None):
+    def __init__(self, kind: str = "imap", mode: str = "forking", args: Sequence[str] = (),
+                 env: Mapping[str, str] | None = None) -> None:
         if kind not in _PORT_LINE:
             raise ValueError(kind)
         self.kind, self.mode = kind, mode
@@ -66,7 +73,7 @@ class ServerProcess:
             [sys.executable, "-c", BOOT, kind, *argv], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
             env=environment, cwd=ROOT)
-        self.lines: collections.deque = collections.deque(maxlen=400)
+        self.lines: collections.deque[str] = collections.deque(maxlen=400)
         self.stdout_lines: list[str] = []
         self._found = threading.Event()
         self.port: int | None = None
@@ -88,24 +95,25 @@ class ServerProcess:
 
     def _read_output(self) -> None:
         pattern = _PORT_LINE[self.kind]
-        streams = {self.proc.stdout: "out", self.proc.stderr: "err"}
+        stdout, stderr = self.proc.stdout, self.proc.stderr
+        assert stdout is not None and stderr is not None  # both are pipes
         with selectors.DefaultSelector() as selector:
-            for stream in streams:
+            for stream, label in ((stdout, "out"), (stderr, "err")):
                 os.set_blocking(stream.fileno(), False)
-                selector.register(stream, selectors.EVENT_READ)
-            partial = {stream: b"" for stream in streams}
+                selector.register(stream, selectors.EVENT_READ, label)
+            partial = {stdout.fileno(): b"", stderr.fileno(): b""}
             while selector.get_map():
                 for key, _ in selector.select():
-                    stream = key.fileobj
-                    chunk = os.read(stream.fileno(), 65536)
+                    chunk = os.read(key.fd, 65536)
                     if not chunk:
-                        selector.unregister(stream)
+                        selector.unregister(key.fileobj)
                         continue
-                    *complete, partial[stream] = (partial[stream] + chunk).split(b"\n")
+                    label = key.data
+                    *complete, partial[key.fd] = (partial[key.fd] + chunk).split(b"\n")
                     for raw in complete:
                         line = raw.decode(errors="replace")
-                        self.lines.append(f"[{streams[stream]}] {line}")
-                        if streams[stream] == "out":
+                        self.lines.append(f"[{label}] {line}")
+                        if label == "out":
                             self.stdout_lines.append(line)
                         match = pattern.search(line)
                         if match and self.port is None:
@@ -143,7 +151,8 @@ class ServerProcess:
             time.sleep(0.05)
         self._drain.join(5)
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            stream.close()
+            if stream is not None:
+                stream.close()
         left = self.group_pids()
         assert not left, f"processes left behind by the {self.kind} server: {left}"
 
@@ -166,11 +175,12 @@ def group_members(pgid: int, include_zombies: bool = False) -> list[int]:
 
 
 @pytest.fixture
-def servers():
+def servers() -> Iterator[Callable[..., ServerProcess]]:
     """A factory: ``servers(kind='imap'|'rpyc', mode='forking'|'threaded', args=())``."""
     started: list[ServerProcess] = []
 
-    def start(kind="imap", mode="forking", args=(), env=None) -> ServerProcess:
+    def start(kind: str = "imap", mode: str = "forking", args: Sequence[str] = (),
+              env: Mapping[str, str] | None = None) -> ServerProcess:
         server = ServerProcess(kind, mode, args, env)
         started.append(server)
         return server
@@ -184,7 +194,7 @@ SERVER_KINDS = [("imap", "forking"), ("rpyc", "forking"), ("imap", "threaded")]
 
 
 @pytest.fixture(scope="session", params=SERVER_KINDS, ids=lambda kind: "-".join(kind))
-def any_server(request):
+def any_server(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
     """A long-lived server of each kind, for tests that do not harm it.
 
     Session-scoped, so it starts before the leak guard's snapshot of each test.
@@ -195,14 +205,15 @@ def any_server(request):
 
 
 @pytest.fixture(scope="session")
-def forking_server():
+def forking_server() -> Iterator[ServerProcess]:
     """A long-lived forking launcher, for tests that do not harm it."""
     server = ServerProcess("imap", "forking")
     yield server
     server.stop()
 
 
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02) -> bool:
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0,
+             interval: float = 0.02) -> bool:
     """Poll ``predicate`` until true or ``timeout`` (for states only /proc can show)."""
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -212,7 +223,8 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02) -> bool:
     return True
 
 
-def make_task(func, *args, task_id: int = 1, **kwargs):
+def make_task(func: Callable[..., Any], *args: Any, task_id: int = 1,
+              **kwargs: Any) -> TaskSpec:
     """A TaskSpec with its dill payload, as the IMap front end makes it."""
     import dill
 
@@ -221,9 +233,10 @@ def make_task(func, *args, task_id: int = 1, **kwargs):
                     payload=dill.dumps((func, args, kwargs), recurse=True))
 
 
-def open_handle(server: ServerProcess, **options):
+def open_handle(server: ServerProcess, **options: Any) -> RemoteHandle:
     """An open RemoteHandle on ``server`` (the caller closes it)."""
     from imap.backends.remote import RemoteHandle
+    assert server.port is not None  # known once the ServerProcess is made
     handle = RemoteHandle(HOST, server.port, **options)
     handle.open()
     return handle

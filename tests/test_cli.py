@@ -104,7 +104,7 @@ def test_new_writes_a_runnable_file_from_a_template(tmp_path, capsys, monkeypatc
     made = tmp_path / "mygrep.py"
     text = made.read_text()
     assert text.startswith("# mygrep.py: a papy pipeline made by 'papy new'")
-    assert text.endswith((ROOT / "templates" / "grep.py").read_text())
+    assert text.endswith((ROOT / "papy" / "templates" / "grep.py").read_text())
     compile(text, str(made), "exec")
     assert "python -m papy run mygrep.py" in capsys.readouterr().out
     module = cli.load_module(made)

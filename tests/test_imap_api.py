@@ -36,7 +36,7 @@ def test_defaults():
 
 
 @pytest.mark.parametrize("kwargs, error, words", [
-    (dict(worker_type="fiber"), ValueError, "'process' or 'thread'"),
+    (dict(worker_type="fiber"), ValueError, "'process', 'thread' or 'dask'"),
     (dict(worker_num=-1), ValueError, "worker_num must be >= 0"),
     (dict(worker_num=1.5), TypeError, "worker_num must be an int"),
     (dict(worker_num=0), ValueError, "no workers"),

@@ -210,10 +210,11 @@ def lines(first, stop):
     return "".join(f"line {n}\n" for n in range(first, stop))
 
 
-@pytest.mark.parametrize("parallel", ["linear", "thread"])
+@pytest.mark.parametrize("parallel", ["linear", "thread", "process"])
 def test_append_truncate_and_rotate_while_a_plumber_runs(tmp_path, parallel):
     path, collected = tmp_path / "log", Collected()
-    imap = IMap(worker_type="thread", worker_num=2, stride=1) if parallel == "thread" else False
+    # the default stride: a followed file needs no small one (load_file tells the feeder)
+    imap = False if parallel == "linear" else IMap(worker_type=parallel, worker_num=2)
     plumber = Plumber()
     plumber.add_pipe((Piper(passed, parallel=imap), Piper(collected.worker)))
     append(path, lines(0, 10))

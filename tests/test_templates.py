@@ -1,4 +1,4 @@
-"""Every template in templates/ runs on small data and gives the right answers.
+"""Every template in papy/templates/ runs on small data and gives the right answers.
 
 The templates are loaded the way ``papy run`` loads them (papy.cli.load_module: their
 functions travel to worker processes by value); most runs use thread pools to stay fast, one
@@ -26,7 +26,7 @@ from papy.cli import load_module, run_plumber
 from papy.workers.io import load_file
 
 ROOT = Path(__file__).resolve().parent.parent
-TEMPLATES = ROOT / "templates"
+TEMPLATES = ROOT / "papy" / "templates"
 
 
 def template(name: str):
@@ -46,7 +46,7 @@ def test_every_template_has_pipeline_and_main():
     for name in names:
         module = template(name)
         assert callable(module.pipeline) and callable(module.main), name
-        assert module.__doc__ and "python -m papy run templates/" in module.__doc__
+        assert module.__doc__ and "python -m papy run papy/templates/" in module.__doc__
 
 
 
@@ -138,7 +138,7 @@ def test_grep_follows_a_growing_file_until_chinkup(tmp_path):
     path.write_text("papy 0\nother\n")
     out = QueueOut()
     with open(path) as handle:
-        plumber = grep.pipeline(r"papy \d", thread_pool(stride=2), out)
+        plumber = grep.pipeline(r"papy \d", thread_pool(), out)
         plumber.set_inputs([load_file(handle, follow=True)])
         plumber.plunge()
         try:
@@ -161,7 +161,7 @@ def test_grep_without_follow_and_the_demo(tmp_path, capsys):
     assert grep.main(argv) == 0
     assert capsys.readouterr().out == "a papy line\npapyrus\n"
     out, err = io.StringIO(), io.StringIO()
-    assert grep.demo("papy", thread_pool(stride=2), delay=0, out=out, stream=err) == 0
+    assert grep.demo("papy", thread_pool(), delay=0, out=out, stream=err) == 0
     assert out.getvalue().splitlines() == [line.rstrip("\n") for line in grep.DEMO_LINES
                                            if "papy" in line]
     assert "papy grep demo" in err.getvalue()
@@ -171,7 +171,7 @@ def test_grep_without_follow_and_the_demo(tmp_path, capsys):
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
                          ids=["ctrl-c", "sigterm"])
 def test_grep_stops_cleanly_on_a_signal(tmp_path, signum, status):
-    """python -m papy run templates/grep.py FILE, process workers; a signal while it
+    """python -m papy run papy/templates/grep.py FILE, process workers; a signal while it
     follows ends it gracefully: the summary is printed and the exit code says why."""
     path = tmp_path / "growing.log"
     path.write_text("papy first\n")

@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from imap import imports
 
-__all__: list = []  # filled in by _publish
+__all__: list[str] = []  # filled in by _finish
 
 # name, operation, description, example inbox, example result
-_UNARY = [
+_UNARY: list[tuple[str, Callable[[Any], Any], str, str, str]] = [
     ("abs", operator.abs, "the absolute value", "[-2]", "2"),
     ("acos", math.acos, "the arc cosine, in radians", "[1.0]", "0.0"),
     ("asin", math.asin, "the arc sine, in radians", "[0.0]", "0.0"),
@@ -50,7 +51,7 @@ _UNARY = [
 ]
 
 # name, operation, formula of (x, b), operands x and b of the examples, example result
-_BINARY = [
+_BINARY: list[tuple[str, Callable[[Any, Any], Any], str, str, str, str]] = [
     ("add", operator.add, "x + b", "2", "3", "5"),
     ("sub", operator.sub, "x - b", "5", "3", "2"),
     ("mul", operator.mul, "x * b", "2", "3", "6"),
@@ -68,12 +69,13 @@ _BINARY = [
 ]
 
 
-def _module_of(operation: Callable) -> str:
+def _module_of(operation: Callable[..., Any]) -> str:
     return "operator" if getattr(operation, "__module__", None) in ("operator", "_operator") \
         else "math"
 
 
-def _finish(function: Callable, name: str, doc: str, operation: Callable) -> Callable:
+def _finish(function: Callable[..., Any], name: str, doc: str,
+            operation: Callable[..., Any]) -> None:
     """Make ``function`` a public function of this module called ``name``."""
     function.__name__ = function.__qualname__ = name
     function.__module__ = __name__
@@ -81,22 +83,23 @@ def _finish(function: Callable, name: str, doc: str, operation: Callable) -> Cal
     imports([_module_of(operation)])(function)
     globals()[name] = function
     __all__.append(name)
-    return function
 
 
-def _unary(name: str, operation: Callable, what: str, example: str, result: str) -> None:
-    def function(inbox):
+def _unary(name: str, operation: Callable[[Any], Any], what: str, example: str,
+           result: str) -> None:
+    def function(inbox: Sequence[Any]) -> Any:
         return operation(inbox[0])
     doc = (f"Return {what} of x = inbox[0] ({_module_of(operation)}.{operation.__name__})."
            f"\n\n    >>> {name}({example})\n    {result}\n    ")
     _finish(function, name, doc, operation)
 
 
-def _binary(name: str, operation: Callable, formula: str, x: str, b: str, result: str) -> None:
-    def constant(inbox, b):
+def _binary(name: str, operation: Callable[[Any, Any], Any], formula: str, x: str, b: str,
+            result: str) -> None:
+    def constant(inbox: Sequence[Any], b: Any) -> Any:
         return operation(inbox[0], b)
 
-    def star(inbox):
+    def star(inbox: Sequence[Any]) -> Any:
         return operation(*inbox)
     _finish(constant, name, f"Return {formula} for x = inbox[0] and a constant b."
             f"\n\n    >>> {name}([{x}], {b})\n    {result}\n    ", operation)
@@ -105,15 +108,63 @@ def _binary(name: str, operation: Callable, formula: str, x: str, b: str, result
             operation)
 
 
-for _row in _UNARY:
-    _unary(*_row)
-for _row in _BINARY:
-    _binary(*_row)
-del _row
+if TYPE_CHECKING:  # the functions made below by _unary and _binary, for type checkers
+    # (tests/test_workers_maths.py checks that these are the names the tables make)
+    def abs(inbox: Sequence[Any]) -> Any: ...  # noqa: A001 - the original's name
+    def ceil(inbox: Sequence[float]) -> int: ...
+    def floor(inbox: Sequence[float]) -> int: ...
+    def frexp(inbox: Sequence[float]) -> tuple[float, int]: ...
+    def modf(inbox: Sequence[float]) -> tuple[float, float]: ...
+    def acos(inbox: Sequence[float]) -> float: ...
+    def asin(inbox: Sequence[float]) -> float: ...
+    def atan(inbox: Sequence[float]) -> float: ...
+    def cos(inbox: Sequence[float]) -> float: ...
+    def cosh(inbox: Sequence[float]) -> float: ...
+    def degrees(inbox: Sequence[float]) -> float: ...
+    def exp(inbox: Sequence[float]) -> float: ...
+    def fabs(inbox: Sequence[float]) -> float: ...
+    def log10(inbox: Sequence[float]) -> float: ...
+    def radians(inbox: Sequence[float]) -> float: ...
+    def sin(inbox: Sequence[float]) -> float: ...
+    def sinh(inbox: Sequence[float]) -> float: ...
+    def sqrt(inbox: Sequence[float]) -> float: ...
+    def tan(inbox: Sequence[float]) -> float: ...
+    def tanh(inbox: Sequence[float]) -> float: ...
+    def add(inbox: Sequence[Any], b: Any) -> Any: ...
+    def addstar(inbox: Sequence[Any]) -> Any: ...
+    def sub(inbox: Sequence[Any], b: Any) -> Any: ...
+    def substar(inbox: Sequence[Any]) -> Any: ...
+    def mul(inbox: Sequence[Any], b: Any) -> Any: ...
+    def mulstar(inbox: Sequence[Any]) -> Any: ...
+    def div(inbox: Sequence[Any], b: Any) -> Any: ...
+    def divstar(inbox: Sequence[Any]) -> Any: ...
+    def floordiv(inbox: Sequence[Any], b: Any) -> Any: ...
+    def floordivstar(inbox: Sequence[Any]) -> Any: ...
+    def mod(inbox: Sequence[Any], b: Any) -> Any: ...
+    def modstar(inbox: Sequence[Any]) -> Any: ...
+    def lshift(inbox: Sequence[Any], b: Any) -> Any: ...
+    def lshiftstar(inbox: Sequence[Any]) -> Any: ...
+    def pow(inbox: Sequence[float], b: float) -> float: ...  # noqa: A001 - the original's name
+    def powstar(inbox: Sequence[float]) -> float: ...
+    def atan2(inbox: Sequence[float], b: float) -> float: ...
+    def atan2star(inbox: Sequence[float]) -> float: ...
+    def fmod(inbox: Sequence[float], b: float) -> float: ...
+    def fmodstar(inbox: Sequence[float]) -> float: ...
+    def hypot(inbox: Sequence[float], b: float) -> float: ...
+    def hypotstar(inbox: Sequence[float]) -> float: ...
+    def ldexp(inbox: Sequence[float], b: int) -> float: ...
+    def ldexpstar(inbox: Sequence[float]) -> float: ...
+
+
+for _unary_row in _UNARY:
+    _unary(*_unary_row)
+for _binary_row in _BINARY:
+    _binary(*_binary_row)
+del _unary_row, _binary_row
 
 
 @imports(["math"])
-def log(inbox, base: float = math.e) -> float:
+def log(inbox: Sequence[float], base: float = math.e) -> float:
     """Return the logarithm of x = inbox[0] to ``base`` (natural by default).
 
     >>> log([8.0], 2)
@@ -123,7 +174,7 @@ def log(inbox, base: float = math.e) -> float:
 
 
 @imports(["math"])
-def logstar(inbox) -> float:
+def logstar(inbox: Sequence[float]) -> float:
     """Return the logarithm of x = inbox[0] to the base b = inbox[1] (a join).
 
     >>> logstar([8.0, 2.0])
@@ -132,5 +183,5 @@ def logstar(inbox) -> float:
     return math.log(*inbox)
 
 
-fmodr = fmod  # noqa: F821 - the original's name (sic), defined by _binary above
+fmodr = fmod  # the original's name (sic), defined by _binary above
 __all__ += ["log", "logstar", "fmodr"]

@@ -25,7 +25,8 @@ import shlex
 import signal
 import subprocess
 import tempfile
-from typing import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from imap import imports
 
@@ -42,12 +43,23 @@ class ScriptError(RuntimeError):
     negative ``returncode`` is the signal that killed the program.
     """
 
-    def __init__(self, command: Sequence[str], returncode: int, stderr: str | bytes):
+    def __init__(self, command: Sequence[str], returncode: int, stderr: str | bytes) -> None:
         super().__init__(list(command), returncode, stderr)
 
-    command = property(lambda self: self.args[0])
-    returncode = property(lambda self: self.args[1])
-    stderr = property(lambda self: self.args[2])
+    @property
+    def command(self) -> list[str]:
+        command: list[str] = self.args[0]
+        return command
+
+    @property
+    def returncode(self) -> int:
+        returncode: int = self.args[1]
+        return returncode
+
+    @property
+    def stderr(self) -> str | bytes:
+        stderr: str | bytes = self.args[2]
+        return stderr
 
     def __str__(self) -> str:
         code = self.returncode
@@ -60,9 +72,11 @@ class ScriptError(RuntimeError):
 
 
 @imports(["os", "re", "shlex", "signal", "subprocess", "tempfile"])
-def script(inbox, command: str | Sequence[str], item_as: str | None = "argument",
-           output: str = "stdout", timeout: float | None = None, text: bool = True,
-           cwd: str | None = None, env: dict | None = None, dir: str | None = None,  # noqa: A002
+def script(inbox: Sequence[Any], command: str | Sequence[str],
+           item_as: str | None = "argument", output: str = "stdout",
+           timeout: float | None = None, text: bool = True, cwd: str | None = None,
+           env: Mapping[str, str] | None = None,
+           dir: str | None = None,  # noqa: A002 - as tempfile's
            suffix: str = "") -> str | bytes:
     """Run ``command`` on the item and return its output (``str`` when ``text``, else
     ``bytes``); see the module documentation for ``item_as`` and ``output``.
@@ -82,10 +96,10 @@ def script(inbox, command: str | Sequence[str], item_as: str | None = "argument"
     if not argv:
         raise ValueError("script needs a command, e.g. ['sort', '-n'] or 'sort -n'")
     item = inbox[0]
-    temp_files: list = []
+    temp_files: list[str] = []
     try:
         stdin_data = _as_bytes(item) if item_as == "stdin" else None
-        places = {}
+        places: dict[str, str] = {}
         if item_as == "argument":
             places["{}"] = os.fsdecode(item) if isinstance(item, bytes) else str(item)
         elif item_as == "file":
@@ -107,7 +121,8 @@ def script(inbox, command: str | Sequence[str], item_as: str | None = "argument"
                 pass
 
 
-def _run(argv, stdin_data, capture: bool, timeout, cwd, env) -> bytes:
+def _run(argv: list[str], stdin_data: bytes | None, capture: bool, timeout: float | None,
+         cwd: str | None, env: Mapping[str, str] | None) -> bytes:
     """Run argv in its own session; a timeout kills the whole session."""
     with subprocess.Popen(argv, stdin=subprocess.DEVNULL if stdin_data is None else
                           subprocess.PIPE, stdout=subprocess.PIPE if capture else
@@ -127,7 +142,7 @@ def _run(argv, stdin_data, capture: bool, timeout, cwd, env) -> bytes:
     return stdout or b""
 
 
-def _place(argv: list, places: dict) -> list:
+def _place(argv: list[str], places: dict[str, str]) -> list[str]:
     """Put each value where its placeholder is (inside arguments too), else append it.
 
     One pass over the command, so a value that contains a placeholder stays as it is.
@@ -140,13 +155,13 @@ def _place(argv: list, places: dict) -> list:
                      if not any(key in argument for argument in argv)]
 
 
-def _as_bytes(item) -> bytes:
+def _as_bytes(item: object) -> bytes:
     if isinstance(item, (bytes, bytearray, memoryview)):
         return bytes(item)
     return str(item).encode()
 
 
-def _temp_file(temp_files: list, directory, suffix: str, data: bytes) -> str:
+def _temp_file(temp_files: list[str], directory: str | None, suffix: str, data: bytes) -> str:
     fd, path = tempfile.mkstemp(suffix, f"papy_script_{os.getpid()}_", directory)
     temp_files.append(path)
     with open(fd, "wb") as handle:

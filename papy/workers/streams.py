@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import json
 import pickle
-from typing import IO, Any, Iterator
+from collections.abc import Iterator, Sequence
+from typing import IO, Any, AnyStr
 
 from imap import imports
 
@@ -33,7 +34,8 @@ __all__ = ["DEFAULT_DELIMITER", "dump_stream", "load_stream", "dump_pickle_strea
 DEFAULT_DELIMITER = "%%"
 
 
-def dump_stream(inbox, handle: IO, delimiter: str | None = None) -> None:
+def dump_stream(inbox: Sequence[Any], handle: IO[Any],
+                delimiter: str | bytes | None = None) -> None:
     """Write the item (``str`` to a text handle, ``bytes`` to a binary one) and a
     delimiter line to ``handle``; read the items back with :func:`load_stream`.
 
@@ -44,19 +46,18 @@ def dump_stream(inbox, handle: IO, delimiter: str | None = None) -> None:
     ['first\\n\\nparagraph', 'second']
     """
     item = inbox[0]
-    if not isinstance(item, (str, bytes, bytearray)):
+    if isinstance(item, str):
+        handle.write(_dumped(item, _delimiter(delimiter, "\n"), "\n"))
+    elif isinstance(item, (bytes, bytearray)):
+        handle.write(_dumped(bytes(item), _delimiter(delimiter, b"\n"), b"\n"))
+    else:
         raise TypeError(f"dump_stream writes str or bytes items, not {type(item).__name__}; "
                         f"serialise it first (json_dumps, pickle_dumps) or use "
                         f"dump_pickle_stream")
-    binary = not isinstance(item, str)
-    separator = _delimiter(delimiter, binary)
-    newline = b"\n" if binary else "\n"
-    lines = item.split(newline)
-    handle.write(newline.join(_escape(line, separator, binary) for line in lines)
-                 + newline + separator + newline)
 
 
-def load_stream(handle: IO, delimiter: str | None = None) -> Iterator:
+def load_stream(handle: IO[AnyStr], delimiter: str | bytes | None = None
+                ) -> Iterator[AnyStr]:
     """Yield the items that :func:`dump_stream` wrote with the same ``delimiter``
     (``str`` from a text handle, ``bytes`` from a binary one).
 
@@ -67,25 +68,24 @@ def load_stream(handle: IO, delimiter: str | None = None) -> Iterator:
     >>> list(load_stream(io.StringIO('one\\n%%\\ntwo\\n\\nlines\\n%%\\n')))
     ['one', 'two\\n\\nlines']
     """
-    lines: list = []
-    separator = newline = None
-    for line in iter(handle.readline, handle.read(0)):
-        if separator is None:
-            binary = isinstance(line, bytes)
-            separator, newline = _delimiter(delimiter, binary), (b"\n" if binary else "\n")
-        body, ending = (line[:-1], newline) if line.endswith(newline) else (line, line[:0])
+    empty = handle.read(0)
+    newline = _newline(empty)
+    separator = _delimiter(delimiter, newline)
+    lines: list[AnyStr] = []
+    for line in iter(handle.readline, empty):
+        body, ending = (line[:-1], newline) if line.endswith(newline) else (line, empty)
         if body == separator:
-            yield newline[:0].join(lines)[:-1]
+            yield empty.join(lines)[:-1]
             lines = []
         else:
             lines.append(_unescape(body, separator) + ending)
     if lines:  # a stream cut short: the last item, without the newline dump_stream adds
-        last = newline[:0].join(lines)
+        last = empty.join(lines)
         yield last[:-1] if last.endswith(newline) else last
 
 
 @imports(["pickle"])
-def dump_pickle_stream(inbox, handle: IO) -> None:
+def dump_pickle_stream(inbox: Sequence[Any], handle: IO[bytes]) -> None:
     """Write the item as a pickle (highest protocol) to a binary ``handle`` and flush;
     read the items back with :func:`load_pickle_stream`.
 
@@ -100,7 +100,7 @@ def dump_pickle_stream(inbox, handle: IO) -> None:
 
 
 @imports(["pickle"])
-def load_pickle_stream(handle: IO) -> Iterator:
+def load_pickle_stream(handle: IO[bytes]) -> Iterator[Any]:
     """Yield the objects pickled back to back in a binary ``handle``, up to its end.
 
     Only load pickles you trust: unpickling runs code.
@@ -117,7 +117,7 @@ def load_pickle_stream(handle: IO) -> Iterator:
 
 
 @imports(["pickle"])
-def pickle_dumps(inbox, protocol: int = pickle.HIGHEST_PROTOCOL) -> bytes:
+def pickle_dumps(inbox: Sequence[Any], protocol: int = pickle.HIGHEST_PROTOCOL) -> bytes:
     """Return the item pickled (highest protocol by default).
 
     >>> pickle_loads([pickle_dumps([{'a': 1}])])
@@ -127,7 +127,7 @@ def pickle_dumps(inbox, protocol: int = pickle.HIGHEST_PROTOCOL) -> bytes:
 
 
 @imports(["pickle"])
-def pickle_loads(inbox) -> Any:
+def pickle_loads(inbox: Sequence[bytes]) -> Any:
     """Return the object pickled in the item (``bytes``); only load pickles you trust.
 
     >>> pickle_loads([pickle_dumps([(1, 'a')])])
@@ -137,7 +137,7 @@ def pickle_loads(inbox) -> Any:
 
 
 @imports(["json"])
-def json_dumps(inbox, **kwargs) -> str:
+def json_dumps(inbox: Sequence[Any], **kwargs: Any) -> str:
     """Return the item as a JSON string; ``kwargs`` go to ``json.dumps`` (e.g. ``indent``).
 
     >>> json_dumps([{'a': [1, 2]}])
@@ -147,7 +147,7 @@ def json_dumps(inbox, **kwargs) -> str:
 
 
 @imports(["json"])
-def json_loads(inbox, **kwargs) -> Any:
+def json_loads(inbox: Sequence[str | bytes], **kwargs: Any) -> Any:
     """Return the object of the JSON text in the item; ``kwargs`` go to ``json.loads``.
 
     >>> json_loads(['{"a": [1, 2]}'])
@@ -158,30 +158,53 @@ def json_loads(inbox, **kwargs) -> Any:
 
 # -- the delimited format ---------------------------------------------------------------
 
-def _delimiter(delimiter: str | bytes | None, binary: bool):
-    delimiter = DEFAULT_DELIMITER if delimiter is None else delimiter
-    if isinstance(delimiter, str) and binary:
-        delimiter = delimiter.encode()
-    elif isinstance(delimiter, bytes) and not binary:
-        delimiter = delimiter.decode()
-    if ("\n" if not binary else b"\n") in delimiter or \
-            ("\r" if not binary else b"\r") in delimiter:
+def _newline(empty: AnyStr) -> AnyStr:
+    """The newline of the handle whose ``read(0)`` gave ``empty``."""
+    if isinstance(empty, bytes):
+        return b"\n"
+    return "\n"
+
+
+def _delimiter(delimiter: str | bytes | None, newline: AnyStr) -> AnyStr:
+    """The delimiter line (without its newline) as ``str`` or ``bytes``, like ``newline``."""
+    given = DEFAULT_DELIMITER if delimiter is None else delimiter
+    value: AnyStr
+    if isinstance(newline, bytes):
+        value = given.encode() if isinstance(given, str) else given
+        breaks, backslash = (b"\n", b"\r"), b"\\"
+    else:
+        value = given.decode() if isinstance(given, bytes) else given
+        breaks, backslash = ("\n", "\r"), "\\"
+    if any(line_break in value for line_break in breaks):
         raise ValueError(f"a stream delimiter is one line without line breaks, "
-                         f"not {delimiter!r}")
-    if delimiter.startswith(b"\\" if binary else "\\"):
+                         f"not {value!r}")
+    if value.startswith(backslash):
         raise ValueError(f"a stream delimiter cannot start with a backslash (the escape "
-                         f"character of the format), as {delimiter!r} does")
-    return delimiter
+                         f"character of the format), as {value!r} does")
+    return value
 
 
-def _escape(line, separator, binary: bool):
+def _dumped(item: AnyStr, separator: AnyStr, newline: AnyStr) -> AnyStr:
+    """The item as it is written: its lines (escaped), then the separator line."""
+    lines = item.split(newline)
+    return newline.join(_escape(line, separator) for line in lines) + newline + separator \
+        + newline
+
+
+def _backslash(text: AnyStr) -> AnyStr:
+    if isinstance(text, bytes):
+        return b"\\"
+    return "\\"
+
+
+def _escape(line: AnyStr, separator: AnyStr) -> AnyStr:
     """A line that reads as the separator gets one more backslash in front."""
-    backslash = b"\\" if binary else "\\"
+    backslash = _backslash(line)
     return backslash + line if line.lstrip(backslash) == separator else line
 
 
-def _unescape(body, separator):
-    backslash = b"\\" if isinstance(body, bytes) else "\\"
+def _unescape(body: AnyStr, separator: AnyStr) -> AnyStr:
+    backslash = _backslash(body)
     if body.startswith(backslash) and body.lstrip(backslash) == separator:
         return body[1:]
     return body

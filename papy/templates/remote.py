@@ -7,10 +7,10 @@
 original PaPy's ``hid`` example); ``tally`` prints one line per item and counts the items
 per host and process. Only the IMap changes between a local and a remote run.
 
-    python -m papy run templates/remote.py                         # local processes
+    python -m papy run papy/templates/remote.py                         # local processes
     python -m papy serve --port 18812 &                            # a server (this host)
-    python -m papy run templates/remote.py --remote 127.0.0.1:18812 --per-host 2
-    python -m papy run templates/remote.py --remote node1:18812 --remote node2:18812 --local 2
+    python -m papy run papy/templates/remote.py --remote 127.0.0.1:18812 --per-host 2
+    python -m papy run papy/templates/remote.py --remote node1:18812 --remote node2:18812 --local 2
 
 Remote hosts need the same Python minor version and the same rpyc and dill versions, and this
 package for papy pipelines (docs/remote.md). A classic RPyC server runs any code its clients
@@ -20,16 +20,22 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
+import socket
 import sys
+from collections.abc import Sequence
+from typing import TextIO
 
 from papy import IMap, Piper, Plumber, Worker, imports
 from papy.cli import add_run_options, run_options, run_plumber
 
+Where = tuple[int, int, str, int]      # (item, result, host name, process id)
+
 # -- 1. the functions (inbox convention) ------------------------------------------------
 
 
-@imports(["os", "socket"])
-def work(inbox, rounds=2000):
+@imports(["os", "socket"])  # what a worker on another host must import
+def work(inbox: Sequence[int], rounds: int = 2000) -> Where:
     """An item -> (item, a checksum of some arithmetic on it, host name, process id)."""
     item = inbox[0]
     value = item
@@ -38,7 +44,7 @@ def work(inbox, rounds=2000):
     return item, value, socket.gethostname(), os.getpid()
 
 
-def tally(inbox, counts, out):
+def tally(inbox: Sequence[Where], counts: collections.Counter[str], out: TextIO) -> Where:
     """The output Piper (runs here): print the item's line and count it per host:pid."""
     item, value, host, pid = inbox[0]
     counts[f"{host}:{pid}"] += 1
@@ -50,7 +56,8 @@ def tally(inbox, counts, out):
 # -- 2. the pipeline ---------------------------------------------------------------------
 
 
-def pipeline(imap=None, counts=None, out=None) -> Plumber:
+def pipeline(imap: IMap | None = None, counts: collections.Counter[str] | None = None,
+             out: TextIO | None = None) -> Plumber:
     """``work`` on ``imap`` (default: local processes), ``tally`` here into ``counts``."""
     imap = imap if imap is not None else IMap(worker_type="process")
     counts = counts if counts is not None else collections.Counter()
@@ -62,7 +69,8 @@ def pipeline(imap=None, counts=None, out=None) -> Plumber:
     return plumber
 
 
-def make_imap(remote=(), per_host=2, local=None, tls=None, timeout=None) -> IMap:
+def make_imap(remote: Sequence[str] = (), per_host: int = 2, local: int | None = None,
+              tls: dict[str, str] | None = None, timeout: float | None = None) -> IMap:
     """Local processes only (no ``remote``), or ``per_host`` slots on each ``host:port`` of
     ``remote`` plus ``local`` local processes (default 0 when remote hosts are given)."""
     if not remote:
@@ -75,7 +83,7 @@ def make_imap(remote=(), per_host=2, local=None, tls=None, timeout=None) -> IMap
 # -- 3. options, run ---------------------------------------------------------------------
 
 
-def parse_args(argv):
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="remote", description="Run one pipeline on local worker processes or on remote "
         "RPyC servers (python -m papy serve on each host), and show where each item ran.")
@@ -95,20 +103,21 @@ def parse_args(argv):
     return add_run_options(parser, progress="log").parse_args(argv)
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     tls_files = (args.tls_keyfile, args.tls_certfile, args.tls_cafile)
     if any(tls_files) and not all(tls_files):
         print("remote: mutual TLS needs --tls-keyfile, --tls-certfile and --tls-cafile",
               file=sys.stderr)
         return 2
-    tls = dict(zip(("keyfile", "certfile", "cafile"), tls_files)) if all(tls_files) else None
+    tls = dict(zip(("keyfile", "certfile", "cafile"), tls_files, strict=True)) \
+        if all(tls_files) else None
     try:
         imap = make_imap(args.remote, args.per_host, args.local, tls, args.remote_timeout)
     except ValueError as exc:
         print(f"remote: {exc}", file=sys.stderr)
         return 2
-    counts = collections.Counter()
+    counts: collections.Counter[str] = collections.Counter()
     where = ", ".join(args.remote) if args.remote else "local processes"
     print(f"running {args.items} items on {where}", file=sys.stderr)
     status = run_plumber(pipeline(imap, counts), [range(args.items)], **run_options(args))

@@ -6,11 +6,12 @@
 Each problem (here: find the cube root of t by gradient descent on x**4/4 - t*x) is split
 into n variants, one per learning rate; each variant runs on its own lane of the pool; the
 n results of a problem are combined into the rate that came closest (it depends on t: too
-small a rate has not arrived after STEPS steps, too large a rate overshoots or diverges). The rule that keeps the lanes in
-step: upstream ``produce x spawn`` = downstream ``consume x spawn`` (n x 1 = 1 x n here).
+small a rate has not arrived after STEPS steps, too large a rate overshoots or diverges).
+The rule that keeps the lanes in step: upstream ``produce x spawn`` = downstream
+``consume x spawn`` (n x 1 = 1 x n here).
 
-    python -m papy run templates/psc.py                           # 6 targets, 6 rates
-    python -m papy run templates/psc.py --targets 1 2.5 10 --rates 0.05 0.3 0.6
+    python -m papy run papy/templates/psc.py                           # 6 targets, 6 rates
+    python -m papy run papy/templates/psc.py --targets 1 2.5 10 --rates 0.05 0.3 0.6
 
 Edit ``variants`` (what differs between lanes), ``evaluate`` (one lane's work) and
 ``best`` (how lanes combine). ``best`` receives ``consume`` inboxes: ``inbox[k][0]`` is
@@ -21,6 +22,8 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections.abc import Sequence
+from typing import TextIO
 
 from papy import IMap, Piper, Plumber, Worker
 from papy.cli import add_run_options, run_options, run_plumber
@@ -29,16 +32,20 @@ RATES = (0.02, 0.05, 0.1, 0.2, 0.4, 0.8)
 TARGETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 STEPS = 20
 
+Variant = tuple[float, float]                     # (target, rate)
+Lane = tuple[float, float, float]                 # (target, rate, error)
+Best = tuple[float, float, float, list[float]]    # (target, best rate, its error, all errors)
+
 # -- 1. the functions (inbox convention) ------------------------------------------------
 
 
-def variants(inbox, rates):
+def variants(inbox: Sequence[float], rates: Sequence[float]) -> list[Variant]:
     """produce=len(rates): a target -> one (target, rate) variant per rate."""
     target = inbox[0]
     return [(target, rate) for rate in rates]
 
 
-def evaluate(inbox, steps=STEPS):
+def evaluate(inbox: Sequence[Variant], steps: int = STEPS) -> Lane:
     """One lane: ``steps`` of gradient descent on x**4/4 - target*x from x = 0 ->
     (target, rate, error), the error being the distance to the cube root of target."""
     target, rate = inbox[0]
@@ -50,7 +57,7 @@ def evaluate(inbox, steps=STEPS):
     return target, rate, abs(x - math.copysign(abs(target) ** (1 / 3), target))
 
 
-def best(inbox):
+def best(inbox: Sequence[Sequence[Lane]]) -> Best:
     """consume=n: the n lanes of one target -> (target, best rate, its error, all errors)."""
     results = [group[0] for group in inbox]
     targets = {target for target, _, _ in results}
@@ -60,7 +67,7 @@ def best(inbox):
     return target, rate, error, [r[2] for r in results]
 
 
-def show(inbox, out):
+def show(inbox: Sequence[Best], out: TextIO) -> Best:
     """The output Piper: print one line per target."""
     target, rate, error, errors = inbox[0]
     text = " ".join(f"{x:<8.2g}" for x in errors)
@@ -73,7 +80,8 @@ def show(inbox, out):
 # -- 2. the pipeline ---------------------------------------------------------------------
 
 
-def pipeline(rates=RATES, imap=None, out=None) -> Plumber:
+def pipeline(rates: Sequence[float] = RATES, imap: IMap | None = None,
+             out: TextIO | None = None) -> Plumber:
     """variants (linear, produce=n) -> evaluate (on ``imap``, spawn=n) -> best (linear,
     consume=n) -> show. ``imap`` defaults to a process pool with a worker per CPU."""
     n = len(rates)
@@ -88,7 +96,7 @@ def pipeline(rates=RATES, imap=None, out=None) -> Plumber:
     return plumber
 
 
-def inputs():
+def inputs() -> list[list[float]]:
     """The default problems (``papy run`` uses this when the module has no main)."""
     return [list(TARGETS)]
 
@@ -96,7 +104,7 @@ def inputs():
 # -- 3. options, run ---------------------------------------------------------------------
 
 
-def parse_args(argv):
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="psc", description="Sweep learning rates over targets with produce/spawn/"
         "consume: each target is split into one variant per rate, the variants run on "
@@ -111,7 +119,7 @@ def parse_args(argv):
     return add_run_options(parser, progress="log").parse_args(argv)
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     imap = IMap(worker_type=args.worker_type, worker_num=args.workers)
     return run_plumber(pipeline(args.rates, imap), [args.targets], **run_options(args))

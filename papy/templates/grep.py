@@ -8,9 +8,9 @@ never ends by itself: Ctrl-C (or ``plumber.chinkup()`` from code) stops the pipe
 gracefully: the lines already read are still grepped and printed, then every thread and
 worker is joined. This is the original PaPy's example pipeline.
 
-    python -m papy run templates/grep.py FILE PATTERN          # follow FILE; Ctrl-C ends
-    python -m papy run templates/grep.py FILE PATTERN --no-follow
-    python -m papy run templates/grep.py                       # demo on a temporary file
+    python -m papy run papy/templates/grep.py FILE PATTERN          # follow FILE; Ctrl-C ends
+    python -m papy run papy/templates/grep.py FILE PATTERN --no-follow
+    python -m papy run papy/templates/grep.py                       # demo on a temporary file
 
 Edit ``grep`` (inbox convention: the line is ``inbox[0]``; return the line to keep it or
 None to drop it) and ``write`` (the output Piper: it runs in this process).
@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import tempfile
 import threading
+from collections.abc import Sequence
+from typing import Protocol
 
 from papy import IMap, Piper, Plumber, Worker, imports
 from papy.cli import add_run_options, run_options, run_plumber, summary
@@ -30,14 +33,22 @@ from papy.workers.io import load_file
 # -- 1. the functions (inbox convention) ------------------------------------------------
 
 
-@imports(["re"])
-def grep(inbox, pattern):
+class Output(Protocol):
+    """Where ``write`` puts the kept lines: a text file such as ``sys.stdout``."""
+
+    def write(self, text: str, /) -> object: ...
+
+    def flush(self) -> object: ...
+
+
+@imports(["re"])  # what a worker on another host must import
+def grep(inbox: Sequence[str], pattern: str) -> str | None:
     """The line if it matches the regular expression ``pattern``, else None."""
     line = inbox[0]
     return line if re.search(pattern, line) else None
 
 
-def write(inbox, out):
+def write(inbox: Sequence[str | None], out: Output) -> str | None:
     """Write a kept line to ``out`` (a linear Piper: ``out`` stays in this process)."""
     line = inbox[0]
     if line is not None:
@@ -49,12 +60,14 @@ def write(inbox, out):
 # -- 2. the pipeline ---------------------------------------------------------------------
 
 
-def pipeline(pattern="papy", imap=None, out=None) -> Plumber:
+def pipeline(pattern: str = "papy", imap: IMap | None = None, out: Output | None = None
+             ) -> Plumber:
     """grep on ``imap`` (default: 2 worker processes), then ``write`` to ``out`` (stdout).
 
-    A followed file gives a line now and then: a small ``stride`` (the number of workers)
-    lets the IMap evaluate each line as it comes instead of waiting for a batch of them."""
-    imap = imap if imap is not None else IMap(worker_type="process", worker_num=2, stride=2)
+    The IMap keeps its default ``stride``, also for a followed file: ``load_file`` is woken
+    by the kernel when a line is written and tells the IMap before it waits, so each line
+    goes to a worker as soon as it is read (a small stride would only cost throughput)."""
+    imap = imap if imap is not None else IMap(worker_type="process", worker_num=2)
     out = out if out is not None else sys.stdout
     grepper = Piper(Worker(grep, (pattern,)), parallel=imap, name="grep")
     printer = Piper(Worker(write, (out,)), name="write")
@@ -73,7 +86,7 @@ DEMO_LINES = ["starting the demo\n", "papy follows this file\n", "a line without
 class _Watch:
     """The demo's ``out``: writes through, and sets ``seen`` at the demo's last line."""
 
-    def __init__(self, out, last: str):
+    def __init__(self, out: Output, last: str) -> None:
         self.out, self.last, self.seen = out, last, threading.Event()
 
     def write(self, text: str) -> None:
@@ -85,7 +98,8 @@ class _Watch:
         self.out.flush()
 
 
-def demo(pattern: str, imap, delay: float = 0.2, out=None, stream=None) -> int:
+def demo(pattern: str, imap: IMap | None, delay: float = 0.2, out: Output | None = None,
+         stream: Output | None = None) -> int:
     """Follow a temporary file while this thread appends DEMO_LINES to it; stop with
     ``chinkup()`` once the last matching line was printed (the seed's sequence)."""
     out = out if out is not None else sys.stdout
@@ -112,7 +126,7 @@ def demo(pattern: str, imap, delay: float = 0.2, out=None, stream=None) -> int:
     return 0 if watch.seen.is_set() else 1
 
 
-def parse_args(argv):
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="grep", description="Print the lines of FILE that match PATTERN (a regular "
         "expression), following FILE as it grows like tail -f; Ctrl-C ends. Without FILE: "
@@ -127,9 +141,9 @@ def parse_args(argv):
     return add_run_options(parser, progress="log").parse_args(argv)
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    imap = IMap(worker_type=args.worker_type, worker_num=args.workers, stride=args.workers)
+    imap = IMap(worker_type=args.worker_type, worker_num=args.workers)
     if args.file is None:
         return demo(args.pattern, imap)
     try:

@@ -9,9 +9,9 @@ counts its lines and characters (the fan-out: both read every text); ``merge`` j
 results of the same file (inbox[0] from ``words``, inbox[1] from ``lines``, in branch order)
 and adds them to a ``Totals``: counts per word over all files, and per file.
 
-    python -m papy run templates/wordcount.py                 # demo files in a temp folder
-    python -m papy run templates/wordcount.py docs --glob '*.md' --top 15
-    python -m papy run templates/wordcount.py --help
+    python -m papy run papy/templates/wordcount.py                 # demo files in a temp folder
+    python -m papy run papy/templates/wordcount.py docs --glob '*.md' --top 15
+    python -m papy run papy/templates/wordcount.py --help
 
 Edit the functions, keep the inbox convention: a function gets ``inbox`` (one element per
 upstream Piper) and returns one value. Functions run in worker processes: they must not
@@ -25,7 +25,9 @@ import os
 import re
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, NamedTuple, TextIO
 
 from papy import IMap, Piper, Plumber, Worker, imports
 from papy.cli import add_run_options, run_options, run_plumber
@@ -35,21 +37,21 @@ WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")     # letters, with inner apostro
 # -- 1. the functions (inbox convention) ------------------------------------------------
 
 
-def read(inbox):
+def read(inbox: Sequence[str]) -> tuple[str, str]:
     """A file path -> (path, text)."""
     path = inbox[0]
     with open(path, encoding="utf-8", errors="replace") as handle:
         return path, handle.read()
 
 
-@imports(["re", "collections"])
-def words(inbox):
+@imports(["re", "collections"])  # what a worker on another host must import
+def words(inbox: Sequence[tuple[str, str]]) -> tuple[str, dict[str, int]]:
     """(path, text) -> (path, {word: count}); words are lower-cased."""
     path, text = inbox[0]
     return path, dict(collections.Counter(m.lower() for m in WORD.findall(text)))
 
 
-def lines(inbox):
+def lines(inbox: Sequence[tuple[str, str]]) -> tuple[str, int, int]:
     """(path, text) -> (path, lines, characters)."""
     path, text = inbox[0]
     return path, text.count("\n") + (not text.endswith("\n") and bool(text)), len(text)
@@ -58,15 +60,21 @@ def lines(inbox):
 class Totals:
     """What ``merge`` adds up: ``words`` (all files), ``files`` ({path: FileCount})."""
 
-    def __init__(self):
-        self.words: collections.Counter = collections.Counter()
+    def __init__(self) -> None:
+        self.words: collections.Counter[str] = collections.Counter()
         self.files: dict[str, FileCount] = {}
 
 
-FileCount = collections.namedtuple("FileCount", "words distinct lines chars top")
+class FileCount(NamedTuple):
+    """The counts of one file."""
+    words: int
+    distinct: int
+    lines: int
+    chars: int
+    top: str
 
 
-def merge(inbox, totals):
+def merge(inbox: Sequence[Any], totals: Totals) -> FileCount:
     """[(path, counts), (path, lines, chars)] -> the file's FileCount, added to ``totals``."""
     (path, counts), (same_path, line_count, chars) = inbox
     if path != same_path:        # the join pairs items by position: this would be a bug
@@ -81,7 +89,7 @@ def merge(inbox, totals):
 # -- 2. the pipeline ---------------------------------------------------------------------
 
 
-def pipeline(imap=None, totals=None) -> Plumber:
+def pipeline(imap: IMap | None = None, totals: Totals | None = None) -> Plumber:
     """The word-count Plumber: ``read``, ``words`` and ``lines`` on ``imap`` (default: a
     process pool with one worker per CPU), ``merge`` linear into ``totals``."""
     imap = imap if imap is not None else IMap(worker_type="process")
@@ -109,7 +117,7 @@ DEMO_FILES = {
 }
 
 
-def write_demo(folder) -> list[str]:
+def write_demo(folder: str) -> list[str]:
     """Write the demo texts into ``folder``; return their paths."""
     paths = []
     for name, text in DEMO_FILES.items():
@@ -120,12 +128,13 @@ def write_demo(folder) -> list[str]:
     return paths
 
 
-def find_files(folder, glob: str) -> list[str]:
+def find_files(folder: str, glob: str) -> list[str]:
     """The files under ``folder`` matching ``glob`` (recursively), sorted."""
     return sorted(str(p) for p in Path(folder).rglob(glob) if p.is_file())
 
 
-def report(totals: Totals, top: int, root=None, out=sys.stdout) -> None:
+def report(totals: Totals, top: int, root: str | None = None, out: TextIO = sys.stdout
+           ) -> None:
     """Print the counts per file, then the ``top`` most frequent words."""
     names = {p: os.path.relpath(p, root) if root else p for p in totals.files}
     width = max([4] + [len(n) for n in names.values()])
@@ -140,7 +149,7 @@ def report(totals: Totals, top: int, root=None, out=sys.stdout) -> None:
     out.flush()
 
 
-def parse_args(argv):
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="wordcount", description="Count words per file and over all files of a folder "
         "(a fan-out and a join). Without FOLDER: a few demo files in a temporary folder.")
@@ -154,7 +163,7 @@ def parse_args(argv):
     return add_run_options(parser).parse_args(argv)
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="papy-wordcount-") as scratch:
         if args.folder is None:

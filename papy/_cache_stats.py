@@ -1,0 +1,244 @@
+"""The counters of one Cache object, summed over every process, thread and host using it.
+
+    root/stats/<cache id>/
+      <host>-<pid>-<token>.counts   one per process that used the cache (or a copy of it):
+                                    its running totals, one fixed-size record rewritten
+                                    in place (pwrite at offset 0) after every event
+      baseline                      the totals per file at the last stats(reset=True)
+      epoch                         touched when the Cache was made and at each prune():
+                                    its mtime is the file-system time prune() compares with
+      warned-<tag>                  made (O_EXCL) by the first process that warns about tag
+
+Why files and no manager process: a copy of the Cache travels to threads, processes and
+remote hosts that share the directory, and nothing else is shared by all of them. Each
+process writes only its own file (no lock across processes, no append races on NFS); the
+counts of a process are on disk as soon as the event happened, so a worker killed by
+SIGKILL loses none; ``stats()`` reads and sums the files, minus the baseline. The token
+keeps a recycled pid from overwriting a dead process's totals. Threads of one process
+share its record under a lock.
+
+A record: b"PAPYSTAT" | one uint64 per field of FIELDS | crc32 of the bytes before; a
+reader that sees a torn record (a write under way) reads again.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import struct
+import threading
+import uuid
+import zlib
+from collections import OrderedDict
+
+from ._cache_store import write_atomic
+
+__all__ = ["FIELDS", "StatsFolder"]
+
+log = logging.getLogger(__name__)
+
+FIELDS = ("hits", "misses", "bytes", "errors", "uncacheable", "write_errors")
+_RECORD = struct.Struct(f"<8s{len(FIELDS)}QI")
+_MAGIC = b"PAPYSTAT"
+_SUFFIX = ".counts"
+_OPEN_LIMIT = 32            # counter files kept open per process (the others reopen)
+_HOST = socket.gethostname().replace("/", "_") or "host"
+
+
+class _ProcessCounter:
+    """This process's totals for one cache, and the file that holds them."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+        self.name = f"{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}{_SUFFIX}"
+        self.values = [0] * len(FIELDS)
+        self.lock = threading.Lock()
+        self.fd: int | None = None
+        self.broken = False         # the file cannot be written: counts kept in memory
+
+    def add(self, index: int, amount: int) -> None:
+        with self.lock:
+            self.values[index] += amount
+            if self.broken:
+                return
+            body = _MAGIC + struct.pack(f"<{len(FIELDS)}Q", *self.values)
+            record = body + struct.pack("<I", zlib.crc32(body))
+            try:
+                if self.fd is None:
+                    self.fd = _open_counter(self.folder, self.name)
+                    _opened(self)
+                os.pwrite(self.fd, record, 0)
+            except OSError as exc:
+                self.broken = True
+                log.debug("cache counters %s cannot be written (%s): kept in this process",
+                          self.folder, exc)
+
+
+def _open_counter(folder: str, name: str) -> int:
+    path = os.path.join(folder, name)
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    except FileNotFoundError:
+        os.makedirs(folder, exist_ok=True)
+        return os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+
+
+_registry_lock = threading.Lock()
+_counters: dict[str, _ProcessCounter] = {}
+_open: OrderedDict[int, _ProcessCounter] = OrderedDict()     # id -> counter with an fd
+
+
+def _opened(counter: _ProcessCounter) -> None:
+    """Keep at most _OPEN_LIMIT counter files open (called holding counter.lock)."""
+    with _registry_lock:
+        _open[id(counter)] = counter
+        _open.move_to_end(id(counter))
+        victims = []
+        while len(_open) > _OPEN_LIMIT:
+            victims.append(_open.popitem(last=False)[1])
+    for victim in victims:
+        # never wait for a victim's lock (its owner may be waiting for ours): one that
+        # is busy just stays open (an fd more, not a wrong count)
+        if victim is not counter and victim.lock.acquire(blocking=False):
+            try:
+                if victim.fd is not None:
+                    os.close(victim.fd)
+                    victim.fd = None
+            finally:
+                victim.lock.release()
+
+
+def _counter(folder: str) -> _ProcessCounter:
+    with _registry_lock:
+        counter = _counters.get(folder)
+        if counter is None:
+            counter = _counters[folder] = _ProcessCounter(folder)
+        return counter
+
+
+def _forget_after_fork() -> None:
+    """A forked child starts its own counters (it must not write its parent's file)."""
+    global _registry_lock, _counters, _open
+    _registry_lock, _counters, _open = threading.Lock(), {}, OrderedDict()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+class StatsFolder:
+    """``root/stats/<cache_id>``: counting, summing, resetting, the epoch, warn-once."""
+
+    def __init__(self, root: str, cache_id: str):
+        self.stats_root = os.path.join(root, "stats")
+        self.folder = os.path.join(self.stats_root, cache_id)
+
+    def count(self, field: str, amount: int = 1) -> None:
+        _counter(self.folder).add(FIELDS.index(field), amount)
+
+    def per_file(self) -> dict[str, list[int]]:
+        """Every process's totals, by counter file name."""
+        found: dict[str, list[int]] = {}
+        try:
+            names = [n for n in os.listdir(self.folder) if n.endswith(_SUFFIX)]
+        except OSError:
+            names = []
+        for name in names:
+            values = _read_record(os.path.join(self.folder, name))
+            if values is not None:
+                found[name] = values
+        with _registry_lock:
+            mine = _counters.get(self.folder)
+        if mine is not None:
+            with mine.lock:
+                found[mine.name] = list(mine.values)    # what this process knows is exact
+        return found
+
+    def totals(self) -> dict[str, int]:
+        return _subtract(self.per_file(), self._baseline())
+
+    def reset(self) -> dict[str, int]:
+        """The totals, and from now on count from zero."""
+        current = self.per_file()
+        before = _subtract(current, self._baseline())
+        try:
+            write_atomic(os.path.join(self.folder, "baseline"),
+                         json.dumps(current, sort_keys=True).encode())
+        except OSError as exc:
+            log.warning("papy cache: cannot reset the statistics in %s: %s", self.folder, exc)
+        return before
+
+    def _baseline(self) -> dict[str, list[int]]:
+        try:
+            with open(os.path.join(self.folder, "baseline"), "rb") as handle:
+                loaded = json.loads(handle.read())
+        except (OSError, ValueError):
+            return {}
+        return loaded if isinstance(loaded, dict) else {}
+
+    def touch_epoch(self) -> int:
+        """Touch the epoch file now; its mtime (ns, the file system's clock). OSError."""
+        path = os.path.join(self.folder, "epoch")
+        os.makedirs(self.folder, exist_ok=True)
+        with open(path, "ab"):
+            pass
+        os.utime(path)
+        return os.stat(path).st_mtime_ns
+
+    def warn_once(self, tag: str) -> bool:
+        """True for the first caller of all processes (and whenever that cannot be told)."""
+        try:
+            os.makedirs(self.folder, exist_ok=True)
+            os.close(os.open(os.path.join(self.folder, f"warned-{tag}"),
+                             os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        except FileExistsError:
+            return False
+        except OSError:
+            return True
+        return True
+
+    def remove_stale(self, unused_before_ns: int) -> int:
+        """Remove the folders of other Cache objects whose files were all last written
+        before ``unused_before_ns``; how many."""
+        removed = 0
+        try:
+            folders = [e for e in os.scandir(self.stats_root)
+                       if e.is_dir(follow_symlinks=False) and e.path != self.folder]
+        except OSError:
+            return 0
+        for folder in folders:
+            try:
+                newest = max((e.stat().st_mtime_ns for e in os.scandir(folder.path)),
+                             default=0)
+            except OSError:
+                continue
+            if newest < unused_before_ns:
+                shutil.rmtree(folder.path, ignore_errors=True)
+                removed += 1
+        return removed
+
+
+def _read_record(path: str) -> list[int] | None:
+    for _ in range(5):          # a torn read (a write under way): read again
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read(_RECORD.size)
+        except OSError:
+            return None
+        if len(data) != _RECORD.size:
+            continue
+        magic, *values, check = _RECORD.unpack(data)
+        if magic == _MAGIC and zlib.crc32(data[:-4]) == check:
+            return values
+    return None
+
+
+def _subtract(current: dict[str, list[int]], baseline: dict[str, list[int]]
+              ) -> dict[str, int]:
+    totals = dict.fromkeys(FIELDS, 0)
+    for name, values in current.items():
+        base = baseline.get(name) or [0] * len(FIELDS)
+        for field, value, before in zip(FIELDS, values, base):
+            totals[field] += value - before
+    return totals
