@@ -15,13 +15,8 @@ from __future__ import annotations
 
 import graphlib
 import logging
-from fractions import Fraction
-
-from ._errors import DaggerError, PapyError, PiperError
-from ._fuse import segments
-from ._ledger import stop_imap
+from ._errors import DaggerError, PapyError
 from ._piper import Piper
-from ._runtime import Feed, RunContext
 
 log = logging.getLogger("papy")  # one name for the whole package (and "imap")
 
@@ -52,7 +47,6 @@ class Dagger:
         self._xtras: dict[int, object] = {}
         self._up: dict[int, list[Piper]] = {}        # pipes into a Piper, in order added
         self._down: dict[int, list[Piper]] = {}
-        self._context: RunContext | None = None
         xtras = list(xtras) if xtras is not None else [None] * len(pipers)
         for piper, xtra in zip(pipers, xtras):
             self.add_piper(piper, xtra)
@@ -237,103 +231,29 @@ class Dagger:
     def _restore(self, saved) -> None:
         self._pipers, self._xtras, self._up, self._down = saved
 
-    # -- running ----------------------------------------------------------------------
-    def connect(self, datas=None, context: RunContext | None = None) -> None:
+    # -- running (the original PaPy names; the run is papy._run.Run) -----------------
+    def connect(self, datas=None) -> None:
         """Connect every Piper: ``datas[i]`` feeds the i-th input Piper (if given), the
-        others read their upstream Pipers in join order. Adds the IMap tasks."""
-        order = self.postorder()
-        self._check_shared_imaps(order)
-        inputs = [p for p in order if not self._up[id(p)]]
-        if datas is not None and len(datas) != len(inputs):
-            raise DaggerError(f"{len(datas)} input iterables for {len(inputs)} input Pipers "
-                              f"{[p.name for p in inputs]}")
-        if context is None:
-            context = next((p._context for p in inputs if p._context), None) \
-                or RunContext(repr(self))
-        self._context = context
-        fused = segments(order, self.get_upstream, self.get_downstream) if self.fuse else {}
-        owners = {id(p): self._pipers[key] for key, chain in fused.items() for p in chain}
-        done, absorbed = [], {}     # absorbed: {id(piper): its inbox}
-        try:
-            for piper in order:
-                if self._up[id(piper)]:
-                    inbox = self.get_upstream(piper)
-                elif datas is not None:
-                    data = datas[inputs.index(piper)]
-                    if not hasattr(data, "__iter__"):
-                        raise TypeError(
-                            f"the input of piper {piper.name!r} is not iterable "
-                            f"({type(data).__name__}): give one iterable per input Piper, "
-                            f"e.g. start([range(10)]) or start([open(path)])")
-                    inbox = [Feed(data, context, f"input of piper {piper.name!r}")]
-                elif piper.connected:       # connected by hand to its input
-                    done.append(piper)
-                    continue
-                else:
-                    raise DaggerError(f"input piper {piper.name!r} has no input: give datas")
-                if id(piper) in owners:     # its Worker runs in its segment's last task
-                    piper._absorb(inbox, context, owners[id(piper)])
-                    absorbed[id(piper)] = inbox
-                elif id(piper) in fused:
-                    chain = fused[id(piper)]
-                    piper._connect(absorbed[id(chain[0])], context, chain)
-                else:
-                    piper._connect(inbox, context)
-                done.append(piper)
-        except BaseException:
-            for piper in reversed(done):
-                piper.disconnect(forced=True)
-            raise
+        others read their upstream Pipers in join order. Builds the run (``papy._run``):
+        its nodes, the IMap tasks; chains of Pipers on one IMap are fused (``fuse``)."""
+        from ._plan import build_run
+        build_run(self, datas, fuse=self.fuse)
 
-    def _check_shared_imaps(self, order) -> None:
-        """Refuse what would hang a shared IMap or break its order (the produce/spawn/consume
-        rule).
+    def run_of(self):
+        """The run the Pipers of this Dagger are connected in (None: not connected)."""
+        runs = {id(p._run): p._run for p in self._pipers.values() if p.connected}
+        if len(runs) > 1:
+            raise DaggerError(f"the Pipers of {self!r} are connected in several pipelines; "
+                              f"disconnect them first")
+        return next(iter(runs.values()), None)
 
-        In each round the IMap's feeder gives every task ``stride`` inboxes, and it is the
-        feeder itself that reads the results of upstream tasks for downstream tasks. If a
-        Piper reads fewer items per round than the Pipers upstream of it on the same IMap
-        make, unread results pile up until they fill the buffer, and the feeder waits for
-        room that only it could make. A Piper that reads more is served by the IMap feeding
-        the upstream task out of turn, which keeps the order only along a simple path: no
-        ``spawn`` and no other reader on the way (spawned copies share one input that the
-        out-of-turn feeding would take from out of order; another reader of a Tee on the
-        way may wait for items the feeder holds back).
-        """
-        for piper in order:
-            if piper.parallel is False:
-                continue
-            need = piper.spawn * piper.consume
-            stack = [(u, Fraction(1), True) for u in self._up[id(piper)]]
-            seen = set()
-            while stack:
-                up, ratio, simple = stack.pop()     # ratio: items reaching piper per item of up
-                if (id(up), ratio, simple) in seen:
-                    continue
-                seen.add((id(up), ratio, simple))
-                simple = simple and up.spawn == 1 and len(self._down[id(up)]) == 1
-                if up.parallel is piper.parallel:
-                    make = up.spawn * up.produce * ratio
-                    if need < make:
-                        raise DaggerError(
-                            f"pipers {up.name!r} and {piper.name!r} share {up.parallel!r}, "
-                            f"but in each round of it {piper.name!r} reads {need} items per "
-                            f"stride (spawn x consume) where {up.name!r} makes {make} "
-                            f"(produce x spawn, through the Pipers between them): unread "
-                            f"results would fill the IMap's buffer and it would wait forever. "
-                            f"Follow the rule upstream produce x spawn = downstream consume "
-                            f"x spawn, or use separate IMaps.")
-                    if need > make and not simple:
-                        raise DaggerError(
-                            f"pipers {up.name!r} and {piper.name!r} share {up.parallel!r}, "
-                            f"and in each round of it {piper.name!r} reads {need} items per "
-                            f"stride (spawn x consume) where {up.name!r} makes {make} "
-                            f"(produce x spawn): the IMap can feed {up.name!r} out of turn "
-                            f"only when it and the Pipers between them have spawn=1 and no "
-                            f"other reader (else items would come out of order, or wait "
-                            f"forever). Follow the rule upstream produce x spawn = downstream "
-                            f"consume x spawn, or use separate IMaps.")
-                ratio_up = ratio * Fraction(up.produce, up.consume)
-                stack.extend((u, ratio_up, simple) for u in self._up[id(up)])
+    def fused_chains(self) -> list[tuple[Piper, ...]]:
+        """The chains of Pipers the current run evaluates as one call each (fusion), head
+        first; [] when not connected or nothing was fused."""
+        run = self.run_of()
+        if run is None:
+            return []
+        return [node.pipers for node in run.nodes if node.fused]
 
     def disconnect(self, forced: bool = False) -> None:
         """Disconnect every connected Piper, downstream first."""
@@ -342,58 +262,21 @@ class Dagger:
                 piper.disconnect(forced)
 
     def start(self) -> None:
-        """Start every Piper, upstream first (each IMap is started once, after all the
-        tasks of every Piper that shares it were added by ``connect``). Every IMap's
-        workers start first and its feeder last, so that no IMap's feeder reads the
-        results of an IMap that is not started yet (pipelines on several IMaps)."""
-        order = self.postorder()
-        imaps = list({id(p.parallel): p.parallel for p in order
-                      if p.parallel is not False}.values())
-        for imap in imaps:
-            if not imap.started:
-                imap.start(stages=(1,))
-        for piper in order:
+        """Start the run: every IMap of it (after all the tasks of every Piper that shares
+        it were added by ``connect``), then its scheduler; every Piper is started."""
+        run = self.run_of()
+        if run is None:
+            raise DaggerError(f"{self!r} is not connected; connect(datas) first")
+        for piper in self.postorder():
             if not piper.started:
                 piper.start()
-        for imap in imaps:
-            imap.start(stages=(2,))
 
     def stop(self) -> None:
         """End the inputs, drain the outputs (results are discarded), stop the IMaps."""
-        if self._context is not None:
-            self._context.request_stop()
-            self._pull_outputs(self.get_outputs())
-        self._stop_imaps()
-
-    def _stop_imaps(self) -> None:
-        order = self.postorder()
-        imaps = {id(p.parallel): p.parallel for p in order if p.parallel is not False}
-        for imap in imaps.values():
-            stop_imap(imap)
-        for piper in order:
-            if piper.started:
-                piper.stop(forced=True)
-
-    def _pull_outputs(self, outputs, should_stop=None) -> bool:
-        """Read the outputs round-robin, one item each, discarding; True when all ended,
-        False when ``should_stop()`` said so at a round boundary."""
-        # an output read by hand has a reader holding results: go on from its position
-        live = [(piper, piper._reader.__next__ if piper._reader is not None
-                 else piper._outlet_reader(0)) for piper in outputs]
-        while live:
-            if should_stop is not None and should_stop():
-                return False
-            for piper, read in list(live):
-                try:
-                    read()
-                except StopIteration:
-                    live.remove((piper, read))
-                except PiperError as exc:       # debug=True: recorded, the stream goes on
-                    self._context.fail(exc, f"output piper {piper.name!r} raised (debug)")
-                except Exception as exc:  # noqa: BLE001 - recorded; this output is ended
-                    self._context.fail(exc, f"reading output piper {piper.name!r}")
-                    live.remove((piper, read))
-        return True
+        run = self.run_of()
+        if run is not None:
+            run.stop()
+            run.unstart_all()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({id(self)})"

@@ -1,27 +1,28 @@
-"""Plumber: a Dagger that runs, with a state machine and a background *plunger* thread.
+"""Plumber: a Dagger that runs, with a state machine, as a context manager or in one call.
 
-    user thread                          plunger thread (run() .. pause()/end)
-    -----------                          --------------------------------------
-    start(datas): connect, start IMaps
-    run() -----------------------------> reads the output Pipers round-robin, one item
-                                         each, discards them (output Pipers should store
-                                         or print their results); at the end: FINISHED
-    wait(): until FINISHED or a failure
-    pause() --- sets _pausing ---------> stops at the next round boundary
-    run() again: the same thread goes on if it had not stopped yet, else a new one
-    stop(): end inputs, drain, stop IMaps, disconnect
+    user thread(s)                         the run (papy._run), owned by the Plumber while
+    --------------                         it is not IDLE
+    start(datas): connect, start -------> scheduler thread, IMaps, input readers
+    run() ------------------------------> plunger thread: reads every output, discards;
+                                           at the end of every output: FINISHED
+    wait(): until FINISHED
+    pause() ----------------------------> the plunger stops at its next batch boundary
+    stop() / chinkup() -----------------> run.stop(): gate closed, drained, joined
+    collect(datas) / stream(datas): start, read the outputs, stop, in one call
 
-States (changed only by ``_move`` under ``_lock``; the plunger only moves RUNNING -> FINISHED)::
+States (changed only by ``_move``/``_set`` under ``_lock``; the plunger only moves
+RUNNING -> FINISHED, through ``_outputs_ended``)::
 
     IDLE --start--> STARTED --run--> RUNNING --(outputs ended)--> FINISHED
     RUNNING/FINISHED --pause--> PAUSED --run--> RUNNING   (pause() does not wait)
     STARTED/PAUSED --stop--> IDLE          any but IDLE --chinkup--> IDLE
 
-Shutdown order of ``chinkup()`` and ``stop()``: 1. close the input gate (inputs end at
-their next pull, ``load_file(follow=True)`` wakes up at once); 2. join the plunger (running:
-it drains what was taken to the end; paused: it finishes the item it waits for); 3. drain
-the rest in the caller's thread; 4. stop every IMap (joins its threads and processes);
-5. disconnect the Pipers; 6. raise the failures collected during the run.
+Every call is safe from any thread: the calls that change the state (start, run, pause,
+stop, chinkup, plunge) are serialised by ``_calls``; each is either legal in the state it
+finds or a PlumberError that says why. ``wait()`` does not take ``_calls``.
+
+Leaving a ``with Plumber() as p:`` block stops a run that is still going (gracefully, or
+forced when an exception is propagating), joins every thread and raises the failures.
 """
 from __future__ import annotations
 
@@ -29,12 +30,19 @@ import enum
 import logging
 import threading
 import time
+from typing import TYPE_CHECKING, Any, Iterator
 
 from ._dagger import Dagger
 from ._errors import PlumberError
-from ._runtime import RunContext, raise_failures
+from ._runtime import raise_failures
 
-log = logging.getLogger("papy")  # one name for the whole package (and "imap")
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from ._piper import Piper
+    from ._run import Run
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Plumber", "PlumberState"]
 
@@ -59,48 +67,54 @@ _ALLOWED = {
     "stop": {_S.STARTED, _S.PAUSED},
     "chinkup": {_S.STARTED, _S.RUNNING, _S.FINISHED, _S.PAUSED},
 }
+_PROGRESS_MODES = (False, True, "auto", "bar", "log", "off")
 
 
 class Plumber(Dagger):
-    """Runs a pipeline. Two ways to drive it:
+    """Runs a pipeline. Three ways to drive it:
 
-    1. ``set_inputs([iterables])``; ``plunge()`` (returns at once, runs in the background);
+    1. In one call: ``plumber.collect(datas)`` returns ``{output Piper: [items]}``;
+       ``for item in plumber.stream(datas)`` gives the items of the output Piper as they
+       come. Both start, read to the end, stop and raise the failures of the run.
+    2. ``set_inputs([iterables])``; ``plunge()`` (returns at once, runs in the background);
        ``chinkup()`` (graceful stop: what was taken from the inputs reaches the outputs).
-    2. ``start(datas)``; ``run()``; ``wait()``; ``pause()``; ``stop()`` -- or, without
+    3. ``start(datas)``; ``run()``; ``wait()``; ``pause()``; ``stop()`` -- or, without
        ``run()``, read the output Pipers yourself between ``start`` and ``stop``.
+
+    As a context manager, leaving the block stops what still runs and raises its failures.
 
     ``stats``: ``start_time``, ``run_time``, ``pipers_tracked`` ({piper: {index: result}}
     for Pipers with ``track=True``) and ``pipers`` ({piper: PiperCounters}).
 
     Example (``inc`` a worker function)::
 
-        plumber = Plumber()
-        output = Piper(inc, track=True)
-        plumber.add_pipe((Piper(inc), output))
-        plumber.start([range(3)]); plumber.run(); plumber.wait(); plumber.pause()
-        plumber.stop()
-        plumber.stats['pipers_tracked'][output]      # {0: 2, 1: 3, 2: 4}
+        with Plumber() as plumber:
+            output = Piper(inc)
+            plumber.add_pipe((Piper(inc), output))
+            plumber.collect([range(3)])      # {output: [2, 3, 4]}
     """
 
-    def __init__(self, logger_options=None, progress=False, **kwargs):
+    def __init__(self, logger_options: dict[str, Any] | None = None,
+                 progress: bool | str = False, **kwargs: Any):
+        if logger_options is not None and not isinstance(logger_options, dict):
+            raise TypeError(f"Plumber(logger_options=...) takes a dict of start_logger() "
+                            f"options, not {type(logger_options).__name__}: the pipers and "
+                            f"pipes go to add_pipe()/Dagger(pipers=..., pipes=...)")
         super().__init__(**kwargs)
-        if progress not in (False, True, "auto", "bar", "log", "off"):
+        if progress not in _PROGRESS_MODES:
             raise ValueError(f"Plumber progress must be True, False or one of 'auto', 'bar', "
                              f"'log', 'off', not {progress!r}")
-        self._progress_mode = "auto" if progress is True else progress   # False: none
-        self._progress = None                  # the papy._progress.Progress of this run
+        self._progress_mode: bool | str = "auto" if progress is True else progress
         if logger_options:
             from ._logging import start_logger
             start_logger(**logger_options)
         self._state = PlumberState.IDLE
-        self._lock = threading.Lock()
-        self._finished = threading.Event()     # the plunger read every output to its end
-        self._pausing = False                  # pause() asked the plunger to stop reading
-        self._plunger: threading.Thread | None = None
-        self._plunger_active = False           # the plunger goes on reading (under _lock)
-        self._datas = None
-        self.stats: dict = {"start_time": None, "run_time": None, "pipers_tracked": {},
-                            "pipers": {}}
+        self._lock = threading.Lock()       # guards _state
+        self._calls = threading.RLock()     # serialises the calls that change the state
+        self._run: Run | None = None
+        self._datas: list[Any] | None = None
+        self.stats: dict[str, Any] = {"start_time": None, "run_time": None,
+                                      "pipers_tracked": {}, "pipers": {}}
 
     @property
     def state(self) -> PlumberState:
@@ -123,140 +137,194 @@ class Plumber(Dagger):
         with self._lock:
             self._state = to
 
-    # -- the original 1.0 interface ---------------------------------------------------
-    def start(self, datas) -> None:
-        """Connect ``datas[i]`` to the i-th input Piper and start the IMaps."""
-        self._move("start", _S.STARTING)
-        try:
-            self._start(datas)
-        except BaseException:
-            self._set(_S.IDLE)
-            raise
-        self._set(_S.STARTED)
+    def _outputs_ended(self) -> None:
+        """The plunger read every output to its end (called from its thread)."""
+        with self._lock:
+            if self._state is _S.RUNNING:
+                self._state = _S.FINISHED
+        stats = self.stats
+        if stats["start_time"] is not None and stats["run_time"] is None:
+            stats["run_time"] = time.time() - stats["start_time"]
 
-    def _start(self, datas) -> None:
-        self._finished.clear()
-        context = RunContext(repr(self))
-        self.connect(list(datas), context)
+    # -- the original 1.0 interface ---------------------------------------------------
+    def start(self, datas: Any) -> None:
+        """Connect ``datas[i]`` to the i-th input Piper and start the run."""
+        with self._calls:
+            self._move("start", _S.STARTING)
+            try:
+                self._start(datas)
+            except BaseException:
+                self._set(_S.IDLE)
+                raise
+            self._set(_S.STARTED)
+
+    def _start(self, datas: Any) -> None:
+        if datas is None or isinstance(datas, (str, bytes)) or not hasattr(datas, "__iter__"):
+            raise PlumberError(f"start(datas) takes a list with one iterable per input Piper, "
+                               f"e.g. start([range(10)]), not {datas!r}")
+        self.connect(list(datas))
+        run = self.run_of()
+        assert run is not None
         try:
+            run.on_outputs_ended = self._outputs_ended
             pipers = self.postorder()
             self.stats = {"start_time": time.time(), "run_time": None,
                           "pipers_tracked": {p: p.tracked for p in pipers if p.track},
-                          "pipers": {p: p.counters for p in pipers}}
+                          "pipers": {}}
             Dagger.start(self)
+            self.stats["pipers"] = {p: p.counters for p in pipers}
+            self.stats["pipers_tracked"] = {p: p.tracked for p in pipers if p.track}
+            self._run = run
         except BaseException:
-            self._stop_imaps()
+            run.stop(forced=True)
             self.disconnect(forced=True)
             raise
 
     def run(self) -> None:
         """Read the outputs in a background thread until they end (or ``pause()``)."""
-        self._move("run", _S.RUNNING)
-        if self._progress_mode and self._progress_mode != "off" and self._progress is None:
-            from ._progress import Progress
-            self._progress = Progress(self, self._progress_mode).start()
-        with self._lock:
-            self._pausing = False
-            if self._plunger_active:        # paused while it waited for an item: goes on
-                return
-        self._join_plunger()                # it is returning (it saw the pause)
-        self._plunger_active = True
-        self._plunger = threading.Thread(target=self._plunge_outputs, daemon=True,
-                                         name=f"papy-plunger-{id(self)}")
-        self._plunger.start()
-
-    def _plunge_outputs(self) -> None:
-        try:
-            ended = self._pull_outputs(self.get_outputs(), self._plunger_should_stop)
-        except BaseException as exc:  # noqa: BLE001 - never lost: recorded for wait()
-            self._context.fail(exc, "the plunger thread failed")
-            ended = True
-        with self._lock:
-            self._plunger_active = False
-            if ended and self._state is _S.RUNNING:
-                self._state = _S.FINISHED
-        if ended:
-            self.stats["run_time"] = time.time() - self.stats["start_time"]
-            self._stop_progress()
-            self._finished.set()
-            log.debug("%r: outputs ended", self)
-
-    def _plunger_should_stop(self) -> bool:
-        """Asked by the plunger at each round boundary."""
-        with self._lock:
-            if self._pausing:
-                self._plunger_active = False
-            return self._pausing
-
-    def _join_plunger(self) -> None:
-        if self._plunger is not None:
-            self._plunger.join()
-            self._plunger = None
+        with self._calls:
+            self._move("run", _S.RUNNING)
+            run = self._run
+            assert run is not None
+            if self._progress_mode and self._progress_mode != "off" and run.progress is None:
+                from ._progress import Progress
+                run.progress = Progress(self, self._progress_mode).start()
+            run.plunge()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the outputs ended (True) or ``timeout`` passed (False); then raise the
         failures of the run (one as itself, several as an ExceptionGroup). A failure stops
         the inputs, so a pipeline that failed ends soon and wait() raises then."""
         self._move("wait", None)
-        finished = self._finished.wait(timeout)
+        run = self._run
+        assert run is not None
+        finished = run.outputs_ended.wait(timeout)
         self._raise_failures()
         return finished
 
     def pause(self) -> None:
-        """Stop reading the outputs, at a round boundary: returns at once; the background
-        thread finishes the item it may be waiting for, keeps it, and then stops (parallel
-        Pipers go on until their buffers are full). ``run()`` resumes."""
-        self._move("pause", _S.PAUSED)
-        with self._lock:
-            self._pausing = True
+        """Stop reading the outputs at the next batch boundary: returns at once (parallel
+        Pipers go on until the run holds its window of items). ``run()`` resumes."""
+        with self._calls:
+            self._move("pause", _S.PAUSED)
+            assert self._run is not None
+            self._run.pause()
 
     def stop(self) -> None:
         """End the inputs, carry what was taken to the outputs (discarded), stop every
         IMap and disconnect; raises the failures of the run not raised yet."""
-        self._move("stop", _S.STOPPING)
-        self._stop()
+        with self._calls:
+            self._move("stop", _S.STOPPING)
+            self._stop(forced=False)
 
-    def _stop(self) -> None:
+    def _stop(self, forced: bool) -> None:
+        run = self._run
         try:
-            self._context.request_stop()    # also ends an input a paused plunger waits for
-            self._join_plunger()
-            Dagger.stop(self)
+            if run is not None:
+                run.stop(forced=forced)
+                run.unstart_all()
             self.disconnect(forced=True)
         finally:
-            if self.stats["start_time"] is not None:
-                self.stats["run_time"] = time.time() - self.stats["start_time"]
-            self._stop_progress()
+            stats = self.stats
+            if stats["start_time"] is not None:
+                stats["run_time"] = time.time() - stats["start_time"]
             self._set(_S.IDLE)
         self._raise_failures()
 
-    def _stop_progress(self) -> None:
-        progress, self._progress = self._progress, None
-        if progress is not None:
-            progress.stop()     # joins its thread, shows the final figures; never raises
-
     # -- the seed's interface ---------------------------------------------------------
-    def set_inputs(self, datas) -> None:
+    def set_inputs(self, datas: Any) -> None:
         """Remember the input iterables for ``plunge()`` (one per input Piper)."""
         self._datas = list(datas)
 
-    def plunge(self, datas=None) -> None:
+    def plunge(self, datas: Any = None) -> None:
         """Start processing in the background and return at once."""
-        datas = datas if datas is not None else self._datas
-        if datas is None:
-            raise PlumberError("plunge(): no inputs; call set_inputs([iterables]) first")
-        self.start(datas)
-        self.run()
+        with self._calls:
+            datas = datas if datas is not None else self._datas
+            if datas is None:
+                raise PlumberError("plunge(): no inputs; call set_inputs([iterables]) first")
+            self.start(datas)
+            self.run()
 
     def chinkup(self) -> None:
         """Stop gracefully: every item taken from an input reaches the outputs, then every
         thread and process is joined. Raises the failures of the run."""
-        self._move("chinkup", _S.STOPPING)
-        self._stop()
+        with self._calls:
+            self._move("chinkup", _S.STOPPING)
+            self._stop(forced=False)
+
+    # -- in one call ------------------------------------------------------------------
+    def collect(self, datas: Any) -> dict[Piper, list[Any]]:
+        """Run the pipeline on ``datas`` to its end; ``{output Piper: [its items]}``.
+        Raises the failures of the run (after the run is stopped)."""
+        results: dict[Piper, list[Any]] = {}
+        with self._calls:
+            self.start(datas)
+            run = self._run
+            assert run is not None
+            try:
+                for piper, batch in run.read_outputs():
+                    results.setdefault(piper, []).extend(batch)
+            except BaseException:
+                self._move("chinkup", _S.STOPPING)
+                self._stop(forced=True)
+                raise
+            self._move("stop", _S.STOPPING)
+            self._stop(forced=False)
+        return {p: results.get(p, []) for p in self.get_outputs()}
+
+    def stream(self, datas: Any, output: Piper | None = None) -> Iterator[Any]:
+        """Run the pipeline on ``datas``, yielding the items of ``output`` (default: the
+        only output Piper) as they come; the other outputs are read and discarded. Closing
+        the iterator early stops the run at once (forced: items in flight are dropped)."""
+        outputs = self.get_outputs()
+        if output is None:
+            if len(outputs) != 1:
+                raise PlumberError(f"stream(): the pipeline has {len(outputs)} output Pipers "
+                                   f"{[p.name for p in outputs]}; name one: stream(datas, "
+                                   f"output=piper), or use collect(datas)")
+            output = outputs[0]
+        elif output not in outputs:
+            raise PlumberError(f"stream(): {output!r} is not an output Piper of {self!r}")
+        return self._stream(datas, output)
+
+    def _stream(self, datas: Any, output: Piper) -> Iterator[Any]:
+        self.start(datas)
+        run = self._run
+        assert run is not None
+        ended = False
+        try:
+            run.plunge(skip=(output,))
+            yield from output
+            ended = True
+        finally:
+            with self._calls:
+                if self._state is not _S.IDLE:
+                    self._set(_S.STOPPING)
+                    self._stop(forced=not ended)
+
+    # -- a context manager ------------------------------------------------------------
+    def __enter__(self) -> "Plumber":
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        with self._calls:
+            if self._state is _S.IDLE:
+                return
+            self._set(_S.STOPPING)
+            if exc_type is None:
+                self._stop(forced=False)
+                return
+            try:
+                self._stop(forced=True)
+            except BaseException as failure:  # noqa: BLE001 - the propagating one wins
+                log.error("%r: the run also failed: %r", self, failure)
 
     # -- helpers ----------------------------------------------------------------------
     def _raise_failures(self) -> None:
-        if self._context is not None:
-            raise_failures(self._context.take_failures(), repr(self))
+        run = self._run
+        if run is not None:
+            raise_failures(run.context.take_failures(), repr(self))
 
     def save(self, filename: str) -> None:
         """Write the pipeline as a runnable Python module (see ``papy._save``)."""

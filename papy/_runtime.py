@@ -161,14 +161,14 @@ class Feed:
         finally:
             _CURRENT_STOP.reset(token)
 
-    def gated(self, counters):
+    def gated(self) -> "Gated | None":
         """The items of a steady input (a list, tuple, range, count, repeat) behind the same
-        gate as ``__next__``, which also counts ``items_in``; None for any other input. An
-        IMap reads it in bulk (``Gated.__imap_take__``: the gate once per batch)."""
+        gate as ``__next__``, read in bulk (``Gated.take``: the gate once per batch); None
+        for any other input."""
         if type(self._iterator) not in _STEADY:
             return None
         left = operator.length_hint(self._iterator, -1)     # -1: infinite
-        return Gated(self, counters, left) if left else None
+        return Gated(self, left)
 
     def _admit(self, wanted: int) -> int:
         """How many of the next ``wanted`` items the gate lets through; reserves them
@@ -210,31 +210,29 @@ class Feed:
 
 
 class Gated:
-    """A steady input behind its Feed's gate (``Feed.gated``), counting ``items_in``.
+    """A steady input behind its Feed's gate (``Feed.gated``): an ``imap.BatchSource`` that
+    never waits. ``take(count)`` asks the gate once for ``count`` items, copied in C."""
 
-    ``__imap_take__(count)`` is the IMap's bulk read (see ``imap._feeder._pull``): the gate
-    is asked once for ``count`` items, which are copied in C; a short list ends the input.
-    """
+    __slots__ = ("_feed", "_iterator", "_left", "_ended")
 
-    __slots__ = ("_feed", "_iterator", "_counters", "_left")
+    def __init__(self, feed: Feed, left: int):
+        self._feed, self._iterator, self._left = feed, feed._iterator, left
+        self._ended = left == 0
 
-    def __init__(self, feed: Feed, counters, left: int):
-        self._feed, self._iterator, self._counters, self._left = \
-            feed, feed._iterator, counters, left
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        items = self.__imap_take__(1)
-        if not items:
-            raise StopIteration
-        return items[0]
-
-    def __imap_take__(self, count: int) -> list:
+    def take(self, count: int) -> list | None:
+        if self._ended:
+            return None
         feed = self._feed
         allowed = feed._admit(count)
         items = list(itertools.islice(self._iterator, allowed)) if allowed else []
         feed._taken(allowed, len(items), self._left)
-        self._counters.items_in += len(items)
+        if not items:
+            self._ended = True
+            return None
         return items
+
+    def notify(self, wake) -> None:
+        """Never waits: nothing to notify."""
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -248,17 +248,19 @@ _clock = time.perf_counter
 REPORT_EVERY = 0.01     # seconds of work between two reports of a TimedCall
 
 
-def map_stage(worker, bare, values: list, boxed: bool) -> tuple[list, dict | None]:
+def map_stage(worker, bare, values: list, boxed: bool, clean: bool = False
+              ) -> tuple[list, dict | None]:
     """``worker`` over a batch: ``(results, raised)``, user errors as values (WorkerError).
     ``values`` are the inboxes or, ``boxed``, the items (each evaluated as ``[item]``).
     With a ``bare`` function (a Worker of one function without arguments) and no item that
     could hold an upstream error, the function is called directly. The loop runs in C
     (``list.extend`` over ``map``), resumed after an exception; ``raised`` is None or
     ``{position: exception}`` for what is not an Exception (SystemExit, ...): those
-    positions hold None, as the per-item path would fail only that item."""
+    positions hold None, as the per-item path would fail only that item. ``clean``: the
+    caller knows every value is of a NEVER_SUSPECT type (no check is needed)."""
     if not boxed:
         return _resumable(worker, values, False)
-    if bare is None or any_instance(values, _SUSPECT):
+    if bare is None or (not clean and any_instance(values, _SUSPECT)):
         return _resumable(worker, values, True)
     return _resumable(bare, values, True)
 
@@ -317,7 +319,7 @@ class TimedCall:
     def __init__(self, worker: Callable):
         self.__setstate__(worker)
 
-    def __imap_batch__(self, items: list):
+    def call_batch(self, items: list):
         """A whole batch (``imap._evaluate.evaluate``): timed once, errors as values."""
         start = _clock()
         values, raised = map_stage(self.worker, self.bare, items, self.boxed)

@@ -1,32 +1,35 @@
 #!/usr/bin/env python
-"""Benchmark: a 3-stage linear pipeline (x + 1, x * 2, x - 1) over N ints, 2 process workers.
+"""Benchmark: papy pipelines on 2 process workers against hand-written multiprocessing.
 
-    papy (a)   three Pipers, each on its own IMap(worker_type='process', worker_num=2)
-    papy (b)   three Pipers on one shared IMap(worker_type='process', worker_num=2)
-    pypeln     pl.process.map x 3, workers=2 per stage
-    Pool.imap  multiprocessing.Pool(2).imap(composed, xs, chunksize=100)
+    chain (a)  x + 1, x * 2, x - 1: three Pipers, each on its own IMap
+    chain (b)  the same three Pipers on one shared IMap
+    fan-join   src -> (x + 1, x * 2) -> add: four Pipers on one shared IMap
+    Pool       multiprocessing.Pool(2): imap of the composed function (chunksize 100 and the
+               best of 100, 1000, 10000); for fan-join the hand-written
+               map(add, pool.imap(f, xs, 1000), pool.imap(g, xs, 1000))
+    pypeln     pl.process.map x 3, workers=2 per stage (optional: --pypeln-n > 0)
 
-Prints items/s (median of --repeat runs) and the ratios the papy issue sets as targets
-(papy >= 10x pypeln, papy >= 0.3x the composed Pool.imap), then a memory check: an infinite
-input through the same stages into a slow output, sampling the resident memory of this
-process and its children; it should stay flat (bounded by the IMap buffers).
+Every rate is items/s, the median of --repeat runs, all measured in this one run (the
+machine is shared: only ratios within one run mean something). ``--no-fuse`` adds the
+papy cases with fusion off (every Piper its own IMap task). Then a memory check: an endless
+input through three stages into a slow output, sampling the resident memory of this
+process and its workers; it should stay flat (bounded by the run's window).
 
-    python scripts/bench_pipeline.py                 # N = 100,000, 3 runs each
+    python scripts/bench_pipeline.py                 # N = 200,000, 3 runs each
     python scripts/bench_pipeline.py --n 20000 --repeat 1 --memory-seconds 3
-
-pypeln moves about a thousand items per second here, so it runs on --pypeln-n items
-(default 10,000); rates are items per second either way.
 """
 from __future__ import annotations
 
 import argparse
 import itertools
 import multiprocessing
+import operator
 import os
 import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -46,6 +49,14 @@ def sub1(inbox: Sequence[int]) -> int:
     return inbox[0] - 1
 
 
+def ident(inbox: Sequence[int]) -> int:
+    return inbox[0]
+
+
+def add(inbox: Sequence[int]) -> int:
+    return inbox[0] + inbox[1]
+
+
 def plain_add1(x: int) -> int:
     return x + 1
 
@@ -62,20 +73,17 @@ def composed(x: int) -> int:
     return (x + 1) * 2 - 1
 
 
-def slow_print(inbox: Sequence[object]) -> None:
+def slow_print(inbox: Sequence[Any]) -> None:
     time.sleep(0.001)
 
 
-def expected_sum(n: int) -> int:
-    return sum(composed(x) for x in range(n))
-
-
-def papy_run(n: int, shared: bool) -> float:
-    """Seconds to push n items through the three stages, outputs read by hand."""
+def papy_chain(n: int, shared: bool, fuse: bool) -> float:
+    """Seconds to push n items through the three stages, the output read by hand."""
     imaps = [IMap(worker_type="process", worker_num=2) for _ in range(1 if shared else 3)]
     stages = [Piper(f, parallel=imaps[0 if shared else k])
               for k, f in enumerate((add1, mul2, sub1))]
     plumber = Plumber()
+    plumber.fuse = fuse
     plumber.add_pipe(tuple(stages))
     try:
         began = time.perf_counter()
@@ -86,28 +94,59 @@ def papy_run(n: int, shared: bool) -> float:
     finally:
         for imap in imaps:
             imap.stop()
-    assert total == expected_sum(n), "wrong results"
+    assert total == sum(composed(x) for x in range(n)), "wrong results"
+    return took
+
+
+def papy_fan_join(n: int, fuse: bool) -> float:
+    imap = IMap(worker_type="process", worker_num=2)
+    src = Piper(ident, parallel=imap)
+    left, right = Piper(add1, parallel=imap, branch=1), Piper(mul2, parallel=imap, branch=2)
+    join = Piper(add, parallel=imap)
+    plumber = Plumber()
+    plumber.fuse = fuse
+    plumber.add_pipes([(src, left, join), (src, right, join)])
+    try:
+        began = time.perf_counter()
+        plumber.start([range(n)])
+        total = sum(join)
+        took = time.perf_counter() - began
+        plumber.stop()
+    finally:
+        imap.stop()
+    assert total == sum(3 * x + 1 for x in range(n)), "wrong results"
+    return took
+
+
+def pool_chain(n: int, chunksize: int) -> float:
+    with multiprocessing.Pool(2) as pool:
+        began = time.perf_counter()
+        total = sum(pool.imap(composed, range(n), chunksize=chunksize))
+        took = time.perf_counter() - began
+    assert total == sum(composed(x) for x in range(n)), "wrong results"
+    return took
+
+
+def pool_fan_join(n: int) -> float:
+    with multiprocessing.Pool(2) as pool:
+        began = time.perf_counter()
+        xs = range(n)
+        total = sum(map(operator.add, pool.imap(plain_add1, xs, 1000),
+                        pool.imap(plain_mul2, xs, 1000)))
+        took = time.perf_counter() - began
+    assert total == sum(3 * x + 1 for x in range(n)), "wrong results"
     return took
 
 
 def pypeln_run(n: int) -> float:
-    import pypeln as pl  # the bench extra; untyped
+    import pypeln as pl
     began = time.perf_counter()
     stage = pl.process.map(plain_add1, range(n), workers=2)
     stage = pl.process.map(plain_mul2, stage, workers=2)
     stage = pl.process.map(plain_sub1, stage, workers=2)
     total = sum(stage)
     took = time.perf_counter() - began
-    assert total == expected_sum(n), "wrong results"
-    return took
-
-
-def pool_run(n: int) -> float:
-    began = time.perf_counter()
-    with multiprocessing.Pool(2) as pool:
-        total = sum(pool.imap(composed, range(n), chunksize=100))
-    took = time.perf_counter() - began
-    assert total == expected_sum(n), "wrong results"
+    assert total == sum(composed(x) for x in range(n)), "wrong results"
     return took
 
 
@@ -118,7 +157,7 @@ def memory_check(seconds: float) -> None:
     plumber = Plumber()
     plumber.add_pipe(tuple(stages) + (output,))
     plumber.plunge([itertools.count()])
-    samples: list[float] = []
+    samples = []
     try:
         began = time.monotonic()
         while time.monotonic() - began < seconds:
@@ -126,12 +165,12 @@ def memory_check(seconds: float) -> None:
             samples.append(total_rss_mib()[1])
     finally:
         plumber.chinkup()
+        imap.stop()
     done = plumber.stats["pipers"][output].items_out
     warm = samples[len(samples) // 3:]
     growth = warm[-1] - warm[0]
-    print(f"memory: infinite input, slow output ({done} items in {seconds:.0f} s); "
-          f"RSS of this process and its workers, MiB: "
-          f"{' '.join(f'{s:.0f}' for s in samples)}")
+    print(f"memory: endless input, slow output ({done} items in {seconds:.0f} s); RSS of "
+          f"this process and its workers, MiB: {' '.join(f'{s:.0f}' for s in samples)}")
     print(f"memory: growth after warm-up {growth:+.1f} MiB -> "
           f"{'flat' if abs(growth) < 16 else 'NOT FLAT'}")
 
@@ -142,34 +181,50 @@ def median_rate(run: Callable[[], float], n: int, repeat: int) -> float:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--n", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--memory-seconds", type=float, default=10.0)
-    parser.add_argument("--pypeln-n", type=int, default=10_000,
-                        help="items for pypeln (about 1,000 items/s here: its rate is "
-                             "measured on fewer items to keep the run short)")
-    parser.add_argument("--skip-pypeln", action="store_true")
+    parser.add_argument("--pypeln-n", type=int, default=0,
+                        help="items for pypeln (about 1,000 items/s here; 0: skip it)")
+    parser.add_argument("--no-fuse", action="store_true",
+                        help="also measure the papy cases with fusion off")
     args = parser.parse_args(argv)
-    print(f"{args.n} items (pypeln: {args.pypeln_n}), 3 stages, 2 process workers, median "
-          f"of {args.repeat} runs, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
-    rates = {"papy (a) own IMap per stage": median_rate(lambda: papy_run(args.n, False),
-                                                        args.n, args.repeat),
-             "papy (b) one shared IMap": median_rate(lambda: papy_run(args.n, True),
-                                                     args.n, args.repeat),
-             "Pool(2).imap(composed, chunksize=100)": median_rate(lambda: pool_run(args.n),
-                                                                  args.n, args.repeat)}
-    if not args.skip_pypeln:
+    n, repeat = args.n, args.repeat
+    print(f"{n} items, 2 process workers, median of {repeat} runs, {os.cpu_count()} CPUs, "
+          f"Python {sys.version.split()[0]}")
+    rates: dict[str, float] = {}
+    for chunksize in (100, 1000, 10000):
+        rates[f"Pool.imap(composed, {chunksize})"] = median_rate(
+            lambda c=chunksize: pool_chain(n, c), n, repeat)
+    rates["hand-written fan-join (Pool.imap x 2, 1000)"] = median_rate(
+        lambda: pool_fan_join(n), n, repeat)
+    for fuse in (True, False) if args.no_fuse else (True,):
+        tag = "" if fuse else ", unfused"
+        rates[f"papy chain (a) IMap per stage{tag}"] = median_rate(
+            lambda f=fuse: papy_chain(n, False, f), n, repeat)
+        rates[f"papy chain (b) one IMap{tag}"] = median_rate(
+            lambda f=fuse: papy_chain(n, True, f), n, repeat)
+        rates[f"papy fan-join one IMap{tag}"] = median_rate(
+            lambda f=fuse: papy_fan_join(n, f), n, repeat)
+    if args.pypeln_n:
         rates["pypeln process x 3"] = median_rate(lambda: pypeln_run(args.pypeln_n),
-                                                  args.pypeln_n, args.repeat)
+                                                  args.pypeln_n, repeat)
     for name, rate in rates.items():
-        print(f"{name:40s} {rate:12,.0f} items/s")
-    pool = rates["Pool(2).imap(composed, chunksize=100)"]
-    for papy_name in ("papy (a) own IMap per stage", "papy (b) one shared IMap"):
-        line = f"{papy_name}: {rates[papy_name] / pool:.2f}x Pool.imap (target >= 0.3)"
+        print(f"{name:48s} {rate:12,.0f} items/s")
+    pool100 = rates["Pool.imap(composed, 100)"]
+    best = max(rates[f"Pool.imap(composed, {c})"] for c in (100, 1000, 10000))
+    hand = rates["hand-written fan-join (Pool.imap x 2, 1000)"]
+    for fuse in (True, False) if args.no_fuse else (True,):
+        tag = "" if fuse else ", unfused"
+        a = rates[f"papy chain (a) IMap per stage{tag}"]
+        b = rates[f"papy chain (b) one IMap{tag}"]
+        fj = rates[f"papy fan-join one IMap{tag}"]
+        print(f"chain (a){tag}: {a / pool100:.2f}x Pool.imap(100) (target >= 0.5)")
+        print(f"chain (b){tag}: {b / pool100:.2f}x Pool.imap(100) (target >= 1.0), "
+              f"{b / best:.2f}x the best chunksize (target >= 0.6)")
+        print(f"fan-join{tag}: {fj / hand:.2f}x the hand-written version (target >= 0.8)")
         if "pypeln process x 3" in rates:
-            line += f", {rates[papy_name] / rates['pypeln process x 3']:.1f}x pypeln " \
-                    f"(target >= 10)"
-        print(line)
+            print(f"chain (b){tag}: {b / rates['pypeln process x 3']:.0f}x pypeln")
     if args.memory_seconds > 0:
         memory_check(args.memory_seconds)
 

@@ -242,7 +242,13 @@ def test_run_ctrl_c_stops_gracefully_with_130(tmp_path):
     try:
         assert child.stdout.readline() == "item 0\n"
         child.send_signal(signal.SIGINT)
-        out, err = child.communicate(timeout=60)
+        # read on through the same buffered reader: readline() may have buffered more
+        # lines than it returned (communicate() would read past them)
+        out = child.stdout.read()
+        err = child.stderr.read()
+        child.wait(timeout=60)
+        child.stdout.close()
+        child.stderr.close()
     finally:
         if child.poll() is None:
             child.kill()

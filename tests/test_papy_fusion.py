@@ -64,12 +64,17 @@ def run_chain(functions, data, fuse, **imap_options):
         plumber.fuse = fuse
         plumber.add_pipe(tuple(pipers))
         plumber.start([data])
-        absorbed = [p.name for p in pipers[-1]._absorbs]
+        absorbed = [p.name for p in absorbed_by(plumber, pipers[-1])]
         results = list(pipers[-1])
         plumber.stop()
         counters = {p.name: (c.items_in, c.items_out, c.errors)
                     for p, c in plumber.stats["pipers"].items()}
     return results, counters, absorbed
+
+
+def absorbed_by(plumber, last):
+    """The Pipers fused into ``last``'s call (head first), () when none."""
+    return next((chain[:-1] for chain in plumber.fused_chains() if chain[-1] is last), ())
 
 
 def described(results):
@@ -113,7 +118,7 @@ def test_no_fusion_where_the_parent_has_work_between_two_pipers(change):
         if change == "fan-out":
             plumber.add_pipe((a, Piper(inc, parallel=imap)))
         plumber.start([range(8)])
-        assert b._absorbs == () and a._owner is None
+        assert absorbed_by(plumber, b) == () and plumber.fused_chains() == []
         outputs = plumber.get_outputs()
         results = [list(p) for p in outputs]
         plumber.stop()
@@ -129,7 +134,7 @@ def test_a_join_then_a_chain_fuses_behind_the_join(worker_type):
         plumber.add_pipe((left, joined, last))
         plumber.add_pipe((right, joined))
         plumber.start([range(10), range(10)])
-        assert last._absorbs == (joined,)
+        assert absorbed_by(plumber, last) == (joined,)
         results = list(last)
         plumber.stop()
     assert results == [(x + 1) + 2 * x - 1 for x in range(10)]
@@ -141,7 +146,7 @@ def test_time_busy_is_measured_per_fused_stage():
         plumber = Plumber()
         plumber.add_pipe((a, b))
         plumber.start([range(20)])
-        assert b._absorbs == (a,)
+        assert absorbed_by(plumber, b) == (a,)
         assert list(b) == list(range(20))
         busy_a, busy_b = a.counters.time_busy, b.counters.time_busy
         plumber.stop()
@@ -175,7 +180,7 @@ def test_a_fused_plumber_runs_twice():
             plumber.start([data])
             assert list(pipers[-1]) == [(x + 1) * 2 - 1 for x in data]
             plumber.stop()
-            assert pipers[-1]._absorbs == () and pipers[0]._owner is None
+            assert plumber.fused_chains() == []
 
 
 def test_an_absorbed_piper_says_it_cannot_be_read():
@@ -215,15 +220,15 @@ def test_a_non_exception_fails_only_its_item_in_a_batch():
     """As when items are evaluated one by one: SystemExit is that item's error (imap's),
     the others of the batch keep their results; a fused item that raised skips the rest."""
     from papy import Worker
-    from papy._fuse import FusedCall, StageFailed
+    from papy._fuse import FusedCall, StagesFailed
     from papy._worker import BoxingCall
-    values, raised = BoxingCall(Worker(leaves_on_7)).__imap_batch__(list(range(10)))
+    values, raised = BoxingCall(Worker(leaves_on_7)).call_batch(list(range(10)))
     assert list(raised) == [7] and isinstance(raised[7], SystemExit)
     assert values[:7] == list(range(7)) and values[8:] == [8, 9]
     fused = FusedCall([Worker(fails_on_5), Worker(inc), Worker(leaves_on_7)], True)
-    values, raised = fused.__imap_batch__(list(range(10)))
+    values, raised = fused.call_batch(list(range(10)))
     assert list(raised) == [6] and isinstance(raised[6], SystemExit)   # inc(6) == 7
-    assert isinstance(values[5], StageFailed) and values[5].stage == 0
+    assert isinstance(values[5], StagesFailed) and list(values[5].errors) == [0]
     assert [v for k, v in enumerate(values) if k not in (5, 6)] == [1, 2, 3, 4, 5, 8, 9, 10]
     with pytest.raises(SystemExit):
         fused(6)
@@ -275,7 +280,7 @@ def test_a_chain_whose_first_piper_consumes_groups(fuse):
         plumber.fuse = fuse
         plumber.add_pipe((a, b, c))
         plumber.start([range(7)])
-        assert c._absorbs == ((b,) if fuse else ())
+        assert absorbed_by(plumber, c) == ((b,) if fuse else ())
         results = list(c)
         plumber.stop()
     assert results == [2 * x + 101 for x in range(7)]
@@ -311,3 +316,50 @@ def test_system_exit_in_a_thread_worker_is_an_error_item(fuse):
         plumber.stop()
     assert [r for k, r in enumerate(results) if k != 6] == [1, 2, 3, 4, 5, 6, 8, 9, 10]
     assert isinstance(results[6], PiperError)
+
+
+def fails_on_4(inbox):
+    if inbox[0] == 4:
+        raise ValueError("four")
+    return inbox[0]
+
+
+def diamond(imap, fuse, left_fn=inc, right_fn=double):
+    src = Piper(inc, parallel=imap, name="src")
+    left = Piper(left_fn, parallel=imap, name="left", branch=1)
+    right = Piper(right_fn, parallel=imap, name="right", branch=2)
+    join = Piper(join_sum, parallel=imap, name="join")
+    plumber = Plumber()
+    plumber.fuse = fuse
+    plumber.add_pipes([(src, left, join), (src, right, join)])
+    return plumber, (src, left, right, join)
+
+
+def run_diamond(fuse, data, **options):
+    with IMap(**options) as imap:
+        plumber, pipers = diamond(imap, fuse, left_fn=fails_on_5, right_fn=fails_on_4)
+        plumber.start([data])
+        chains = plumber.fused_chains()
+        results = list(pipers[-1])
+        plumber.stop()
+        counters = {p.name: (c.items_in, c.items_out, c.errors)
+                    for p, c in plumber.stats["pipers"].items()}
+    return results, counters, chains
+
+
+def test_a_fan_out_and_join_on_one_imap_is_one_call(worker_type):
+    """src -> (left, right) -> join on one IMap: one fused group, the same results, error
+    items and error counts as unfused (src(3) == 4 fails right, src(4) == 5 fails left)."""
+    fused = run_diamond(True, range(10), worker_type=worker_type, worker_num=2)
+    plain = run_diamond(False, range(10), worker_type=worker_type, worker_num=2)
+    assert [[p.name for p in chain] for chain in fused[2]] == [["src", "left", "right",
+                                                               "join"]]
+    assert plain[2] == []
+    assert described(fused[0]) == described(plain[0])
+    assert fused[0][:3] == [2, 4, 6]
+    for position in (3, 4):
+        error = fused[0][position]
+        assert isinstance(error, PiperError) and isinstance(error.args[0], PiperError)
+    assert {name: errors for name, (_, _, errors) in fused[1].items()} == \
+        {name: errors for name, (_, _, errors) in plain[1].items()} == \
+        {"src": 0, "left": 1, "right": 1, "join": 2}
