@@ -194,11 +194,11 @@ class Run:
                     node.make_output(Outlet(node.name, self.wakeup))
                     self.readers[id(node.piper)] = OutputReader(
                         node, self._reader_ended, self._raise_at_end)
-            for source in self.sources:
-                source.source.notify(self.wakeup.poke)
             for imap in self._imaps:
                 if not imap.started:
                     imap.start()
+            for source in self.sources:     # may start input readers: after the pools
+                source.source.notify(self.wakeup.poke)
         except BaseException:
             self._stop_imaps(forced=True)
             with self._lock:
