@@ -12,6 +12,7 @@ from ._errors import (BrokenPoolError, IMapError, IMapWarning, RemoteError, Remo
                       SerializationError, WorkerDiedError, WorkerStartError)
 from ._feeder import waiting_for_input
 from ._config import override_workers, preload  # noqa: F401 - imap.<name>, not in __all__
+from ._config import seconds as check_seconds  # noqa: F401 - for papy, not in __all__
 from ._imap import IMap
 from ._results import TaskIterator
 from ._imports import imports

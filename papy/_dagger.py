@@ -261,9 +261,12 @@ class Dagger:
             if piper.connected:
                 piper.disconnect(forced)
 
-    def start(self) -> None:
+    def start(self, datas=None) -> None:
         """Start the run: every IMap of it (after all the tasks of every Piper that shares
-        it were added by ``connect``), then its scheduler; every Piper is started."""
+        it were added by ``connect``), then its scheduler; every Piper is started. With
+        ``datas``, ``connect(datas)`` first (as ``Plumber.start(datas)``)."""
+        if datas is not None:
+            self.connect(datas)
         run = self.run_of()
         if run is None:
             raise DaggerError(f"{self!r} is not connected; connect(datas) first")

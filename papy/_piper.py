@@ -13,10 +13,10 @@ run running), ``finished`` (its output stream ended).
 from __future__ import annotations
 
 import logging
-import math
-import numbers
 import warnings
 from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+from imap import check_seconds
 
 from ._counters import PiperCounters
 from ._errors import PiperError
@@ -87,10 +87,8 @@ class Piper:
         for key, value in (("consume", consume), ("produce", produce), ("spawn", spawn)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"Piper {key} must be an int >= 1, not {value!r}")
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(
-                timeout, numbers.Real) or not math.isfinite(timeout) or timeout <= 0):
-            raise ValueError(f"Piper timeout must be None or a finite number of seconds > 0, "
-                             f"not {timeout!r}")
+        timeout = check_seconds(f"Piper {name or worker.__name__!r}: timeout", timeout,
+                                allow_zero=False, infinite_is_none=True)
         if name is not None and not isinstance(name, str):
             raise TypeError(f"Piper name must be a string, not {type(name).__name__}")
         if timeout is not None and parallel is False:

@@ -147,7 +147,7 @@ class Plumber(Dagger):
             stats["run_time"] = time.time() - stats["start_time"]
 
     # -- the original 1.0 interface ---------------------------------------------------
-    def start(self, datas: Any) -> None:
+    def start(self, datas: Any = None) -> None:
         """Connect ``datas[i]`` to the i-th input Piper and start the run."""
         with self._calls:
             self._move("start", _S.STARTING)

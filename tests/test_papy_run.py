@@ -267,3 +267,15 @@ def test_lifecycle_calls_from_several_threads_are_legal_or_plumber_errors():
         plumber.collect([range(5)])              # still usable
     finally:
         pool.stop()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("-inf"), -1, 0, "1", True])
+def test_a_piper_timeout_is_checked_like_every_number_of_seconds(bad):
+    with IMap(worker_type="thread", worker_num=1) as pool:
+        with pytest.raises((ValueError, TypeError), match="timeout"):
+            Piper(inc, parallel=pool, timeout=bad)
+
+
+def test_a_timeout_on_a_linear_piper_is_a_warning():
+    with pytest.warns(UserWarning, match="parallel Pipers only"):
+        Piper(inc, timeout=1)
