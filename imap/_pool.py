@@ -352,6 +352,8 @@ def make_handles(imap: Any) -> list[WorkerHandle]:
                                                              imap.worker_num, imap.name)
         return dask_handles
     handles: list[WorkerHandle] = []
+    if imap.worker_type == "inline":
+        return handles               # the readers evaluate (imap._inline)
     if imap.worker_num:
         if imap.worker_type == "thread":
             from .backends.thread import ThreadHandle

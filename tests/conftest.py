@@ -131,9 +131,38 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(params=["thread", "process"])
 def worker_type(request: pytest.FixtureRequest) -> str:
-    """Runs a test on a thread pool and on a process pool."""
+    """A thread pool and a process pool, for suites that are not shared by every kind (the
+    cache, the templates, the workers library); the shared suites use ``pool_options``."""
     kind: str = request.param
     return kind
+
+
+#: every kind of pool; the shared suites run on each (``pool_options``, ``parallel``)
+POOL_KINDS = ("inline", "thread", "process", "remote", "dask")
+
+
+class PoolOptions(dict[str, Any]):
+    """IMap options for a pool of one kind (``kind``), 2 workers unless asked otherwise."""
+
+    def __init__(self, kind: str, server: ServerProcess, client: Any, workers: int = 2):
+        self.kind = kind
+        self._server, self._client = server, client
+        if kind == "remote":
+            super().__init__(worker_num=0, worker_remote=[(server.address, workers)])
+        elif kind == "dask":
+            super().__init__(worker_type="dask", worker_remote=client, worker_num=workers)
+        else:
+            super().__init__(worker_type=kind, worker_num=workers)
+
+    def with_workers(self, workers: int) -> PoolOptions:
+        """The same kind with ``workers`` workers (Dask: threads kept busy; inline: 1)."""
+        return PoolOptions(self.kind, self._server, self._client, workers)
+
+
+def _pool_options(kind: str, server: ServerProcess, client: Any) -> PoolOptions:
+    if kind == "dask" and client is None:
+        pytest.skip("distributed is not installed (pip install 'papy[dask]')")
+    return PoolOptions(kind, server, client)
 
 
 @pytest.fixture(scope="session")
@@ -167,17 +196,29 @@ def dask_client() -> Iterator[Any]:
     assert not left, f"threads of the session's Dask cluster left running: {sorted(left)}"
 
 
-@pytest.fixture(params=["thread", "process", "remote", "dask"])
+@pytest.fixture(params=POOL_KINDS)
 def pool_options(request: pytest.FixtureRequest,
                  forking_server: ServerProcess,  # noqa: F811 - the fixture imported above
-                 dask_client: Any) -> dict[str, Any]:
-    """IMap options for a 2-worker pool of each kind: threads, processes, two slots on a
-    loopback RPyC server, and a Dask cluster of 2 in-process workers (both session-scoped,
-    so they exist before the leak guard looks)."""
-    if request.param == "remote":
-        return dict(worker_num=0, worker_remote=[(forking_server.address, 2)])
-    if request.param == "dask":
-        if dask_client is None:
-            pytest.skip("distributed is not installed (pip install 'papy[dask]')")
-        return dict(worker_type="dask", worker_remote=dask_client)
-    return dict(worker_type=request.param, worker_num=2)
+                 dask_client: Any) -> PoolOptions:
+    """IMap options for a 2-worker pool of each kind: inline (the reader's thread), threads,
+    processes, two slots on a loopback RPyC server, and a Dask cluster of 2 in-process
+    workers (both session-scoped, so they exist before the leak guard looks). A test that
+    holds only for some kinds says why where it skips the others."""
+    return _pool_options(request.param, forking_server, dask_client)
+
+
+@pytest.fixture(params=("linear", *POOL_KINDS))
+def parallel(request: pytest.FixtureRequest,
+             forking_server: ServerProcess,  # noqa: F811 - the fixture imported above
+             dask_client: Any) -> Iterator[Any]:
+    """``pool_options`` for Pipers: ``False`` (linear), then an IMap of each kind with
+    stride 3 (stopped after the test)."""
+    if request.param == "linear":
+        yield False
+        return
+    from imap import IMap
+    imap = IMap(**_pool_options(request.param, forking_server, dask_client), stride=3)
+    try:
+        yield imap
+    finally:
+        imap.stop()
