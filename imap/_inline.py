@@ -74,14 +74,13 @@ def inline_workers(worker_remote: list[Any]) -> int:
 
 
 class _Readers:
-    """The tasks reading one source, and whether its wake is registered."""
+    """The tasks reading one source (its wake wakes them all)."""
 
-    __slots__ = ("notified", "source", "tasks")
+    __slots__ = ("source", "tasks")
 
     def __init__(self, source: Any) -> None:
         self.source = source
         self.tasks: list[Task] = []
-        self.notified = False
 
 
 class InlineFeeder(Feeder):
@@ -110,14 +109,14 @@ class InlineFeeder(Feeder):
             _unlisten(upstream, listener)
 
     def add(self, task: Task) -> None:
-        """Called by the IMap under its lock: no user code here."""
+        """Called by the IMap under its lock. The task's input is told to wake us at once
+        (a source's ``notify``, which only stores the wake; a listener on an upstream task),
+        so that a reader that waits for the task's wake before it reads is woken."""
         with self._cond:
             self._accounted = self._accounted + (task,)
-            if task.source is not None:
-                readers = self._readers.setdefault(id(task.source), _Readers(task.source))
-                readers.tasks.append(task)
             task.fill = self.fill
             self._event()
+        self._listen(task)
 
     def remove(self, task: Task) -> None:
         """The task was removed while running: its input is no longer read."""
@@ -178,7 +177,6 @@ class InlineFeeder(Feeder):
     def _feed(self, task: Task, wanted: int) -> bool:
         """Evaluate what the input has ready (at most ``wanted``); True when something was
         delivered or the input ended, False when it had nothing ready."""
-        self._listen(task)
         upstream = task.upstream
         if upstream is not None:
             runs = upstream.take_runs(wanted)
@@ -205,25 +203,30 @@ class InlineFeeder(Feeder):
         return True
 
     def _listen(self, task: Task) -> None:
-        """Once per task, in the reader's thread: have its input wake us when it has items
-        (a source's notify; a listener on an upstream task)."""
+        """Have the task's input wake us when it may have items: a listener on its upstream
+        task, or the source's notify (once per source: tasks sharing it share the wake)."""
         upstream = task.upstream
         if upstream is not None:
-            if task in self._listening:
-                return
             listener = self._waker((task,))
             with self._cond:
-                if self.stopping or task.removed or task in self._listening:
-                    return
                 self._listening[task] = (upstream, listener)
             upstream.listeners.append(listener)
             return
         with self._cond:
             readers = self._readers.get(id(task.source))
-            if readers is None or readers.notified:
+            if readers is not None:
+                readers.tasks.append(task)
                 return
-            readers.notified = True
-        readers.source.notify(self._waker(readers.tasks))
+            readers = self._readers[id(task.source)] = _Readers(task.source)
+            readers.tasks.append(task)
+        try:
+            readers.source.notify(self._waker(readers.tasks))
+        except BaseException as exc:  # noqa: BLE001 - that task's error; it ends
+            error = RuntimeError(f"{self.name}: the input of task {task.id} refused its "
+                                 f"wake (notify raised {exc!r})")
+            error.__cause__ = exc
+            self._deliver(task, [None], {0: error})
+            task.end_input()
 
     def _waker(self, tasks: list[Task] | tuple[Task, ...]) -> Wake:
         def wake() -> None:            # the input may have items: results can be had now
