@@ -207,18 +207,43 @@ def pool_options(request: pytest.FixtureRequest,
     return _pool_options(request.param, forking_server, dask_client)
 
 
+class ParallelMaker:
+    """``make(stride=3, workers=2)``: a Piper's ``parallel`` of one kind: False (linear), or
+    a new IMap of that kind; every IMap made is stopped after the test."""
+
+    def __init__(self, kind: str, server: ServerProcess, client: Any) -> None:
+        self.kind = kind
+        self._server, self._client = server, client
+        self.made: list[Any] = []
+
+    def __call__(self, stride: int = 3, workers: int = 2) -> Any:
+        if self.kind == "linear":
+            return False
+        from imap import IMap
+        imap = IMap(**_pool_options(self.kind, self._server, self._client).with_workers(
+            workers), stride=stride)
+        self.made.append(imap)
+        return imap
+
+    def stop_all(self) -> None:
+        for imap in self.made:
+            imap.stop()
+
+
 @pytest.fixture(params=("linear", *POOL_KINDS))
-def parallel(request: pytest.FixtureRequest,
-             forking_server: ServerProcess,  # noqa: F811 - the fixture imported above
-             dask_client: Any) -> Iterator[Any]:
-    """``pool_options`` for Pipers: ``False`` (linear), then an IMap of each kind with
-    stride 3 (stopped after the test)."""
-    if request.param == "linear":
-        yield False
-        return
-    from imap import IMap
-    imap = IMap(**_pool_options(request.param, forking_server, dask_client), stride=3)
+def make_parallel(request: pytest.FixtureRequest,
+                  forking_server: ServerProcess,  # noqa: F811 - the fixture imported above
+                  dask_client: Any) -> Iterator[ParallelMaker]:
+    """``pool_options`` for Pipers: makes ``parallel=`` values of each kind, linear first."""
+    maker = ParallelMaker(request.param, forking_server, dask_client)
     try:
-        yield imap
+        yield maker
     finally:
-        imap.stop()
+        maker.stop_all()
+
+
+@pytest.fixture
+def parallel(make_parallel: ParallelMaker) -> Any:
+    """One ``parallel=`` value of each kind (``make_parallel()``): linear, then an IMap of
+    each kind with stride 3 and 2 workers."""
+    return make_parallel()
