@@ -1,5 +1,5 @@
 """Piper on its own: flags, lifecycle misuse, shared IMaps, errors, timeouts, tracking
-(the original test_Piper, on linear Pipers and thread and process IMaps)."""
+(the original test_Piper, on linear Pipers and every kind of IMap)."""
 import logging
 import threading
 import time
@@ -25,14 +25,10 @@ def join_sum(inbox):
     return inbox[0] + inbox[1]
 
 
-@pytest.fixture(params=["linear", "thread", "process"])
-def pool(request):
-    if request.param == "linear":
-        yield False
-        return
-    imap = IMap(worker_type=request.param, worker_num=2, stride=2)
-    yield imap
-    imap.stop()
+@pytest.fixture
+def pool(make_parallel):
+    """A Piper's ``parallel=``: linear, then an IMap of every kind (tests/conftest.py)."""
+    return make_parallel(stride=2)
 
 
 def test_initial_flags():

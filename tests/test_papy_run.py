@@ -34,14 +34,10 @@ def slow_identity(inbox):
     return inbox[0]
 
 
-@pytest.fixture(params=["linear", "thread", "process"])
-def pool(request):
-    if request.param == "linear":
-        yield False
-        return
-    imap = IMap(worker_type=request.param, worker_num=2, stride=4)
-    yield imap
-    imap.stop()
+@pytest.fixture
+def pool(make_parallel):
+    """A Piper's ``parallel=``: linear, then an IMap of every kind (tests/conftest.py)."""
+    return make_parallel(stride=4)
 
 
 def diamond(pool):
