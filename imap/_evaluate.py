@@ -24,6 +24,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+#: the one pickle protocol of every message between imap and its workers (imported by the
+#: backends from here: this module is on both sides of every kind of pool)
 PROTOCOL = 5
 
 

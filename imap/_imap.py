@@ -54,8 +54,7 @@ from .backends import _forkserver, _main_guard, _shm
 from .backends import process as _process  # noqa: F401 - imported with imap, not in a start
 from .backends.base import Batch, TaskSpec
 
-log = logging.getLogger("imap")
-log.addHandler(logging.NullHandler())
+log = logging.getLogger(__name__)
 
 #: default stride per worker: long enough for batches that amortise IPC (see docs/imap.md)
 STRIDE_PER_WORKER = 2048

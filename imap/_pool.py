@@ -40,7 +40,7 @@ from ._errors import BrokenPoolError, WorkerDiedError, WorkerStartError, warn_sa
 from .backends import _forkserver, _main_guard, _shm
 from .backends.base import Batch, WorkerHandle, WorkerLost
 
-log = logging.getLogger("imap")
+log = logging.getLogger(__name__)
 
 _STOP = object()
 #: seconds to wait for a slot thread that is busy in user code at a non-forced stop
