@@ -16,7 +16,7 @@ def double(x):
 
 STEPS = [add3, double]
 #: examples per kind: a process, remote or Dask pool costs tens of milliseconds to start
-EXAMPLES = {"inline": 60, "thread": 60, "process": 12, "remote": 12, "dask": 8}
+EXAMPLES = {"inline": 60, "thread": 60, "process": 10, "remote": 8, "dask": 8}
 
 shapes = st.fixed_dictionaries({
     "workers": st.integers(1, 3),
