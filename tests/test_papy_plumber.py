@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from papy import Dagger, IMap, Piper, PiperError, Plumber, PlumberError
+from papy import Dagger, Piper, PiperError, Plumber, PlumberError
 
 
 def inc(inbox):
