@@ -5,12 +5,12 @@ as its upstream (one: a chain or a fan-out; two: a join). Every Piper computes
 ``(a * sum(inbox) + b) % 1009`` with its own a, b, so the oracle is a plain loop over the
 items. Each Piper runs linearly or on one of the drawn IMaps (of the kind under test, or of
 a drawn local kind; random stride, buffer and ``ordered``), which Pipers may share. The
-tracked outputs must equal the oracle: in order when every IMap is ordered; as multisets when an IMap is unordered
-(then the drawn pipeline has no join, since an unordered join pairs unrelated items).
+tracked outputs must equal the oracle: in order when every IMap is ordered; as multisets
+when an IMap is unordered (then the drawn pipeline has no join, since an unordered join
+pairs unrelated items).
 """
 from collections import Counter
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
