@@ -259,3 +259,23 @@ def test_pdb_works_inside_a_worker_function(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "('seen', 1, 7)" in done.stdout and "('seen', 2, 14)" in done.stdout
     assert "results [7, 14]" in done.stdout
+
+
+def sleeps_on_one(inbox):
+    if inbox[0] == 1:
+        time.sleep(0.3)
+    return inbox[0]
+
+
+def test_a_piper_timeout_on_an_inline_pool_fails_the_item_once_it_returns():
+    """The scheduler thread is not the main thread: the item cannot be interrupted."""
+    from papy import PiperError
+    with IMap(worker_type="inline") as pool:
+        piper = Piper(sleeps_on_one, parallel=pool, timeout=0.1)
+        with Plumber() as plumber:
+            plumber.add_pipe((piper,))
+            plumber.start([range(3)])
+            results = list(piper)
+    assert results[0] == 0 and results[2] == 2
+    assert isinstance(results[1], PiperError) and isinstance(results[1].args[0], TimeoutError)
+    assert "cannot interrupt" in str(results[1].args[0])

@@ -138,8 +138,8 @@ def test_linked_pipers(pool):
     first.disconnect()
 
 
-def test_disconnect_order_on_a_shared_imap():
-    with IMap(worker_type="thread", worker_num=2, stride=2) as imap:
+def test_disconnect_order_on_a_shared_imap(pool_options):
+    with IMap(**pool_options, stride=2) as imap:
         first, second = Piper(inc, parallel=imap), Piper(square, parallel=imap)
         first.connect([range(3)])
         second.connect([first])
@@ -154,8 +154,8 @@ def test_disconnect_order_on_a_shared_imap():
             second.connect([first])
 
 
-def test_two_pipers_on_separate_inputs_of_one_imap():
-    with IMap(worker_type="thread", worker_num=2, stride=2) as imap:
+def test_two_pipers_on_separate_inputs_of_one_imap(pool_options):
+    with IMap(**pool_options, stride=2) as imap:
         left, right = Piper(inc, parallel=imap), Piper(square, parallel=imap)
         left.connect([range(6)])
         right.connect([range(6)])
@@ -234,19 +234,13 @@ def sleeps_20ms(inbox):
     return inbox[0]
 
 
-@pytest.mark.parametrize("kind", ["linear", "thread"])
-def test_time_busy_is_measured_where_the_worker_runs(kind):
-    imap = False if kind == "linear" else IMap(worker_type="thread", worker_num=2, stride=2)
-    try:
-        piper = Piper(sleeps_20ms, parallel=imap)
-        piper.connect([range(5)])
-        piper.start()
-        assert list(piper) == list(range(5))
-        assert piper.counters.time_busy >= 5 * 0.02 * 0.9
-        piper.stop()
-    finally:
-        if imap:
-            imap.stop()
+def test_time_busy_is_measured_where_the_worker_runs(make_parallel):
+    piper = Piper(sleeps_20ms, parallel=make_parallel(stride=2))
+    piper.connect([range(5)])
+    piper.start()
+    assert list(piper) == list(range(5))
+    assert piper.counters.time_busy >= 5 * 0.02 * 0.9
+    piper.stop()
 
 
 def test_join_inputs_of_different_lengths_end_with_an_error(pool):
@@ -299,6 +293,8 @@ def test_timeout_kills_a_stuck_item_in_a_process_pool():
 
 @pytest.mark.parametrize("skip", [False, True])
 def test_timeout_is_an_error_in_place(skip):
+    """The item waits for an Event the test sets after the timeout: thread workers (they
+    share the test's memory); the inline pool's Piper timeout: test_imap_inline.py."""
     GATE.clear()
     with IMap(worker_type="thread", worker_num=2, stride=1, skip=skip) as imap:
         piper = Piper(blocks_on_one, parallel=imap, timeout=1.0)
@@ -345,9 +341,12 @@ def quick_identity(inbox):
     return inbox[0]
 
 
-def test_counters_include_the_time_spent_waiting_for_results():
+def test_counters_include_the_time_spent_waiting_for_results(pool_options):
+    """An inline pool's items are evaluated by the scheduler itself: it never waits."""
+    if pool_options.kind == "inline":
+        pytest.skip("the scheduler evaluates an inline pool's items: it never waits for them")
     from papy import Plumber
-    with IMap(worker_type="thread", worker_num=1) as imap:
+    with IMap(**pool_options.with_workers(1)) as imap:
         squares = Piper(slow_square, parallel=imap, name="squares")
         linear = Piper(quick_identity, name="linear")
         plumber = Plumber()
