@@ -52,6 +52,8 @@ class Piper:
       abandoned) and becomes a ``PiperError(TimeoutError)`` in its place.
     - ``branch``: sort key of this Piper among the inputs of a join (docs/papy.md).
     - ``debug``: raise error items instead of passing them on.
+    - ``name``: default, the function's name (``'f>g'`` for a composition), numbered by
+      the Dagger it joins when another of its Pipers has it already (``'f_2'``).
     - ``track``: keep ``{index: result}`` in ``tracked`` (``Plumber.stats['pipers_tracked']``).
     - ``cache``: a ``papy.Cache``: the Piper evaluates a copy of its Worker that looks up
       each inbox in the cache first (docs/cache.md).
@@ -101,7 +103,10 @@ class Piper:
         self.consume, self.produce, self.spawn = consume, produce, spawn
         self.timeout, self.branch, self.debug = timeout, branch, bool(debug)
         self.track, self.repeat = bool(track), bool(repeat)
-        self.name = name if name is not None else f"piper_{id(self)}"
+        # default: the function's name ('f', 'f>g' for a composition); a Dagger numbers
+        # it when another of its Pipers has that name already ('f_2', 'f_3', ...)
+        self.name = name if name is not None else worker.__name__
+        self._default_name = name is None
         self._run: Run | None = None                # the run this Piper is a node of
         self._next: Callable[[], Any] = _not_readable(self)   # its output, once started
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
+import os
 import time
 import traceback
 import types
@@ -166,8 +167,21 @@ class Worker:
 
 def _worker_error(exc: Exception, func, inbox) -> WorkerError:
     error = WorkerError(exc, _function_name(func), inbox)
-    error.traceback_text = traceback.format_exc()
+    error.traceback_text = _user_traceback(exc)
     return error
+
+
+_OWN_FOLDER = os.path.dirname(os.path.abspath(__file__))
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """The traceback of ``exc`` from the user's function on: papy's own frames on top (the
+    Worker's call of the function) are left out."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None and \
+            os.path.dirname(tb.tb_frame.f_code.co_filename) == _OWN_FOLDER:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
 def _check_signature(func, args: tuple, kwargs: dict) -> None:

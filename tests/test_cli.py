@@ -145,7 +145,7 @@ def test_run_pipeline_with_inputs(tmp_path, capsys):
     err = capsys.readouterr().err
     assert re.search(r"papy done: keep: 5 out", err)
     assert re.search(r"^\s+double\s+5\s+5\s+0\s", err, re.M)
-    assert "items: 5 taken from the inputs; error items: 0" in err
+    assert "items: 5 taken from the inputs; failed: 0; error items: 0" in err
 
 
 def test_run_pipeline_on_input_files(tmp_path, capsys):
@@ -158,7 +158,7 @@ def test_run_pipeline_on_input_files(tmp_path, capsys):
     assert "no main() and no inputs()" in capsys.readouterr().err
 
 
-def test_run_exit_1_when_items_fail_or_the_run_fails(tmp_path, capsys):
+def test_run_exit_3_when_items_fail_and_1_when_the_run_fails(tmp_path, capsys):
     failing = write(tmp_path, "f.py", PIPELINE, """
         _make = pipeline
         def pipeline():
@@ -166,9 +166,11 @@ def test_run_exit_1_when_items_fail_or_the_run_fails(tmp_path, capsys):
         def inputs():
             return [range(5)]
     """)
-    assert cli.main(["run", failing, "--progress", "off"]) == 1
+    assert cli.main(["run", failing, "--progress", "off"]) == cli.EXIT_ITEMS_FAILED == 3
     err = capsys.readouterr().err
-    assert "some items failed" in err and re.search(r"^\s+second\s+5\s+5\s+1\s", err, re.M)
+    assert "papy: 1 input item failed (of 5 taken from the inputs)" in err
+    assert re.search(r"^\s+second\s+5\s+5\s+1\s+1\s", err, re.M)     # failed, errors
+    assert re.search(r"^\s+keep\s+5\s+5\s+0\s+1\s", err, re.M)       # passed it on
     raising = write(tmp_path, "r.py", PIPELINE, """
         def inputs():
             def numbers():
@@ -481,5 +483,5 @@ def test_summary_table():
     assert text.startswith("papy run: 4 pipers, run time ")
     assert re.search(r"^\s+split\s+4\s+8\s+0\s", text, re.M)
     assert re.search(r"^\s+out_b\s+8\s+4\s+0\s", text, re.M)
-    assert "items: 4 taken from the inputs; error items: 0" in text
+    assert "items: 4 taken from the inputs; failed: 0; error items: 0" in text
     assert sorted(f.name for f in figures(plumber)) == ["out_a", "out_b", "source", "split"]
