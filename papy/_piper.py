@@ -40,9 +40,12 @@ class Piper:
     """A node of a pipeline: evaluates ``worker`` for every inbox, in order.
 
     ``Piper(worker, parallel=False, consume=1, produce=1, spawn=1, timeout=None,
-    branch=None, debug=False, name=None, track=False, repeat=False, cache=None)``
+    branch=None, debug=False, name=None, track=False, repeat=False, cache=None,
+    plain=False)``
 
     - ``worker``: a Worker, a function, a sequence of them, or a Piper (its Worker is used).
+    - ``plain``: the function(s) take the items, not the inbox: ``f(x)`` (``f(x, y)`` for a
+      join), as ``Worker(f, plain=True)``; e.g. ``Piper(float, plain=True)``.
     - ``parallel``: an IMap (several Pipers may share one) or False: a *linear* Piper,
       evaluated by the run itself (in its scheduler thread), in bounded chunks.
     - ``consume``/``produce``/``spawn``/``repeat``: the produce/spawn/consume idiom
@@ -70,12 +73,15 @@ class Piper:
     def __init__(self, worker: Any, parallel: Any = False, consume: int = 1, produce: int = 1,
                  spawn: int = 1, timeout: float | None = None, branch: Any = None,
                  debug: bool = False, name: str | None = None, track: bool = False,
-                 repeat: bool = False, cache: Any = None):
+                 repeat: bool = False, cache: Any = None, plain: bool = False):
         if isinstance(worker, Piper):
             worker = worker.worker
+        if plain and isinstance(worker, Worker):
+            raise PiperError("Piper(plain=True) applies to functions; a Worker keeps its own "
+                             "convention: give Worker(f, plain=True) instead")
         if not isinstance(worker, Worker):
             try:
-                worker = Worker(worker)
+                worker = Worker(worker, plain=plain)
             except TypeError as exc:
                 raise PiperError(f"Piper needs a Worker, a function or a sequence of them: "
                                  f"{exc}") from exc
