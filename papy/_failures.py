@@ -236,13 +236,14 @@ def _group_lines(group: FailureGroup) -> list[str]:
     plural = "s" if group.count != 1 else ""
     lines = [f"  piper {group.piper.name!r}: {group.kind}: {group.count} item{plural}; "
              f"the first, {where}{on}:"]
-    trace = first.traceback_text
+    trace = first.traceback_text.rstrip("\n")
+    if isinstance(first.origins[0].args[0] if first.origins[0].args else None, WorkerError):
+        lines.append(_indent(trace, 4))         # the function's traceback, message last
+        return lines
+    cause = first.root_cause                     # the pool's error: its message first
+    lines.append(f"    {type(cause).__name__}: {cause}")
     if trace:
-        lines.append(_indent(trace.rstrip("\n"), 4))
-    else:
-        cause = first.root_cause
-        lines.append(f"    {type(cause).__name__}: {cause} (no traceback: it was not "
-                     f"raised by the function)")
+        lines += ["    raised at:", _indent(trace, 6)]
     return lines
 
 

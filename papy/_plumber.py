@@ -113,9 +113,11 @@ class Plumber(Dagger):
                  progress: bool | str = False, fail_fast: bool = False,
                  verbose: bool = False, report_failures: bool = True, **kwargs: Any):
         if logger_options is not None and not isinstance(logger_options, dict):
-            raise TypeError(f"Plumber(logger_options=...) takes a dict of start_logger() "
-                            f"options, not {type(logger_options).__name__}: the pipers and "
-                            f"pipes go to add_pipe()/Dagger(pipers=..., pipes=...)")
+            raise TypeError(f"Plumber() got {logger_options!r:.60} where its first "
+                            f"parameter, logger_options, is a dict of start_logger() "
+                            f"options; give the other options by keyword (progress=, "
+                            f"fail_fast=, ...) and the Pipers to add_pipe((a, b)) or "
+                            f"Plumber(pipers=..., pipes=...)")
         super().__init__(**kwargs)
         if progress not in _PROGRESS_MODES:
             raise ValueError(f"Plumber progress must be True, False or one of 'auto', 'bar', "
