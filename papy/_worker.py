@@ -253,7 +253,8 @@ def _check_signature(func, args: tuple, kwargs: dict) -> None:
             f"Worker: function {name!r}{signature} cannot be called as {name}({given}): "
             f"{exc}. A worker function takes the inbox first, then the arguments and "
             f"keyword arguments given to the Worker: define it as "
-            f"'def {name}(inbox, ...)' or change the arguments given to the Worker"
+            f"'def {name}(inbox, ...)' or change the arguments given to the Worker; a plain "
+            f"function of the items (f(x), f(x, y) for a join) takes plain=True"
         ) from None
 
 
