@@ -35,6 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
+from imap import IMapError, RemoteTraceback, SerializationError
+
 from ._errors import PiperError, WorkerError, _short_repr
 
 if TYPE_CHECKING:
@@ -248,10 +250,14 @@ def _group_lines(group: FailureGroup) -> list[str]:
 
 
 def _traceback_of(exc: BaseException) -> str:
-    """The worker-side traceback imap attached (``__cause__``), or this one's, or ''."""
+    """The worker-side traceback imap attached (``__cause__``), or this one's, or '' for
+    imap's own errors (a timeout, a worker that died, an item that could not be pickled:
+    their message says it all, their traceback is imap's)."""
     cause = exc.__cause__
-    if cause is not None and type(cause).__name__ == "RemoteTraceback":
-        return str(getattr(cause, "tb", "")).strip('\n"')
+    if isinstance(cause, RemoteTraceback) and not isinstance(exc, SerializationError):
+        return cause.tb.strip('\n"')       # e.g. a RemoteError: the function's exception
+    if isinstance(exc, IMapError):
+        return ""
     if exc.__traceback__ is not None:
         return "".join(traceback.format_exception(exc))
     return ""
