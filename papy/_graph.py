@@ -63,7 +63,7 @@ def _dot(plumber: Dagger) -> str:
     q = _dot_quote
     out = ["digraph papy {", "  rankdir=TB;",
            '  node [shape=box, style="rounded", fontname="Helvetica"];']
-    for k, node_id in enumerate(inputs):
+    for k in range(len(inputs)):
         out.append(f'  in{k} [shape=plaintext, label={q(f"input {k}")}];')
     for node_id, lines in nodes:
         out.append(f"  {node_id} [label={q(chr(10).join(lines))}];")
@@ -90,7 +90,7 @@ def _mermaid(plumber: Dagger) -> str:
     labels = dict(nodes)
     grouped = {m for _, members in groups for m in members}
     out = ["flowchart TD"]
-    for k, node_id in enumerate(inputs):
+    for k in range(len(inputs)):
         out.append(f"  in{k}([{q(f'input {k}')}])")
     for node_id, lines in nodes:
         if node_id not in grouped:

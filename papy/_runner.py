@@ -127,8 +127,12 @@ def _run(plumber: Plumber, datas: Any, stream: IO[str], progress: str,
     fast: list[BaseException] = []
     # the library's one signal-to-graceful-stop mechanism, with no time limit (a second
     # signal abandons the items in flight) and no exit: the summary is still printed
+    def stop_displays(signum: int) -> None:
+        for display in displays:
+            display.stop()
+
     guard = handle_signals(plumber, grace=None, stream=stream, exit=False,
-                           on_signal=lambda signum: [d.stop() for d in displays])
+                           on_signal=stop_displays)
     with guard:
         try:
             plumber.start(datas)

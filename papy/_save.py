@@ -156,7 +156,7 @@ def _worker_expression(writer: _Writer, worker) -> str:
     if len(plain) > 1:      # plain and inbox functions composed: one Worker for each
         parts = [_worker_expression(writer, Worker(f.func if type(f) is PlainCall else f,
                                                    a, k, plain=type(f) is PlainCall))
-                 for f, a, k in zip(worker.task, worker.args, worker.kwargs)]
+                 for f, a, k in zip(worker.task, worker.args, worker.kwargs, strict=True)]
         return f"Worker(({', '.join(parts)},))"
     functions = ", ".join(writer.function(f.func if type(f) is PlainCall else f)
                           for f in worker.task)
