@@ -1,8 +1,9 @@
 """The graph of a pipeline as text: Graphviz DOT or Mermaid (``papy graph``).
 
-Each Piper is a box (its name, its function, produce/spawn/consume when not 1, 'linear'),
-the Pipers of one IMap are grouped in a box labelled with the pool, pipes are arrows (the
-inbox slot on the arrows into a join), and each input Piper has an 'input k' node.
+Each Piper is a box (its name, its function unless the name is the function's,
+produce/spawn/consume when not 1, 'linear'), the Pipers of one IMap are grouped in a box
+labelled with the pool, pipes are arrows (the inbox slot on the arrows into a join), and
+each input Piper has an 'input k' node.
 """
 from __future__ import annotations
 
@@ -26,7 +27,9 @@ def _graph_model(plumber: Dagger) -> tuple[list[Node], list[Group], list[Edge], 
     nodes: list[Node] = []
     groups: dict[int, Group] = {}
     for piper in order:
-        lines = [piper.name, f"{piper.worker.__name__}()"]
+        lines = [piper.name]            # a default name is the function's already
+        if not getattr(piper, "_default_name", False) and piper.name != piper.worker.__name__:
+            lines.append(f"{piper.worker.__name__}()")
         shape = [f"{key}={getattr(piper, key)}" for key in ("consume", "spawn", "produce")
                  if getattr(piper, key) != 1]
         if shape:

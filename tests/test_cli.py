@@ -292,6 +292,19 @@ def test_graph_dot(tmp_path, capsys):
     assert 'p1 -> p3 [label="inbox[0]"];' in dot and 'p2 -> p3 [label="inbox[1]"];' in dot
 
 
+def test_graph_of_default_names_names_each_function_once():
+    plumber = Plumber()
+    plumber.add_pipe((Piper(double_it), Piper(double_it, parallel=IMap(worker_type="thread",
+                                                                      worker_num=1))))
+    dot = cli.graph_text(plumber)
+    assert 'p0 [label="double_it\\nlinear"];' in dot
+    assert 'p1 [label="double_it_2"];' in dot
+
+
+def double_it(inbox):
+    return inbox[0] * 2
+
+
 def test_graph_mermaid(tmp_path, capsys):
     assert cli.main(["graph", write(tmp_path, "g.py", GRAPH), "--format", "mermaid"]) == 0
     text = capsys.readouterr().out
