@@ -129,6 +129,7 @@ class Plumber(Dagger):
                 raise TypeError(f"Plumber {key} must be True or False, not {value!r}")
         self.fail_fast, self.verbose = fail_fast, verbose
         self.report_failures = report_failures
+        self._failure_stream: Any = None    # where verbose lines go (None: stderr)
         if logger_options:
             from ._logging import start_logger
             start_logger(**logger_options)
@@ -193,7 +194,8 @@ class Plumber(Dagger):
         try:
             run.on_outputs_ended = self._outputs_ended
             failed = run.context.failed_items
-            failed.configure(fail_fast=self.fail_fast, verbose=self.verbose)
+            failed.configure(fail_fast=self.fail_fast, verbose=self.verbose,
+                             stream=self._failure_stream)
             pipers = self.postorder()
             self.stats = {"start_time": time.time(), "run_time": None,
                           "pipers_tracked": {p: p.tracked for p in pipers if p.track},

@@ -97,10 +97,12 @@ def run_plumber(plumber: Plumber, datas: Any, progress: str = "auto",
     options = (plumber.fail_fast, plumber.verbose, plumber.report_failures)
     plumber.fail_fast, plumber.verbose = fail_fast or options[0], verbose or options[1]
     plumber.report_failures = False     # reported here, after the summary
+    plumber._failure_stream = stream    # verbose lines too
     try:
         status, displays, fast = _run(plumber, datas, stream, progress, interval)
     finally:
         plumber.fail_fast, plumber.verbose, plumber.report_failures = options
+        plumber._failure_stream = None
     if not displays:                    # it did not start (or a signal came while it did)
         return status
     if displays[0].error is not None:

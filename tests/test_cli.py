@@ -498,3 +498,19 @@ def test_summary_table():
     assert re.search(r"^\s+out_b\s+8\s+4\s+0\s", text, re.M)
     assert "items: 4 taken from the inputs; failed: 0; error items: 0" in text
     assert sorted(f.name for f in figures(plumber)) == ["out_a", "out_b", "source", "split"]
+
+
+def test_run_plumber_writes_everything_to_its_stream(capsys):
+    """The summary, the verbose lines and the report of the failed items go to ``stream``
+    (and the exit code says some items failed); nothing goes to stderr."""
+    plumber = Plumber()
+    plumber.add_pipe((Piper(double_it), Piper(double_it)))
+    report = io.StringIO()
+    assert cli.run_plumber(plumber, [[1, None, 3]], progress="off", stream=report,
+                           verbose=True) == cli.EXIT_ITEMS_FAILED
+    text = report.getvalue()
+    assert "papy: piper 'double_it' failed on item 1 (inbox [None]): TypeError" in text
+    assert "papy: 1 input item failed (of 3 taken from the inputs)" in text
+    assert "items: 3 taken from the inputs; failed: 1; error items: 2" in text
+    assert capsys.readouterr().err == ""
+    assert plumber.verbose is False and plumber.report_failures is True     # restored
