@@ -297,6 +297,7 @@ class Node:
             f"of at least {n} items (or use repeat=True); it returned {_short_repr(result)}"))
         log.error("%s", error.args[0])
         self.counters.errors += 1
+        self.context.failed_items.record(self.piper, None, error)
         return [error] * n
 
     def _give(self, items: list[Any]) -> None:
