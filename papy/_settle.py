@@ -22,6 +22,8 @@ from itertools import compress
 from operator import not_
 from typing import TYPE_CHECKING, Any
 
+from imap import BrokenPoolError
+
 from ._errors import PapyError, PiperError, WorkerError
 from ._fuse import StagesFailed
 from ._worker import NEVER_SUSPECT, Busy
@@ -44,7 +46,12 @@ def settle(node: Node, values: list[Any], errors: dict[int, BaseException] | Non
     piper = node.piper
     if errors:
         for position, exc in errors.items():
-            values[position] = read_error(exc, piper)
+            if isinstance(exc, BrokenPoolError) and not node.broken:
+                # not about one item: a failure of the run (which ends its inputs); the
+                # items still in the pool each get an error in place, logged once
+                node.broken = True
+                node.context.fail(exc, f"the pool of piper {piper.name!r} is broken")
+            values[position] = read_error(exc, piper, quiet=node.broken)
     if not PLAIN.issuperset(map(type, values)):
         odd = compress(itertools.count(), map(not_, map(PLAIN.__contains__, map(type, values))))
         for position in list(odd):
@@ -108,10 +115,13 @@ def stages_failed(node: Node, errors: dict[int, PapyError], index: int | None = 
     return made[len(node.pipers) - 1]
 
 
-def read_error(exc: BaseException, piper: Piper) -> PiperError:
-    """The error item that takes the place of a result the pool could not give (logged).
-    Fused: which stage the item was in is not known; it is the chain's last Piper's."""
-    if isinstance(exc, TimeoutError):
+def read_error(exc: BaseException, piper: Piper, quiet: bool = False) -> PiperError:
+    """The error item that takes the place of a result the pool could not give (logged,
+    unless ``quiet``). Fused: which stage the item was in is not known; it is the group's
+    exit's."""
+    if quiet:
+        pass
+    elif isinstance(exc, TimeoutError):
         log.warning("piper %r: an item ran longer than its timeout of %ss; a PiperError "
                     "takes its place", piper.name, piper.timeout)
     else:
