@@ -1,5 +1,10 @@
 """Shared fixtures: pool kinds, and a guard that fails any test leaving things behind.
 
+Pool kinds (``POOL_KINDS``: inline, thread, process, remote on a loopback server, dask): the
+shared suites run on each through ``pool_options`` (IMap options) or, for Pipers,
+``make_parallel``/``parallel`` (linear first, then an IMap of each kind). A test that holds
+for some kinds only says why (its name, docstring or skip reason).
+
 The guard compares, before and after each test, the live threads, this process's child
 processes and the entries of /dev/shm. A leftover is given a few seconds to go away (a
 worker exiting, a daemon thread finishing); what remains fails the test and is cleaned up
