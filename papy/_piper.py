@@ -40,7 +40,8 @@ class Piper:
     """A node of a pipeline: evaluates ``worker`` for every inbox, in order.
 
     ``Piper(worker, parallel=False, consume=1, produce=1, spawn=1, timeout=None,
-    branch=None, debug=False, name=None, track=False, repeat=False, cache=None)``
+    branch=None, debug=False, name=None, track=False, repeat=False, cache=None,
+    drop_none=False)``
 
     - ``worker``: a Worker, a function, a sequence of them, or a Piper (its Worker is used).
     - ``parallel``: an IMap (several Pipers may share one) or False: a *linear* Piper,
@@ -55,6 +56,9 @@ class Piper:
     - ``track``: keep ``{index: result}`` in ``tracked`` (``Plumber.stats['pipers_tracked']``).
     - ``cache``: a ``papy.Cache``: the Piper evaluates a copy of its Worker that looks up
       each inbox in the cache first (docs/cache.md).
+    - ``drop_none``: a result ``None`` sends no item downstream. Whatever this says, a
+      result ``papy.Multiple(iterable)`` sends each of its non-None elements as an item
+      (docs/streams.md).
 
     Example (a linear Piper, read by hand)::
 
@@ -65,10 +69,13 @@ class Piper:
         [2, 3, 4]
     """
 
+    #: may be part of a fused segment (papy._fuse); composite nodes (Reducer, Frame) are not
+    fusable = True
+
     def __init__(self, worker: Any, parallel: Any = False, consume: int = 1, produce: int = 1,
                  spawn: int = 1, timeout: float | None = None, branch: Any = None,
                  debug: bool = False, name: str | None = None, track: bool = False,
-                 repeat: bool = False, cache: Any = None):
+                 repeat: bool = False, cache: Any = None, drop_none: bool = False):
         if isinstance(worker, Piper):
             worker = worker.worker
         if not isinstance(worker, Worker):
@@ -101,6 +108,7 @@ class Piper:
         self.consume, self.produce, self.spawn = consume, produce, spawn
         self.timeout, self.branch, self.debug = timeout, branch, bool(debug)
         self.track, self.repeat = bool(track), bool(repeat)
+        self.drop_none = bool(drop_none)
         self.name = name if name is not None else f"piper_{id(self)}"
         self._run: Run | None = None                # the run this Piper is a node of
         self._next: Callable[[], Any] = _not_readable(self)   # its output, once started

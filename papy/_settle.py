@@ -6,6 +6,7 @@
         |  Busy: the seconds the Worker was busy (per stage when fused), unwrapped
         |  WorkerError -> PiperError (logged); StagesFailed -> passed on through the stages
         |  counted (errors; a fused node's items) and tracked ({index: result})
+        |  Multiple: its elements settled in place (the node fans it out: papy._fanout)
         v
     a list of results, the same length, in place
 
@@ -21,6 +22,7 @@ from operator import not_
 from typing import TYPE_CHECKING, Any
 
 from ._errors import PapyError, PiperError, WorkerError
+from ._fanout import Multiple
 from ._fuse import StagesFailed
 from ._worker import NEVER_SUSPECT, Busy
 
@@ -71,6 +73,9 @@ def _convert(node: Node, result: Any) -> Any:
         return stages_failed(node, result.errors)
     if isinstance(result, PapyError):
         return error_item(node, node.piper, result)
+    if type(result) is Multiple:      # several items: each settled, fanned out by the node
+        node.fanned = True
+        result.items = [x if type(x) in PLAIN else _convert(node, x) for x in result.items]
     return result
 
 
