@@ -192,7 +192,8 @@ class FusedCall:
                                            clean[reads[0]])
             else:
                 inboxes = list(map(list, zip(*(outputs[k] for k in reads))))
-                values, raised = map_stage(worker, bare, inboxes, False)
+                values, raised = map_stage(worker, bare, inboxes, False,
+                                           all(clean[k] for k in reads))
             now = _clock()
             pending[stage] += now - start
             start = now

@@ -13,6 +13,7 @@ run running), ``finished`` (its output stream ended).
 from __future__ import annotations
 
 import logging
+import operator
 import warnings
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -241,8 +242,10 @@ class Piper:
     def __iter__(self) -> Iterator[Any]:
         return self
 
-    def __next__(self) -> Any:
-        return self._next()
+    # next(piper) calls what ``_next`` holds (the output reader's C-level ``__next__``, or
+    # a function saying why the Piper cannot be read): a property returning that callable
+    # makes Python call it directly, without a Python frame per item (35 ns instead of 95)
+    __next__ = property(operator.attrgetter("_next"))
 
     def next(self) -> Any:
         """The next result of an output Piper (one that no downstream Piper reads)."""

@@ -259,6 +259,8 @@ def map_stage(worker, bare, values: list, boxed: bool, clean: bool = False
     positions hold None, as the per-item path would fail only that item. ``clean``: the
     caller knows every value is of a NEVER_SUSPECT type (no check is needed)."""
     if not boxed:
+        if bare is not None and (clean or _plain_inboxes(values)):
+            return _resumable(bare, values, False)      # the Worker would call it so
         return _resumable(worker, values, False)
     if bare is None or (not clean and any_instance(values, _SUSPECT)):
         return _resumable(worker, values, True)
@@ -267,6 +269,14 @@ def map_stage(worker, bare, values: list, boxed: bool, clean: bool = False
 
 # exact types that are never an error item, nor a list that could hold one
 NEVER_SUSPECT = frozenset({int, float, complex, str, bytes, bool, type(None), tuple, dict})
+_LISTS = frozenset({list})
+
+
+def _plain_inboxes(inboxes: list) -> bool:
+    """Are these inboxes lists of NEVER_SUSPECT values only (a join's, without an upstream
+    error or a consume group)? Two C-level scans of the types."""
+    return _LISTS.issuperset(map(type, inboxes)) and NEVER_SUSPECT.issuperset(
+        map(type, itertools.chain.from_iterable(inboxes)))
 
 
 def any_instance(values: list, types) -> bool:
