@@ -39,7 +39,7 @@ from ._reduce import Reducer
 from ._runtime import current_stop_event  # noqa: F401 - papy.current_stop_event
 from ._signals import handle_signals  # noqa: F401 - papy.handle_signals, not in __all__
 from ._worker import Worker
-from . import inline  # noqa: E402,F401 - papy.inline, the job_stream front end (not in __all__)
+from . import inline  # noqa: F401 - papy.inline, the job_stream front end (not in __all__)
 
 logging.getLogger("papy").addHandler(logging.NullHandler())
 # the Workers of Pipers unpickle papy's classes in every worker process: the fork server

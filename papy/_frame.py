@@ -26,7 +26,7 @@ import collections
 import itertools
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 from ._body import Body, check_body, composite_worker
 from ._channels import Channel
@@ -238,7 +238,7 @@ class FrameCore:
     def put(self, items: list[Any], tags: list[Any]) -> None:
         counters = self.counters
         counters.items_in += len(items)
-        for item, tag in zip(items, tags):
+        for item, tag in zip(items, tags, strict=True):
             if isinstance(item, PapyError):     # passed on, as a Piper would
                 error = PiperError(item)
                 counters.errors += 1
@@ -333,7 +333,7 @@ class FrameCore:
         loop.calling = False
         if type(step) is not FrameStep:
             if isinstance(step, WorkerError):
-                step = error_item(self, self.frame, step)     # logged, counted
+                step = error_item(cast(Any, self), self.frame, step)    # logged, counted
             del self.loops[loop.id]
             self._output([step], loop.tag)
             return
@@ -354,7 +354,7 @@ class FrameCore:
         self._consumed.append(tag)
 
     def _from_body(self, items: list[Any], tags: list[int]) -> None:
-        for item, loop_id in zip(items, tags):
+        for item, loop_id in zip(items, tags, strict=True):
             loop = self.loops.get(loop_id)
             if loop is None:
                 continue            # its loop ended with an error: dropped

@@ -314,7 +314,7 @@ class _Rows:
         become their elements, one row each, the rows' other values copied."""
         values, usable = self.outs[stage], self.usable[stage]
         marks = [u and (type(v) is Multiple or (drops and v is None))
-                 for v, u in zip(values, usable)]
+                 for v, u in zip(values, usable, strict=True)]
         if not any(marks):
             return
         owner: list[int] = []
@@ -354,7 +354,7 @@ class _Rows:
 
     def place(self, evaluated: list[int], values: list[Any]) -> None:
         full: list[Any] = [None] * len(self.owner)
-        for row, value in zip(evaluated, values):
+        for row, value in zip(evaluated, values, strict=True):
             full[row] = value
         self.outs.append(full)
 

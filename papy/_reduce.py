@@ -173,7 +173,7 @@ class FoldCall:
             values[-1] = self._fold(items)
             return values, None
         cuts = [k for k, item in enumerate(items) if type(item) is _Cut and k]
-        for begin, end in zip([0] + cuts, cuts + [len(items)]):
+        for begin, end in zip([0] + cuts, cuts + [len(items)], strict=True):
             run = [item.item if type(item) is _Cut else item for item in items[begin:end]]
             values[end - 1] = self._fold(run)
         return values, None
@@ -230,6 +230,7 @@ class ReduceNode(Node):
         self.opened = 0
         self.sent: collections.deque[list[int]] = collections.deque()   # [window, items]
         self.last_sent: int | None = None
+        self.input_ended = False
         self.error_items: list[PapyError] = []
         reducer._error_items = self.error_items     # read after the run, too
         self.run: Run | None = None
@@ -281,6 +282,8 @@ class ReduceNode(Node):
                 moved = True
                 self._from_body(items, tags)
         moved = self._take_inputs() or moved
+        if self.inputs_done and not self.input_ended:
+            self._end_of_input()
         moved = self._send() or moved
         moved = self._emit_ready() or moved
         self.in_flight = sum(len(w.waiting) + w.in_flight for w in self.windows.values()) + (
@@ -315,12 +318,15 @@ class ReduceNode(Node):
             if every is not None and window.taken >= every:
                 self._close_current()
             self._enter(window, part)
-        if self.inputs_done:
-            if self.opened == 0 and self.reducer.every is None and \
-                    self.reducer.interval is None:
-                self._current()         # no input: one empty store, emitted
-            self._close_current()
         return True
+
+    def _end_of_input(self) -> None:
+        """The input ended: its last window is complete (an input without any item and
+        without windows gives one empty store, emitted)."""
+        self.input_ended = True
+        if self.opened == 0 and self.reducer.every is None and self.reducer.interval is None:
+            self._current()
+        self._close_current()
 
     def _current(self) -> _Window:
         window = self.current
@@ -365,7 +371,8 @@ class ReduceNode(Node):
 
     def _from_body(self, items: list[Any], tags: list[int]) -> None:
         if not PLAIN.issuperset(map(type, items)):
-            pairs = [(i, t) for i, t in zip(items, tags) if not isinstance(i, PapyError)]
+            pairs = [(i, t) for i, t in zip(items, tags, strict=True)
+                     if not isinstance(i, PapyError)]
             for item in items:
                 if isinstance(item, PapyError):
                     self._absorb(item)
@@ -375,7 +382,7 @@ class ReduceNode(Node):
         if tags[0] == tags[-1] and len(set(tags)) == 1:
             self.windows[tags[0]].waiting += items
             return
-        for item, tag in zip(items, tags):
+        for item, tag in zip(items, tags, strict=True):
             self.windows[tag].waiting.append(item)
 
     # -- folding ---------------------------------------------------------------------------

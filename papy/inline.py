@@ -49,7 +49,7 @@ import builtins
 import inspect
 import itertools
 import logging
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Generator, Iterable, TypeVar
 
 from imap import IMap
 
@@ -211,7 +211,7 @@ class Work:
         returns goes through them again."""
         return _decorator(self._frame_end, func, {})
 
-    frameEnd = frame_end    # job_stream's name
+    frameEnd = frame_end    # noqa: N815 - job_stream's name
 
     def _frame_end(self, func: F) -> F:
         self._check_open("frame_end", func)
@@ -317,7 +317,7 @@ class Work:
             return self._finish(collected if collected is not None else [])
         return collected if self._result is None and keep else None
 
-    def _outputs(self, items: Iterable[Any]) -> Iterator[Any]:
+    def _outputs(self, items: Iterable[Any]) -> Generator[Any, None, None]:
         """The items that leave the stream, as they come (read in the main program)."""
         if not self._top:
             yield from items
@@ -378,7 +378,8 @@ def _fold_call(func: Callable[..., Any]) -> Callable[[Any, list[Any], list[Any]]
     return fold
 
 
-def map(func: Callable[..., Any], *iterables: Iterable[Any], **work: Any) -> list[Any]:
+def map(func: Callable[..., Any], *iterables: Iterable[Any],  # noqa: A001 - job_stream's
+        **work: Any) -> list[Any]:
     """``[func(*args) for args in zip(*iterables)]``, in parallel, in input order (the
     keywords go to ``Work``, e.g. ``worker_type='thread'``). An item that fails raises
     its error (the first one found) after the run."""
