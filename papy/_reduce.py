@@ -180,7 +180,12 @@ class FoldCall:
 
     def _fold(self, items: list[Any]) -> Folded:
         started = time.perf_counter()
-        store = self.store()
+        try:
+            store = self.store()
+        except Exception as exc:  # noqa: BLE001 - nothing folded: every item's error
+            error = _worker_error(exc, self.store, [])
+            return Folded(None, [], dict.fromkeys(range(len(items)), error),
+                          time.perf_counter() - started)
         try:
             recurred = as_items(self.fold(store, items, []))
             errors = None
@@ -189,7 +194,7 @@ class FoldCall:
         return Folded(store, recurred, errors, time.perf_counter() - started)
 
     def _one_by_one(self, items: list[Any]) -> tuple[Any, list[Any], dict[int, Any]]:
-        store = self.store()
+        store = self.store()        # it worked a moment ago
         recurred: list[Any] = []
         errors: dict[int, Any] = {}
         for position, item in enumerate(items):
@@ -451,10 +456,12 @@ class ReduceNode(Node):
         if folded.errors:
             for error in folded.errors.values():      # logged and counted there
                 self._keep(error_item(self, self.piper, error))
-        if window.store is None:
-            window.store = self._new_store()
+        if folded.store is None:
+            return                  # its store() raised: nothing was folded
         returned: Any = None
         try:
+            if window.store is None:
+                window.store = self._new_store()
             returned = self.reducer.fold(window.store, [], [folded.store])
         except Exception as exc:  # noqa: BLE001 - that partial store is lost: an error item
             self._keep(error_item(self, self.piper, _worker_error(exc, self.reducer.fold,
@@ -476,12 +483,15 @@ class ReduceNode(Node):
                 return moved
             del self.windows[window.index]
             moved = True
-            store = window.store if window.store is not None else self._new_store()
             emit = self.reducer.emit
+            store = window.store
             try:
+                if store is None:
+                    store = self._new_store()
                 items = as_items(emit(store)) if emit is not None else [store]
             except Exception as exc:  # noqa: BLE001 - the window's result is an error item
-                items = [error_item(self, self.piper, _worker_error(exc, emit, [store]))]
+                failed = emit if store is not None and emit is not None else self.reducer.store
+                items = [error_item(self, self.piper, _worker_error(exc, failed, [store]))]
             if items:
                 self._give(items)
         return moved

@@ -15,6 +15,13 @@ from papy.inline import Args, Multiple, Object, Work
 pytestmark = pytest.mark.timeout(120)
 
 
+@pytest.fixture(params=["thread", "process", "inline"])
+def worker_type(request: pytest.FixtureRequest) -> str:
+    """Each test on a thread pool, a process pool, and without a pool ('inline')."""
+    kind: str = request.param
+    return kind
+
+
 def work(items: Any, worker_type: str) -> Work:
     return Work(items, worker_type=worker_type, worker_num=2)
 
@@ -371,9 +378,10 @@ def test_jobs_run_in_worker_processes_by_default() -> None:
     assert w.run() != [os.getpid()]
 
 
-def test_thread_workers_stay_in_this_process() -> None:
+@pytest.mark.parametrize("kind", ["thread", "inline"])
+def test_thread_and_inline_workers_stay_in_this_process(kind: str) -> None:
     main_pid = os.getpid()
-    w = Work([1], worker_type="thread")
+    w = Work([1], worker_type=kind)
 
     @w.init
     def main_pid_again() -> None:
