@@ -147,3 +147,18 @@ def test_a_multiple_mid_chain_in_a_join_group() -> None:
         plumber.add_pipe((src, rp, jp))
         out = plumber.collect([[2, 4]])[jp]
     assert out == [(k * 2, k + 1) for n in (2, 4) for k in range(n)]
+
+
+def test_save_keeps_drop_none_and_refuses_composites(tmp_path: Any) -> None:
+    from papy import PlumberError, Reducer
+    plumber = Plumber()
+    plumber.add_piper(Piper(plus_ten_or_none, drop_none=True, name="p"))
+    path = str(tmp_path / "saved.py")
+    plumber.save(path)
+    loaded = Plumber()
+    loaded.load(path)
+    assert [p.drop_none for p in loaded.nodes()] == [True]
+    composite = Plumber()
+    composite.add_piper(Reducer(lambda store, works, others: None))
+    with pytest.raises(PlumberError, match="Reducer"):
+        composite.save(path + "2")
