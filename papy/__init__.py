@@ -35,7 +35,9 @@ from ._frame import Frame
 from ._logging import start_logger  # noqa: F401 - papy.start_logger, not in __all__
 from ._piper import Piper
 from ._plumber import Plumber
+from ._progress import summary  # noqa: F401 - papy.summary, not in __all__
 from ._reduce import Reducer
+from ._runner import add_run_options, run_options, run_plumber  # noqa: F401 - not in __all__
 from ._runtime import current_stop_event  # noqa: F401 - papy.current_stop_event
 from ._signals import handle_signals  # noqa: F401 - papy.handle_signals, not in __all__
 from ._worker import Worker

@@ -85,8 +85,9 @@ class Frame(Piper):
                 raise TypeError(f"Frame {what} must be callable, not {func!r}")
         if emit is not None and not callable(emit):
             raise TypeError(f"Frame emit must be callable or None, not {emit!r}")
-        name = name if name is not None else getattr(start, "__name__", None)
+        given, name = name, name if name is not None else getattr(start, "__name__", "frame")
         super().__init__(composite_worker(), parallel=parallel, name=name)
+        self._default_name = given is None      # start's name: numbered by a Dagger
         self.start_function, self.end, self.store, self.emit = start, end, store, emit
         self.body = check_body(f"Frame {self.name!r}", body)
         self._error_items: list[PapyError] = []

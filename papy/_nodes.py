@@ -82,6 +82,7 @@ class Node:
         self.rows: list[Any] = []   # consume > 1: rows waiting for a whole block
         self.made: list[Any] = []   # produce > 1: results waiting for a whole block
         self.mismatch: PiperError | None = None
+        self.broken = False         # its pool broke: a failure of the run, said once
         self.input_names: list[str] = []     # upstream Piper names, or 'input k'
         self.inputs_done = False
         self.done = False
@@ -311,6 +312,7 @@ class Node:
             f"of at least {n} items (or use repeat=True); it returned {_short_repr(result)}"))
         log.error("%s", error.args[0])
         self.counters.errors += 1
+        self.context.failed_items.record(self.piper, None, error)
         return [error] * n
 
     def _give(self, items: list[Any]) -> None:

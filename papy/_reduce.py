@@ -108,10 +108,11 @@ class Reducer(Piper):
         if every is not None and (not isinstance(every, int) or isinstance(every, bool)
                                   or every < 1):
             raise ValueError(f"Reducer every must be an int >= 1 or None, not {every!r}")
-        name = name if name is not None else getattr(fold, "__name__", None)
+        given, name = name, name if name is not None else getattr(fold, "__name__", "reducer")
         interval = check_seconds(f"Reducer {name!r}: interval", interval, allow_zero=False,
                                  infinite_is_none=True)
         super().__init__(composite_worker(), parallel=parallel, name=name)
+        self._default_name = given is None      # the fold's name: numbered by a Dagger
         self.fold, self.store, self.emit = fold, store, emit
         self.body = check_body(f"Reducer {self.name!r}", body)
         self.every, self.interval = every, interval

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from ._channels import Outlet, Pipe, Wakeup
 from ._errors import PiperError
+from ._failures import StopRun
 from ._nodes import Node
 from ._outputs import OutputReader
 from ._runtime import Feed, RunContext, raise_failures
@@ -241,6 +242,8 @@ class Run:
         try:
             schedule(self.nodes, self.sources, self.window(), self.wakeup,
                      lambda: self._aborting)
+        except StopRun as stop:     # fail_fast, or the output closed: papy._failures
+            self._abort_nodes(stop.reason)
         except BaseException as exc:  # noqa: BLE001 - a failure of the run, never lost
             if self._aborting:
                 return

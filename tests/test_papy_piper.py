@@ -40,7 +40,7 @@ def test_initial_flags():
     assert not piper.connected and not piper.started and not piper.finished
     assert piper.tees == []
     assert piper.imap is map and piper.parallel is False and piper.stride == 1
-    assert piper.name == f"piper_{id(piper)}"
+    assert piper.name == "square"                   # the function's name by default
     assert repr(piper) == f"Piper({piper.name})"
 
 

@@ -279,3 +279,38 @@ def test_a_piper_timeout_is_checked_like_every_number_of_seconds(bad):
 def test_a_timeout_on_a_linear_piper_is_a_warning():
     with pytest.warns(UserWarning, match="parallel Pipers only"):
         Piper(inc, timeout=1)
+
+
+class KillsTheWorkerThatLoadsIt:
+    """An argument whose unpickling ends the process: every worker dies loading the task."""
+
+    def __reduce__(self):
+        import os
+        return (os._exit, (3,))
+
+
+def passes(inbox, _=None):
+    return inbox[0]
+
+
+def test_a_broken_pool_is_one_failure_of_the_run_not_a_flood(caplog):
+    """Workers that die before they do any work break the pool (imap.BrokenPoolError): the
+    run fails once with that cause (collect() raises it), the items left are errors in
+    place, and the breakage is logged once, not once per item."""
+    import logging
+
+    from imap import BrokenPoolError
+    from papy import Worker
+    caplog.set_level(logging.ERROR)
+    with IMap(worker_type="process", worker_num=2) as pool:
+        out = Piper(Worker(passes, (KillsTheWorkerThatLoadsIt(),)), parallel=pool,
+                    track=True, name="out")
+        plumber = Plumber()
+        plumber.add_pipe((out,))
+        with pytest.raises(BrokenPoolError, match="exited with code 3"):
+            plumber.collect([range(200)])
+    tracked = plumber.stats["pipers_tracked"][out]
+    assert tracked and all(isinstance(v, PiperError) for v in tracked.values())
+    assert all(isinstance(v.args[0], BrokenPoolError) for v in tracked.values())
+    papy_errors = [r for r in caplog.records if r.name.startswith("papy")]
+    assert len(papy_errors) == 1, [r.getMessage()[:80] for r in papy_errors]
