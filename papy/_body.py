@@ -21,11 +21,13 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
+from imap import BrokenPoolError
+
 from ._channels import Channel, Pipe
 from ._errors import PiperError
 from ._fanout import fan_out_counted
 from ._nodes import LINEAR_CHUNK_SECONDS, Node
-from ._settle import settle
+from ._settle import read_error, settle
 
 if TYPE_CHECKING:
     from ._piper import Piper
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Body", "Stage", "PiperStage", "check_body", "composite_worker"]
+__all__ = ["Body", "Stage", "PiperStage", "check_body", "composite_worker", "pool_error"]
 
 Wake = Callable[[], None]
 
@@ -153,6 +155,19 @@ class Body:
     def detach(self) -> None:
         for stage in self.stages:
             stage.detach()
+
+
+def pool_error(owner: Any, exc: BaseException) -> PiperError:
+    """The error item of a composite (a ReduceNode, a FrameCore) for a call its pool could
+    not evaluate (a worker lost, a result that cannot be pickled), counted and recorded as
+    settle does; a broken pool is also a failure of the run, said once."""
+    if isinstance(exc, BrokenPoolError) and not owner.broken:
+        owner.broken = True
+        owner.context.fail(exc, f"the pool of {owner.name!r} is broken")
+    error = read_error(exc, owner.piper, quiet=owner.broken)
+    owner.counters.errors += 1
+    owner.context.failed_items.record(owner.piper, None, error)
+    return error
 
 
 def _composite(inbox: Any) -> Any:

@@ -28,7 +28,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable, cast
 
-from ._body import Body, check_body, composite_worker
+from ._body import Body, check_body, composite_worker, pool_error
 from ._channels import Channel
 from ._counters import PiperCounters
 from ._errors import PapyError, PiperError, WorkerError
@@ -190,6 +190,7 @@ class FrameCore:
         self.task: Any = None
         self.tracked = None
         self.done = False
+        self.broken = False         # its pool broke: a failure of the run, said once
         self.error_items: list[PapyError] = []
         frame._error_items = self.error_items       # read after the run, too
         self._counters = PiperCounters()
@@ -323,10 +324,7 @@ class FrameCore:
                 if loop is None:
                     continue
                 if errors and position in errors:
-                    exc = errors[position]
-                    log.error("frame %r: %s: %s", self.name, type(exc).__name__, exc)
-                    self.counters.errors += 1
-                    value = PiperError(exc)
+                    value = pool_error(self, errors[position])
                 self._apply(loop, value)
 
     def _apply(self, loop: _Loop, step: Any) -> None:

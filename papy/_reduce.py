@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from imap import check_seconds
 
-from ._body import Body, check_body, composite_worker
+from ._body import Body, check_body, composite_worker, pool_error
 from ._channels import Channel
 from ._errors import PapyError, PiperError
 from ._fanout import as_items
@@ -446,8 +446,7 @@ class ReduceNode(Node):
         if errors:
             for position, exc in errors.items():
                 if begin <= position < end:
-                    log.error("reducer %r: %s: %s", self.name, type(exc).__name__, exc)
-                    self._absorb(PiperError(exc))
+                    self._keep(pool_error(self, exc))
         for folded in values[begin:end]:
             if folded is not None:
                 self.counters.time_busy += folded.seconds

@@ -206,3 +206,18 @@ def test_bad_arguments() -> None:
         Frame(begin, accumulate, body=[Reducer(lambda s, w, o: None)])
     with pytest.raises(TypeError):
         Frame(begin, accumulate, body=[count_to])
+
+
+def test_a_worker_that_dies_ends_one_loop() -> None:
+    def deadly(store: Any, first: int) -> Any:
+        if first == 3:
+            os._exit(3)
+        return begin(store, first)
+
+    with IMap(worker_type="process", worker_num=2) as pool:
+        frame = Frame(deadly, accumulate, body=[Piper(count_to, parallel=pool)], emit=pair,
+                      parallel=pool)
+        out = run_one(frame, [1, 2, 3, 4])
+    values = [x for x in out if not isinstance(x, PiperError)]
+    assert set(values) <= {(1, 1), (2, 3), (4, 10)}           # (3, 6) never comes
+    assert len(out) == 4 and len(values) < 4       # the dead worker's batch: errors in place

@@ -262,3 +262,17 @@ def test_an_associative_fold_does_not_depend_on_workers_stride_or_pool(
         expected = [(sum(values[k:k + every]), len(values[k:k + every]))
                     for k in range(0, len(values), every)]
     assert _total(values, kind, workers, stride, every) == expected
+
+
+def test_a_worker_that_dies_loses_its_batch_not_the_run() -> None:
+    def deadly(store: Any, works: list[int], others: list[Any]) -> None:
+        if 13 in works:
+            os._exit(3)
+        add(store, works, others)
+
+    with IMap(worker_type="process", worker_num=2) as pool:
+        reducer = Reducer(deadly, emit=totals, parallel=pool)
+        out = run_one(reducer, range(100))
+    total, count = out[0]
+    assert count < 100 and total <= sum(range(100)) - 13
+    assert reducer.error_items           # the items of the batch that was lost
