@@ -42,7 +42,7 @@ class Piper:
 
     ``Piper(worker, parallel=False, consume=1, produce=1, spawn=1, timeout=None,
     branch=None, debug=False, name=None, track=False, repeat=False, cache=None,
-    plain=False)``
+    plain=False, drop_none=False)``
 
     - ``worker``: a Worker, a function, a sequence of them, or a Piper (its Worker is used).
     - ``plain``: the function(s) take the items, not the inbox: ``f(x)`` (``f(x, y)`` for a
@@ -61,6 +61,9 @@ class Piper:
     - ``track``: keep ``{index: result}`` in ``tracked`` (``Plumber.stats['pipers_tracked']``).
     - ``cache``: a ``papy.Cache``: the Piper evaluates a copy of its Worker that looks up
       each inbox in the cache first (docs/cache.md).
+    - ``drop_none``: a result ``None`` sends no item downstream. Whatever this says, a
+      result ``papy.Multiple(iterable)`` sends each of its non-None elements as an item
+      (docs/streams.md).
 
     Example (a linear Piper, read by hand)::
 
@@ -71,10 +74,14 @@ class Piper:
         [2, 3, 4]
     """
 
+    #: may be part of a fused segment (papy._fuse); composite nodes (Reducer, Frame) are not
+    fusable = True
+
     def __init__(self, worker: Any, parallel: Any = False, consume: int = 1, produce: int = 1,
                  spawn: int = 1, timeout: float | None = None, branch: Any = None,
                  debug: bool = False, name: str | None = None, track: bool = False,
-                 repeat: bool = False, cache: Any = None, plain: bool = False):
+                 repeat: bool = False, cache: Any = None, plain: bool = False,
+                 drop_none: bool = False):
         if isinstance(worker, Piper):
             worker = worker.worker
         if plain and isinstance(worker, Worker):
@@ -110,6 +117,7 @@ class Piper:
         self.consume, self.produce, self.spawn = consume, produce, spawn
         self.timeout, self.branch, self.debug = timeout, branch, bool(debug)
         self.track, self.repeat = bool(track), bool(repeat)
+        self.drop_none = bool(drop_none)
         # default: the function's name ('f', 'f>g' for a composition); a Dagger numbers
         # it when another of its Pipers has that name already ('f_2', 'f_3', ...)
         self.name = name if name is not None else worker.__name__

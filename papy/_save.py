@@ -47,7 +47,7 @@ __all__ = ["save_pipeline", "load_pipeline"]
 _IMAP_FIELDS = ("worker_type", "worker_num", "worker_remote", "stride", "buffer", "ordered",
                 "skip", "name", "start_method", "remote_tls", "remote_timeout")
 _PIPER_FIELDS = ("consume", "produce", "spawn", "timeout", "branch", "debug", "name", "track",
-                 "repeat")
+                 "repeat", "drop_none")
 _loaded = itertools.count()
 
 
@@ -173,6 +173,9 @@ def save_pipeline(dagger, filename) -> None:
     imaps: dict[int, tuple[str, object]] = {}
     body = []
     for piper in pipers:
+        if hasattr(piper, "node_type"):     # a Reducer, a Frame: functions and a body
+            raise PlumberError(f"cannot save {type(piper).__name__} {piper.name!r}: save "
+                            f"writes Pipers of Workers only")
         if piper.parallel is not False and id(piper.parallel) not in imaps:
             var = f"imap_{len(imaps)}"
             imaps[id(piper.parallel)] = (var, piper.parallel)

@@ -8,6 +8,7 @@
         |  counted (errors; a fused node's items) and tracked ({index: result})
         |  an error item made here for an item that failed here (not one carrying an
         |  upstream failure) is recorded (papy._failures: the failed items of the run)
+        |  Multiple: its elements settled in place (the node fans it out: papy._fanout)
         v
     a list of results, the same length, in place
 
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from imap import BrokenPoolError
 
 from ._errors import PapyError, PiperError, WorkerError
+from ._fanout import Multiple
 from ._fuse import StagesFailed
 from ._worker import NEVER_SUSPECT, Busy
 
@@ -80,6 +82,10 @@ def _convert(node: Node, result: Any, index: int) -> Any:
         return stages_failed(node, result.errors, index)
     if isinstance(result, PapyError):
         return error_item(node, node.piper, result, index)
+    if type(result) is Multiple:      # several items: each settled, fanned out by the node
+        node.fanned = True
+        result.items = [x if type(x) in PLAIN else _convert(node, x, index)
+                        for x in result.items]
     return result
 
 
