@@ -57,7 +57,11 @@ from .backends.base import Batch, TaskSpec
 log = logging.getLogger(__name__)
 
 #: default stride per worker: long enough for batches that amortise IPC (see docs/imap.md)
-STRIDE_PER_WORKER = 2048
+STRIDE_PER_WORKER = 8192
+#: the default buffer (2 x tasks x stride items) also holds at most about this many bytes
+#: of items once their size is measured (process and remote pools): large items get fewer
+#: buffer slots, small ones long batches
+DEFAULT_BUFFER_BYTES = 256 << 20
 #: seconds stop() waits for the feeder and for input readers blocked inside a user's input
 FEEDER_GRACE = 2.0
 _names = itertools.count()
@@ -102,9 +106,10 @@ class IMap(ResultReading):
                     made at start() and closed at stop() (what the caller gives is never
                     closed, and the IMap's own Client is never Dask's default client)
       stride        consecutive items of one task before moving to the next task
-                    (default 2048 x workers: batches long enough to amortise IPC;
+                    (default 8192 x workers: batches long enough to amortise IPC;
                     dask: 32768 x threads, as a Dask task costs milliseconds)
-      buffer        at most this many items read and not yet taken (default 2 x tasks x stride)
+      buffer        at most this many items read and not yet taken (default 2 x tasks x stride,
+                    and at most about 256 MiB of items once their size is measured)
       ordered       results in input order (True) or completion order (False)
       skip          after next(timeout=...) times out, drop that position (True) or keep it
       name          used in thread names, logs and saved pipelines (default 'imap_<n>')
@@ -310,6 +315,14 @@ class IMap(ResultReading):
         return feeder.buffer_size if feeder is not None else None
 
     @property
+    def buffer_limit(self) -> int | None:
+        """The buffer in force now (items): ``buffer_size``, or fewer for a default buffer
+        once the items' size is measured (at most about 256 MiB of them); None when not
+        started."""
+        feeder = self._feeder
+        return feeder.limit() if feeder is not None else None
+
+    @property
     def buffer_used(self) -> int | None:
         """Items read from the inputs and not yet taken by a reader (now; a snapshot that
         may be off by a batch while threads run), None when not started."""
@@ -368,6 +381,8 @@ class IMap(ResultReading):
                                   buffer_size=self.buffer or 2 * max(1, count) * self.stride,
                                   batch_cap=max(1, math.ceil(self.stride / self._worker_total)),
                                   workers=self._worker_total)
+            if self.buffer is None:      # the default buffer: also bounded in bytes
+                self._feeder.byte_budget = DEFAULT_BUFFER_BYTES
             for task in self._tasks:     # with those added while the workers started
                 self._attach(task)
             self._state = _State.STARTED   # only now may readers come in
