@@ -15,9 +15,13 @@ from ._imap import IMap
 from ._results import TaskIterator
 from ._imports import imports
 from ._sources import IterableSource
+from ._queue import QueueClosedError, TaskQueue
+from ._execute import ExecuteIterator, execute
+from ._executor import Executor
 from .protocols import BatchFunction, BatchSource, Results, Wake
 
 __all__ = ["IMap", "TaskIterator", "imports", "waiting_for_input", "IMapError",
            "WorkerDiedError", "SerializationError", "WorkerStartError", "RemoteError",
            "RemoteTraceback", "BatchSource", "BatchFunction", "Results", "Wake",
-           "IterableSource"]
+           "IterableSource", "TaskQueue", "QueueClosedError", "execute", "ExecuteIterator",
+           "Executor"]

@@ -128,29 +128,36 @@ class Pool:
             return
         slot.opened.set()
         try:
-            while True:
-                batch = self._dispatch.get()
-                if batch is _STOP:
-                    return
-                if self._stopping:
-                    continue
-                try:
-                    values, errors, elapsed = handle.run(batch)
-                except WorkerLost as lost:
-                    if self._stopping:
-                        continue
-                    self._recover(batch, handle, lost)
-                    if not self._reopen(slot, lost):
-                        return
-                    continue
-                except BaseException as exc:  # noqa: BLE001 - a bug: fail the batch, go on
-                    log.exception("%s: worker %s failed on a batch", self._name, handle.name)
-                    self._deliver(batch, [None] * len(batch.items),
-                                  {i: exc for i in range(len(batch.items))}, 0.0)
-                    continue
-                self._deliver(batch, values, errors, elapsed)
+            while self._serve_batch(slot):
+                pass             # each batch in its own frame: nothing it held outlives it
         finally:
             _quietly(handle.close)
+
+    def _serve_batch(self, slot: _Slot) -> bool:
+        """Run the next batch of the dispatch queue on the slot's worker; False: the slot
+        ends (stop, or a worker that could not be replaced). Its items and results are
+        referenced by this frame only, so the slot keeps no reference to them while it
+        waits for the next batch (an Executor's caller may wait for their collection)."""
+        handle = slot.handle
+        batch = self._dispatch.get()
+        if batch is _STOP:
+            return False
+        if self._stopping:
+            return True
+        try:
+            values, errors, elapsed = handle.run(batch)
+        except WorkerLost as lost:
+            if self._stopping:
+                return True
+            self._recover(batch, handle, lost)
+            return self._reopen(slot, lost)
+        except BaseException as exc:  # noqa: BLE001 - a bug: fail the batch, go on
+            log.exception("%s: worker %s failed on a batch", self._name, handle.name)
+            self._deliver(batch, [None] * len(batch.items),
+                          {i: exc for i in range(len(batch.items))}, 0.0)
+            return True
+        self._deliver(batch, values, errors, elapsed)
+        return True
 
     def _recover(self, batch: Batch, handle: WorkerHandle, lost: WorkerLost) -> None:
         """A worker died with ``batch``: blame one item if known, re-queue the others."""

@@ -19,7 +19,8 @@ def test_public_names():
     assert set(imap.__all__) == {"IMap", "TaskIterator", "imports", "waiting_for_input",
                                  "IMapError", "WorkerDiedError", "SerializationError", "WorkerStartError",
                                  "RemoteError", "RemoteTraceback", "BatchSource", "BatchFunction",
-                                 "Results", "Wake", "IterableSource"}
+                                 "Results", "Wake", "IterableSource", "TaskQueue",
+                                 "QueueClosedError", "execute", "ExecuteIterator", "Executor"}
     for name in imap.__all__:
         assert getattr(imap, name) is not None
 
