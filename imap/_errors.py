@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import pickle
 import traceback
+from typing import Any
 
 
 class IMapError(Exception):
@@ -43,7 +44,7 @@ class WorkerDiedError(IMapError):
         self.task = task
         self.index = index
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.args[0], self.worker, self.exitcode, self.task, self.index))
 
 
@@ -65,7 +66,7 @@ class RemoteError(IMapError):
         super().__init__(message)
         self.type_name = type_name
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.args[0], self.type_name))
 
 
@@ -87,7 +88,7 @@ def attach_traceback(exc: BaseException, tb_text: str) -> BaseException:
     return exc
 
 
-def rebuild_error(record: tuple) -> BaseException:
+def rebuild_error(record: tuple[Any, ...]) -> BaseException:
     """Turn an error record received from a worker back into an exception object.
 
     ``record`` is ``(kind, type_name, message, traceback_text, exception_bytes)``, made by

@@ -32,7 +32,6 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._calls import PushSource, run_call
-from ._config import count as _count
 
 if TYPE_CHECKING:
     from ._imap import IMap
@@ -53,6 +52,18 @@ class _Failure:
 
     def __init__(self, error: BaseException) -> None:
         self.error = error
+
+
+class _Future(cf.Future):  # type: ignore[type-arg]
+    """A standard Future whose result() also raises an exception that is false as a
+    bool (CPython gh-132063: Python 3.11's Future.result() returned None for it)."""
+
+    def result(self, timeout: float | None = None) -> Any:
+        value = super().result(timeout)
+        error: BaseException | None = self._exception
+        if error is not None:
+            raise error
+        return value
 
 
 class _SubmitSource(PushSource):
@@ -119,7 +130,7 @@ class _Runner:
             self.cond.notify()
 
     def submit(self, call: tuple[Any, ...]) -> cf.Future[Any]:
-        future: cf.Future[Any] = cf.Future()
+        future: cf.Future[Any] = _Future()
         with self.cond:
             self._check_open()
             self.source.push((future, call))
@@ -326,7 +337,7 @@ class Executor(cf.Executor):
             raise TypeError(f"submit() needs a callable, not {type(fn).__name__}")
         return self._runner.submit((fn, args, kwargs))
 
-    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any],  # type: ignore[override]
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any],
             timeout: float | None = None, chunksize: int = 1,
             buffersize: int | None = None) -> Iterator[Any]:
         """Like ``map(fn, *iterables)``, evaluated on the pool, in order (Python 3.14's
