@@ -21,7 +21,6 @@ Shutdown order (shutdown(), the executor collected, or the interpreter exiting):
 """
 from __future__ import annotations
 
-import collections
 import concurrent.futures as cf
 import itertools
 import logging
@@ -32,26 +31,20 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._calls import PushSource, run_call
+from ._mapping import MapRun, make_stream
 
 if TYPE_CHECKING:
     from ._imap import IMap
-    from ._results import TaskIterator
     from ._task import Run
 
 __all__ = ["Executor"]
 
 log = logging.getLogger(__name__)
+#: the buffer of an Executor's own pool, in strides (an IMap's default is 2 per task, fixed
+#: when it starts; an Executor adds a task per map() while it runs)
+BUFFER_STRIDES = 8
 _runners: weakref.WeakSet[_Runner] = weakref.WeakSet()
 _exiting = False
-
-
-class _Failure:
-    """An error result in a map iterator's ready list (never user data)."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
 
 
 class _Future(cf.Future):  # type: ignore[type-arg]
@@ -91,19 +84,6 @@ class _SubmitSource(PushSource):
                 return calls
 
 
-class _MapRun:
-    """The state one map() iterator shares with the collector."""
-
-    def __init__(self, handle: TaskIterator, source: PushSource | None) -> None:
-        self.handle = handle
-        self.source = source           # pushed as results are taken (buffersize)
-        self.cond = threading.Condition(threading.RLock())
-        self.abandoned = False         # its iterator was dropped: the collector removes it
-        self.ready: collections.deque[Any] = collections.deque()
-        self.done = False              # every result is in ``ready`` (or the run ended)
-        self.error: BaseException | None = None   # the pool stopped under it
-
-
 class _Runner:
     """What an Executor runs on; the collector thread and map iterators reference it, the
     Executor is not referenced (so that dropping it shuts it down)."""
@@ -116,7 +96,7 @@ class _Runner:
         self.poked = False
         self.closing = False
         self.source = _SubmitSource()
-        self.maps: set[_MapRun] = set()
+        self.maps: set[MapRun] = set()
         self.handle = imap.add_task(run_call, self.source, ordered=False)
         self.handle.notify(self.poke)
         self.thread = threading.Thread(target=self._collect, daemon=True,
@@ -143,18 +123,20 @@ class _Runner:
             raise RuntimeError("cannot schedule new futures after interpreter shutdown")
 
     def add_map(self, func: Callable[..., Any], items: Any, chunksize: int,
-                push: bool) -> _MapRun:
+                buffersize: int | None) -> MapRun:
         with self.cond:
             self._check_open()
-            source = PushSource() if push else None
-            handle = self.imap.add_task(func, source if push else items, ordered=True,
+            source = PushSource() if buffersize is not None else None
+            handle = self.imap.add_task(func, items if source is None else source,
+                                        ordered=True,
                                         batch_size=chunksize if chunksize > 1 else None)
-            run = _MapRun(handle, source)
+            run = MapRun(handle, source, self.poke)
             self.maps.add(run)
-        handle.notify(self.poke)
-        self.poke()                    # results delivered before notify() are moved too
+        handle.notify(run.wake)
         if source is not None:
             source.push_many(items)
+            if len(items) < buffersize:    # type: ignore[operator]
+                source.close()             # the input ended already
         return run
 
     def shutdown(self, wait: bool, cancel_futures: bool) -> None:
@@ -164,6 +146,7 @@ class _Runner:
             self.cond.notify()
         self.source.close()
         for run in list(self.maps):
+            run.collecting = True      # every call completes: the collector takes results
             if run.source is not None:
                 run.source.close()
         if cancel_futures:
@@ -217,41 +200,16 @@ class _Runner:
                 else:
                     future.set_result(value)
 
-    def _move(self, run: _MapRun) -> None:
-        """A map task's ready results to its iterator."""
-        record = run.handle._record
+    def _move(self, run: MapRun) -> None:
+        """Once shutting down, a map task's results go to its stream (so that every call
+        completes, as the stdlib's map does); before, its reader takes them itself."""
+        with run.cond:
+            if run.abandoned and not run.done:
+                run.close()
+            elif self.closing:
+                run.fetch()
         if run.done:
-            return
-        if run.abandoned:
-            with run.cond:
-                run.done = True
-                run.ready.clear()
             self.maps.discard(run)
-            run.handle.remove()
-            return
-        moved = False
-        while True:                    # until none is ready, or the end (seen at once)
-            runs = record.take_runs(None)
-            if not runs:
-                break
-            moved = True
-            with run.cond:
-                for _, values, errors in runs:
-                    if errors is None:
-                        run.ready.extend(values)
-                    else:
-                        run.ready.extend(value if errors.get(position) is None
-                                         else _Failure(errors[position])
-                                         for position, value in enumerate(values))
-                run.cond.notify_all()
-        if moved:
-            record.wake_feeder_if_due()
-        if runs is None:
-            with run.cond:
-                run.done = True
-                run.cond.notify_all()
-            self.maps.discard(run)
-            run.handle.remove()
 
     def _fail_everything(self, error: BaseException) -> None:
         futures = list(self.source.futures.values()) + [f for f, _ in self.source.drain()]
@@ -313,6 +271,9 @@ class Executor(cf.Executor):
         else:
             imap = IMap(worker_type=worker_type, worker_num=worker_num,
                         worker_remote=worker_remote, **options)
+            if "buffer" not in options:
+                # tasks come and go (submit, each map): room for several strides in flight
+                imap.buffer = BUFFER_STRIDES * imap.stride
             owned = True
         runner = _Runner(imap, owned)
         try:
@@ -363,8 +324,9 @@ class Executor(cf.Executor):
             func, rows = _star(fn), zip(*iterables)
         self._runner._check_open()
         items = list(rows if buffersize is None else itertools.islice(rows, buffersize))
-        run = self._runner.add_map(func, items, chunksize, push=buffersize is not None)
-        return _MapIterator(run, rows if buffersize is not None else None, end_time)
+        run = self._runner.add_map(func, items, chunksize, buffersize)
+        rest = rows if buffersize is not None and len(items) == buffersize else None
+        return make_stream(run, rest, end_time)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """No new calls (RuntimeError); ``cancel_futures``: cancel the calls not started
@@ -374,84 +336,6 @@ class Executor(cf.Executor):
 
     def __repr__(self) -> str:
         return f"<imap.Executor on {self._runner.imap!r}>"
-
-
-class _MapIterator:
-    """The iterator map() returns (see Executor.map)."""
-
-    def __init__(self, run: _MapRun, rows: Iterator[Any] | None, end_time: float | None
-                 ) -> None:
-        self._run = run
-        self._rows = rows              # buffersize: the rest of the input, read as we go
-        self._end_time = end_time
-        self._closed = False
-
-    def __iter__(self) -> Iterator[Any]:
-        return self
-
-    def __next__(self) -> Any:
-        if self._closed:
-            raise StopIteration
-        run = self._run
-        if self._rows is not None:
-            self._push_next()
-        with run.cond:
-            while not run.ready:
-                if run.error is not None:
-                    self._closed = True
-                    raise run.error
-                if run.done:
-                    self._closed = True
-                    raise StopIteration
-                remaining = (None if self._end_time is None
-                             else self._end_time - time.monotonic())
-                if remaining is not None and remaining <= 0:
-                    break
-                run.cond.wait(remaining)
-            entry = run.ready.popleft() if run.ready else _END
-        if entry is _END:               # the map's timeout: the calls left are cancelled
-            self._close_run()
-            raise TimeoutError("map(): a result was not ready within the timeout")
-        if type(entry) is _Failure:
-            raise entry.error
-        return entry
-
-    def _push_next(self) -> None:
-        """One more call for each result taken (stdlib: submit the next, then yield)."""
-        assert self._rows is not None and self._run.source is not None
-        row = next(self._rows, _END)
-        if row is _END:
-            self._rows = None
-            self._run.source.close()
-            return
-        try:
-            self._run.source.push(row)
-        except RuntimeError:
-            self._rows = None
-            raise RuntimeError("cannot schedule new futures after shutdown") from None
-
-    def close(self) -> None:
-        """Cancel the calls not evaluated yet; later next() calls raise StopIteration."""
-        self._close_run()
-
-    def _close_run(self) -> None:
-        self._closed = True
-        self._rows = None
-        run = self._run
-        if run.source is not None:
-            run.source.close()
-        with run.cond:
-            run.done = True
-            run.ready.clear()
-        run.handle.remove()
-
-    def __del__(self) -> None:
-        # no lock here (it may run in any thread, at any point): the collector removes it
-        if not self._closed:
-            self._run.abandoned = True
-
-
-_END = object()
 
 
 def _star(fn: Callable[..., Any]) -> Callable[[tuple[Any, ...]], Any]:
