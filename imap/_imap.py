@@ -452,9 +452,16 @@ class IMap(ResultReading):
 
 @atexit.register
 def _stop_live_imaps() -> None:
-    """An IMap left running at interpreter exit is stopped, so exit never hangs."""
+    """An IMap left running at interpreter exit is stopped, so exit never hangs.
+
+    Registered with threading too, so that it runs before every atexit handler: in
+    particular before multiprocessing's, which terminates daemon processes and joins the
+    others (a slot would replace a terminated worker, and exit would wait for it)."""
     for imap in list(_live):
         try:
             imap.stop(forced=True)
         except Exception:  # noqa: BLE001
             log.debug("error stopping %s at exit", imap, exc_info=True)
+
+
+threading._register_atexit(_stop_live_imaps)  # type: ignore[attr-defined]
