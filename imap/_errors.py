@@ -12,7 +12,9 @@
 
 A user function's own exception is re-raised as itself (same type, same args); only
 exceptions that cannot be pickled back from a process or a remote host are replaced by a
-RemoteError that keeps their type name and message.
+RemoteError that keeps their type name and message. Every error in an item's place carries
+``.item`` (a copy of the input it failed on) and ``.traceback`` (the worker-side traceback
+text, or the error's own description): ``decorate``.
 
 `TimeoutError` is the builtin one.
 """
