@@ -185,6 +185,7 @@ class IMap(ResultReading):
         self._by_id: dict[int, Task] = {}
         self._by_key: dict[int, Task] = {}        # spec.key -> task, for deliveries
         self._next_id = 0
+        self._next0: Callable[[], Any] = self._not_started     # next(imap): task 0
         self._iterators: dict[int, tuple[object, Any]] = {}   # shared inputs (_inputs.py)
         self._tasks_tracked: dict[int, dict[int, Any]] = {}
         # reentrant: a finalizer (a task queue or an executor collected) may remove a task
@@ -254,7 +255,10 @@ class IMap(ResultReading):
                 self._tasks_tracked[task_id] = task.tracked_results
             if self._state is _State.STARTED:
                 self._attach(task)
-        return TaskIterator(self, task_id, timeout, block, task)
+        handle = TaskIterator(self, task_id, timeout, block, task)
+        if task_id == 0:
+            self._next0 = TaskIterator(self, 0, None, True, task)._next   # next(imap)
+        return handle
 
     __call__ = add_task
 
@@ -327,6 +331,11 @@ class IMap(ResultReading):
         """The buffer in force for the current run (items), None when not started."""
         feeder = self._feeder
         return feeder.buffer_size if feeder is not None else None
+
+    def _not_started(self) -> Any:
+        """next(imap) without a task 0 (before add_task, after stop())."""
+        raise RuntimeError(f"{self.name} is not started: add tasks, then call start() "
+                           f"(after stop() the tasks are removed)")
 
     @property
     def buffer_limit(self) -> int | None:
@@ -436,6 +445,7 @@ class IMap(ResultReading):
                 self._by_id = {}
                 self._by_key = {}
                 self._next_id = 0
+                self._next0 = self._not_started
                 self._iterators = {}
                 self._tasks_tracked = {}
                 self._pool = None

@@ -10,7 +10,8 @@ and result iterator) and the stream of its results (``_ResultStream``, made by i
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+import operator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .protocols import Results, Wake
@@ -68,16 +69,22 @@ class ResultReading:
         assert feeder is not None
         return task.take(0 if not block else timeout, feeder.on_starving, feeder.wake)
 
-    def __iter__(self) -> Iterator[Any]:
-        return self._iterate(self._record(0), None, True)
+    #: what next(imap) calls: task 0's result stream (set by IMap when task 0 is added)
+    _next0: Callable[[], Any]
 
-    def __next__(self) -> Any:
-        return self.next()
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    # an iterator (iter(imap) is imap) over task 0; Python calls the stream's C-level
+    # __next__ that the property returns, with no Python frame per item
+    __next__ = property(operator.attrgetter("_next0"))
 
     def _iterate(self, task: Task, timeout: float | None, block: bool) -> Iterator[Any]:
         """Iteration over a task: the items of a plain batch are handed out by its list
         iterator at C speed (``chain`` asks _batches for the next iterator only once per
-        batch); the first item of each batch and batches with errors go through Task.take."""
+        batch); the first item of each batch and batches with errors go through Task.take.
+        An exception (an item's error, a timeout, a stopped IMap) is raised by that call
+        and the stream goes on (``_Raise``), as next() does."""
         stream = _ResultStream.from_iterable(self._batches(task, timeout, block))
         stream._where = (self, task)  # type: ignore[attr-defined]
         return stream
@@ -86,16 +93,44 @@ class ResultReading:
         if not block:
             timeout = 0
         while True:
-            self._live_record(task)
+            try:
+                self._live_record(task)
+            except RuntimeError as exc:
+                yield _Raise(exc)
+                continue
             if task.plain():
                 yield task.cursor[1]     # shared with next(): one position for both
             feeder = self._feeder
-            assert feeder is not None
             try:
+                if feeder is None:
+                    self._live_record(task)
+                assert feeder is not None
                 value = task.take(timeout, feeder.on_starving, feeder.wake)
             except StopIteration:
                 return
+            except BaseException as exc:  # noqa: BLE001 - raised by this next(), in place
+                yield _Raise(exc)
+                continue
             yield (value,)
+
+
+class _Raise:
+    """An iterator that raises ``exc`` once, then ends: in a result stream (a ``chain``),
+    the call that meets it raises, and the next call goes on with the next batch."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc: BaseException | None = exc
+
+    def __iter__(self) -> _Raise:
+        return self
+
+    def __next__(self) -> Any:
+        exc, self.exc = self.exc, None
+        if exc is None:
+            raise StopIteration
+        raise exc
 
 
 class TaskIterator:
@@ -105,7 +140,7 @@ class TaskIterator:
     says when results arrived; ``remove()`` ends the task.
     """
 
-    __slots__ = ("_imap", "_record", "block", "task", "timeout")
+    __slots__ = ("_imap", "_next", "_record", "block", "task", "timeout")
 
     def __init__(self, imap: IMap, task: int, timeout: float | None = None,
                  block: bool = True, record: Task | None = None) -> None:
@@ -114,15 +149,19 @@ class TaskIterator:
         self.timeout = timeout
         self.block = block
         self._record = record if record is not None else imap._record(task)
+        self._next = imap._iterate(self._record, timeout, block).__next__
 
-    def __iter__(self) -> Iterator[Any]:
-        return self._imap._iterate(self._record, self.timeout, self.block)
+    def __iter__(self) -> TaskIterator:
+        return self
 
-    def __next__(self) -> Any:
-        return self._imap._take(self._record, self.timeout, self.block)
+    # an iterator (iter(it) is it): Python calls the result stream's C-level __next__ that
+    # the property returns, with no Python frame per item; next() shares its position
+    __next__ = property(operator.attrgetter("_next"))
 
     def next(self, timeout: float | None = None, block: bool | None = None) -> Any:
         """Like ``IMap.next`` for this task; defaults come from add_task()/get_task()."""
+        if timeout is None and block is None:
+            return self._next()
         return self._imap._take(self._record, self.timeout if timeout is None else timeout,
                                 self.block if block is None else block)
 
