@@ -1,18 +1,20 @@
 """Cache: results that survive the run, in a directory, keyed by code and content.
 
-    caller (a Worker where it runs, or a decorated function)
-      |  key = digest(format, papy series, Python cache tag,
-      |               fingerprint of the function (or its name: code=False),
-      |               its arguments (ignore= left out), content digest of the item (key=))
+    caller (a Worker where it runs: papy._cache_worker, a batch at a time; or a
+      |     decorated function: CachedFunction, a call at a time)
+      |  prefix = digest(format, papy series, Python cache tag,
+      |                  fingerprint of the function (or its name: code=False),
+      |                  its arguments (ignore= left out))
+      |  key = the item's key (papy._keys.inbox_key; key= maps the item first)
       v
-    Cache._lookup(key) --hit--> the stored result (unpickled)
-      | miss
+    Cache._find(prefix, keys) --hits--> the stored results (papy._cache_store: this
+      | misses                          process's index of the prefix's packs)
       v
     the function runs --error--> returned/raised as usual, never stored
-      | result
+      | results
       v
-    Cache._save(key, result): pickle, then papy._cache_store (atomic writes), counted in
-    papy._cache_stats (per-process counter files); an unpicklable result or a failing
+    Cache._keep(prefix, keys, results): one pack per batch (papy._cache_packs), counted
+    in papy._cache_stats (per-process counter files); an unpicklable result or a failing
     disk: not stored, one warning
 
 A ``Cache`` is a small picklable object (the root, the options, an id): copies sent to
@@ -31,19 +33,20 @@ import hashlib
 import importlib
 import logging
 import os
-import pickle
 import sys
 import threading
 import types
 import uuid
 from collections.abc import Callable, Iterable
+from itertools import compress, repeat
+from operator import is_, is_not
 from typing import Any
 
 from . import _cache_store
 from ._cache_stats import StatsFolder
-from ._cache_store import FULL_DISK, Miss, Store
+from ._cache_store import FULL_DISK, MISSING, Store
 from ._fingerprint import fingerprint
-from ._keys import UnkeyableError, call_arguments, content_digest
+from ._keys import UnkeyableError, call_arguments, content_digest, inbox_key
 
 __all__ = ["Cache", "CachedFunction"]
 
@@ -209,37 +212,52 @@ class Cache:
     def _count(self, field: str, amount: int = 1) -> None:
         self._stats.count(field, amount)
 
-    def _lookup(self, key: bytes) -> tuple[bool, Any]:
-        try:
-            value = self._store.load(key, self._shared.epoch_ns)
-        except Miss:
-            self._count("misses")
-            return False, None
-        self._count("hits")
-        return True, value
+    def _count_many(self, **amounts: int) -> None:
+        self._stats.count_many(amounts)
 
-    def _save(self, key: bytes, value: Any, tag: str, label: str) -> str | None:
-        """Store ``value``; the warning logged now, if any (for the caller's record)."""
-        shared = self._shared
-        if shared.writes_off is not None:
-            return None
+    def _find(self, prefix: bytes, keys: list[str | bytes]) -> tuple[list[Any], list[int]]:
+        """The stored result of each key (MISSING where there is none or it cannot be
+        read) and the positions of the misses; not counted (the caller counts)."""
+        store = self._store
+        locations = store.find(prefix, keys)
+        misses = list(compress(range(len(keys)), map(is_, locations, repeat(None))))
+        if len(misses) == len(keys):
+            return [MISSING] * len(keys), misses
+        if not misses:
+            results = store.fetch(prefix, locations)  # type: ignore[arg-type]
+        else:
+            found = list(compress(range(len(keys)), map(is_not, locations, repeat(None))))
+            results = [MISSING] * len(keys)
+            for k, value in zip(found, store.fetch(prefix, [locations[k] for k in found])):
+                results[k] = value
+        # the misses, and the entries whose pack or result file could not be read here
+        return results, list(compress(range(len(keys)), map(is_, results, repeat(MISSING))))
+
+    def _keep(self, prefix: bytes, keys: list[str | bytes], values: list[Any], tag: str,
+              label: str) -> tuple[int, list[str]]:
+        """Store ``values`` under ``keys`` (one pack): (bytes written, the warnings logged
+        now, for the caller's record). Counts what could not be stored."""
+        if self._shared.writes_off is not None or not keys:
+            return 0, []
         try:
-            payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:  # noqa: BLE001 - whatever pickle refuses is not stored
-            return self._uncacheable(tag, f"a result of {label} cannot be pickled "
-                                          f"({type(exc).__name__}: {exc})")
-        try:
-            written = self._store.save(key, payload)
+            saved = self._store.save(prefix, keys, values)
         except OSError as exc:
             self._count("write_errors")
-            return self._write_failed(exc)
-        if written:
-            self._count("bytes", written)
-        return None
+            warning = self._write_failed(exc)
+            return 0, [warning] if warning else []
+        warnings: list[str] = []
+        if saved.unpicklable:
+            exc = next(iter(saved.unpicklable.values()))
+            warning = self._uncacheable(tag, f"a result of {label} cannot be pickled "
+                                             f"({type(exc).__name__}: {exc})",
+                                        len(saved.unpicklable))
+            if warning:
+                warnings.append(warning)
+        return saved.written, warnings
 
-    def _uncacheable(self, tag: str, why: str) -> str | None:
-        """Count an item that cannot be cached; warn once per cache and function."""
-        self._count("uncacheable")
+    def _uncacheable(self, tag: str, why: str, count: int = 1) -> str | None:
+        """Count items that cannot be cached; warn once per cache and function."""
+        self._count("uncacheable", count)
         if not self._stats.warn_once(tag):
             return None
         message = f"papy cache {self.root}: {why}; such items run uncached"
@@ -328,15 +346,20 @@ class CachedFunction:
             cache._uncacheable(self._tag(), f"a call of {self._label} has no key "
                                             f"({exc})")
             return self._func(*args, **kwargs)
-        found, value = cache._lookup(key)
-        if found:
+        prefix = self._prefix()
+        [value], _ = cache._find(prefix, [key])
+        if value is not MISSING:
+            cache._count("hits")
             return value
+        cache._count("misses")
         try:
             value = self._func(*args, **kwargs)
         except Exception:
             cache._count("errors")
             raise
-        cache._save(key, value, self._tag(), self._label)
+        written, _ = cache._keep(prefix, [key], [value], self._tag(), self._label)
+        if written:
+            cache._count("bytes", written)
         return value
 
     def _prefix(self) -> bytes:
@@ -347,14 +370,15 @@ class CachedFunction:
     def _tag(self) -> str:
         return self._prefix().hex()[:16]
 
-    def _key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    def _key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | bytes:
+        """The call's key in the function's packs: its bound arguments (key= applied to
+        the first) as papy._keys.inbox_key sees a one-item inbox."""
         cache = self.cache
         arguments = list(call_arguments(self._func, args, kwargs, frozenset(cache.ignore)))
         if cache.key is not None and arguments:
             name, first = arguments[0]
             arguments[0] = (name, cache.key(first))
-        return hashlib.blake2b(self._prefix() + content_digest(tuple(arguments)),
-                               digest_size=_DIGEST).digest()
+        return inbox_key([tuple(arguments)])
 
     def __get__(self, instance: Any, owner: type | None = None) -> Any:
         return self if instance is None else types.MethodType(self, instance)

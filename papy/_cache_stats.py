@@ -32,6 +32,7 @@ import threading
 import uuid
 import zlib
 from collections import OrderedDict
+from collections.abc import Iterable
 
 from ._cache_store import write_atomic
 
@@ -59,8 +60,13 @@ class _ProcessCounter:
         self.broken = False         # the file cannot be written: counts kept in memory
 
     def add(self, index: int, amount: int) -> None:
+        self.add_many(((index, amount),))
+
+    def add_many(self, amounts: Iterable[tuple[int, int]]) -> None:
+        """Add ``(field index, amount)`` pairs; one write of the record."""
         with self.lock:
-            self.values[index] += amount
+            for index, amount in amounts:
+                self.values[index] += amount
             if self.broken:
                 return
             body = _MAGIC + struct.pack(f"<{len(FIELDS)}Q", *self.values)
@@ -136,6 +142,12 @@ class StatsFolder:
 
     def count(self, field: str, amount: int = 1) -> None:
         _counter(self.folder).add(FIELDS.index(field), amount)
+
+    def count_many(self, amounts: dict[str, int]) -> None:
+        """Several fields at once (one write); zero amounts are left out."""
+        pairs = [(FIELDS.index(field), amount) for field, amount in amounts.items() if amount]
+        if pairs:
+            _counter(self.folder).add_many(pairs)
 
     def per_file(self) -> dict[str, list[int]]:
         """Every process's totals, by counter file name."""

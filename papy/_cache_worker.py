@@ -5,37 +5,44 @@
       |                             whose arguments have no content key is a TypeError now
       |  pickled with the Worker    (prefix, the uncached twin Worker, the Cache)
       v
-    Worker.__call__ -> _evaluate -> WorkerCache(inbox)      in the thread/process/host
-      upstream error in the inbox -> the twin's PiperError   record: upstream_failed
-      key = prefix + content digest of the inbox (key= maps the inbox first)
-      hit  -> the stored result                             record: cached
-      miss -> the twin evaluates; an error item is returned  record: failed
-              and never stored; else stored, then returned   record: executed
-              (the entry is on disk before the result leaves the Worker)
+    map_stage (papy._worker) -> WorkerCache.call_batch(batch)   in the thread/process/host
+      upstream error in an inbox -> the twin's PiperError       record: upstream_failed
+      keys of the batch (papy._keys.inbox_key; for plain items ``map(repr, items)``, in C)
+      looked up in this process's index of the prefix's packs
+      hits -> the stored results                                record: cached
+      misses -> the twin evaluates them as a batch; an error    record: failed
+                item is returned and never stored; the others   record: executed
+                are stored in ONE pack, before the batch's results leave the Worker
+    Worker.__call__ (one inbox) -> the same, as a batch of one
+
+A batch costs a few dict lookups and one pickle of its results per item, and one pack file
+per batch: a cached first run of cheap functions costs little more than an uncached one
+(scripts/bench_cache.py). A run killed by SIGKILL loses only the batches that had not
+finished: every result that left a Worker is in a pack.
 
 The **record** (``worker.cache_record``, a ``CacheRecord``) counts those four outcomes where
 the Worker runs: one record per copy of the Worker (per process; threads of a pool share
 one, under a lock). ``record.take()`` returns what was counted since the previous take
-(a ``RecordDelta``, picklable, or None when nothing was) and starts again from zero, so
-the run layer can call it after each batch where the Worker runs and send the delta with
-the batch's results: summed in the parent, the deltas count every item exactly once,
-whatever thread took them. A delta also carries the cache's warnings raised meanwhile
-(unpicklable results, a full disk), for the parent to show: in a worker process they
-are logged only there.
+(a ``RecordDelta``, picklable, or None when nothing was) and starts again from zero. The
+run layer's calls (``TimedCall``, ``BoxingCall``, ``FusedCall``: papy._cache_run.carry)
+take it after each batch and send it with the batch's results, as ``Busy`` carries busy
+time; summed in the parent, the deltas count every item exactly once, whatever thread took
+them. A delta also carries the cache's warnings raised meanwhile (unpicklable results, a
+full disk) and the process it comes from: the parent logs those of other processes.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
+import os
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._cache import Cache
 from ._errors import PiperError, WorkerError
-from ._keys import UnkeyableError, call_arguments, content_digest
-from ._worker import _worker_error
+from ._keys import RAW_LIMIT, RAW_SCALARS, UnkeyableError, call_arguments, inbox_key, long_key
+from ._worker import any_instance, map_stage, _worker_error
 
 if TYPE_CHECKING:
     from ._worker import Worker
@@ -43,25 +50,27 @@ if TYPE_CHECKING:
 __all__ = ["CacheRecord", "RecordDelta", "WorkerCache"]
 
 OUTCOMES = ("executed", "cached", "failed", "upstream_failed")
-_EXECUTED, _CACHED, _FAILED, _UPSTREAM_FAILED = range(4)
 _ERRORS = (WorkerError, PiperError)
 
 
 @dataclasses.dataclass(frozen=True)
 class RecordDelta:
-    """The outcomes of a cached Worker's items counted since the previous take."""
+    """The outcomes of a cached Worker's items counted since the previous take, with the
+    warnings raised meanwhile and the process that counted them."""
 
     executed: int = 0
     cached: int = 0
     failed: int = 0
     upstream_failed: int = 0
     warnings: tuple[str, ...] = ()
+    pid: int = 0
 
     def __add__(self, other: RecordDelta) -> RecordDelta:
         return RecordDelta(self.executed + other.executed, self.cached + other.cached,
                            self.failed + other.failed,
                            self.upstream_failed + other.upstream_failed,
-                           self.warnings + other.warnings)
+                           self.warnings + other.warnings,
+                           self.pid if self.pid == other.pid or not other.pid else other.pid)
 
     def counts(self) -> tuple[int, int, int, int]:
         return self.executed, self.cached, self.failed, self.upstream_failed
@@ -79,11 +88,15 @@ class CacheRecord:
         self._counts = [0, 0, 0, 0]
         self._warnings: list[str] = []
 
-    def add(self, outcome: int, warning: str | None = None) -> None:
+    def add(self, executed: int = 0, cached: int = 0, failed: int = 0,
+            upstream_failed: int = 0, warnings: Sequence[str] = ()) -> None:
         with self._lock:
-            self._counts[outcome] += 1
-            if warning is not None:
-                self._warnings.append(warning)
+            counts = self._counts
+            counts[0] += executed
+            counts[1] += cached
+            counts[2] += failed
+            counts[3] += upstream_failed
+            self._warnings.extend(warnings)
 
     def take(self) -> RecordDelta | None:
         """What was counted since the previous take (None: nothing), and zero again."""
@@ -92,7 +105,7 @@ class CacheRecord:
                 return None
             executed, cached, failed, upstream_failed = self._counts
             delta = RecordDelta(executed, cached, failed, upstream_failed,
-                                tuple(self._warnings))
+                                tuple(self._warnings), os.getpid())
             self._counts = [0, 0, 0, 0]
             self._warnings = []
         return delta
@@ -103,6 +116,18 @@ class _InboxParameter:
 
     def __cache_key__(self) -> str:
         return "inbox"
+
+
+class _Batch:
+    """What one call_batch found out, counted at its end in one go."""
+
+    __slots__ = ("executed", "cached", "failed", "upstream", "misses", "errors", "written",
+                 "warnings")
+
+    def __init__(self) -> None:
+        self.executed = self.cached = self.failed = self.upstream = 0
+        self.misses = self.errors = self.written = 0
+        self.warnings: list[str] = []
 
 
 class WorkerCache:
@@ -125,45 +150,148 @@ class WorkerCache:
             raise TypeError(f"Worker {self.label}: its arguments cannot be part of a cache "
                             f"key ({exc}); leave them out with Cache(ignore=(name, ...)) "
                             f"or use the Worker without a cache") from None
+        self._ready()
+
+    def _ready(self) -> None:
         self.tag = self.prefix.hex()[:16]
+        self.bare = getattr(self.plain, "_bare", None)
         self.record = CacheRecord()
 
     def __call__(self, inbox: Sequence[Any]) -> Any:
-        record, cache = self.record, self.cache
-        if _holds_upstream_error(inbox):
-            record.add(_UPSTREAM_FAILED)
-            return self.plain(inbox)
-        try:
-            item = inbox if cache.key is None else cache.key(inbox)
-            key = hashlib.blake2b(self.prefix + content_digest(item), digest_size=20).digest()
-        except UnkeyableError as exc:
-            warning = cache._uncacheable(self.tag, f"an item of {self.label} has no key "
-                                                   f"({exc})")
-            result = self.plain(inbox)
-            record.add(_FAILED if isinstance(result, _ERRORS) else _EXECUTED, warning)
-            return result
-        except Exception as exc:  # noqa: BLE001 - the key= function failed: that item's error
-            record.add(_FAILED)
-            return _worker_error(exc, cache.key, inbox)
-        found, value = cache._lookup(key)
-        if found:
-            record.add(_CACHED)
-            return value
-        result = self.plain(inbox)
-        if isinstance(result, _ERRORS):
-            cache._count("errors")
-            record.add(_FAILED)
-            return result
-        record.add(_EXECUTED, cache._save(key, result, self.tag, self.label))
-        return result
+        """One inbox: a batch of one (a BaseException of the function is raised)."""
+        results, raised = self.call_batch([inbox], False)
+        if raised:
+            raise raised[0]
+        return results[0]
+
+    def call_batch(self, values: list[Any], boxed: bool
+                   ) -> tuple[list[Any], dict[int, BaseException] | None]:
+        """``map_stage``'s contract (papy._worker): the results of a batch of inboxes
+        (``boxed``: of items, each the inbox ``[item]``), errors as values, and
+        ``{position: exception}`` for what is not an Exception."""
+        tally = _Batch()
+        keys = self._plain_keys(values, boxed)
+        if keys is not None:
+            positions: list[int] | None = None          # every position, keyed
+            results: list[Any] = []
+            unkeyed: list[int] = []
+        else:
+            results = [None] * len(values)
+            positions, keys, unkeyed = self._sort(values, boxed, results, tally)
+        found, misses = self.cache._find(self.prefix, keys) if keys else ([], [])
+        if positions is None:
+            results = found
+        else:
+            for position, value in zip(positions, found):
+                results[position] = value
+            misses = [positions[m] for m in misses]
+        tally.cached = len(keys) - len(misses)
+        tally.misses = len(misses)
+        raised = None
+        if misses or unkeyed:
+            raised = self._evaluate(values, boxed, results, keys, positions, misses, unkeyed,
+                                    tally)
+        self._account(tally)
+        return results, raised
+
+    def _plain_keys(self, values: list[Any], boxed: bool) -> list[str | bytes] | None:
+        """The keys of a batch of plain items (RAW_SCALARS, no key=), in C; else None."""
+        if not boxed or self.cache.key is not None or not values \
+                or not RAW_SCALARS.issuperset(map(type, values)):
+            return None
+        keys: list[str | bytes] = list(map(repr, values))
+        if max(map(len, keys)) > RAW_LIMIT:  # type: ignore[arg-type]
+            keys = [k if len(k) <= RAW_LIMIT else long_key(k) for k in keys]  # type: ignore[arg-type]
+        return keys
+
+    def _sort(self, values: list[Any], boxed: bool, results: list[Any], tally: _Batch
+              ) -> tuple[list[int], list[str | bytes], list[int]]:
+        """Item by item: the positions that are looked up and their keys, the positions
+        evaluated uncached (no key); upstream errors and failing key= functions are
+        settled here, in ``results``."""
+        cache = self.cache
+        positions: list[int] = []
+        keys: list[str | bytes] = []
+        unkeyed: list[int] = []
+        for position, value in enumerate(values):
+            inbox = [value] if boxed else value
+            if _holds_upstream_error(inbox):
+                results[position] = self.plain(inbox)       # PiperError(*those errors)
+                tally.upstream += 1
+                continue
+            try:
+                keys.append(inbox_key(inbox if cache.key is None else [cache.key(inbox)]))
+            except UnkeyableError as exc:
+                warning = cache._uncacheable(self.tag, f"an item of {self.label} has no key "
+                                                       f"({exc})")
+                tally.warnings += [warning] if warning else []
+                unkeyed.append(position)
+                continue
+            except Exception as exc:  # noqa: BLE001 - the key= function failed: its error
+                results[position] = _worker_error(exc, cache.key, inbox)
+                tally.failed += 1
+                continue
+            positions.append(position)
+        return positions, keys, unkeyed
+
+    def _evaluate(self, values: list[Any], boxed: bool, results: list[Any],
+                  keys: list[str | bytes], positions: list[int] | None, misses: list[int],
+                  unkeyed: list[int], tally: _Batch) -> dict[int, BaseException] | None:
+        """Evaluate the misses (and the unkeyed items) as one batch, store what may be
+        stored (one pack), put the results in place; what was raised, by position."""
+        every = not unkeyed and len(misses) == len(values)
+        todo = misses if not unkeyed else sorted(misses + unkeyed)
+        computed, raised = map_stage(self.plain, self.bare,
+                                     values if every else [values[p] for p in todo], boxed)
+        clean = not raised and not any_instance(computed, _ERRORS)
+        if every and clean:                             # the common first run: all stored
+            results[:] = computed
+            tally.executed = len(computed)
+            self._keep(keys, computed, tally)
+            return None
+        key_at = dict(zip(range(len(values)) if positions is None else positions, keys))
+        lost: dict[int, BaseException] = {}
+        keep_keys: list[str | bytes] = []
+        keep: list[Any] = []
+        for k, (position, value) in enumerate(zip(todo, computed)):
+            if raised and k in raised:
+                lost[position] = raised[k]
+                results[position] = None
+                continue
+            results[position] = value
+            error = not clean and isinstance(value, _ERRORS)
+            if error:
+                tally.failed += 1
+            else:
+                tally.executed += 1
+            key = key_at.get(position)
+            if key is None:
+                continue                                # unkeyed: never stored
+            if error:
+                tally.errors += 1
+            else:
+                keep_keys.append(key)
+                keep.append(value)
+        self._keep(keep_keys, keep, tally)
+        return lost or None
+
+    def _keep(self, keys: list[str | bytes], values: list[Any], tally: _Batch) -> None:
+        written, warnings = self.cache._keep(self.prefix, keys, values, self.tag, self.label)
+        tally.warnings += warnings
+        tally.written += written
+
+    def _account(self, tally: _Batch) -> None:
+        self.cache._count_many(hits=tally.cached, misses=tally.misses, errors=tally.errors,
+                               bytes=tally.written)
+        self.record.add(tally.executed, tally.cached, tally.failed, tally.upstream,
+                        tally.warnings)
 
     def __getstate__(self) -> tuple[Any, ...]:
         return (self.plain, self.cache, self.label, self.prefix)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         self.plain, self.cache, self.label, self.prefix = state
-        self.tag = self.prefix.hex()[:16]
-        self.record = CacheRecord()
+        self._ready()
 
 
 def _holds_upstream_error(inbox: Sequence[Any]) -> bool:
@@ -177,3 +305,4 @@ def _holds_upstream_error(inbox: Sequence[Any]) -> bool:
     except TypeError:
         return False
     return False
+

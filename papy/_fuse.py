@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from ._cache_run import carry_stages
 from ._errors import PiperError, WorkerError
 from ._worker import NEVER_SUSPECT, REPORT_EVERY, Busy, _clock, any_instance, map_stage
 
@@ -157,7 +158,7 @@ class FusedCall:
     tuple, one per stage.
     """
 
-    __slots__ = ("workers", "boxing", "inputs", "stages", "pending", "reported")
+    __slots__ = ("workers", "boxing", "inputs", "stages", "pending", "reported", "records")
 
     def __init__(self, workers: Any, boxing: bool,
                  inputs: tuple[tuple[int, ...], ...] | None = None):
@@ -167,6 +168,13 @@ class FusedCall:
         self.__setstate__((workers, boxing, tuple(inputs)))
 
     def call_batch(self, items: list[Any]) -> tuple[list[Any], dict[int, BaseException] | None]:
+        values, raised = self._call_batch(items)
+        if self.records is not None:    # cached stages' counts travel with the results
+            carry_stages(self.records, values, raised)
+        return values, raised
+
+    def _call_batch(self, items: list[Any]
+                    ) -> tuple[list[Any], dict[int, BaseException] | None]:
         pending, last = self.pending, len(self.stages) - 1
         outputs: list[list[Any]] = []
         clean: list[bool] = []      # per stage: every value of a NEVER_SUSPECT type
@@ -279,6 +287,8 @@ class FusedCall:
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         self.workers, self.boxing, self.inputs = state
         self.stages = [(w, getattr(w, "_bare", None)) for w in self.workers]
+        records = [getattr(w, "cache_record", None) for w in self.workers]
+        self.records = records if any(r is not None for r in records) else None
         self.pending = [0.0] * len(self.workers)
         self.reported = _clock()
 

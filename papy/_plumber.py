@@ -32,6 +32,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Iterator
 
+from ._cache_run import cache_stats
 from ._dagger import Dagger
 from ._errors import PlumberError
 from ._runtime import raise_failures
@@ -84,7 +85,9 @@ class Plumber(Dagger):
     As a context manager, leaving the block stops what still runs and raises its failures.
 
     ``stats``: ``start_time``, ``run_time``, ``pipers_tracked`` ({piper: {index: result}}
-    for Pipers with ``track=True``) and ``pipers`` ({piper: PiperCounters}).
+    for Pipers with ``track=True``), ``pipers`` ({piper: PiperCounters}) and ``cache``
+    ({piper name: {'executed': n, 'cached': n, 'failed': n, 'upstream_failed': n}} for
+    the Pipers with a cache: docs/cache.md).
 
     Example (``inc`` a worker function)::
 
@@ -114,7 +117,7 @@ class Plumber(Dagger):
         self._run: Run | None = None
         self._datas: list[Any] | None = None
         self.stats: dict[str, Any] = {"start_time": None, "run_time": None,
-                                      "pipers_tracked": {}, "pipers": {}}
+                                      "pipers_tracked": {}, "pipers": {}, "cache": {}}
 
     @property
     def state(self) -> PlumberState:
@@ -170,9 +173,10 @@ class Plumber(Dagger):
             pipers = self.postorder()
             self.stats = {"start_time": time.time(), "run_time": None,
                           "pipers_tracked": {p: p.tracked for p in pipers if p.track},
-                          "pipers": {}}
+                          "pipers": {}, "cache": {}}
             Dagger.start(self)
             self.stats["pipers"] = {p: p.counters for p in pipers}
+            self.stats["cache"] = cache_stats(run, pipers)
             self.stats["pipers_tracked"] = {p: p.tracked for p in pipers if p.track}
             self._run = run
         except BaseException:

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import IO
 
+from ._cache_run import summary_lines
+
 log = logging.getLogger(__name__)
 
 __all__ = ["Progress", "PiperFigures", "figures", "summary", "expected_totals",
@@ -117,6 +119,7 @@ def summary(plumber, title: str = "papy run") -> str:
     errors = sum(r.errors for r in rows)
     lines.append(f"  items: {taken} taken from the inputs; error items: {errors}; "
                  f"run time: {elapsed:.2f} s")
+    lines += summary_lines(plumber.stats or {})     # the cached Pipers' records
     return "\n".join(lines)
 
 

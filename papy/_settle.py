@@ -20,6 +20,7 @@ from itertools import compress
 from operator import not_
 from typing import TYPE_CHECKING, Any
 
+from ._cache_run import Counted, count_carried, count_lost, count_skipped
 from ._errors import PapyError, PiperError, WorkerError
 from ._fuse import StagesFailed
 from ._worker import NEVER_SUSPECT, Busy
@@ -43,6 +44,8 @@ def settle(node: Node, values: list[Any], errors: dict[int, BaseException] | Non
     if errors:
         for position, exc in errors.items():
             values[position] = read_error(exc, piper)
+        if node.cache_counts:
+            count_lost(node, len(errors))
     if not PLAIN.issuperset(map(type, values)):
         odd = compress(itertools.count(), map(not_, map(PLAIN.__contains__, map(type, values))))
         for position in list(odd):
@@ -60,6 +63,8 @@ def settle(node: Node, values: list[Any], errors: dict[int, BaseException] | Non
 
 def _convert(node: Node, result: Any) -> Any:
     """A result that is not PLAIN: its Busy time added up, an error item made."""
+    if type(result) is Counted:         # a cached Worker's record (papy._cache_run)
+        result = count_carried(node, result)
     if type(result) is Busy:
         if node.fused:
             for piper, seconds in zip(node.pipers, result.seconds):
@@ -67,6 +72,8 @@ def _convert(node: Node, result: Any) -> Any:
         else:
             node.counters.time_busy += result.seconds
         result = result.value
+        if type(result) is Counted:
+            result = count_carried(node, result)
     if type(result) is StagesFailed:
         return stages_failed(node, result.errors)
     if isinstance(result, PapyError):
@@ -98,6 +105,7 @@ def stages_failed(node: Node, errors: dict[int, PapyError]) -> PapyError:
         read = [made[k] for k in node.stage_inputs[stage] if k in made]
         if read:
             made[stage] = error_item(node, piper, PiperError(*read))
+            count_skipped(node, piper)
     return made[len(node.pipers) - 1]
 
 

@@ -21,6 +21,7 @@ import traceback
 import types
 from typing import Any, Callable, Iterable, Sequence
 
+from ._cache_run import carry, carry_one
 from ._errors import PiperError, WorkerError
 
 __all__ = ["Worker"]
@@ -258,6 +259,9 @@ def map_stage(worker, bare, values: list, boxed: bool, clean: bool = False
     ``{position: exception}`` for what is not an Exception (SystemExit, ...): those
     positions hold None, as the per-item path would fail only that item. ``clean``: the
     caller knows every value is of a NEVER_SUSPECT type (no check is needed)."""
+    cached = getattr(worker, "_cached", None)
+    if cached is not None:          # a cached Worker: looked up and stored per batch
+        return cached.call_batch(values, boxed)  # type: ignore[no-any-return]
     if not boxed:
         return _resumable(worker, values, False)
     if bare is None or (not clean and any_instance(values, _SUSPECT)):
@@ -313,7 +317,7 @@ class TimedCall:
     (the time of the last few milliseconds of a run may be missing from the total).
     """
 
-    __slots__ = ("worker", "bare", "pending", "reported")
+    __slots__ = ("worker", "bare", "pending", "reported", "record")
     boxed = False       # given inboxes (BoxingCall: items)
 
     def __init__(self, worker: Callable):
@@ -323,6 +327,8 @@ class TimedCall:
         """A whole batch (``imap._evaluate.evaluate``): timed once, errors as values."""
         start = _clock()
         values, raised = map_stage(self.worker, self.bare, items, self.boxed)
+        if self.record is not None:     # a cached Worker's counts travel with its results
+            carry(self.record, values, raised)
         now = _clock()
         self.pending += now - start
         if now - self.reported >= REPORT_EVERY and values and not raised:
@@ -341,6 +347,8 @@ class TimedCall:
                 result = _worker_error(exc, bare, inbox)
         else:
             result = self.worker(inbox)
+            if self.record is not None:
+                result = carry_one(self.record, result)
         now = _clock()
         self.pending += now - start
         if now - self.reported < REPORT_EVERY:
@@ -355,6 +363,7 @@ class TimedCall:
         self.worker = state
         # a Worker of one function without arguments: evaluated here, one call less
         self.bare = getattr(state, "_bare", None) if isinstance(state, Worker) else None
+        self.record = state.cache_record if isinstance(state, Worker) else None
         self.pending = 0.0
         self.reported = time.perf_counter()
 
@@ -388,6 +397,8 @@ class BoxingCall(TimedCall):
                 result = _worker_error(exc, bare, inbox)
         else:
             result = self.worker(inbox)
+            if self.record is not None:
+                result = carry_one(self.record, result)
         now = _clock()
         self.pending += now - start
         if now - self.reported < REPORT_EVERY:

@@ -186,25 +186,37 @@ def body(n):
     return shifted
 
 
+HAMMERED = bytes(20)         # the prefix the hammer writes and reads
+
+
 def hammer_entry(inbox, root):
     """Store one key again and again with this item's payload, reading it between the
     writes; the number of reads that gave neither a whole payload of some writer nor a
     miss (there must be none)."""
-    import pickle
-
-    from papy._cache_store import Miss, Store
-    store, key = Store(root), bytes(20)
+    from papy._cache_store import MISSING, Store
+    store = Store(root)
     wrong = 0
     for round_ in range(150):
         size = 10 if round_ % 2 else 5000       # inline entries and result files both
-        store.save(key, pickle.dumps((inbox[0], "x" * size)))
-        try:
-            value = store.load(key, 0)
-        except Miss:
+        store.save(HAMMERED, ["key"], [(inbox[0], "x" * size)])
+        [location] = store.find(HAMMERED, ["key"])
+        [value] = store.fetch(HAMMERED, [location])
+        if value is MISSING:
             continue
         if not (isinstance(value, tuple) and value[1] in ("x" * 10, "x" * 5000)):
             wrong += 1
     return wrong
+
+
+def read_hammered(root):
+    """What a fresh process finds under the hammered key."""
+    from papy._cache_packs import forget_indexes
+    from papy._cache_store import Store
+    store = Store(root)
+    forget_indexes(store.packs)
+    [location] = store.find(HAMMERED, ["key"])
+    [value] = store.fetch(HAMMERED, [location])
+    return value
 
 
 def big_again(inbox):

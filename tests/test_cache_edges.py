@@ -6,6 +6,7 @@ import errno
 import logging
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -17,9 +18,9 @@ import cache_functions as cf
 import pytest
 
 import papy._cache as cache_module
-import papy._cache_store as store_module
+import papy._cache_packs as packs_module
 from papy import Cache, IMap, Worker
-from papy._cache_store import Store
+from papy._worker import map_stage
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS)
@@ -27,8 +28,9 @@ HOUR_AGO = time.time() - 3600
 
 
 def entry_files(root) -> list[str]:
+    """The packs of entries (one per batch; here, one per call)."""
     found = []
-    for folder, _, names in os.walk(os.path.join(root, "entries")):
+    for folder, _, names in os.walk(os.path.join(root, "packs")):
         found += [os.path.join(folder, n) for n in names if not n.startswith(".")]
     return sorted(found)
 
@@ -107,7 +109,7 @@ def test_an_entry_of_another_format_is_a_miss(tmp_path, monkeypatch):
     cache = Cache(tmp_path)
     worker = Worker(cf.square, cache=cache)
     worker([5])
-    monkeypatch.setattr(store_module, "FORMAT", store_module.FORMAT + 1)
+    monkeypatch.setattr(packs_module, "PACK_FORMAT", packs_module.PACK_FORMAT + 1)
     assert worker([5]) == 25 and hits_misses(cache) == (0, 2)
     assert worker([5]) == 25 and hits_misses(cache) == (1, 2)
 
@@ -135,8 +137,7 @@ def test_two_processes_writing_one_entry_leave_it_whole(tmp_path):
         task = pool.add_task(cf.hammer_entry, ([k] for k in range(4)), args=(str(tmp_path),))
         pool.start()
         assert list(task) == [0, 0, 0, 0]
-    value = Store(str(tmp_path)).load(bytes(20), 0)
-    assert value[0] in range(4)
+    assert cf.read_hammered(str(tmp_path))[0] in range(4)
     leftovers = [n for _, _, names in os.walk(tmp_path) for n in names if n.startswith(".")]
     assert leftovers == []
 
@@ -148,7 +149,7 @@ def test_a_full_disk_degrades_to_no_caching_with_one_warning(tmp_path, monkeypat
 
     def full(path, data):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
-    monkeypatch.setattr(store_module, "write_atomic", full)
+    monkeypatch.setattr(packs_module, "_write_new", full)
     with caplog.at_level(logging.WARNING, logger="papy"):
         assert [worker([i]) for i in range(6)] == [i * i for i in range(6)]
     warnings = [r.getMessage() for r in caplog.records if "cannot store" in r.getMessage()]
@@ -187,7 +188,8 @@ def test_prune_removes_what_was_not_used_since_the_cache_was_made(tmp_path):
         worker([i])
     for path in entry_files(tmp_path) + result_files(tmp_path):
         os.utime(path, (HOUR_AGO, HOUR_AGO))      # a run of an hour ago
-    stale_temp = os.path.join(os.path.dirname(entry_files(tmp_path)[0]), ".leftover.host-1-2-3")
+    stale_temp = os.path.join(os.path.dirname(os.path.dirname(entry_files(tmp_path)[0])),
+                              ".tmp-host-1-2-3")
     with open(stale_temp, "w"):
         pass
     os.utime(stale_temp, (HOUR_AGO, HOUR_AGO))
@@ -207,8 +209,26 @@ def test_prune_removes_what_was_not_used_since_the_cache_was_made(tmp_path):
     assert hits_misses(second) == (3, 2)
 
     for path in entry_files(tmp_path):
-        os.utime(path, (HOUR_AGO, HOUR_AGO))      # not used since the last prune
+        os.utime(path, (HOUR_AGO, HOUR_AGO))      # not stored since the last prune ...
+    shutil.rmtree(tmp_path / "uses")              # ... nor read
     assert second.prune()["entries"] == 3 and entry_files(tmp_path) == []
+
+
+def test_prune_keeps_the_entries_of_a_batch_that_were_read(tmp_path):
+    cache = Cache(tmp_path)
+    values, _ = map_stage(Worker(cf.square, cache=cache), None, list(range(10)), True)
+    assert values == [i * i for i in range(10)]
+    [pack] = entry_files(tmp_path)                  # one batch: one pack
+    os.utime(pack, (HOUR_AGO, HOUR_AGO))
+    later = Cache(tmp_path)
+    worker = Worker(cf.square, cache=later)
+    assert [worker([i]) for i in (2, 5)] == [4, 25]
+    assert later.prune()["entries"] == 8
+    [kept] = entry_files(tmp_path)
+    assert kept != pack and os.stat(kept).st_mtime < time.time() - 1800   # as old as before
+    check = Cache(tmp_path)
+    assert [Worker(cf.square, cache=check)([i]) for i in (2, 5, 7)] == [4, 25, 49]
+    assert hits_misses(check) == (2, 1)
 
 
 def test_clear_removes_all_entries_and_keeps_counting(tmp_path):
