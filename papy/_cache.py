@@ -224,11 +224,13 @@ class Cache:
         if len(misses) == len(keys):
             return [MISSING] * len(keys), misses
         if not misses:
-            results = store.fetch(prefix, locations)  # type: ignore[arg-type]
+            results = store.fetch(prefix, keys, locations)  # type: ignore[arg-type]
         else:
             found = list(compress(range(len(keys)), map(is_not, locations, repeat(None))))
             results = [MISSING] * len(keys)
-            for k, value in zip(found, store.fetch(prefix, [locations[k] for k in found])):
+            fetched = store.fetch(prefix, [keys[k] for k in found],
+                                  [locations[k] for k in found])  # type: ignore[misc]
+            for k, value in zip(found, fetched):
                 results[k] = value
         # the misses, and the entries whose pack or result file could not be read here
         return results, list(compress(range(len(keys)), map(is_, results, repeat(MISSING))))

@@ -1,15 +1,14 @@
-"""Packs: a cache's entries written one file per batch, and each process's index of them.
+"""Packs: a cache's entries, one record per batch, appended to each process's segment file;
+and each process's index of them.
 
-    root/packs/<prefix>/<N // 1000, 6 digits>/<N, 12 digits>
-        prefix  the key part of a function and its arguments (40 hex digits)
-        N       the pack's number, 0, 1, 2, ... for its prefix: a writer claims it with a
-                hard link of its finished temporary file (atomic and exclusive, NFS
-                included), so a pack appears whole, under a number nobody else has
+    root/packs/<prefix>/<host>-<pid>-<token>.seg
+        prefix   the key part of a function and its arguments (40 hex digits)
+        segment  written by ONE process (appended, one write per pack), read by all
 
 A pack (binary; every integer little-endian)::
 
     header  b"PAPYPACK" | format u8 | 0 u8 | 0 u16 | count u32 | keys u32 | refs u32
-            | values u64
+            | values u64 | time_ns u64 (when it was written)
     keys    pickle: the list of ``count`` keys (str or bytes: papy._keys.inbox_key)
     refs    20 bytes per result file the values point at (read by prune)
     check   blake2b-16 of header, keys and refs
@@ -19,23 +18,24 @@ A pack (binary; every integer little-endian)::
 
 Who writes and who reads:
 
-    WorkerCache.call_batch (any thread, process or host) --publish--> a new pack per batch
-        of results it computed, before those results leave the worker (SIGKILL loses only
-        the batches that had not finished); a pack is never rewritten (prune writes new
-        ones and removes the old)
-    PrefixIndex (one per prefix per process) --reads--> every pack once: key -> location
-        (pack number << SHIFT | position); loaded on first use, brought up to date by
-        ``refresh`` when a lookup misses (the packs numbered after the last one read:
-        probing N + 1, N + 2, ... costs one failed open when nothing is new)
+    WorkerCache.call_batch (any thread, process or host) --append--> one pack per batch
+        of results it computed (per item in an IMap's tracked mode), to this process's
+        segment of the prefix, before those results leave the worker: a SIGKILL loses
+        only unfinished batches (a pack cut short by a kill or a full disk is skipped)
+    PrefixIndex (one per prefix per process) --reads--> every segment: key -> location
+        (segment, pack offset, position); loaded on first use; ``refresh`` reads what
+        other processes appended since (one listdir and one stat per segment) when a
+        lookup misses and the index is stale: a new call object was made for it (a new
+        run, a copy that arrived in a worker) or REFRESH_SECONDS passed since the last
 
-A pack that cannot be read, is truncated, corrupt or of another format gives no entries (a
-miss for its keys, which are computed again and stored in a new pack that takes their
-place in every index). Threads of a process share its indexes: lookups read the dict
-(atomic), loading and publishing hold the index's lock.
+A segment is never rewritten in place (prune writes what it keeps to a new segment and
+removes the old ones). A pack that is truncated, corrupt or of another format gives no
+entries (a miss for its keys, which are computed again and stored in a new pack that
+takes their place in the index). Threads of a process share its indexes: lookups read the
+dict (atomic under the GIL), loading, refreshing and appending hold the index's lock.
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import itertools
 import logging
@@ -44,26 +44,70 @@ import pickle
 import socket
 import struct
 import threading
+import time
+import uuid
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["PACK_FORMAT", "SHIFT", "PrefixIndex", "Stored", "encode_pack", "read_pack",
-           "pack_files", "index_of", "forget_indexes"]
+__all__ = ["PACK_FORMAT", "PrefixIndex", "Stored", "encode_pack", "parse_segment",
+           "segment_files", "index_of", "forget_indexes", "write_atomic", "remove"]
 
 log = logging.getLogger(__name__)
 
 PACK_FORMAT = 1
 MAGIC = b"PAPYPACK"
-SHIFT = 20                          # location = number << SHIFT | position
-MAX_PER_PACK = 1 << SHIFT
-_HEADER = struct.Struct("<8sBBHIIIQ")
+REFRESH_SECONDS = 0.5
+SUFFIX = ".seg"
+MAX_PER_PACK = 1 << 24
+_POSITION_BITS, _OFFSET_BITS = 24, 40
+_HEADER = struct.Struct("<8sBBHIIIQQ")
 _CHECK = 16
 _DIGEST = 20
-_PER_FOLDER = 1000
-_NO_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS,
-                       errno.EXDEV, errno.EMLINK})
+_OPEN_LIMIT = 16                # segment files kept open per index, for reading
 _HOST = socket.gethostname().replace("/", "_") or "host"
 _temp_counter = itertools.count()
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename (creating the
+    folder if needed). Raises OSError (a full disk: ENOSPC, EDQUOT, EFBIG)."""
+    folder, name = os.path.split(path)
+    temp = os.path.join(folder, f".{name}.{_HOST}-{os.getpid()}-{threading.get_ident()}-"
+                                f"{next(_temp_counter)}")
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileNotFoundError:
+        os.makedirs(folder, exist_ok=True)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        try:
+            write_all(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+    except BaseException:
+        remove(temp)
+        raise
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """``data`` to ``fd``, however many writes it takes (OSError)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def remove(path: str) -> bool:
+    """Remove a file; False when it was not there or could not be removed."""
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        log.debug("cannot remove %s: %s", path, exc)
+        return False
 
 
 class Stored:
@@ -85,35 +129,36 @@ def _check(*parts: bytes) -> bytes:
     return digest.digest()
 
 
-def encode_pack(keys: list[str | bytes], values: bytes, refs: list[bytes]) -> bytes:
+def encode_pack(keys: list[str | bytes], values: bytes, refs: list[bytes],
+                written_ns: int | None = None) -> bytes:
     """The bytes of a pack (module docstring): ``values`` is the pickled list of results."""
     keys_blob = pickle.dumps(keys, protocol=pickle.HIGHEST_PROTOCOL)
     refs_blob = b"".join(refs)
     header = _HEADER.pack(MAGIC, PACK_FORMAT, 0, 0, len(keys), len(keys_blob),
-                          len(refs_blob), len(values))
+                          len(refs_blob), len(values),
+                          time.time_ns() if written_ns is None else written_ns)
     return b"".join((header, keys_blob, refs_blob, _check(header, keys_blob, refs_blob),
                      values, _check(values)))
 
 
 class Pack:
-    """A pack read from its file: its keys and refs checked; its values on demand."""
+    """A pack read from a segment: its keys and refs checked; its values on demand."""
 
-    __slots__ = ("data", "count", "keys_end", "refs_end", "values_start")
+    __slots__ = ("data", "count", "written_ns", "keys_end", "refs_end", "values_start")
 
-    def __init__(self, data: bytes):
-        if len(data) < _HEADER.size + 2 * _CHECK:
-            raise ValueError("too short")
-        magic, version, _, _, count, keys, refs, values = _HEADER.unpack_from(data)
+    def __init__(self, data: bytes | memoryview):
+        magic, version, _, _, count, keys, refs, values, written = \
+            _HEADER.unpack_from(data)
         if magic != MAGIC or version != PACK_FORMAT:
-            raise ValueError("another format")
+            raise ValueError("not a pack of this format")
         self.keys_end = _HEADER.size + keys
         self.refs_end = self.keys_end + refs
         self.values_start = self.refs_end + _CHECK
         if len(data) != self.values_start + values + _CHECK or refs % _DIGEST:
             raise ValueError("truncated")
-        if _check(data[:self.refs_end]) != data[self.refs_end:self.values_start]:
+        if _check(data[:self.refs_end]) != bytes(data[self.refs_end:self.values_start]):
             raise ValueError("corrupt")
-        self.data, self.count = data, count
+        self.data, self.count, self.written_ns = data, count, written
 
     def keys(self) -> list[str | bytes]:
         keys = pickle.loads(self.data[_HEADER.size:self.keys_end])
@@ -122,14 +167,14 @@ class Pack:
         return keys
 
     def refs(self) -> list[bytes]:
-        blob = self.data[self.keys_end:self.refs_end]
+        blob = bytes(self.data[self.keys_end:self.refs_end])
         return [blob[k:k + _DIGEST] for k in range(0, len(blob), _DIGEST)]
 
     def values(self) -> list[Any]:
         """The results (ValueError when the values are corrupt; unpickling may raise
         anything: classes missing here, another version's objects)."""
-        blob = self.data[self.values_start:-_CHECK]
-        if _check(blob) != self.data[-_CHECK:]:
+        blob = self.data[self.values_start:len(self.data) - _CHECK]
+        if _check(blob) != bytes(self.data[len(self.data) - _CHECK:]):
             raise ValueError("corrupt values")
         values = pickle.loads(blob)
         if type(values) is not list or len(values) != self.count:
@@ -137,186 +182,212 @@ class Pack:
         return values
 
 
-def read_pack(path: str) -> Pack:
-    """The pack in ``path``: OSError when it cannot be read, ValueError when it is not a
-    whole pack of this format."""
-    with open(path, "rb") as handle:
-        data = handle.read()
-    return Pack(data)
+def _length_at(data: bytes | memoryview, offset: int) -> int:
+    """The length of the pack that starts at ``offset`` by its header (0: none there)."""
+    if len(data) - offset < _HEADER.size:
+        return 0
+    magic, version, _, _, _, keys, refs, values, _ = _HEADER.unpack_from(data, offset)
+    if magic != MAGIC or version != PACK_FORMAT:
+        return 0
+    return _HEADER.size + keys + refs + _CHECK + values + _CHECK
 
 
-def pack_path(folder: str, number: int) -> str:
-    return os.path.join(folder, f"{number // _PER_FOLDER:06d}", f"{number:012d}")
-
-
-def pack_files(folder: str) -> Iterator[tuple[int | None, str]]:
-    """``(number, path)`` of every file below a prefix folder, in order of number; a
-    temporary file (a write under way, or left by a killed writer) has number None."""
-    try:
-        fans = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
-    except OSError:
-        fans = []
-    try:
-        loose = [entry.path for entry in os.scandir(folder) if entry.is_file()]
-    except OSError:
-        loose = []
-    for path in loose:
-        yield None, path
-    for fan in fans:
+def parse_segment(data: bytes, offset: int = 0) -> Iterator[tuple[int, int, Pack | None]]:
+    """``(offset, length, pack)`` of the whole packs of a segment from ``offset``, in order;
+    ``pack`` is None for a damaged pack whose length can still be trusted (the next one
+    starts right after it). Stops at the end, or at a pack cut short (being written,
+    or its writer killed) or damaged beyond that."""
+    view = memoryview(data)
+    while True:
+        length = _length_at(view, offset)
+        if not length or offset + length > len(data):
+            return
         try:
-            names = sorted(os.listdir(os.path.join(folder, fan)))
-        except OSError:
-            continue
-        for name in names:
-            path = os.path.join(folder, fan, name)
-            yield (int(name) if name.isdigit() else None), path
+            pack: Pack | None = Pack(view[offset:offset + length])
+        except ValueError:
+            end = offset + length
+            if end != len(data) and not _length_at(view, end):
+                return                      # the length itself may be wrong: stop here
+            pack = None
+        yield offset, length, pack
+        offset += length
+
+
+def segment_files(folder: str) -> list[str]:
+    """The segment file names of a prefix folder (temporary files left out)."""
+    try:
+        return sorted(name for name in os.listdir(folder) if name.endswith(SUFFIX)
+                      and not name.startswith("."))
+    except OSError:
+        return []
+
+
+def new_segment_name() -> str:
+    return f"{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:12]}{SUFFIX}"
+
+
+class _Segment:
+    __slots__ = ("name", "parsed", "lengths")
+
+    def __init__(self, name: str):
+        self.name = name
+        self.parsed = 0                     # bytes read so far (whole packs)
+        self.lengths: dict[int, int] = {}   # pack offset -> length
 
 
 class PrefixIndex:
-    """This process's index of the packs of one prefix (module docstring)."""
+    """This process's index of the segments of one prefix (module docstring)."""
 
     def __init__(self, folder: str):
         self.folder = folder
         self.lock = threading.Lock()
         self.entries: dict[str | bytes, int] = {}
+        self.segments: list[_Segment] = []
+        self.by_name: dict[str, int] = {}
         self.loaded = False
-        self.read_upto = -1             # every pack numbered up to this one was read
-        self.own: set[int] = set()      # packs written here, numbered above read_upto
-        self.next_free = 0              # where this process tries to publish next
+        self.stale = False                  # refresh at the next miss, whatever the time
+        self.refreshed = 0.0
+        self.own: int | None = None         # this process's segment (its number)
+        self.own_fd: int | None = None
+        self.readers: OrderedDict[int, int] = OrderedDict()     # segment -> open fd
 
+    # -- looking up --------------------------------------------------------------------
     def find(self, keys: list[str | bytes]) -> list[int | None]:
         """The location of each key (None: not known here)."""
         if not self.loaded:
-            self.load()
+            self.refresh(force=True)
         return list(map(self.entries.get, keys))
 
-    def load(self) -> None:
-        """Read every pack of the folder (once, on first use)."""
+    def refresh(self, force: bool = False) -> bool:
+        """Read what was appended to the segments since the last refresh, if the index is
+        stale (or ``force``); True when something was read."""
+        now = time.monotonic()
+        if not (force or self.stale or now - self.refreshed >= REFRESH_SECONDS):
+            return False
         with self.lock:
-            if self.loaded:
-                return
-            highest = -1
-            for number, path in pack_files(self.folder):
-                if number is None:
-                    continue
-                self._read(number, path)
-                highest = max(highest, number)
-            self.read_upto = highest
-            self.next_free = max(self.next_free, highest + 1)
-            self.loaded = True
-
-    def refresh(self) -> bool:
-        """Read the packs published since the last one read; True when there were any."""
-        if not self.loaded:
-            self.load()
-            return True
-        with self.lock:
-            number = self.read_upto + 1
+            self.stale, self.refreshed, self.loaded = False, now, True
             found = False
-            while True:
-                if number in self.own:
-                    self.own.discard(number)
-                    number += 1
+            for name in segment_files(self.folder):
+                number = self.by_name.get(name)
+                if number is None:
+                    number = self._register(name)
+                if number == self.own:
                     continue
-                path = pack_path(self.folder, number)
-                if not os.path.exists(path):
-                    break
-                self._read(number, path)
-                found = True
-                number += 1
-            self.read_upto = number - 1
-            self.next_free = max(self.next_free, number)
+                segment = self.segments[number]
+                path = os.path.join(self.folder, name)
+                try:
+                    if os.stat(path).st_size <= segment.parsed:
+                        continue
+                    with open(path, "rb") as handle:
+                        handle.seek(segment.parsed)
+                        data = handle.read()
+                except OSError as exc:
+                    log.debug("cache segment %s unreadable: %s", path, exc)
+                    continue
+                found = self._parse(number, segment, data) or found
             return found
 
-    def _read(self, number: int, path: str) -> None:
-        try:
-            keys = read_pack(path).keys()
-        except FileNotFoundError:
-            return
-        except Exception as exc:  # noqa: BLE001 - a damaged pack gives no entries
-            log.debug("cache pack %s skipped: %s", path, exc)
-            return
-        self._add(number, keys)
+    def _register(self, name: str) -> int:
+        number = len(self.segments)
+        self.segments.append(_Segment(name))
+        self.by_name[name] = number
+        return number
 
-    def _add(self, number: int, keys: list[str | bytes]) -> None:
-        base = number << SHIFT
+    def _parse(self, number: int, segment: _Segment, data: bytes) -> bool:
+        base, found = segment.parsed, False
+        for offset, length, pack in parse_segment(data):
+            segment.parsed = base + offset + length
+            if pack is None:
+                continue
+            try:
+                keys = pack.keys()
+            except Exception as exc:  # noqa: BLE001 - a damaged pack gives no entries
+                log.debug("cache pack skipped in %s: %r", segment.name, exc)
+                continue
+            self._add(number, segment, base + offset, length, keys)
+            found = True
+        return found
+
+    def _add(self, number: int, segment: _Segment, offset: int, length: int,
+             keys: list[str | bytes]) -> None:
+        segment.lengths[offset] = length
+        base = ((number << _OFFSET_BITS) | offset) << _POSITION_BITS
         self.entries.update(zip(keys, range(base, base + len(keys))))
 
-    def publish(self, data: bytes) -> int:
-        """Write a pack and give it the next free number; its keys are the caller's to
-        ``add``. Raises OSError (a full disk, a read-only folder)."""
-        temp = os.path.join(self.folder, f".tmp-{_HOST}-{os.getpid()}-"
-                                         f"{threading.get_ident()}-{next(_temp_counter)}")
-        _write_new(temp, data)
-        try:
-            with self.lock:
-                number = self._claim(temp)
-                if number > self.read_upto:
-                    self.own.add(number)
-                self.next_free = number + 1
-            return number
-        finally:
-            _unlink(temp)
+    # -- reading -----------------------------------------------------------------------
+    def read(self, pack_location: int) -> Pack:
+        """The pack that holds the entry at a location (OSError, ValueError)."""
+        record = pack_location >> _POSITION_BITS
+        number, offset = record >> _OFFSET_BITS, record & ((1 << _OFFSET_BITS) - 1)
+        segment = self.segments[number]
+        length = segment.lengths[offset]
+        data = os.pread(self._reader(number, segment), length, offset)
+        return Pack(data)
 
-    def add(self, number: int, keys: list[str | bytes]) -> None:
+    def _reader(self, number: int, segment: _Segment) -> int:
         with self.lock:
-            self._add(number, keys)
+            fd = self.readers.get(number)
+            if fd is not None:
+                self.readers.move_to_end(number)
+                return fd
+            fd = os.open(os.path.join(self.folder, segment.name), os.O_RDONLY)
+            self.readers[number] = fd
+            while len(self.readers) > _OPEN_LIMIT:
+                os.close(self.readers.popitem(last=False)[1])
+            return fd
 
-    def _claim(self, temp: str) -> int:
-        number = self.next_free
-        while True:
-            path = pack_path(self.folder, number)
+    def forget(self, key: str | bytes, location: int) -> None:
+        """An entry that could not be read: gone from the index (unless replaced)."""
+        if self.entries.get(key) == location:
+            self.entries.pop(key, None)
+
+    # -- writing -----------------------------------------------------------------------
+    def append(self, data: bytes, keys: list[str | bytes]) -> None:
+        """Append a pack to this process's segment and index its keys. Raises OSError (a
+        full disk: the segment is given up, a new one is started next time)."""
+        with self.lock:
+            if self.own is None or self.own_fd is None:
+                self._open_own()
+            assert self.own is not None and self.own_fd is not None
+            segment = self.segments[self.own]
             try:
-                os.link(temp, path)
-                return number
-            except FileExistsError:
-                number += 1
-            except FileNotFoundError:
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-            except OSError as exc:
-                if exc.errno not in _NO_LINKS:
-                    raise
-                if _copy_exclusive(temp, path):
-                    return number
-                number += 1
+                write_all(self.own_fd, data)
+                end = os.lseek(self.own_fd, 0, os.SEEK_CUR)   # where it landed, whatever
+            except OSError:                                 # happened to the file
+                os.close(self.own_fd)
+                self.own, self.own_fd = None, None
+                raise
+            segment.parsed = end
+            self._add(self.own, segment, end - len(data), len(data), keys)
+
+    def _open_own(self) -> None:
+        name = new_segment_name()
+        path = os.path.join(self.folder, name)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND
+        try:
+            fd = os.open(path, flags, 0o644)
+        except FileNotFoundError:
+            os.makedirs(self.folder, exist_ok=True)
+            fd = os.open(path, flags, 0o644)
+        self.own, self.own_fd = self._register(name), fd
+
+    def close(self) -> None:
+        with self.lock:
+            for fd in self.readers.values():
+                os.close(fd)
+            self.readers.clear()
+            if self.own_fd is not None:
+                os.close(self.own_fd)
+            self.own, self.own_fd = None, None
 
 
-def _write_new(path: str, data: bytes) -> None:
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileNotFoundError:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    except BaseException:
-        os.close(fd)
-        _unlink(path)
-        raise
-    os.close(fd)
+def position_of(location: int) -> int:
+    return location & ((1 << _POSITION_BITS) - 1)
 
 
-def _copy_exclusive(temp: str, path: str) -> bool:
-    """A file system without hard links: create ``path`` exclusively and copy the pack in
-    (a reader that opens it meanwhile sees a truncated pack: a miss, not an error)."""
-    with open(temp, "rb") as handle:
-        data = handle.read()
-    try:
-        _write_new(path, data)
-    except FileExistsError:
-        return False
-    return True
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        log.debug("cannot remove %s: %s", path, exc)
+def pack_of(location: int) -> int:
+    """The location with its position cleared: the same for every entry of one pack."""
+    return location >> _POSITION_BITS << _POSITION_BITS
 
 
 # -- the indexes of this process -----------------------------------------------------------
@@ -335,15 +406,18 @@ def index_of(packs: str, prefix: bytes) -> PrefixIndex:
 
 
 def forget_indexes(packs: str) -> None:
-    """Drop this process's indexes of ``packs`` (after prune or clear changed it)."""
+    """Drop this process's indexes of ``packs`` (prune or clear changed it)."""
     with _registry_lock:
-        for folder in [f for f in _indexes if os.path.dirname(f) == packs]:
-            del _indexes[folder]
+        dropped = [f for f in _indexes if os.path.dirname(f) == packs]
+        indexes = [_indexes.pop(f) for f in dropped]
+    for index in indexes:
+        index.close()
 
 
 def _forget_after_fork() -> None:
-    """A forked child starts with no index (a lock held by another thread of the parent
-    would never be released in the child); it reads the packs again when it needs them."""
+    """A forked child starts with no index: it must not append to its parent's segment
+    (nor wait for a lock another thread of the parent held); it reads the segments again
+    when it needs them."""
     global _registry_lock, _indexes
     _registry_lock, _indexes = threading.Lock(), {}
 

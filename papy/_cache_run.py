@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Counted", "carry", "carry_stages", "count_carried", "count_skipped", "count_lost",
+__all__ = ["Counted", "record_of", "carry", "carry_stages", "count_carried", "count_skipped", "count_lost",
            "cache_counts_of", "cache_stats", "summary_lines"]
 
 OUTCOMES = ("executed", "cached", "failed", "upstream_failed")
@@ -53,6 +53,13 @@ class Counted:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Counted, (self.deltas, self.value))
+
+
+def record_of(worker: Any) -> Any:
+    """The cache record of a cached Worker given to a new call object (a new run here, or
+    a copy that arrived in a worker), its index marked stale; None for any other."""
+    cached = getattr(worker, "_cached", None)
+    return None if cached is None else cached.fresh()
 
 
 def _carrier(values: list[Any], raised: dict[int, BaseException] | None) -> int:

@@ -29,6 +29,7 @@ import shutil
 import socket
 import struct
 import threading
+import time
 import uuid
 import zlib
 from collections import OrderedDict
@@ -190,13 +191,15 @@ class StatsFolder:
         return loaded if isinstance(loaded, dict) else {}
 
     def touch_epoch(self) -> int:
-        """Touch the epoch file now; its mtime (ns, the file system's clock). OSError."""
+        """Touch the epoch file now: the later of its mtime (the file system's clock,
+        which files are compared with) and this process's clock (which packs and uses
+        records are stamped with: papy._cache_packs), in ns. OSError."""
         path = os.path.join(self.folder, "epoch")
         os.makedirs(self.folder, exist_ok=True)
         with open(path, "ab"):
             pass
         os.utime(path)
-        return os.stat(path).st_mtime_ns
+        return max(os.stat(path).st_mtime_ns, time.time_ns())
 
     def warn_once(self, tag: str) -> bool:
         """True for the first caller of all processes (and whenever that cannot be told)."""

@@ -156,6 +156,14 @@ class WorkerCache:
         self.tag = self.prefix.hex()[:16]
         self.bare = getattr(self.plain, "_bare", None)
         self.record = CacheRecord()
+        self.fresh()
+
+    def fresh(self) -> CacheRecord:
+        """A new use of this Worker here (made, arrived in a worker, or given to a new
+        run's call): what other processes stored since is read at its next miss. Its
+        record."""
+        self.cache._store.index(self.prefix).stale = True
+        return self.record
 
     def __call__(self, inbox: Sequence[Any]) -> Any:
         """One inbox: a batch of one (a BaseException of the function is raised)."""

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ._cache_run import carry_stages
+from ._cache_run import carry_stages, record_of
 from ._errors import PiperError, WorkerError
 from ._worker import NEVER_SUSPECT, REPORT_EVERY, Busy, _clock, any_instance, map_stage
 
@@ -287,7 +287,7 @@ class FusedCall:
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         self.workers, self.boxing, self.inputs = state
         self.stages = [(w, getattr(w, "_bare", None)) for w in self.workers]
-        records = [getattr(w, "cache_record", None) for w in self.workers]
+        records = [record_of(w) for w in self.workers]
         self.records = records if any(r is not None for r in records) else None
         self.pending = [0.0] * len(self.workers)
         self.reported = _clock()

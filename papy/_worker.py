@@ -21,7 +21,7 @@ import traceback
 import types
 from typing import Any, Callable, Iterable, Sequence
 
-from ._cache_run import carry, carry_one
+from ._cache_run import carry, carry_one, record_of
 from ._errors import PiperError, WorkerError
 
 __all__ = ["Worker"]
@@ -363,7 +363,7 @@ class TimedCall:
         self.worker = state
         # a Worker of one function without arguments: evaluated here, one call less
         self.bare = getattr(state, "_bare", None) if isinstance(state, Worker) else None
-        self.record = state.cache_record if isinstance(state, Worker) else None
+        self.record = record_of(state)     # a cached Worker's record, or None
         self.pending = 0.0
         self.reported = time.perf_counter()
 

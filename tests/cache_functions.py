@@ -200,7 +200,7 @@ def hammer_entry(inbox, root):
         size = 10 if round_ % 2 else 5000       # inline entries and result files both
         store.save(HAMMERED, ["key"], [(inbox[0], "x" * size)])
         [location] = store.find(HAMMERED, ["key"])
-        [value] = store.fetch(HAMMERED, [location])
+        [value] = store.fetch(HAMMERED, ["key"], [location])
         if value is MISSING:
             continue
         if not (isinstance(value, tuple) and value[1] in ("x" * 10, "x" * 5000)):
@@ -215,7 +215,7 @@ def read_hammered(root):
     store = Store(root)
     forget_indexes(store.packs)
     [location] = store.find(HAMMERED, ["key"])
-    [value] = store.fetch(HAMMERED, [location])
+    [value] = store.fetch(HAMMERED, ["key"], [location])
     return value
 
 

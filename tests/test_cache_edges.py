@@ -20,6 +20,7 @@ import pytest
 import papy._cache as cache_module
 import papy._cache_packs as packs_module
 from papy import Cache, IMap, Worker
+from papy._cache_packs import parse_segment
 from papy._worker import map_stage
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -147,9 +148,9 @@ def test_a_full_disk_degrades_to_no_caching_with_one_warning(tmp_path, monkeypat
     worker = Worker(cf.square, cache=cache)
     worker([1])                                   # stored before the disk filled up
 
-    def full(path, data):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
-    monkeypatch.setattr(packs_module, "_write_new", full)
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(packs_module, "write_all", full)
     with caplog.at_level(logging.WARNING, logger="papy"):
         assert [worker([i]) for i in range(6)] == [i * i for i in range(6)]
     warnings = [r.getMessage() for r in caplog.records if "cannot store" in r.getMessage()]
@@ -181,15 +182,23 @@ def test_a_file_size_limit_in_a_real_process(tmp_path):
     assert done.stderr.count("cannot store results") == 1 and "File too large" in done.stderr
 
 
+def entry_count(root) -> int:
+    """The entries of every whole pack of every segment."""
+    count = 0
+    for path in entry_files(root):
+        data = read(path)
+        count += sum(pack.count for _, _, pack in parse_segment(data) if pack is not None)
+    return count
+
+
 def test_prune_removes_what_was_not_used_since_the_cache_was_made(tmp_path):
     first = Cache(tmp_path)
     worker = Worker(cf.big, cache=first)
     for i in range(3):
         worker([i])
-    for path in entry_files(tmp_path) + result_files(tmp_path):
+    for path in result_files(tmp_path):
         os.utime(path, (HOUR_AGO, HOUR_AGO))      # a run of an hour ago
-    stale_temp = os.path.join(os.path.dirname(os.path.dirname(entry_files(tmp_path)[0])),
-                              ".tmp-host-1-2-3")
+    stale_temp = os.path.join(os.path.dirname(entry_files(tmp_path)[0]), ".tmp-host-1-2-3")
     with open(stale_temp, "w"):
         pass
     os.utime(stale_temp, (HOUR_AGO, HOUR_AGO))
@@ -197,38 +206,37 @@ def test_prune_removes_what_was_not_used_since_the_cache_was_made(tmp_path):
     for name in os.listdir(first._stats.folder):
         os.utime(os.path.join(first._stats.folder, name), (HOUR_AGO, HOUR_AGO))
 
-    second = Cache(tmp_path)
+    second = Cache(tmp_path)                      # packs written before it are "old"
     again = Worker(cf.big, cache=second)
     again([0])                                    # read: kept
     again([9])                                    # stored: kept
     removed = second.prune()
     assert removed["entries"] == 2 and removed["results"] == 2 and removed["bytes"] > 8000
     assert not os.path.exists(stale_temp) and not os.path.exists(first._stats.folder)
-    assert len(entry_files(tmp_path)) == 2 and len(result_files(tmp_path)) == 2
+    assert entry_count(tmp_path) == 2 and len(result_files(tmp_path)) == 2
     again([0]), again([9]), again([1])
     assert hits_misses(second) == (3, 2)
 
-    for path in entry_files(tmp_path):
-        os.utime(path, (HOUR_AGO, HOUR_AGO))      # not stored since the last prune ...
-    shutil.rmtree(tmp_path / "uses")              # ... nor read
-    assert second.prune()["entries"] == 3 and entry_files(tmp_path) == []
+    shutil.rmtree(tmp_path / "uses")              # as if nothing was read since
+    assert second.prune()["entries"] == 2 and entry_count(tmp_path) == 1   # [1] is new
+    assert second.prune()["entries"] == 1 and entry_count(tmp_path) == 0   # not any more
 
 
 def test_prune_keeps_the_entries_of_a_batch_that_were_read(tmp_path):
     cache = Cache(tmp_path)
     values, _ = map_stage(Worker(cf.square, cache=cache), None, list(range(10)), True)
     assert values == [i * i for i in range(10)]
-    [pack] = entry_files(tmp_path)                  # one batch: one pack
-    os.utime(pack, (HOUR_AGO, HOUR_AGO))
+    [segment] = entry_files(tmp_path)
+    assert [p.count for _, _, p in parse_segment(read(segment))] == [10]   # one pack
     later = Cache(tmp_path)
     worker = Worker(cf.square, cache=later)
     assert [worker([i]) for i in (2, 5)] == [4, 25]
-    assert later.prune()["entries"] == 8
-    [kept] = entry_files(tmp_path)
-    assert kept != pack and os.stat(kept).st_mtime < time.time() - 1800   # as old as before
+    assert later.prune()["entries"] == 8 and entry_count(tmp_path) == 2
     check = Cache(tmp_path)
     assert [Worker(cf.square, cache=check)([i]) for i in (2, 5, 7)] == [4, 25, 49]
     assert hits_misses(check) == (2, 1)
+    assert check.prune()["entries"] == 0            # read or stored since check was made
+    assert Cache(tmp_path).prune()["entries"] == 3  # but not since this one was
 
 
 def test_clear_removes_all_entries_and_keeps_counting(tmp_path):
@@ -238,7 +246,7 @@ def test_clear_removes_all_entries_and_keeps_counting(tmp_path):
     cache.clear()
     assert entry_files(tmp_path) == [] and result_files(tmp_path) == []
     worker([1])
-    assert hits_misses(cache) == (0, 3) and len(entry_files(tmp_path)) == 1
+    assert hits_misses(cache) == (0, 3) and entry_count(tmp_path) == 1
 
 
 def test_stats_reset_returns_the_counts_before(tmp_path, worker_type):
