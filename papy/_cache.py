@@ -44,6 +44,7 @@ from typing import Any
 
 from . import _cache_store
 from ._cache_stats import StatsFolder
+from ._cache_packs import PrefixIndex, index_of
 from ._cache_store import FULL_DISK, MISSING, Store
 from ._fingerprint import fingerprint
 from ._keys import UnkeyableError, call_arguments, content_digest, inbox_key
@@ -53,6 +54,7 @@ __all__ = ["Cache", "CachedFunction"]
 log = logging.getLogger(__name__)
 
 _DIGEST = 20
+_NO_WARNINGS: tuple[str, ...] = ()
 
 
 def _papy_series() -> str:
@@ -215,47 +217,57 @@ class Cache:
     def _count_many(self, **amounts: int) -> None:
         self._stats.count_many(amounts)
 
-    def _find(self, prefix: bytes, keys: list[str | bytes]) -> tuple[list[Any], list[int]]:
+    def _index(self, prefix: bytes) -> PrefixIndex:
+        """This process's index of the entries of ``prefix`` (papy._cache_packs)."""
+        return index_of(self._store.packs, prefix)
+
+    def _find(self, index: PrefixIndex, keys: list[str | bytes]
+              ) -> tuple[list[Any], list[int]]:
         """The stored result of each key (MISSING where there is none or it cannot be
         read) and the positions of the misses; not counted (the caller counts)."""
-        store = self._store
-        locations = store.find(prefix, keys)
+        locations = index.find(keys)
         misses = list(compress(range(len(keys)), map(is_, locations, repeat(None))))
         if len(misses) == len(keys):
             return [MISSING] * len(keys), misses
+        store = self._store
         if not misses:
-            results = store.fetch(prefix, keys, locations)  # type: ignore[arg-type]
+            results = store.fetch(index, keys, locations)  # type: ignore[arg-type]
         else:
             found = list(compress(range(len(keys)), map(is_not, locations, repeat(None))))
             results = [MISSING] * len(keys)
-            fetched = store.fetch(prefix, [keys[k] for k in found],
+            fetched = store.fetch(index, [keys[k] for k in found],
                                   [locations[k] for k in found])  # type: ignore[misc]
             for k, value in zip(found, fetched):
                 results[k] = value
         # the misses, and the entries whose pack or result file could not be read here
         return results, list(compress(range(len(keys)), map(is_, results, repeat(MISSING))))
 
-    def _keep(self, prefix: bytes, keys: list[str | bytes], values: list[Any], tag: str,
-              label: str) -> tuple[int, list[str]]:
+    def _find_one(self, index: PrefixIndex, key: str | bytes) -> Any:
+        """The stored result of one key, or MISSING (not counted)."""
+        location = index.find_one(key)
+        if location is None:
+            return MISSING
+        return self._store.fetch(index, [key], [location])[0]
+
+    def _keep(self, index: PrefixIndex, keys: list[str | bytes], values: list[Any],
+              tag: str, label: str) -> tuple[int, tuple[str, ...]]:
         """Store ``values`` under ``keys`` (one pack): (bytes written, the warnings logged
         now, for the caller's record). Counts what could not be stored."""
         if self._shared.writes_off is not None or not keys:
-            return 0, []
+            return 0, _NO_WARNINGS
         try:
-            saved = self._store.save(prefix, keys, values)
+            saved = self._store.save(index, keys, values)
         except OSError as exc:
             self._count("write_errors")
             warning = self._write_failed(exc)
-            return 0, [warning] if warning else []
-        warnings: list[str] = []
-        if saved.unpicklable:
-            exc = next(iter(saved.unpicklable.values()))
-            warning = self._uncacheable(tag, f"a result of {label} cannot be pickled "
-                                             f"({type(exc).__name__}: {exc})",
-                                        len(saved.unpicklable))
-            if warning:
-                warnings.append(warning)
-        return saved.written, warnings
+            return 0, (warning,) if warning else _NO_WARNINGS
+        if not saved.unpicklable:
+            return saved.written, _NO_WARNINGS
+        exc = next(iter(saved.unpicklable.values()))
+        warning = self._uncacheable(tag, f"a result of {label} cannot be pickled "
+                                         f"({type(exc).__name__}: {exc})",
+                                    len(saved.unpicklable))
+        return saved.written, (warning,) if warning else _NO_WARNINGS
 
     def _uncacheable(self, tag: str, why: str, count: int = 1) -> str | None:
         """Count items that cannot be cached; warn once per cache and function."""
@@ -348,8 +360,8 @@ class CachedFunction:
             cache._uncacheable(self._tag(), f"a call of {self._label} has no key "
                                             f"({exc})")
             return self._func(*args, **kwargs)
-        prefix = self._prefix()
-        [value], _ = cache._find(prefix, [key])
+        index = cache._index(self._prefix())
+        value = cache._find_one(index, key)
         if value is not MISSING:
             cache._count("hits")
             return value
@@ -359,7 +371,7 @@ class CachedFunction:
         except Exception:
             cache._count("errors")
             raise
-        written, _ = cache._keep(prefix, [key], [value], self._tag(), self._label)
+        written, _ = cache._keep(index, [key], [value], self._tag(), self._label)
         if written:
             cache._count("bytes", written)
         return value

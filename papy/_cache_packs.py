@@ -11,10 +11,10 @@ A pack (binary; every integer little-endian)::
             | values u64 | time_ns u64 (when it was written)
     keys    pickle: the list of ``count`` keys (str or bytes: papy._keys.inbox_key)
     refs    20 bytes per result file the values point at (read by prune)
-    check   blake2b-16 of header, keys and refs
+    check   crc32 of header, keys and refs
     values  pickle: the list of ``count`` results (a result stored in its own file:
             ``Stored(digest, size)``)
-    check   blake2b-16 of values
+    check   crc32 of values
 
 Who writes and who reads:
 
@@ -36,7 +36,6 @@ dict (atomic under the GIL), loading, refreshing and appending hold the index's 
 """
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
 import os
@@ -46,6 +45,7 @@ import struct
 import threading
 import time
 import uuid
+import zlib
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
@@ -62,7 +62,8 @@ SUFFIX = ".seg"
 MAX_PER_PACK = 1 << 24
 _POSITION_BITS, _OFFSET_BITS = 24, 40
 _HEADER = struct.Struct("<8sBBHIIIQQ")
-_CHECK = 16
+_CHECK = 4
+_CRC = struct.Struct("<I")
 _DIGEST = 20
 _OPEN_LIMIT = 16                # segment files kept open per index, for reading
 _HOST = socket.gethostname().replace("/", "_") or "host"
@@ -122,11 +123,11 @@ class Stored:
         return (Stored, (self.digest, self.size))
 
 
-def _check(*parts: bytes) -> bytes:
-    digest = hashlib.blake2b(digest_size=_CHECK)
+def _check(*parts: bytes | memoryview) -> bytes:
+    check = 0
     for part in parts:
-        digest.update(part)
-    return digest.digest()
+        check = zlib.crc32(part, check)
+    return _CRC.pack(check)
 
 
 def encode_pack(keys: list[str | bytes], values: bytes, refs: list[bytes],
@@ -238,8 +239,8 @@ class _Segment:
 class PrefixIndex:
     """This process's index of the segments of one prefix (module docstring)."""
 
-    def __init__(self, folder: str):
-        self.folder = folder
+    def __init__(self, folder: str, prefix: bytes):
+        self.folder, self.prefix = folder, prefix
         self.lock = threading.Lock()
         self.entries: dict[str | bytes, int] = {}
         self.segments: list[_Segment] = []
@@ -253,39 +254,63 @@ class PrefixIndex:
 
     # -- looking up --------------------------------------------------------------------
     def find(self, keys: list[str | bytes]) -> list[int | None]:
-        """The location of each key (None: not known here)."""
+        """The location of each key (None: not known here); what other processes appended
+        meanwhile is read when a key is not known and the index is stale."""
         if not self.loaded:
-            self.refresh(force=True)
-        return list(map(self.entries.get, keys))
+            self.load()
+        found = list(map(self.entries.get, keys))
+        if None in found and self.refresh():
+            again = self.entries.get
+            found = [again(key) if at is None else at for key, at in zip(keys, found)]
+        return found
 
-    def refresh(self, force: bool = False) -> bool:
-        """Read what was appended to the segments since the last refresh, if the index is
-        stale (or ``force``); True when something was read."""
-        now = time.monotonic()
-        if not (force or self.stale or now - self.refreshed >= REFRESH_SECONDS):
+    def find_one(self, key: str | bytes) -> int | None:
+        """``find([key])[0]``, for one item."""
+        if not self.loaded:
+            self.load()
+        location = self.entries.get(key)
+        if location is None and self.refresh():
+            location = self.entries.get(key)
+        return location
+
+    def load(self) -> None:
+        """Read every segment, once (the first lookup; other threads wait for it)."""
+        with self.lock:
+            if not self.loaded:
+                self._read_new()
+                self.loaded = True
+
+    def refresh(self) -> bool:
+        """Read what was appended to the segments since the last time, if the index is
+        stale; True when something was read."""
+        if not self.stale and time.monotonic() - self.refreshed < REFRESH_SECONDS:
             return False
         with self.lock:
-            self.stale, self.refreshed, self.loaded = False, now, True
-            found = False
-            for name in segment_files(self.folder):
-                number = self.by_name.get(name)
-                if number is None:
-                    number = self._register(name)
-                if number == self.own:
+            return self._read_new()
+
+    def _read_new(self) -> bool:
+        """Read what the segments hold past what was read (holding the lock)."""
+        self.stale, self.refreshed = False, time.monotonic()
+        found = False
+        for name in segment_files(self.folder):
+            number = self.by_name.get(name)
+            if number is None:
+                number = self._register(name)
+            if number == self.own:
+                continue
+            segment = self.segments[number]
+            path = os.path.join(self.folder, name)
+            try:
+                if os.stat(path).st_size <= segment.parsed:
                     continue
-                segment = self.segments[number]
-                path = os.path.join(self.folder, name)
-                try:
-                    if os.stat(path).st_size <= segment.parsed:
-                        continue
-                    with open(path, "rb") as handle:
-                        handle.seek(segment.parsed)
-                        data = handle.read()
-                except OSError as exc:
-                    log.debug("cache segment %s unreadable: %s", path, exc)
-                    continue
-                found = self._parse(number, segment, data) or found
-            return found
+                with open(path, "rb") as handle:
+                    handle.seek(segment.parsed)
+                    data = handle.read()
+            except OSError as exc:
+                log.debug("cache segment %s unreadable: %s", path, exc)
+                continue
+            found = self._parse(number, segment, data) or found
+        return found
 
     def _register(self, name: str) -> int:
         number = len(self.segments)
@@ -392,24 +417,24 @@ def pack_of(location: int) -> int:
 
 # -- the indexes of this process -----------------------------------------------------------
 _registry_lock = threading.Lock()
-_indexes: dict[str, PrefixIndex] = {}
+_indexes: dict[tuple[str, bytes], PrefixIndex] = {}
 
 
 def index_of(packs: str, prefix: bytes) -> PrefixIndex:
     """This process's index of ``prefix`` in the packs folder ``packs``."""
-    folder = os.path.join(packs, prefix.hex())
-    index = _indexes.get(folder)
+    index = _indexes.get((packs, prefix))
     if index is None:
         with _registry_lock:
-            index = _indexes.setdefault(folder, PrefixIndex(folder))
+            index = _indexes.setdefault((packs, prefix),
+                                        PrefixIndex(os.path.join(packs, prefix.hex()), prefix))
     return index
 
 
 def forget_indexes(packs: str) -> None:
     """Drop this process's indexes of ``packs`` (prune or clear changed it)."""
     with _registry_lock:
-        dropped = [f for f in _indexes if os.path.dirname(f) == packs]
-        indexes = [_indexes.pop(f) for f in dropped]
+        dropped = [key for key in _indexes if key[0] == packs]
+        indexes = [_indexes.pop(key) for key in dropped]
     for index in indexes:
         index.close()
 

@@ -4,6 +4,9 @@
     each batch:  carry(record, values, raised)
         one result of the batch becomes Counted(delta, result): the RecordDelta taken
         from the cached Worker's record (a fused call: one delta per stage, a tuple)
+    item by item (an IMap's tracked mode): call_one(record, call, item)
+        every result is a Counted; the cached Workers' entries wait in PENDING and are
+        written before the results leave the worker (PendingWrites)
                          |  travels with the results (pickled: processes, remote hosts)
                          v
     the parent, settling the batch (papy._settle): count_carried(node, counted)
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -36,7 +40,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Counted", "record_of", "carry", "carry_stages", "count_carried", "count_skipped", "count_lost",
+__all__ = ["Counted", "DEFERRING", "PENDING", "record_of", "carry", "call_one", "carry_stages",
+           "count_carried", "count_skipped", "count_lost",
            "cache_counts_of", "cache_stats", "summary_lines"]
 
 OUTCOMES = ("executed", "cached", "failed", "upstream_failed")
@@ -44,7 +49,11 @@ OUTCOMES = ("executed", "cached", "failed", "upstream_failed")
 
 class Counted:
     """A result that also carries the cache record's deltas of the Worker(s) that made it:
-    a RecordDelta, or for a fused call a tuple with one (or None) per stage."""
+    a RecordDelta, or for a fused call a tuple with one (or None) per stage; None when it
+    only marks a result of a per-item call (see ``call_one``).
+
+    Pickling it (the worker's reply to the parent) first writes the entries this process
+    deferred (``PENDING``): they are on disk before the results leave the worker."""
 
     __slots__ = ("deltas", "value")
 
@@ -52,7 +61,69 @@ class Counted:
         self.deltas, self.value = deltas, value
 
     def __reduce__(self) -> tuple[Any, ...]:
+        PENDING.flush()
         return (Counted, (self.deltas, self.value))
+
+
+class _Deferring(threading.local):
+    on = False
+
+
+#: set by ``call_one`` in the thread that evaluates one item: a cached Worker then adds
+#: its new entries to PENDING instead of writing a pack for each item
+DEFERRING = _Deferring()
+
+
+class PendingWrites:
+    """The entries this process computed item by item and has not written yet.
+
+    An IMap evaluates short batches and slow items one by one ("tracked"): a pack per item
+    would cost more than the items themselves (and keep the IMap from ever batching). The
+    results of such a batch leave the worker together, after its last item, and always
+    inside ``Counted``: the entries are written in one pack per Worker when the reply is
+    pickled (``Counted.__reduce__``: processes, remote hosts) or, for a pool in this
+    process, when the parent settles the results (``count_carried``) -- before they go
+    downstream either way. More than LIMIT entries are written at once."""
+
+    LIMIT = 4096
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.entries: dict[tuple[int, int], tuple[Any, Any, list[Any], list[Any]]] = {}
+        self.count = 0
+
+    def add(self, owner: Any, index: Any, keys: list[Any], values: list[Any]) -> None:
+        with self.lock:
+            found = self.entries.get((id(owner), id(index)))
+            if found is None:
+                self.entries[(id(owner), id(index))] = (owner, index, list(keys),
+                                                        list(values))
+            else:
+                found[2].extend(keys)
+                found[3].extend(values)
+            self.count += len(keys)
+            full = self.count >= self.LIMIT
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what is pending (never raises: a failure is logged, as the write of a
+        batch would have been; the items go on uncached)."""
+        if not self.count:
+            return
+        with self.lock:
+            entries, self.entries, self.count = self.entries, {}, 0
+        for owner, index, keys, values in entries.values():
+            try:
+                owner.write(index, keys, values)
+            except Exception:  # noqa: BLE001 - a bug must not lose the batch's results
+                log.exception("papy cache: deferred entries of %s could not be written",
+                              getattr(owner, "label", owner))
+
+
+PENDING = PendingWrites()
+# a forked child writes only what it computes itself
+os.register_at_fork(after_in_child=PENDING.__init__)
 
 
 def record_of(worker: Any) -> Any:
@@ -80,10 +151,18 @@ def carry(record: Any, values: list[Any], raised: dict[int, BaseException] | Non
             values[position] = Counted(delta, values[position])
 
 
-def carry_one(record: Any, result: Any) -> Any:
-    """The per-item calls (an IMap's tracked mode): the result, with the delta if any."""
-    delta = record.take()
-    return result if delta is None else Counted(delta, result)
+def call_one(record: Any, call: Any, argument: Any) -> Counted:
+    """A per-item call of the run layer (an IMap's tracked mode): ``call(argument)`` with
+    the cached Worker's writes deferred, its result as a Counted with the delta (or None).
+    A BaseException of the function is raised (the IMap makes it that item's error)."""
+    previous, DEFERRING.on = DEFERRING.on, True
+    try:
+        result = call(argument)
+    finally:
+        DEFERRING.on = previous
+    if type(result) is Counted:
+        return result
+    return Counted(None if record is None else record.take(), result)
 
 
 def carry_stages(records: list[Any], values: list[Any],
@@ -104,9 +183,13 @@ def cache_counts_of(pipers: tuple[Piper, ...]) -> dict[int, dict[str, int]]:
 
 
 def count_carried(node: Node, counted: Counted) -> Any:
-    """Add what ``counted`` carries to the node's counts; the result it wraps."""
+    """Add what ``counted`` carries to the node's counts; the result it wraps. The entries
+    deferred in this process (a pool of threads: PENDING) are written first."""
+    PENDING.flush()
     deltas = counted.deltas
-    if type(deltas) is tuple:
+    if deltas is None:
+        pass
+    elif type(deltas) is tuple:
         for piper, delta in zip(node.pipers, deltas):
             if delta is not None:
                 _add(node, piper, delta)

@@ -3,7 +3,8 @@
     root/stats/<cache id>/
       <host>-<pid>-<token>.counts   one per process that used the cache (or a copy of it):
                                     its running totals, one fixed-size record rewritten
-                                    in place (pwrite at offset 0) after every event
+                                    in place after every event (the file is mapped in
+                                    memory: an update costs no system call)
       baseline                      the totals per file at the last stats(reset=True)
       epoch                         touched when the Cache was made and at each prune():
                                     its mtime is the file-system time prune() compares with
@@ -12,8 +13,10 @@
 Why files and no manager process: a copy of the Cache travels to threads, processes and
 remote hosts that share the directory, and nothing else is shared by all of them. Each
 process writes only its own file (no lock across processes, no append races on NFS); the
-counts of a process are on disk as soon as the event happened, so a worker killed by
-SIGKILL loses none; ``stats()`` reads and sums the files, minus the baseline. The token
+counts of a process are in its file (the kernel's page cache) as soon as the event
+happened, so a worker killed by SIGKILL loses none (another host sharing the directory over
+NFS sees them when the kernel writes the page back, at the latest when that process
+ends); ``stats()`` reads and sums the files, minus the baseline. The token
 keeps a recycled pid from overwriting a dead process's totals. Threads of one process
 share its record under a lock.
 
@@ -22,7 +25,9 @@ reader that sees a torn record (a write under way) reads again.
 """
 from __future__ import annotations
 
+import errno
 import json
+import mmap
 import logging
 import os
 import shutil
@@ -43,58 +48,75 @@ log = logging.getLogger(__name__)
 
 FIELDS = ("hits", "misses", "bytes", "errors", "uncacheable", "write_errors")
 _RECORD = struct.Struct(f"<8s{len(FIELDS)}QI")
+_BODY = struct.Struct(f"<8s{len(FIELDS)}Q")
+_CRC = struct.Struct("<I")
 _MAGIC = b"PAPYSTAT"
 _SUFFIX = ".counts"
-_OPEN_LIMIT = 32            # counter files kept open per process (the others reopen)
+_OPEN_LIMIT = 32            # counter files kept mapped per process (the others map again)
 _HOST = socket.gethostname().replace("/", "_") or "host"
 
 
 class _ProcessCounter:
-    """This process's totals for one cache, and the file that holds them."""
+    """This process's totals for one cache, and the file that holds them (mapped in
+    memory: an update is a write to memory that the kernel keeps, SIGKILL or not)."""
 
     def __init__(self, folder: str):
         self.folder = folder
         self.name = f"{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}{_SUFFIX}"
         self.values = [0] * len(FIELDS)
         self.lock = threading.Lock()
-        self.fd: int | None = None
+        self.map: mmap.mmap | None = None
         self.broken = False         # the file cannot be written: counts kept in memory
 
     def add(self, index: int, amount: int) -> None:
         self.add_many(((index, amount),))
 
     def add_many(self, amounts: Iterable[tuple[int, int]]) -> None:
-        """Add ``(field index, amount)`` pairs; one write of the record."""
+        """Add ``(field index, amount)`` pairs; one update of the record."""
         with self.lock:
             for index, amount in amounts:
                 self.values[index] += amount
             if self.broken:
                 return
-            body = _MAGIC + struct.pack(f"<{len(FIELDS)}Q", *self.values)
-            record = body + struct.pack("<I", zlib.crc32(body))
+            body = _BODY.pack(_MAGIC, *self.values)
+            record = body + _CRC.pack(zlib.crc32(body))
             try:
-                if self.fd is None:
-                    self.fd = _open_counter(self.folder, self.name)
+                if self.map is None:
+                    self.map = _map_counter(self.folder, self.name, record)
                     _opened(self)
-                os.pwrite(self.fd, record, 0)
-            except OSError as exc:
+                else:
+                    self.map[:] = record
+            except (OSError, ValueError) as exc:
                 self.broken = True
                 log.debug("cache counters %s cannot be written (%s): kept in this process",
                           self.folder, exc)
 
+    def close(self) -> None:
+        if self.map is not None:
+            self.map.close()
+            self.map = None
 
-def _open_counter(folder: str, name: str) -> int:
+
+def _map_counter(folder: str, name: str, record: bytes) -> mmap.mmap:
+    """The counter file, its first record written (its block allocated: a full disk is
+    an OSError now, never a SIGBUS later), mapped in memory."""
     path = os.path.join(folder, name)
     try:
-        return os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except FileNotFoundError:
         os.makedirs(folder, exist_ok=True)
-        return os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if os.pwrite(fd, record, 0) != len(record):
+            raise OSError(errno.ENOSPC, "short write")
+        return mmap.mmap(fd, len(record))
+    finally:
+        os.close(fd)
 
 
 _registry_lock = threading.Lock()
 _counters: dict[str, _ProcessCounter] = {}
-_open: OrderedDict[int, _ProcessCounter] = OrderedDict()     # id -> counter with an fd
+_open: OrderedDict[int, _ProcessCounter] = OrderedDict()     # id -> mapped counter
 
 
 def _opened(counter: _ProcessCounter) -> None:
@@ -107,12 +129,10 @@ def _opened(counter: _ProcessCounter) -> None:
             victims.append(_open.popitem(last=False)[1])
     for victim in victims:
         # never wait for a victim's lock (its owner may be waiting for ours): one that
-        # is busy just stays open (an fd more, not a wrong count)
+        # is busy just stays mapped (a mapping more, not a wrong count)
         if victim is not counter and victim.lock.acquire(blocking=False):
             try:
-                if victim.fd is not None:
-                    os.close(victim.fd)
-                    victim.fd = None
+                victim.close()
             finally:
                 victim.lock.release()
 

@@ -74,6 +74,9 @@ class Saved:
         self.written, self.unpicklable = written, unpicklable
 
 
+_NONE: dict[int, Exception] = {}
+
+
 class Store:
     """The packs, results and uses of the cache directory ``root`` (module docstring)."""
 
@@ -99,22 +102,11 @@ class Store:
         return os.path.join(self.results, text[:2], text[2:])
 
     # -- read --------------------------------------------------------------------------
-    def find(self, prefix: bytes, keys: list[str | bytes]) -> list[int | None]:
-        """The location of each key's entry (None: none); what other processes appended
-        meanwhile is read when a key is not known here and the index is stale."""
-        index = self.index(prefix)
-        found = index.find(keys)
-        if None in found and index.refresh():
-            again = index.entries.get
-            found = [again(key) if at is None else at for key, at in zip(keys, found)]
-        return found
-
-    def fetch(self, prefix: bytes, keys: list[str | bytes], locations: list[int]
+    def fetch(self, index: PrefixIndex, keys: list[str | bytes], locations: list[int]
               ) -> list[Any]:
-        """The results of ``keys`` at ``locations`` (MISSING where a pack or a result file
-        cannot be read here: a miss, and the entry leaves the index). Each pack is read
-        and unpickled once per call, so the results are new objects, nobody else's."""
-        index = self.index(prefix)
+        """The results of ``keys`` at ``locations`` (``index.find``; MISSING where a pack or
+        a result file cannot be read here: a miss, and the entry leaves the index). Each
+        pack is read and unpickled once per call: the results are new objects."""
         results = [MISSING] * len(locations)
         by_pack: dict[int, list[int]] = {}
         for position, location in enumerate(locations):
@@ -133,7 +125,7 @@ class Store:
                 if value is MISSING:
                     index.forget(keys[position], location)
                 results[position] = value
-        note_uses(self.uses, prefix, keys)
+        note_uses(self.uses, index.prefix, keys)
         return results
 
     def _load_result(self, stored: Stored) -> Any:
@@ -154,48 +146,49 @@ class Store:
             return MISSING
 
     # -- write -------------------------------------------------------------------------
-    def save(self, prefix: bytes, keys: list[str | bytes], values: list[Any]) -> Saved:
+    def save(self, index: PrefixIndex, keys: list[str | bytes], values: list[Any]) -> Saved:
         """Store ``values`` under ``keys`` in one pack (several past MAX_PER_PACK entries);
         raises OSError. A result that cannot be pickled is left out (``Saved``)."""
+        if len(keys) <= MAX_PER_PACK:
+            return self._save_part(index, keys, values)
         written, unpicklable = 0, {}
         for start in range(0, len(keys), MAX_PER_PACK):
-            part = self._save_part(prefix, keys[start:start + MAX_PER_PACK],
+            part = self._save_part(index, keys[start:start + MAX_PER_PACK],
                                    values[start:start + MAX_PER_PACK])
             written += part.written
             unpicklable.update({start + k: exc for k, exc in part.unpicklable.items()})
         return Saved(written, unpicklable)
 
-    def _save_part(self, prefix: bytes, keys: list[str | bytes], values: list[Any]) -> Saved:
-        refs: list[bytes] = []
-        unpicklable: dict[int, Exception] = {}
+    def _save_part(self, index: PrefixIndex, keys: list[str | bytes], values: list[Any]
+                   ) -> Saved:
         try:
             blob: bytes | None = pickle.dumps(values, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception:  # noqa: BLE001 - found item by item below
             blob = None
         if blob is not None and len(blob) <= INLINE_LIMIT * len(values):
-            written = len(blob)
-        else:           # large or unpicklable results: item by item
-            written, kept_keys, kept = 0, [], []
-            for position, (key, value) in enumerate(zip(keys, values)):
-                try:
-                    payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-                except Exception as exc:  # noqa: BLE001 - whatever pickle refuses
-                    unpicklable[position] = exc
-                    continue
-                if len(payload) > INLINE_LIMIT:
-                    stored, new = self._save_result(payload)
-                    written += new
-                    refs.append(stored.digest)
-                    value = stored
-                else:
-                    written += len(payload)
-                kept_keys.append(key)
-                kept.append(value)
-            if not kept_keys:
-                return Saved(written, unpicklable)
-            keys = kept_keys
+            index.append(encode_pack(keys, blob, []), keys)
+            return Saved(len(blob), _NONE)
+        refs: list[bytes] = []
+        unpicklable: dict[int, Exception] = {}
+        written, kept_keys, kept = 0, [], []       # large or unpicklable results: one by one
+        for position, (key, value) in enumerate(zip(keys, values)):
+            try:
+                payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception as exc:  # noqa: BLE001 - whatever pickle refuses
+                unpicklable[position] = exc
+                continue
+            if len(payload) > INLINE_LIMIT:
+                stored, new = self._save_result(payload)
+                written += new
+                refs.append(stored.digest)
+                value = stored
+            else:
+                written += len(payload)
+            kept_keys.append(key)
+            kept.append(value)
+        if kept_keys:
             blob = pickle.dumps(kept, protocol=pickle.HIGHEST_PROTOCOL)
-        self.index(prefix).append(encode_pack(keys, blob, refs), keys)
+            index.append(encode_pack(kept_keys, blob, refs), kept_keys)
         return Saved(written, unpicklable)
 
     def _save_result(self, payload: bytes) -> tuple[Stored, int]:

@@ -33,13 +33,15 @@ full disk) and the process it comes from: the parent logs those of other process
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._cache import Cache
+from ._cache_packs import PrefixIndex
+from ._cache_run import DEFERRING, PENDING
+from ._cache_store import MISSING
 from ._errors import PiperError, WorkerError
 from ._keys import RAW_LIMIT, RAW_SCALARS, UnkeyableError, call_arguments, inbox_key, long_key
 from ._worker import any_instance, map_stage, _worker_error
@@ -53,24 +55,36 @@ OUTCOMES = ("executed", "cached", "failed", "upstream_failed")
 _ERRORS = (WorkerError, PiperError)
 
 
-@dataclasses.dataclass(frozen=True)
 class RecordDelta:
     """The outcomes of a cached Worker's items counted since the previous take, with the
-    warnings raised meanwhile and the process that counted them."""
+    warnings raised meanwhile and the process that counted them (picklable)."""
 
-    executed: int = 0
-    cached: int = 0
-    failed: int = 0
-    upstream_failed: int = 0
-    warnings: tuple[str, ...] = ()
-    pid: int = 0
+    __slots__ = ("executed", "cached", "failed", "upstream_failed", "warnings", "pid")
+
+    def __init__(self, executed: int = 0, cached: int = 0, failed: int = 0,
+                 upstream_failed: int = 0, warnings: tuple[str, ...] = (), pid: int = 0):
+        self.executed, self.cached, self.failed = executed, cached, failed
+        self.upstream_failed, self.warnings, self.pid = upstream_failed, warnings, pid
 
     def __add__(self, other: RecordDelta) -> RecordDelta:
         return RecordDelta(self.executed + other.executed, self.cached + other.cached,
                            self.failed + other.failed,
                            self.upstream_failed + other.upstream_failed,
-                           self.warnings + other.warnings,
-                           self.pid if self.pid == other.pid or not other.pid else other.pid)
+                           self.warnings + other.warnings, other.pid or self.pid)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RecordDelta):
+            return NotImplemented
+        return (self.counts(), self.warnings) == (other.counts(), other.warnings)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (RecordDelta, (self.executed, self.cached, self.failed, self.upstream_failed,
+                              self.warnings, self.pid))
+
+    def __repr__(self) -> str:
+        return f"RecordDelta({self.as_dict()}, warnings={len(self.warnings)})"
 
     def counts(self) -> tuple[int, int, int, int]:
         return self.executed, self.cached, self.failed, self.upstream_failed
@@ -87,6 +101,7 @@ class CacheRecord:
         self._lock = threading.Lock()
         self._counts = [0, 0, 0, 0]
         self._warnings: list[str] = []
+        self._dirty = False
 
     def add(self, executed: int = 0, cached: int = 0, failed: int = 0,
             upstream_failed: int = 0, warnings: Sequence[str] = ()) -> None:
@@ -96,19 +111,26 @@ class CacheRecord:
             counts[1] += cached
             counts[2] += failed
             counts[3] += upstream_failed
-            self._warnings.extend(warnings)
+            if warnings:
+                self._warnings.extend(warnings)
+            self._dirty = True
 
     def take(self) -> RecordDelta | None:
         """What was counted since the previous take (None: nothing), and zero again."""
+        if not self._dirty:         # read without the lock: an add under way is taken next
+            return None
         with self._lock:
-            if not any(self._counts) and not self._warnings:
-                return None
             executed, cached, failed, upstream_failed = self._counts
             delta = RecordDelta(executed, cached, failed, upstream_failed,
-                                tuple(self._warnings), os.getpid())
+                                tuple(self._warnings), _PID[0])
             self._counts = [0, 0, 0, 0]
             self._warnings = []
+            self._dirty = False
         return delta
+
+
+_PID = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
 
 
 class _InboxParameter:
@@ -162,7 +184,7 @@ class WorkerCache:
         """A new use of this Worker here (made, arrived in a worker, or given to a new
         run's call): what other processes stored since is read at its next miss. Its
         record."""
-        self.cache._store.index(self.prefix).stale = True
+        self.cache._index(self.prefix).stale = True
         return self.record
 
     def __call__(self, inbox: Sequence[Any]) -> Any:
@@ -177,7 +199,12 @@ class WorkerCache:
         """``map_stage``'s contract (papy._worker): the results of a batch of inboxes
         (``boxed``: of items, each the inbox ``[item]``), errors as values, and
         ``{position: exception}`` for what is not an Exception."""
+        cache = self.cache
+        if len(values) == 1 and boxed and cache.key is None \
+                and type(values[0]) in RAW_SCALARS:
+            return self._one(values)
         tally = _Batch()
+        index = cache._index(self.prefix)
         keys = self._plain_keys(values, boxed)
         if keys is not None:
             positions: list[int] | None = None          # every position, keyed
@@ -186,7 +213,7 @@ class WorkerCache:
         else:
             results = [None] * len(values)
             positions, keys, unkeyed = self._sort(values, boxed, results, tally)
-        found, misses = self.cache._find(self.prefix, keys) if keys else ([], [])
+        found, misses = cache._find(index, keys) if keys else ([], [])
         if positions is None:
             results = found
         else:
@@ -197,10 +224,42 @@ class WorkerCache:
         tally.misses = len(misses)
         raised = None
         if misses or unkeyed:
-            raised = self._evaluate(values, boxed, results, keys, positions, misses, unkeyed,
-                                    tally)
+            raised = self._evaluate(index, values, boxed, results, keys, positions, misses,
+                                    unkeyed, tally)
         self._account(tally)
         return results, raised
+
+    def _one(self, values: list[Any]) -> tuple[list[Any], dict[int, BaseException] | None]:
+        """One plain item (an IMap's tracked mode evaluates item by item): call_batch with
+        nothing it does not need."""
+        cache, record = self.cache, self.record
+        key: str | bytes = repr(values[0])
+        if len(key) > RAW_LIMIT:
+            key = long_key(key)
+        index = cache._index(self.prefix)
+        found = cache._find_one(index, key)
+        if found is not MISSING:
+            cache._count("hits")
+            record.add(cached=1)
+            return [found], None
+        results, raised = map_stage(self.plain, self.bare, values, True)
+        if raised:
+            cache._count("misses")
+            return results, raised
+        result = results[0]
+        if isinstance(result, _ERRORS):
+            cache._count_many(misses=1, errors=1)
+            record.add(failed=1)
+            return results, None
+        if DEFERRING.on:
+            PENDING.add(self, index, [key], results)
+            cache._count("misses")
+            record.add(executed=1)
+            return results, None
+        written, warnings = cache._keep(index, [key], results, self.tag, self.label)
+        cache._count_many(misses=1, bytes=written)
+        record.add(executed=1, warnings=warnings)
+        return results, None
 
     def _plain_keys(self, values: list[Any], boxed: bool) -> list[str | bytes] | None:
         """The keys of a batch of plain items (RAW_SCALARS, no key=), in C; else None."""
@@ -242,9 +301,10 @@ class WorkerCache:
             positions.append(position)
         return positions, keys, unkeyed
 
-    def _evaluate(self, values: list[Any], boxed: bool, results: list[Any],
-                  keys: list[str | bytes], positions: list[int] | None, misses: list[int],
-                  unkeyed: list[int], tally: _Batch) -> dict[int, BaseException] | None:
+    def _evaluate(self, index: PrefixIndex, values: list[Any], boxed: bool,
+                  results: list[Any], keys: list[str | bytes], positions: list[int] | None,
+                  misses: list[int], unkeyed: list[int], tally: _Batch
+                  ) -> dict[int, BaseException] | None:
         """Evaluate the misses (and the unkeyed items) as one batch, store what may be
         stored (one pack), put the results in place; what was raised, by position."""
         every = not unkeyed and len(misses) == len(values)
@@ -255,7 +315,7 @@ class WorkerCache:
         if every and clean:                             # the common first run: all stored
             results[:] = computed
             tally.executed = len(computed)
-            self._keep(keys, computed, tally)
+            self._keep(index, keys, computed, tally)
             return None
         key_at = dict(zip(range(len(values)) if positions is None else positions, keys))
         lost: dict[int, BaseException] = {}
@@ -280,12 +340,16 @@ class WorkerCache:
             else:
                 keep_keys.append(key)
                 keep.append(value)
-        self._keep(keep_keys, keep, tally)
+        self._keep(index, keep_keys, keep, tally)
         return lost or None
 
-    def _keep(self, keys: list[str | bytes], values: list[Any], tally: _Batch) -> None:
-        written, warnings = self.cache._keep(self.prefix, keys, values, self.tag, self.label)
-        tally.warnings += warnings
+    def _keep(self, index: PrefixIndex, keys: list[str | bytes], values: list[Any],
+              tally: _Batch) -> None:
+        if DEFERRING.on and keys:           # one item of a tracked batch: written later
+            PENDING.add(self, index, keys, values)
+            return
+        written, warnings = self.cache._keep(index, keys, values, self.tag, self.label)
+        tally.warnings.extend(warnings)
         tally.written += written
 
     def _account(self, tally: _Batch) -> None:
@@ -293,6 +357,14 @@ class WorkerCache:
                                bytes=tally.written)
         self.record.add(tally.executed, tally.cached, tally.failed, tally.upstream,
                         tally.warnings)
+
+    def write(self, index: PrefixIndex, keys: list[str | bytes], values: list[Any]) -> None:
+        """Write deferred entries (papy._cache_run.PendingWrites.flush)."""
+        written, warnings = self.cache._keep(index, keys, values, self.tag, self.label)
+        if written:
+            self.cache._count("bytes", written)
+        if warnings:
+            self.record.add(warnings=warnings)
 
     def __getstate__(self) -> tuple[Any, ...]:
         return (self.plain, self.cache, self.label, self.prefix)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ._cache_run import carry_stages, record_of
+from ._cache_run import call_one, carry_stages, record_of
 from ._errors import PiperError, WorkerError
 from ._worker import NEVER_SUSPECT, REPORT_EVERY, Busy, _clock, any_instance, map_stage
 
@@ -266,6 +266,11 @@ class FusedCall:
 
     def __call__(self, inbox: Any) -> Any:
         """One item (the IMap's tracked mode: small batches, slow items)."""
+        if self.records is not None:    # cached stages: their writes wait for the batch
+            return call_one(None, self._call_one, inbox)
+        return self._call_one(inbox)
+
+    def _call_one(self, inbox: Any) -> Any:
         values, raised = self.call_batch([inbox])
         if raised:
             raise raised[0]

@@ -21,7 +21,7 @@ import traceback
 import types
 from typing import Any, Callable, Iterable, Sequence
 
-from ._cache_run import carry, carry_one, record_of
+from ._cache_run import call_one, carry, record_of
 from ._errors import PiperError, WorkerError
 
 __all__ = ["Worker"]
@@ -345,10 +345,10 @@ class TimedCall:
                 result = bare(inbox)
             except Exception as exc:  # noqa: BLE001 - every user error becomes a value
                 result = _worker_error(exc, bare, inbox)
+        elif self.record is not None:   # a cached Worker: its writes wait for the batch
+            result = call_one(self.record, self.worker, inbox)
         else:
             result = self.worker(inbox)
-            if self.record is not None:
-                result = carry_one(self.record, result)
         now = _clock()
         self.pending += now - start
         if now - self.reported < REPORT_EVERY:
@@ -395,10 +395,10 @@ class BoxingCall(TimedCall):
                 result = bare(inbox)
             except Exception as exc:  # noqa: BLE001 - every user error becomes a value
                 result = _worker_error(exc, bare, inbox)
+        elif self.record is not None:   # a cached Worker: its writes wait for the batch
+            result = call_one(self.record, self.worker, inbox)
         else:
             result = self.worker(inbox)
-            if self.record is not None:
-                result = carry_one(self.record, result)
         now = _clock()
         self.pending += now - start
         if now - self.reported < REPORT_EVERY:

@@ -195,12 +195,14 @@ def hammer_entry(inbox, root):
     miss (there must be none)."""
     from papy._cache_store import MISSING, Store
     store = Store(root)
+    index = store.index(HAMMERED)
     wrong = 0
     for round_ in range(150):
         size = 10 if round_ % 2 else 5000       # inline entries and result files both
-        store.save(HAMMERED, ["key"], [(inbox[0], "x" * size)])
-        [location] = store.find(HAMMERED, ["key"])
-        [value] = store.fetch(HAMMERED, ["key"], [location])
+        store.save(index, ["key"], [(inbox[0], "x" * size)])
+        index.stale = True                      # see the other processes' packs too
+        [location] = index.find(["key"])
+        [value] = store.fetch(index, ["key"], [location])
         if value is MISSING:
             continue
         if not (isinstance(value, tuple) and value[1] in ("x" * 10, "x" * 5000)):
@@ -214,8 +216,9 @@ def read_hammered(root):
     from papy._cache_store import Store
     store = Store(root)
     forget_indexes(store.packs)
-    [location] = store.find(HAMMERED, ["key"])
-    [value] = store.fetch(HAMMERED, ["key"], [location])
+    index = store.index(HAMMERED)
+    [location] = index.find(["key"])
+    [value] = store.fetch(index, ["key"], [location])
     return value
 
 
