@@ -242,9 +242,10 @@ class Cache:
         # the misses, and the entries whose pack or result file could not be read here
         return results, list(compress(range(len(keys)), map(is_, results, repeat(MISSING))))
 
-    def _find_one(self, index: PrefixIndex, key: str | bytes) -> Any:
-        """The stored result of one key, or MISSING (not counted)."""
-        location = index.find_one(key)
+    def _find_one(self, index: PrefixIndex, key: str | bytes, timed: bool = False) -> Any:
+        """The stored result of one key, or MISSING (not counted); ``timed``: see
+        PrefixIndex.find_one."""
+        location = index.find_one(key, timed)
         if location is None:
             return MISSING
         return self._store.fetch(index, [key], [location])[0]
@@ -361,7 +362,7 @@ class CachedFunction:
                                             f"({exc})")
             return self._func(*args, **kwargs)
         index = cache._index(self._prefix())
-        value = cache._find_one(index, key)
+        value = cache._find_one(index, key, timed=True)
         if value is not MISSING:
             cache._count("hits")
             return value

@@ -23,10 +23,11 @@ Who writes and who reads:
         segment of the prefix, before those results leave the worker: a SIGKILL loses
         only unfinished batches (a pack cut short by a kill or a full disk is skipped)
     PrefixIndex (one per prefix per process) --reads--> every segment: key -> location
-        (segment, pack offset, position); loaded on first use; ``refresh`` reads what
-        other processes appended since (one listdir and one stat per segment) when a
-        lookup misses and the index is stale: a new call object was made for it (a new
-        run, a copy that arrived in a worker) or REFRESH_SECONDS passed since the last
+        (pack number, position); loaded on first use; ``refresh`` reads what was appended
+        since (one listdir and one stat per segment) when a lookup misses and the index is
+        stale: a new call object was made for it (a new run here, a copy of the Worker
+        that arrived in a worker process); a decorated function's index also every
+        REFRESH_SECONDS
 
 A segment is never rewritten in place (prune writes what it keeps to a new segment and
 removes the old ones). A pack that is truncated, corrupt or of another format gives no
@@ -59,8 +60,9 @@ PACK_FORMAT = 1
 MAGIC = b"PAPYPACK"
 REFRESH_SECONDS = 0.5
 SUFFIX = ".seg"
-MAX_PER_PACK = 1 << 24
-_POSITION_BITS, _OFFSET_BITS = 24, 40
+POSITION_BITS = 20
+MAX_PER_PACK = 1 << POSITION_BITS
+INDEX_AT_ONCE = 16          # a pack of this many entries at most is indexed as it is written
 _HEADER = struct.Struct("<8sBBHIIIQQ")
 _CHECK = 4
 _CRC = struct.Struct("<I")
@@ -228,25 +230,35 @@ def new_segment_name() -> str:
 
 
 class _Segment:
-    __slots__ = ("name", "parsed", "lengths")
+    __slots__ = ("name", "parsed")
 
     def __init__(self, name: str):
         self.name = name
-        self.parsed = 0                     # bytes read so far (whole packs)
-        self.lengths: dict[int, int] = {}   # pack offset -> length
+        self.parsed = 0                     # bytes indexed so far (whole packs)
 
 
 class PrefixIndex:
-    """This process's index of the segments of one prefix (module docstring)."""
+    """This process's index of the segments of one prefix (module docstring).
+
+    ``entries``: key -> location, ``pack number << POSITION_BITS | position`` (a small
+    int); ``packs[pack number]``: (segment number, offset, length) of a pack.
+
+    What this process appends in a batch of many entries (a run) is not indexed at once:
+    inserting into a large dict costs as much as the rest of a cached first run. It is
+    read back from the segment at the next refresh (the index is stale whenever a new run
+    or a copy of a cached Worker uses it): a run's duplicates are computed again, a later
+    run finds everything. A pack of a few entries (one call, one item) is indexed at once.
+    """
 
     def __init__(self, folder: str, prefix: bytes):
         self.folder, self.prefix = folder, prefix
         self.lock = threading.Lock()
         self.entries: dict[str | bytes, int] = {}
+        self.packs: list[tuple[int, int, int]] = []
         self.segments: list[_Segment] = []
         self.by_name: dict[str, int] = {}
         self.loaded = False
-        self.stale = False                  # refresh at the next miss, whatever the time
+        self.stale = False                  # read the segments again at the next miss
         self.refreshed = 0.0
         self.own: int | None = None         # this process's segment (its number)
         self.own_fd: int | None = None
@@ -254,22 +266,26 @@ class PrefixIndex:
 
     # -- looking up --------------------------------------------------------------------
     def find(self, keys: list[str | bytes]) -> list[int | None]:
-        """The location of each key (None: not known here); what other processes appended
-        meanwhile is read when a key is not known and the index is stale."""
+        """The location of each key (None: not known here); the segments are read again
+        when a key is not known and the index is stale."""
         if not self.loaded:
             self.load()
+        if not self.entries and not self.stale:
+            return [None] * len(keys)       # a first run: nothing to look up
         found = list(map(self.entries.get, keys))
         if None in found and self.refresh():
             again = self.entries.get
             found = [again(key) if at is None else at for key, at in zip(keys, found)]
         return found
 
-    def find_one(self, key: str | bytes) -> int | None:
-        """``find([key])[0]``, for one item."""
+    def find_one(self, key: str | bytes, timed: bool = False) -> int | None:
+        """``find([key])[0]``, for one item; ``timed``: read the segments again when
+        REFRESH_SECONDS passed since the last time, stale or not (a decorated function:
+        nothing else tells it that other processes stored more)."""
         if not self.loaded:
             self.load()
         location = self.entries.get(key)
-        if location is None and self.refresh():
+        if location is None and self.refresh(timed):
             location = self.entries.get(key)
         return location
 
@@ -280,24 +296,24 @@ class PrefixIndex:
                 self._read_new()
                 self.loaded = True
 
-    def refresh(self) -> bool:
-        """Read what was appended to the segments since the last time, if the index is
-        stale; True when something was read."""
-        if not self.stale and time.monotonic() - self.refreshed < REFRESH_SECONDS:
+    def refresh(self, timed: bool = False) -> bool:
+        """Read what the segments hold past what was read (other processes' packs, and
+        this process's packs that were not indexed) if the index is stale; True when
+        something was read."""
+        if not self.stale and not (timed and
+                                   time.monotonic() - self.refreshed >= REFRESH_SECONDS):
             return False
         with self.lock:
             return self._read_new()
 
     def _read_new(self) -> bool:
-        """Read what the segments hold past what was read (holding the lock)."""
+        """(Holding the lock.)"""
         self.stale, self.refreshed = False, time.monotonic()
         found = False
         for name in segment_files(self.folder):
             number = self.by_name.get(name)
             if number is None:
                 number = self._register(name)
-            if number == self.own:
-                continue
             segment = self.segments[number]
             path = os.path.join(self.folder, name)
             try:
@@ -329,33 +345,29 @@ class PrefixIndex:
             except Exception as exc:  # noqa: BLE001 - a damaged pack gives no entries
                 log.debug("cache pack skipped in %s: %r", segment.name, exc)
                 continue
-            self._add(number, segment, base + offset, length, keys)
+            self._add(number, base + offset, length, keys)
             found = True
         return found
 
-    def _add(self, number: int, segment: _Segment, offset: int, length: int,
-             keys: list[str | bytes]) -> None:
-        segment.lengths[offset] = length
-        base = ((number << _OFFSET_BITS) | offset) << _POSITION_BITS
+    def _add(self, number: int, offset: int, length: int, keys: list[str | bytes]) -> None:
+        base = len(self.packs) << POSITION_BITS
+        self.packs.append((number, offset, length))
         self.entries.update(zip(keys, range(base, base + len(keys))))
 
     # -- reading -----------------------------------------------------------------------
-    def read(self, pack_location: int) -> Pack:
-        """The pack that holds the entry at a location (OSError, ValueError)."""
-        record = pack_location >> _POSITION_BITS
-        number, offset = record >> _OFFSET_BITS, record & ((1 << _OFFSET_BITS) - 1)
-        segment = self.segments[number]
-        length = segment.lengths[offset]
-        data = os.pread(self._reader(number, segment), length, offset)
+    def read(self, location: int) -> Pack:
+        """The pack that holds the entry at ``location`` (OSError, ValueError)."""
+        number, offset, length = self.packs[location >> POSITION_BITS]
+        data = os.pread(self._reader(number), length, offset)
         return Pack(data)
 
-    def _reader(self, number: int, segment: _Segment) -> int:
+    def _reader(self, number: int) -> int:
         with self.lock:
             fd = self.readers.get(number)
             if fd is not None:
                 self.readers.move_to_end(number)
                 return fd
-            fd = os.open(os.path.join(self.folder, segment.name), os.O_RDONLY)
+            fd = os.open(os.path.join(self.folder, self.segments[number].name), os.O_RDONLY)
             self.readers[number] = fd
             while len(self.readers) > _OPEN_LIMIT:
                 os.close(self.readers.popitem(last=False)[1])
@@ -368,27 +380,31 @@ class PrefixIndex:
 
     # -- writing -----------------------------------------------------------------------
     def append(self, data: bytes, keys: list[str | bytes]) -> None:
-        """Append a pack to this process's segment and index its keys. Raises OSError (a
-        full disk: the segment is given up, a new one is started next time)."""
+        """Append a pack to this process's segment (indexed now if it holds at most
+        INDEX_AT_ONCE entries). Raises OSError (a full disk: the segment is given up, a
+        new one is started next time)."""
         with self.lock:
             if self.own is None or self.own_fd is None:
                 self._open_own()
             assert self.own is not None and self.own_fd is not None
             segment = self.segments[self.own]
             try:
+                # at the end of the file, wherever it is (one write: a pack is whole)
+                offset = os.lseek(self.own_fd, 0, os.SEEK_END)
                 write_all(self.own_fd, data)
-                end = os.lseek(self.own_fd, 0, os.SEEK_CUR)   # where it landed, whatever
-            except OSError:                                 # happened to the file
+            except OSError:
                 os.close(self.own_fd)
                 self.own, self.own_fd = None, None
                 raise
-            segment.parsed = end
-            self._add(self.own, segment, end - len(data), len(data), keys)
+            if len(keys) <= INDEX_AT_ONCE:
+                self._add(self.own, offset, len(data), keys)
+                if segment.parsed == offset:
+                    segment.parsed = offset + len(data)
 
     def _open_own(self) -> None:
         name = new_segment_name()
         path = os.path.join(self.folder, name)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
         try:
             fd = os.open(path, flags, 0o644)
         except FileNotFoundError:
@@ -404,15 +420,6 @@ class PrefixIndex:
             if self.own_fd is not None:
                 os.close(self.own_fd)
             self.own, self.own_fd = None, None
-
-
-def position_of(location: int) -> int:
-    return location & ((1 << _POSITION_BITS) - 1)
-
-
-def pack_of(location: int) -> int:
-    """The location with its position cleared: the same for every entry of one pack."""
-    return location >> _POSITION_BITS << _POSITION_BITS
 
 
 # -- the indexes of this process -----------------------------------------------------------

@@ -34,8 +34,8 @@ import pickle
 import shutil
 from typing import Any
 
-from ._cache_packs import MAX_PER_PACK, PrefixIndex, Stored, encode_pack, forget_indexes, \
-    index_of, pack_of, position_of, remove, write_atomic
+from ._cache_packs import MAX_PER_PACK, POSITION_BITS, PrefixIndex, Stored, encode_pack, \
+    forget_indexes, index_of, remove, write_atomic
 from ._cache_prune import note_uses, prune
 
 __all__ = ["FORMAT", "INLINE_LIMIT", "FULL_DISK", "MISSING", "Saved", "Store", "write_atomic"]
@@ -75,6 +75,7 @@ class Saved:
 
 
 _NONE: dict[int, Exception] = {}
+_POSITIONS = (1 << POSITION_BITS) - 1
 
 
 class Store:
@@ -110,16 +111,16 @@ class Store:
         results = [MISSING] * len(locations)
         by_pack: dict[int, list[int]] = {}
         for position, location in enumerate(locations):
-            by_pack.setdefault(pack_of(location), []).append(position)
-        for pack_location, positions in by_pack.items():
+            by_pack.setdefault(location >> POSITION_BITS, []).append(position)
+        for pack, positions in by_pack.items():
             try:
-                values: list[Any] | None = index.read(pack_location).values()
+                values: list[Any] | None = index.read(pack << POSITION_BITS).values()
             except Exception as exc:  # noqa: BLE001 - unreadable, damaged, another version's
                 log.debug("a cache pack in %s cannot be read here: %r", index.folder, exc)
                 values = None
             for position in positions:
                 location = locations[position]
-                value = MISSING if values is None else values[position_of(location)]
+                value = MISSING if values is None else values[location & _POSITIONS]
                 if type(value) is Stored:
                     value = self._load_result(value)
                 if value is MISSING:
