@@ -63,6 +63,7 @@ SUFFIX = ".seg"
 POSITION_BITS = 20
 MAX_PER_PACK = 1 << POSITION_BITS
 INDEX_AT_ONCE = 16          # a pack of this many entries at most is indexed as it is written
+DECODED = 8                 # packs kept decoded per index (hits in a row read the same)
 _HEADER = struct.Struct("<8sBBHIIIQQ")
 _CHECK = 4
 _CRC = struct.Struct("<I")
@@ -263,6 +264,7 @@ class PrefixIndex:
         self.own: int | None = None         # this process's segment (its number)
         self.own_fd: int | None = None
         self.readers: OrderedDict[int, int] = OrderedDict()     # segment -> open fd
+        self.decoded: OrderedDict[int, list[Any]] = OrderedDict()   # pack -> its values
 
     # -- looking up --------------------------------------------------------------------
     def find(self, keys: list[str | bytes]) -> list[int | None]:
@@ -355,11 +357,20 @@ class PrefixIndex:
         self.entries.update(zip(keys, range(base, base + len(keys))))
 
     # -- reading -----------------------------------------------------------------------
-    def read(self, location: int) -> Pack:
-        """The pack that holds the entry at ``location`` (OSError, ValueError)."""
-        number, offset, length = self.packs[location >> POSITION_BITS]
-        data = os.pread(self._reader(number), length, offset)
-        return Pack(data)
+    def values_of(self, pack: int) -> list[Any]:
+        """The values of pack number ``pack`` (OSError, ValueError, whatever unpickling
+        raises). The last DECODED packs are kept decoded: the caller copies what is not
+        immutable before it gives it away."""
+        values = self.decoded.get(pack)
+        if values is not None:
+            return values
+        number, offset, length = self.packs[pack]
+        values = Pack(os.pread(self._reader(number), length, offset)).values()
+        with self.lock:
+            self.decoded[pack] = values
+            while len(self.decoded) > DECODED:
+                self.decoded.popitem(last=False)
+        return values
 
     def _reader(self, number: int) -> int:
         with self.lock:
@@ -377,6 +388,7 @@ class PrefixIndex:
         """An entry that could not be read: gone from the index (unless replaced)."""
         if self.entries.get(key) == location:
             self.entries.pop(key, None)
+        self.decoded.pop(location >> POSITION_BITS, None)
 
     # -- writing -----------------------------------------------------------------------
     def append(self, data: bytes, keys: list[str | bytes]) -> None:

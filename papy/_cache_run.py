@@ -90,7 +90,17 @@ class PendingWrites:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.entries: dict[tuple[int, int], tuple[Any, Any, list[Any], list[Any]]] = {}
+        self.uses: dict[tuple[str, bytes], list[Any]] = {}     # keys read, for prune
         self.count = 0
+
+    def add_uses(self, folder: str, prefix: bytes, keys: list[Any]) -> None:
+        """Keys read item by item: their uses record is written with the entries."""
+        with self.lock:
+            self.uses.setdefault((folder, prefix), []).extend(keys)
+            self.count += len(keys)
+            full = self.count >= self.LIMIT
+        if full:
+            self.flush()
 
     def add(self, owner: Any, index: Any, keys: list[Any], values: list[Any]) -> None:
         with self.lock:
@@ -113,12 +123,17 @@ class PendingWrites:
             return
         with self.lock:
             entries, self.entries, self.count = self.entries, {}, 0
+            uses, self.uses = self.uses, {}
         for owner, index, keys, values in entries.values():
             try:
                 owner.write(index, keys, values)
             except Exception:  # noqa: BLE001 - a bug must not lose the batch's results
                 log.exception("papy cache: deferred entries of %s could not be written",
                               getattr(owner, "label", owner))
+        if uses:
+            from ._cache_prune import note_uses
+            for (folder, prefix), keys in uses.items():
+                note_uses(folder, prefix, keys)
 
 
 PENDING = PendingWrites()

@@ -25,6 +25,7 @@ that cannot be pickled is left out (``Saved.unpicklable``).
 """
 from __future__ import annotations
 
+import copy
 import errno
 import hashlib
 import json
@@ -37,6 +38,8 @@ from typing import Any
 from ._cache_packs import MAX_PER_PACK, POSITION_BITS, PrefixIndex, Stored, encode_pack, \
     forget_indexes, index_of, remove, write_atomic
 from ._cache_prune import note_uses, prune
+from ._cache_run import DEFERRING, PENDING
+from ._keys import RAW_SCALARS
 
 __all__ = ["FORMAT", "INLINE_LIMIT", "FULL_DISK", "MISSING", "Saved", "Store", "write_atomic"]
 
@@ -62,6 +65,15 @@ MISSING: Any = _Missing()
 
 def digest_of(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=_DIGEST).digest()
+
+
+def _copy(value: Any) -> Any:
+    """A copy of a stored result (MISSING when it cannot be copied: a miss)."""
+    try:
+        return copy.deepcopy(value)
+    except Exception as exc:  # noqa: BLE001 - an object that refuses to be copied
+        log.debug("a cached result of type %s cannot be copied: %r", type(value).__name__, exc)
+        return MISSING
 
 
 class Saved:
@@ -106,27 +118,34 @@ class Store:
     def fetch(self, index: PrefixIndex, keys: list[str | bytes], locations: list[int]
               ) -> list[Any]:
         """The results of ``keys`` at ``locations`` (``index.find``; MISSING where a pack or
-        a result file cannot be read here: a miss, and the entry leaves the index). Each
-        pack is read and unpickled once per call: the results are new objects."""
+        a result file cannot be read here: a miss, and the entry leaves the index). The
+        results are new objects, nobody else's (immutable ones may be shared)."""
         results = [MISSING] * len(locations)
         by_pack: dict[int, list[int]] = {}
         for position, location in enumerate(locations):
             by_pack.setdefault(location >> POSITION_BITS, []).append(position)
         for pack, positions in by_pack.items():
             try:
-                values: list[Any] | None = index.read(pack << POSITION_BITS).values()
+                values: list[Any] | None = index.values_of(pack)
             except Exception as exc:  # noqa: BLE001 - unreadable, damaged, another version's
                 log.debug("a cache pack in %s cannot be read here: %r", index.folder, exc)
                 values = None
             for position in positions:
                 location = locations[position]
                 value = MISSING if values is None else values[location & _POSITIONS]
-                if type(value) is Stored:
+                kind = type(value)
+                if kind is Stored:
                     value = self._load_result(value)
+                elif value is not MISSING and kind not in RAW_SCALARS and not (
+                        kind is tuple and RAW_SCALARS.issuperset(map(type, value))):
+                    value = _copy(value)            # the decoded pack keeps the original
                 if value is MISSING:
                     index.forget(keys[position], location)
                 results[position] = value
-        note_uses(self.uses, index.prefix, keys)
+        if DEFERRING.on:
+            PENDING.add_uses(self.uses, index.prefix, keys)
+        else:
+            note_uses(self.uses, index.prefix, keys)
         return results
 
     def _load_result(self, stored: Stored) -> Any:
