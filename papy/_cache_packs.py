@@ -449,8 +449,13 @@ def index_of(packs: str, prefix: bytes) -> PrefixIndex:
     return index
 
 
+#: bumped whenever indexes are dropped: an index kept by a caller is then looked up again
+GENERATION = [0]
+
+
 def forget_indexes(packs: str) -> None:
     """Drop this process's indexes of ``packs`` (prune or clear changed it)."""
+    GENERATION[0] += 1
     with _registry_lock:
         dropped = [key for key in _indexes if key[0] == packs]
         indexes = [_indexes.pop(key) for key in dropped]
@@ -464,6 +469,7 @@ def _forget_after_fork() -> None:
     when it needs them."""
     global _registry_lock, _indexes
     _registry_lock, _indexes = threading.Lock(), {}
+    GENERATION[0] += 1
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)

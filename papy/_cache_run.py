@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Counted", "DEFERRING", "PENDING", "record_of", "carry", "call_one", "carry_stages",
+__all__ = ["Counted", "Later", "DEFERRING", "PENDING", "record_of", "carry", "call_one", "carry_stages",
            "count_carried", "count_skipped", "count_lost",
            "cache_counts_of", "cache_stats", "summary_lines"]
 
@@ -62,7 +62,26 @@ class Counted:
 
     def __reduce__(self) -> tuple[Any, ...]:
         PENDING.flush()
-        return (Counted, (self.deltas, self.value))
+        deltas = self.deltas
+        return (Counted, (deltas.take() if type(deltas) is Later else deltas, self.value))
+
+
+class Later:
+    """The deltas of a per-item result, taken when the result leaves the worker (the
+    batch's reply is pickled) or is settled, whichever comes first: the first result of a
+    batch to leave takes what every item of it counted; the others take nothing."""
+
+    __slots__ = ("records",)
+
+    def __init__(self, records: Any):
+        self.records = records          # a CacheRecord, or one (or None) per fused stage
+
+    def take(self) -> Any:
+        records = self.records
+        if type(records) is not list:
+            return records.take()
+        deltas = tuple(None if r is None else r.take() for r in records)
+        return deltas if any(d is not None for d in deltas) else None
 
 
 class _Deferring(threading.local):
@@ -75,7 +94,9 @@ DEFERRING = _Deferring()
 
 
 class PendingWrites:
-    """The entries this process computed item by item and has not written yet.
+    """The cached Workers of this process holding entries computed item by item and not
+    written yet (each holds its own: ``WorkerCache.write_pending``), and the keys read
+    item by item (their uses records, for prune).
 
     An IMap evaluates short batches and slow items one by one ("tracked"): a pack per item
     would cost more than the items themselves (and keep the IMap from ever batching). The
@@ -83,50 +104,40 @@ class PendingWrites:
     inside ``Counted``: the entries are written in one pack per Worker when the reply is
     pickled (``Counted.__reduce__``: processes, remote hosts) or, for a pool in this
     process, when the parent settles the results (``count_carried``) -- before they go
-    downstream either way. More than LIMIT entries are written at once."""
+    downstream either way. A Worker holding LIMIT entries writes them at once."""
 
     LIMIT = 4096
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.entries: dict[tuple[int, int], tuple[Any, Any, list[Any], list[Any]]] = {}
+        self.owners: dict[int, Any] = {}
         self.uses: dict[tuple[str, bytes], list[Any]] = {}     # keys read, for prune
         self.count = 0
+
+    def enlist(self, owner: Any) -> None:
+        """``owner`` holds deferred entries or counts now."""
+        with self.lock:
+            self.owners[id(owner)] = owner
+            self.count += 1
 
     def add_uses(self, folder: str, prefix: bytes, keys: list[Any]) -> None:
         """Keys read item by item: their uses record is written with the entries."""
         with self.lock:
             self.uses.setdefault((folder, prefix), []).extend(keys)
-            self.count += len(keys)
-            full = self.count >= self.LIMIT
-        if full:
-            self.flush()
-
-    def add(self, owner: Any, index: Any, keys: list[Any], values: list[Any]) -> None:
-        with self.lock:
-            found = self.entries.get((id(owner), id(index)))
-            if found is None:
-                self.entries[(id(owner), id(index))] = (owner, index, list(keys),
-                                                        list(values))
-            else:
-                found[2].extend(keys)
-                found[3].extend(values)
-            self.count += len(keys)
-            full = self.count >= self.LIMIT
-        if full:
-            self.flush()
+            self.count += 1
 
     def flush(self) -> None:
         """Write what is pending (never raises: a failure is logged, as the write of a
-        batch would have been; the items go on uncached)."""
+        batch would have been; the items go on uncached), and the statistics counted
+        meanwhile."""
         if not self.count:
             return
         with self.lock:
-            entries, self.entries, self.count = self.entries, {}, 0
+            owners, self.owners, self.count = self.owners, {}, 0
             uses, self.uses = self.uses, {}
-        for owner, index, keys, values in entries.values():
+        for owner in owners.values():
             try:
-                owner.write(index, keys, values)
+                owner.write_pending()
             except Exception:  # noqa: BLE001 - a bug must not lose the batch's results
                 log.exception("papy cache: deferred entries of %s could not be written",
                               getattr(owner, "label", owner))
@@ -158,7 +169,10 @@ def _carrier(values: list[Any], raised: dict[int, BaseException] | None) -> int:
 
 
 def carry(record: Any, values: list[Any], raised: dict[int, BaseException] | None) -> None:
-    """Where the Worker runs: wrap one result of the batch with the record's delta."""
+    """Where the Worker runs: wrap one result of the batch with the record's delta (not in
+    a per-item call: its result carries them, ``call_one``)."""
+    if DEFERRING.on:
+        return
     position = _carrier(values, raised)
     if position >= 0:
         delta = record.take()
@@ -166,23 +180,26 @@ def carry(record: Any, values: list[Any], raised: dict[int, BaseException] | Non
             values[position] = Counted(delta, values[position])
 
 
-def call_one(record: Any, call: Any, argument: Any) -> Counted:
+def call_one(records: Any, call: Any, argument: Any) -> Counted:
     """A per-item call of the run layer (an IMap's tracked mode): ``call(argument)`` with
-    the cached Worker's writes deferred, its result as a Counted with the delta (or None).
-    A BaseException of the function is raised (the IMap makes it that item's error)."""
+    the cached Workers' writes deferred (PENDING), its result a Counted whose deltas
+    (``records``: a CacheRecord, or a list with one or None per fused stage) are taken
+    when it leaves (``Later``). A BaseException of the function is raised (the IMap makes
+    it that item's error)."""
     previous, DEFERRING.on = DEFERRING.on, True
     try:
         result = call(argument)
     finally:
         DEFERRING.on = previous
-    if type(result) is Counted:
-        return result
-    return Counted(None if record is None else record.take(), result)
+    return Counted(Later(records), result)
 
 
 def carry_stages(records: list[Any], values: list[Any],
                  raised: dict[int, BaseException] | None) -> None:
-    """A fused call: one delta per stage (None for a stage without a cache)."""
+    """A fused call: one delta per stage (None for a stage without a cache); not in a
+    per-item call (``call_one``)."""
+    if DEFERRING.on:
+        return
     position = _carrier(values, raised)
     if position >= 0:
         deltas = tuple(None if r is None else r.take() for r in records)
@@ -202,6 +219,8 @@ def count_carried(node: Node, counted: Counted) -> Any:
     deferred in this process (a pool of threads: PENDING) are written first."""
     PENDING.flush()
     deltas = counted.deltas
+    if type(deltas) is Later:
+        deltas = deltas.take()
     if deltas is None:
         pass
     elif type(deltas) is tuple:

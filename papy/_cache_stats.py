@@ -47,6 +47,7 @@ __all__ = ["FIELDS", "StatsFolder"]
 log = logging.getLogger(__name__)
 
 FIELDS = ("hits", "misses", "bytes", "errors", "uncacheable", "write_errors")
+_INDEX = {field: k for k, field in enumerate(FIELDS)}
 _RECORD = struct.Struct(f"<8s{len(FIELDS)}QI")
 _BODY = struct.Struct(f"<8s{len(FIELDS)}Q")
 _CRC = struct.Struct("<I")
@@ -76,20 +77,24 @@ class _ProcessCounter:
         with self.lock:
             for index, amount in amounts:
                 self.values[index] += amount
-            if self.broken:
-                return
-            body = _BODY.pack(_MAGIC, *self.values)
-            record = body + _CRC.pack(zlib.crc32(body))
-            try:
-                if self.map is None:
-                    self.map = _map_counter(self.folder, self.name, record)
-                    _opened(self)
-                else:
-                    self.map[:] = record
-            except (OSError, ValueError) as exc:
-                self.broken = True
-                log.debug("cache counters %s cannot be written (%s): kept in this process",
-                          self.folder, exc)
+            self._write()
+
+    def _write(self) -> None:
+        """(Holding the lock.)"""
+        if self.broken:
+            return
+        body = _BODY.pack(_MAGIC, *self.values)
+        record = body + _CRC.pack(zlib.crc32(body))
+        try:
+            if self.map is None:
+                self.map = _map_counter(self.folder, self.name, record)
+                _opened(self)
+            else:
+                self.map[:] = record
+        except (OSError, ValueError) as exc:
+            self.broken = True
+            log.debug("cache counters %s cannot be written (%s): kept in this process",
+                      self.folder, exc)
 
     def close(self) -> None:
         if self.map is not None:
@@ -145,10 +150,14 @@ def _counter(folder: str) -> _ProcessCounter:
         return counter
 
 
+_generation = [0]           # bumped in a forked child: StatsFolder's cached counter is stale
+
+
 def _forget_after_fork() -> None:
     """A forked child starts its own counters (it must not write its parent's file)."""
     global _registry_lock, _counters, _open
     _registry_lock, _counters, _open = threading.Lock(), {}, OrderedDict()
+    _generation[0] += 1
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
@@ -160,15 +169,22 @@ class StatsFolder:
     def __init__(self, root: str, cache_id: str):
         self.stats_root = os.path.join(root, "stats")
         self.folder = os.path.join(self.stats_root, cache_id)
+        self._mine: tuple[int, _ProcessCounter] | None = None
+
+    def _counter(self) -> _ProcessCounter:
+        mine = self._mine
+        if mine is None or mine[0] != _generation[0]:
+            mine = self._mine = (_generation[0], _counter(self.folder))
+        return mine[1]
 
     def count(self, field: str, amount: int = 1) -> None:
-        _counter(self.folder).add(FIELDS.index(field), amount)
+        self._counter().add_many(((_INDEX[field], amount),))
 
     def count_many(self, amounts: dict[str, int]) -> None:
         """Several fields at once (one write); zero amounts are left out."""
-        pairs = [(FIELDS.index(field), amount) for field, amount in amounts.items() if amount]
+        pairs = [(_INDEX[field], amount) for field, amount in amounts.items() if amount]
         if pairs:
-            _counter(self.folder).add_many(pairs)
+            self._counter().add_many(pairs)
 
     def per_file(self) -> dict[str, list[int]]:
         """Every process's totals, by counter file name."""

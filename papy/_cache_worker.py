@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._cache import Cache
-from ._cache_packs import PrefixIndex
+from ._cache_packs import GENERATION, PrefixIndex
 from ._cache_run import DEFERRING, PENDING
 from ._cache_store import MISSING
 from ._errors import PiperError, WorkerError
@@ -152,6 +152,23 @@ class _Batch:
         self.warnings: list[str] = []
 
 
+class _Pending:
+    """A WorkerCache's entries and counts held until its batch leaves (``_defer``)."""
+
+    __slots__ = ("lock", "index", "keys", "values", "hits", "misses", "errors", "enlisted")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        self.index: PrefixIndex | None = None
+        self.keys: list[str | bytes] = []
+        self.values: list[Any] = []
+        self.hits = self.misses = self.errors = 0
+        self.enlisted = False
+
+
 class WorkerCache:
     """Consult ``cache`` for each inbox of ``worker`` (module docstring)."""
 
@@ -178,13 +195,15 @@ class WorkerCache:
         self.tag = self.prefix.hex()[:16]
         self.bare = getattr(self.plain, "_bare", None)
         self.record = CacheRecord()
+        self._held: tuple[int, PrefixIndex] | None = None
+        self._pending = _Pending()
         self.fresh()
 
     def fresh(self) -> CacheRecord:
         """A new use of this Worker here (made, arrived in a worker, or given to a new
         run's call): what other processes stored since is read at its next miss. Its
         record."""
-        self.cache._index(self.prefix).stale = True
+        self._index().stale = True
         return self.record
 
     def __call__(self, inbox: Sequence[Any]) -> Any:
@@ -204,7 +223,7 @@ class WorkerCache:
                 and type(values[0]) in RAW_SCALARS:
             return self._one(values)
         tally = _Batch()
-        index = cache._index(self.prefix)
+        index = self._index()
         keys = self._plain_keys(values, boxed)
         if keys is not None:
             positions: list[int] | None = None          # every position, keyed
@@ -231,35 +250,82 @@ class WorkerCache:
 
     def _one(self, values: list[Any]) -> tuple[list[Any], dict[int, BaseException] | None]:
         """One plain item (an IMap's tracked mode evaluates item by item): call_batch with
-        nothing it does not need."""
-        cache, record = self.cache, self.record
+        nothing it does not need; in a per-item call of the run layer, the entry and the
+        counts wait for the batch (``_defer``)."""
+        cache, record, later = self.cache, self.record, DEFERRING.on
         key: str | bytes = repr(values[0])
         if len(key) > RAW_LIMIT:
             key = long_key(key)
-        index = cache._index(self.prefix)
+        index = self._index()
         found = cache._find_one(index, key)
         if found is not MISSING:
-            cache._count("hits")
             record.add(cached=1)
+            if later:
+                self._defer(index, None, None, hits=1)
+            else:
+                cache._count("hits")
             return [found], None
         results, raised = map_stage(self.plain, self.bare, values, True)
-        if raised:
-            cache._count("misses")
-            return results, raised
         result = results[0]
-        if isinstance(result, _ERRORS):
-            cache._count_many(misses=1, errors=1)
-            record.add(failed=1)
-            return results, None
-        if DEFERRING.on:
-            PENDING.add(self, index, [key], results)
-            cache._count("misses")
-            record.add(executed=1)
+        if raised or isinstance(result, _ERRORS):
+            errors = 0 if raised else 1
+            if not raised:
+                record.add(failed=1)
+            if later:
+                self._defer(index, None, None, misses=1, errors=errors)
+            else:
+                cache._count_many(misses=1, errors=errors)
+            return results, raised
+        record.add(executed=1)
+        if later:
+            self._defer(index, key, result, misses=1)
             return results, None
         written, warnings = cache._keep(index, [key], results, self.tag, self.label)
         cache._count_many(misses=1, bytes=written)
-        record.add(executed=1, warnings=warnings)
+        if warnings:
+            record.add(warnings=warnings)
         return results, None
+
+    def _defer(self, index: PrefixIndex, key: str | bytes | None, value: Any,
+               hits: int = 0, misses: int = 0, errors: int = 0) -> None:
+        """Hold an entry (and counts) of a per-item call until its batch leaves the worker
+        (papy._cache_run.PENDING)."""
+        pending = self._pending
+        with pending.lock:
+            if key is not None:
+                pending.keys.append(key)
+                pending.values.append(value)
+                pending.index = index
+            pending.hits += hits
+            pending.misses += misses
+            pending.errors += errors
+            enlist, pending.enlisted = not pending.enlisted, True
+            full = len(pending.keys) >= PENDING.LIMIT
+        if enlist:
+            PENDING.enlist(self)
+        if full:
+            self.write_pending()
+
+    def write_pending(self) -> None:
+        """Write the deferred entries in one pack, and count (PendingWrites.flush)."""
+        pending = self._pending
+        with pending.lock:
+            index, keys, values = pending.index, pending.keys, pending.values
+            counts = {"hits": pending.hits, "misses": pending.misses,
+                      "errors": pending.errors}
+            pending.reset()
+        written, warnings = (self.cache._keep(index, keys, values, self.tag, self.label)
+                             if keys and index is not None else (0, ()))
+        self.cache._count_many(bytes=written, **counts)
+        if warnings:
+            self.record.add(warnings=warnings)
+
+    def _index(self) -> PrefixIndex:
+        """This process's index of the prefix (kept until prune or clear drop it)."""
+        held = self._held
+        if held is None or held[0] != GENERATION[0]:
+            held = self._held = (GENERATION[0], self.cache._index(self.prefix))
+        return held[1]
 
     def _plain_keys(self, values: list[Any], boxed: bool) -> list[str | bytes] | None:
         """The keys of a batch of plain items (RAW_SCALARS, no key=), in C; else None."""
@@ -345,8 +411,9 @@ class WorkerCache:
 
     def _keep(self, index: PrefixIndex, keys: list[str | bytes], values: list[Any],
               tally: _Batch) -> None:
-        if DEFERRING.on and keys:           # one item of a tracked batch: written later
-            PENDING.add(self, index, keys, values)
+        if DEFERRING.on:                    # one item of a tracked batch: written later
+            for key, value in zip(keys, values):
+                self._defer(index, key, value)
             return
         written, warnings = self.cache._keep(index, keys, values, self.tag, self.label)
         tally.warnings.extend(warnings)
@@ -357,14 +424,6 @@ class WorkerCache:
                                bytes=tally.written)
         self.record.add(tally.executed, tally.cached, tally.failed, tally.upstream,
                         tally.warnings)
-
-    def write(self, index: PrefixIndex, keys: list[str | bytes], values: list[Any]) -> None:
-        """Write deferred entries (papy._cache_run.PendingWrites.flush)."""
-        written, warnings = self.cache._keep(index, keys, values, self.tag, self.label)
-        if written:
-            self.cache._count("bytes", written)
-        if warnings:
-            self.record.add(warnings=warnings)
 
     def __getstate__(self) -> tuple[Any, ...]:
         return (self.plain, self.cache, self.label, self.prefix)

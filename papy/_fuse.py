@@ -267,7 +267,7 @@ class FusedCall:
     def __call__(self, inbox: Any) -> Any:
         """One item (the IMap's tracked mode: small batches, slow items)."""
         if self.records is not None:    # cached stages: their writes wait for the batch
-            return call_one(None, self._call_one, inbox)
+            return call_one(self.records, self._call_one, inbox)
         return self._call_one(inbox)
 
     def _call_one(self, inbox: Any) -> Any:
