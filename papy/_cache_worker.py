@@ -225,6 +225,8 @@ class WorkerCache:
         tally = _Batch()
         index = self._index()
         keys = self._plain_keys(values, boxed)
+        if keys is not None and index.empty():
+            return self._first(index, values, keys, tally)
         if keys is not None:
             positions: list[int] | None = None          # every position, keyed
             results: list[Any] = []
@@ -247,6 +249,23 @@ class WorkerCache:
                                     unkeyed, tally)
         self._account(tally)
         return results, raised
+
+    def _first(self, index: PrefixIndex, values: list[Any], keys: list[str | bytes],
+               tally: _Batch) -> tuple[list[Any], dict[int, BaseException] | None]:
+        """A batch of plain items that nothing here is known for (a first run): evaluated
+        and stored without a lookup."""
+        computed, raised = map_stage(self.plain, self.bare, values, True)
+        if raised or any_instance(computed, _ERRORS):
+            results = [MISSING] * len(values)
+            tally.misses = len(values)
+            raised = self._evaluate(index, values, True, results, keys, None,
+                                    list(range(len(values))), [], tally, computed, raised)
+            self._account(tally)
+            return results, raised
+        tally.misses = tally.executed = len(values)
+        self._keep(index, keys, computed, tally)
+        self._account(tally)
+        return computed, None
 
     def _one(self, values: list[Any]) -> tuple[list[Any], dict[int, BaseException] | None]:
         """One plain item (an IMap's tracked mode evaluates item by item): call_batch with
@@ -369,14 +388,19 @@ class WorkerCache:
 
     def _evaluate(self, index: PrefixIndex, values: list[Any], boxed: bool,
                   results: list[Any], keys: list[str | bytes], positions: list[int] | None,
-                  misses: list[int], unkeyed: list[int], tally: _Batch
+                  misses: list[int], unkeyed: list[int], tally: _Batch,
+                  computed: list[Any] | None = None,
+                  raised: dict[int, BaseException] | None = None
                   ) -> dict[int, BaseException] | None:
-        """Evaluate the misses (and the unkeyed items) as one batch, store what may be
-        stored (one pack), put the results in place; what was raised, by position."""
+        """Evaluate the misses (and the unkeyed items) as one batch (unless ``computed``
+        already), store what may be stored (one pack), put the results in place; what was
+        raised, by position."""
         every = not unkeyed and len(misses) == len(values)
         todo = misses if not unkeyed else sorted(misses + unkeyed)
-        computed, raised = map_stage(self.plain, self.bare,
-                                     values if every else [values[p] for p in todo], boxed)
+        if computed is None:
+            computed, raised = map_stage(self.plain, self.bare,
+                                         values if every else [values[p] for p in todo],
+                                         boxed)
         clean = not raised and not any_instance(computed, _ERRORS)
         if every and clean:                             # the common first run: all stored
             results[:] = computed
