@@ -7,7 +7,8 @@
 
 A uses record::
 
-    length u32 | time_ns u64 | prefix (20 bytes) | pickle of the keys read | crc32
+    length u32 | time_ns u64 | prefix (20 bytes) | count u32 | the keys read (as in a
+    pack: papy._cache_packs.encode_keys) | crc32
 
 ``prune(store, unused_before, now)`` keeps a pack written since ``unused_before`` whole; of
 an older pack it keeps the entries some record since then says were read and drops the
@@ -32,8 +33,8 @@ import zlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from ._cache_packs import Pack, Stored, encode_pack, new_segment_name, parse_segment, remove, \
-    segment_files, write_atomic
+from ._cache_packs import Pack, Stored, decode_keys, encode_keys, encode_pack, \
+    new_segment_name, parse_segment, remove, segment_files, write_atomic
 
 if TYPE_CHECKING:
     from ._cache_store import Store
@@ -42,14 +43,15 @@ __all__ = ["note_uses", "used_since", "prune"]
 
 log = logging.getLogger(__name__)
 
-_USE_HEAD = struct.Struct("<IQ20s")
+_USE_HEAD = struct.Struct("<IQ20sI")
 _HOST = socket.gethostname().replace("/", "_") or "host"
 
 
 def note_uses(folder: str, prefix: bytes, keys: list[str | bytes]) -> None:
     """Record that this process read ``keys`` of ``prefix`` (now)."""
-    body = pickle.dumps(keys, protocol=pickle.HIGHEST_PROTOCOL)
-    record = _USE_HEAD.pack(_USE_HEAD.size + len(body) + 4, time.time_ns(), prefix) + body
+    body = encode_keys(keys)
+    record = _USE_HEAD.pack(_USE_HEAD.size + len(body) + 4, time.time_ns(), prefix,
+                            len(keys)) + body
     _uses_log(folder).append(record + struct.pack("<I", zlib.crc32(record)))
 
 
@@ -170,17 +172,17 @@ def _records(data: bytes) -> Iterator[tuple[int, bytes, list[str | bytes]]]:
     """The whole records of a uses log (a torn last record, a killed writer's, ends it)."""
     offset = 0
     while offset + _USE_HEAD.size <= len(data):
-        length, stamp, prefix = _USE_HEAD.unpack_from(data, offset)
+        length, stamp, prefix, count = _USE_HEAD.unpack_from(data, offset)
         end = offset + length
         if length < _USE_HEAD.size + 4 or end > len(data):
             return
         if zlib.crc32(data[offset:end - 4]) != struct.unpack_from("<I", data, end - 4)[0]:
             return
         try:
-            keys = pickle.loads(data[offset + _USE_HEAD.size:end - 4])
+            keys = decode_keys(data[offset + _USE_HEAD.size:end - 4], count)
         except Exception:  # noqa: BLE001 - a damaged record: no keys
             keys = []
-        yield stamp, prefix, keys if type(keys) is list else []
+        yield stamp, prefix, keys
         offset = end
 
 
