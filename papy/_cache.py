@@ -237,7 +237,7 @@ class Cache:
             results = [MISSING] * len(keys)
             fetched = store.fetch(index, [keys[k] for k in found],
                                   [locations[k] for k in found])  # type: ignore[misc]
-            for k, value in zip(found, fetched):
+            for k, value in zip(found, fetched, strict=True):
                 results[k] = value
         # the misses, and the entries whose pack or result file could not be read here
         return results, list(compress(range(len(keys)), map(is_, results, repeat(MISSING))))
@@ -264,9 +264,9 @@ class Cache:
             return 0, (warning,) if warning else _NO_WARNINGS
         if not saved.unpicklable:
             return saved.written, _NO_WARNINGS
-        exc = next(iter(saved.unpicklable.values()))
+        first = next(iter(saved.unpicklable.values()))
         warning = self._uncacheable(tag, f"a result of {label} cannot be pickled "
-                                         f"({type(exc).__name__}: {exc})",
+                                         f"({type(first).__name__}: {first})",
                                     len(saved.unpicklable))
         return saved.written, (warning,) if warning else _NO_WARNINGS
 

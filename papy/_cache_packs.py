@@ -218,7 +218,7 @@ def _length_at(data: bytes | memoryview, offset: int) -> int:
     magic, version, _, _, _, keys, refs, values, _ = _HEADER.unpack_from(data, offset)
     if magic != MAGIC or version != PACK_FORMAT:
         return 0
-    return _HEADER.size + keys + refs + _CHECK + values + _CHECK
+    return int(_HEADER.size + keys + refs + _CHECK + values + _CHECK)
 
 
 def parse_segment(data: bytes, offset: int = 0) -> Iterator[tuple[int, int, Pack | None]]:
@@ -302,7 +302,7 @@ class PrefixIndex:
         found = list(map(self.entries.get, keys))
         if None in found and self.refresh():
             again = self.entries.get
-            found = [again(key) if at is None else at for key, at in zip(keys, found)]
+            found = [again(key) if at is None else at for key, at in zip(keys, found, strict=True)]
         return found
 
     def empty(self) -> bool:
@@ -388,7 +388,7 @@ class PrefixIndex:
     def _add(self, number: int, offset: int, length: int, keys: list[str | bytes]) -> None:
         base = len(self.packs) << POSITION_BITS
         self.packs.append((number, offset, length))
-        self.entries.update(zip(keys, range(base, base + len(keys))))
+        self.entries.update(zip(keys, range(base, base + len(keys)), strict=True))
 
     # -- reading -----------------------------------------------------------------------
     def values_of(self, pack: int) -> list[Any]:

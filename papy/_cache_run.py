@@ -40,9 +40,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Counted", "Later", "DEFERRING", "PENDING", "record_of", "carry", "call_one", "carry_stages",
-           "count_carried", "count_skipped", "count_lost",
-           "cache_counts_of", "cache_stats", "summary_lines"]
+__all__ = ["Counted", "Later", "DEFERRING", "PENDING", "record_of", "carry", "call_one",
+           "carry_stages", "count_carried", "count_skipped", "count_lost", "cache_counts_of",
+           "cache_stats", "summary_lines"]
 
 OUTCOMES = ("executed", "cached", "failed", "upstream_failed")
 
@@ -109,6 +109,10 @@ class PendingWrites:
     LIMIT = 4096
 
     def __init__(self) -> None:
+        self.forget()
+
+    def forget(self) -> None:
+        """Start empty (also in a forked child: it writes only what it computes)."""
         self.lock = threading.Lock()
         self.owners: dict[int, Any] = {}
         self.uses: dict[tuple[str, bytes], list[Any]] = {}     # keys read, for prune
@@ -138,7 +142,7 @@ class PendingWrites:
         for owner in owners.values():
             try:
                 owner.write_pending()
-            except Exception:  # noqa: BLE001 - a bug must not lose the batch's results
+            except Exception:  # a bug here must not lose the batch's results: logged
                 log.exception("papy cache: deferred entries of %s could not be written",
                               getattr(owner, "label", owner))
         if uses:
@@ -148,8 +152,7 @@ class PendingWrites:
 
 
 PENDING = PendingWrites()
-# a forked child writes only what it computes itself
-os.register_at_fork(after_in_child=PENDING.__init__)
+os.register_at_fork(after_in_child=PENDING.forget)
 
 
 def record_of(worker: Any) -> Any:
@@ -224,7 +227,7 @@ def count_carried(node: Node, counted: Counted) -> Any:
     if deltas is None:
         pass
     elif type(deltas) is tuple:
-        for piper, delta in zip(node.pipers, deltas):
+        for piper, delta in zip(node.pipers, deltas, strict=True):
             if delta is not None:
                 _add(node, piper, delta)
     else:
@@ -236,7 +239,7 @@ def _add(node: Node, piper: Piper, delta: Any) -> None:
     counts = node.cache_counts.get(id(piper))
     if counts is None:          # a Worker cached by hand, on a Piper without cache=
         counts = node.cache_counts[id(piper)] = dict.fromkeys(OUTCOMES, 0)
-    for outcome, amount in zip(OUTCOMES, delta.counts()):
+    for outcome, amount in zip(OUTCOMES, delta.counts(), strict=True):
         counts[outcome] += amount
     if delta.warnings and delta.pid != os.getpid():
         for warning in delta.warnings:      # logged only where it was raised

@@ -290,6 +290,6 @@ def _subtract(current: dict[str, list[int]], baseline: dict[str, list[int]]
     totals = dict.fromkeys(FIELDS, 0)
     for name, values in current.items():
         base = baseline.get(name) or [0] * len(FIELDS)
-        for field, value, before in zip(FIELDS, values, base):
+        for field, value, before in zip(FIELDS, values, base, strict=False):
             totals[field] += value - before
     return totals

@@ -191,7 +191,7 @@ class Store:
         refs: list[bytes] = []
         unpicklable: dict[int, Exception] = {}
         written, kept_keys, kept = 0, [], []       # large or unpicklable results: one by one
-        for position, (key, value) in enumerate(zip(keys, values)):
+        for position, (key, value) in enumerate(zip(keys, values, strict=True)):
             try:
                 payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
             except Exception as exc:  # noqa: BLE001 - whatever pickle refuses

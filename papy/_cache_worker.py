@@ -91,7 +91,7 @@ class RecordDelta:
 
     def as_dict(self) -> dict[str, int]:
         """``{'executed': n, 'cached': n, 'failed': n, 'upstream_failed': n}``"""
-        return dict(zip(OUTCOMES, self.counts()))
+        return dict(zip(OUTCOMES, self.counts(), strict=True))
 
 
 class CacheRecord:
@@ -182,7 +182,7 @@ class WorkerCache:
         placeholder = _InboxParameter()
         arguments = tuple(call_arguments(func, (placeholder, *args), kwargs, ignore)
                           for func, args, kwargs in zip(worker.task, worker.args,
-                                                        worker.kwargs))
+                                                        worker.kwargs, strict=True))
         try:
             self.prefix = cache._prefix(cache._identity(worker), arguments)
         except UnkeyableError as exc:
@@ -238,7 +238,7 @@ class WorkerCache:
         if positions is None:
             results = found
         else:
-            for position, value in zip(positions, found):
+            for position, value in zip(positions, found, strict=True):
                 results[position] = value
             misses = [positions[m] for m in misses]
         tally.cached = len(keys) - len(misses)
@@ -272,9 +272,8 @@ class WorkerCache:
         nothing it does not need; in a per-item call of the run layer, the entry and the
         counts wait for the batch (``_defer``)."""
         cache, record, later = self.cache, self.record, DEFERRING.on
-        key: str | bytes = repr(values[0])
-        if len(key) > RAW_LIMIT:
-            key = long_key(key)
+        text = repr(values[0])
+        key: str | bytes = text if len(text) <= RAW_LIMIT else long_key(text)
         index = self._index()
         found = cache._find_one(index, key)
         if found is not MISSING:
@@ -352,7 +351,7 @@ class WorkerCache:
                 or not RAW_SCALARS.issuperset(map(type, values)):
             return None
         keys: list[str | bytes] = list(map(repr, values))
-        if max(map(len, keys)) > RAW_LIMIT:  # type: ignore[arg-type]
+        if max(map(len, keys)) > RAW_LIMIT:
             keys = [k if len(k) <= RAW_LIMIT else long_key(k) for k in keys]  # type: ignore[arg-type]
         return keys
 
@@ -407,11 +406,12 @@ class WorkerCache:
             tally.executed = len(computed)
             self._keep(index, keys, computed, tally)
             return None
-        key_at = dict(zip(range(len(values)) if positions is None else positions, keys))
+        key_at = dict(zip(range(len(values)) if positions is None else positions, keys,
+                          strict=True))
         lost: dict[int, BaseException] = {}
         keep_keys: list[str | bytes] = []
         keep: list[Any] = []
-        for k, (position, value) in enumerate(zip(todo, computed)):
+        for k, (position, value) in enumerate(zip(todo, computed, strict=True)):
             if raised and k in raised:
                 lost[position] = raised[k]
                 results[position] = None
@@ -436,7 +436,7 @@ class WorkerCache:
     def _keep(self, index: PrefixIndex, keys: list[str | bytes], values: list[Any],
               tally: _Batch) -> None:
         if DEFERRING.on:                    # one item of a tracked batch: written later
-            for key, value in zip(keys, values):
+            for key, value in zip(keys, values, strict=True):
                 self._defer(index, key, value)
             return
         written, warnings = self.cache._keep(index, keys, values, self.tag, self.label)
