@@ -101,8 +101,8 @@ def _valid(members: dict[int, Any], upstream: Callable[[Any], list[Any]]) -> boo
     for piper in members.values():
         inside = [id(u) in members for u in upstream(piper)]
         if all(inside) and inside:
-            if piper.consume != 1:
-                return False
+            if piper.consume != 1 or getattr(piper, "combine", "zip") != "zip":
+                return False            # (a product's rows are made by its own node)
         elif any(inside):
             return False
         else:

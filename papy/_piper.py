@@ -20,6 +20,7 @@ from imap import check_seconds
 
 from ._counters import PiperCounters
 from ._errors import PiperError
+from ._product import COMBINES
 from ._worker import Worker
 
 if TYPE_CHECKING:
@@ -40,7 +41,8 @@ class Piper:
     """A node of a pipeline: evaluates ``worker`` for every inbox, in order.
 
     ``Piper(worker, parallel=False, consume=1, produce=1, spawn=1, timeout=None,
-    branch=None, debug=False, name=None, track=False, repeat=False, cache=None)``
+    branch=None, debug=False, name=None, track=False, repeat=False, cache=None,
+    combine='zip')``
 
     - ``worker``: a Worker, a function, a sequence of them, or a Piper (its Worker is used).
     - ``parallel``: an IMap (several Pipers may share one) or False: a *linear* Piper,
@@ -55,6 +57,9 @@ class Piper:
     - ``track``: keep ``{index: result}`` in ``tracked`` (``Plumber.stats['pipers_tracked']``).
     - ``cache``: a ``papy.Cache``: the Piper evaluates a copy of its Worker that looks up
       each inbox in the cache first (docs/cache.md).
+    - ``combine``: how a join makes its inboxes from its inputs: ``'zip'`` (by position)
+      or ``'product'`` (the cross product, ``itertools.product`` order: input 0 streams,
+      the others are read to their end first; papy._product).
 
     Example (a linear Piper, read by hand)::
 
@@ -68,7 +73,7 @@ class Piper:
     def __init__(self, worker: Any, parallel: Any = False, consume: int = 1, produce: int = 1,
                  spawn: int = 1, timeout: float | None = None, branch: Any = None,
                  debug: bool = False, name: str | None = None, track: bool = False,
-                 repeat: bool = False, cache: Any = None):
+                 repeat: bool = False, cache: Any = None, combine: str = "zip"):
         if isinstance(worker, Piper):
             worker = worker.worker
         if not isinstance(worker, Worker):
@@ -91,6 +96,9 @@ class Piper:
                                 allow_zero=False, infinite_is_none=True)
         if name is not None and not isinstance(name, str):
             raise TypeError(f"Piper name must be a string, not {type(name).__name__}")
+        if combine not in COMBINES:
+            raise ValueError(f"Piper combine must be one of {', '.join(map(repr, COMBINES))}, "
+                             f"not {combine!r}")
         if timeout is not None and parallel is False:
             warnings.warn(f"Piper {name or worker.__name__!r}: timeout applies to parallel "
                           f"Pipers only (a linear Piper runs in the pipeline's own thread, "
@@ -101,6 +109,7 @@ class Piper:
         self.consume, self.produce, self.spawn = consume, produce, spawn
         self.timeout, self.branch, self.debug = timeout, branch, bool(debug)
         self.track, self.repeat = bool(track), bool(repeat)
+        self.combine = combine
         self.name = name if name is not None else f"piper_{id(self)}"
         self._run: Run | None = None                # the run this Piper is a node of
         self._next: Callable[[], Any] = _not_readable(self)   # its output, once started

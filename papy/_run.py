@@ -45,6 +45,7 @@ from ._channels import Outlet, Pipe, Wakeup
 from ._errors import PiperError
 from ._nodes import Node
 from ._outputs import OutputReader
+from ._product import node_type
 from ._runtime import Feed, RunContext, raise_failures
 from ._scheduler import READ_AHEAD, Source, schedule
 
@@ -140,7 +141,7 @@ class Run:
             else:
                 upstream.append(None)
         pipes = [Pipe() for _ in inbox]
-        node = Node(pipers, pipes, self.context, stage_inputs)
+        node = node_type(pipers[0], len(inbox))(pipers, pipes, self.context, stage_inputs)
         if node.imap is not None:
             if node.imap.started:
                 raise PiperError(f"piper {node.name!r}: its IMap is already started; connect "
