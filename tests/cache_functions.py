@@ -278,3 +278,70 @@ MENU = [
     (first, [()]),
     (fails_on_multiples, [(), (4,)]),
 ]
+
+
+# -- stages of the pipeline tests: each leaves a file per evaluation (any process) -------
+def mark(folder, stage, value):
+    name = f"{stage}-{value!r}-{os.getpid()}-{time.monotonic_ns()}".replace("/", "_")
+    open(os.path.join(folder, name), "w").close()
+
+
+def evaluated(folder, stage) -> list[str]:
+    """The items ``stage`` evaluated, sorted (by their repr)."""
+    return sorted(name.split("-")[1] for name in os.listdir(folder)
+                  if name.startswith(f"{stage}-"))
+
+
+def stage_inc(inbox, folder, n=1):
+    mark(folder, "inc", inbox[0])
+    return inbox[0] + n
+
+
+def stage_shift(inbox, folder, k=100):
+    """Odd items shifted by k, even ones as they are."""
+    mark(folder, "shift", inbox[0])
+    return inbox[0] + k if inbox[0] % 2 else inbox[0]
+
+
+def stage_shift_again(inbox, folder, k=100):
+    """Other code: the odd items above 6 shifted, the others as they are."""
+    value = inbox[0]
+    mark(folder, "shift", value)
+    return value + k if value % 2 and value > 6 else value
+
+
+def stage_text(inbox, folder):
+    mark(folder, "text", inbox[0])
+    return f"<{inbox[0]}>"
+
+
+def stage_fails_on_5(inbox, folder):
+    mark(folder, "fails", inbox[0])
+    if inbox[0] % 10 == 5:
+        raise ValueError(f"{inbox[0]} ends with 5")
+    return inbox[0]
+
+
+def stage_blocks_at(inbox, folder, block_at=None):
+    """Blocks for good at ``block_at`` (the SIGKILL test kills it there)."""
+    if inbox[0] == block_at:
+        import threading
+        threading.Event().wait()
+    mark(folder, "blocks", inbox[0])
+    return inbox[0] * 3
+
+
+def length(inbox):
+    return len(inbox[0])
+
+
+def multiply(inbox):
+    return inbox[0] * inbox[1]
+
+
+def first_item(inbox):
+    return inbox[0]
+
+
+def as_pair(inbox):
+    return tuple(inbox)
