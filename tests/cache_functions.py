@@ -326,6 +326,7 @@ def stage_blocks_at(inbox, folder, block_at=None):
     """Blocks for good at ``block_at`` (the SIGKILL test kills it there)."""
     if inbox[0] == block_at:
         import threading
+        open(os.path.join(folder, "blocked"), "w").close()
         threading.Event().wait()
     mark(folder, "blocks", inbox[0])
     return inbox[0] * 3
