@@ -334,17 +334,26 @@ class PrefixIndex:
 
     def refresh(self, timed: bool = False) -> bool:
         """Read what the segments hold past what was read (other processes' packs, and
-        this process's packs that were not indexed) if the index is stale; True when
-        something was read."""
-        if not self.stale and not (timed and
-                                   time.monotonic() - self.refreshed >= REFRESH_SECONDS):
+        this process's packs that were not indexed) if the index is stale; True when the
+        index was read again (here, or by another thread meanwhile): look again."""
+        if not self._due(timed):
             return False
         with self.lock:
-            return self._read_new()
+            if self._due(timed):    # (else another thread read them while this one waited)
+                self._read_new()
+        return True
+
+    def _due(self, timed: bool) -> bool:
+        return self.stale or (timed and time.monotonic() - self.refreshed >= REFRESH_SECONDS)
 
     def _read_new(self) -> bool:
-        """(Holding the lock.)"""
-        self.stale, self.refreshed = False, time.monotonic()
+        """(Holding the lock.) Stale until the end: a lookup meanwhile waits for it."""
+        try:
+            return self._read_segments()
+        finally:
+            self.stale, self.refreshed = False, time.monotonic()
+
+    def _read_segments(self) -> bool:
         found = False
         for name in segment_files(self.folder):
             number = self.by_name.get(name)
