@@ -66,6 +66,7 @@ POSITION_BITS = 20
 MAX_PER_PACK = 1 << POSITION_BITS
 INDEX_AT_ONCE = 16          # a pack of this many entries at most is indexed as it is written
 DECODED = 8                 # packs kept decoded per index (hits in a row read the same)
+INDEXES = 64                # indexes kept per process
 _HEADER = struct.Struct("<8sBBHIIIQQ")
 _CHECK = 4
 _CRC = struct.Struct("<I")
@@ -483,12 +484,22 @@ _indexes: dict[tuple[str, bytes], PrefixIndex] = {}
 
 
 def index_of(packs: str, prefix: bytes) -> PrefixIndex:
-    """This process's index of ``prefix`` in the packs folder ``packs``."""
+    """This process's index of ``prefix`` in the packs folder ``packs`` (a long-lived
+    process, a remote server, keeps at most INDEXES: the oldest are closed and dropped, and
+    read again if they are used again)."""
     index = _indexes.get((packs, prefix))
     if index is None:
+        dropped: list[PrefixIndex] = []
         with _registry_lock:
-            index = _indexes.setdefault((packs, prefix),
-                                        PrefixIndex(os.path.join(packs, prefix.hex()), prefix))
+            index = _indexes.get((packs, prefix))
+            if index is None:
+                index = PrefixIndex(os.path.join(packs, prefix.hex()), prefix)
+                _indexes[(packs, prefix)] = index
+                dropped = [_indexes.pop(key) for key in list(_indexes)[:-INDEXES]]
+                if dropped:
+                    GENERATION[0] += 1
+        for old in dropped:
+            old.close()
     return index
 
 
