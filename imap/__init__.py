@@ -8,16 +8,21 @@ Dask clusters.
 
 See docs/imap.md for the model (tasks, stride, buffer) and every parameter.
 """
+import logging as _logging
+
 from ._errors import (BrokenPoolError, IMapError, IMapWarning, RemoteError, RemoteTraceback,
                       SerializationError, WorkerDiedError, WorkerStartError)
 from ._feeder import waiting_for_input
 from ._config import override_workers, preload  # noqa: F401 - imap.<name>, not in __all__
 from ._config import seconds as check_seconds  # noqa: F401 - for papy, not in __all__
+from .backends._shm import unlink_shm as unlink_shm  # for papy, not in __all__
 from ._imap import IMap
 from ._results import TaskIterator
 from ._imports import imports
 from ._sources import IterableSource
 from .protocols import BatchFunction, BatchSource, Results, Wake
+
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())   # the library's only handler
 
 __all__ = ["IMap", "TaskIterator", "imports", "waiting_for_input", "IMapError",
            "WorkerDiedError", "SerializationError", "WorkerStartError", "RemoteError",

@@ -144,7 +144,7 @@ def warn_safely(message: str, stacklevel: int = 2) -> None:
     try:
         warnings.warn(message, IMapWarning, stacklevel=stacklevel + 1)
     except Warning:
-        logging.getLogger("imap").warning("%s", message)
+        logging.getLogger(__name__).warning("%s", message)
 
 
 _MISSING = object()

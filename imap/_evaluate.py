@@ -15,11 +15,17 @@ Wire formats (all pickled with protocol 5; dill only for functions):
     error record       (kind, type_name, message, traceback_text, exception_bytes_or_None)
                        kind is 'exception' (raised by the function) or 'serialization'
 """
+from __future__ import annotations
+
 import importlib
 import pickle
 import time
 import traceback
+from collections.abc import Callable
+from typing import Any
 
+#: the one pickle protocol of every message between imap and its workers (imported by the
+#: backends from here: this module is on both sides of every kind of pool)
 PROTOCOL = 5
 
 
@@ -67,12 +73,13 @@ def bind_imports(func, modules, globals_=None):
                                       name=f"{loaded.__name__}.{attr}") from None
 
 
-def make_call(func, args=(), kwargs=None):
+def make_call(func: Callable[..., Any], args: tuple[Any, ...] = (),
+              kwargs: dict[str, Any] | None = None) -> Callable[[Any], Any]:
     """Return a one-argument callable evaluating ``func(item, *args, **kwargs)``."""
     if not args and not kwargs:
         return func
-    kwargs = kwargs or {}
-    return lambda item: func(item, *args, **kwargs)
+    keywords = kwargs or {}
+    return lambda item: func(item, *args, **keywords)
 
 
 def load_function(payload):
@@ -87,7 +94,8 @@ def load_function(payload):
 
 # -- evaluation -------------------------------------------------------------------------
 
-def evaluate(call, items):
+def evaluate(call: Callable[[Any], Any], items: list[Any]
+             ) -> tuple[list[Any], dict[int, BaseException] | None, float]:
     """Evaluate ``call`` on each item; return ``(values, errors, elapsed)``.
 
     ``errors`` is None or ``{position: exception}``; an item that raised holds None in
@@ -100,6 +108,8 @@ def evaluate(call, items):
     item's error.
     """
     started = time.perf_counter()
+    values: list[Any]
+    errors: dict[int, BaseException] | None
     batch = getattr(type(call), "call_batch", None)
     if batch is not None:
         try:
@@ -110,8 +120,7 @@ def evaluate(call, items):
         except BaseException as exc:  # noqa: BLE001 - the whole batch's error
             values, errors = [None] * len(items), dict.fromkeys(range(len(items)), exc)
         return values, errors, time.perf_counter() - started
-    values = []
-    errors = None
+    values, errors = [], None
     mapped = map(call, items)
     while True:
         try:

@@ -45,6 +45,7 @@ from typing import Any, Self
 from . import _config
 from ._errors import attach_items, warn_safely
 from ._feeder import Feeder
+from ._inline import InlineFeeder, inline_workers
 from ._inputs import make_source, upstream_of
 from ._pool import Pool, make_handles
 from ._results import ResultReading, TaskIterator
@@ -53,8 +54,7 @@ from .backends import _forkserver, _main_guard, _shm
 from .backends import process as _process  # noqa: F401 - imported with imap, not in a start
 from .backends.base import Batch, TaskSpec
 
-log = logging.getLogger("imap")
-log.addHandler(logging.NullHandler())
+log = logging.getLogger(__name__)
 
 #: default stride per worker: long enough for batches that amortise IPC (see docs/imap.md)
 STRIDE_PER_WORKER = 8192
@@ -89,10 +89,13 @@ class IMap(ResultReading):
             print(list(halves))
 
     Parameters (all validated here; see docs/imap.md):
-      worker_type   'process' (default), 'thread', or 'dask' (a Dask distributed cluster;
-                    needs pip install 'papy[dask]'; see docs/remote.md)
+      worker_type   'process' (default), 'thread', 'inline' (no workers: each result is
+                    evaluated by the thread that reads it, in order; for tests, pdb and the
+                    smallest machines; see imap._inline), or 'dask' (a Dask distributed
+                    cluster; needs pip install 'papy[dask]'; see docs/remote.md)
       worker_num    local workers (default: the number of CPUs); 0 for a remote-only pool;
-                    dask: the Dask threads to keep busy (default: the cluster's threads)
+                    dask: the Dask threads to keep busy (default: the cluster's threads);
+                    inline: accepted and ignored (the reader's thread is the one worker)
       worker_remote [('host[:port]', n), ...] RPyC classic servers and workers per host;
                     dask: a distributed.Client, a Dask Cluster, a scheduler address
                     ('tcp://host:8786'), or None for a LocalCluster of worker_num processes
@@ -132,9 +135,9 @@ class IMap(ResultReading):
                              "IMap that ends at once)")
         worker_type, worker_num, worker_remote = _config.workers(worker_type, worker_num,
                                                                  worker_remote)
-        if worker_type not in ("process", "thread", "dask"):
-            raise ValueError(f"worker_type must be 'process', 'thread' or 'dask', not "
-                             f"{worker_type!r}")
+        if worker_type not in ("process", "thread", "inline", "dask"):
+            raise ValueError(f"worker_type must be 'process', 'thread', 'inline' or 'dask', "
+                             f"not {worker_type!r}")
         self.worker_type = worker_type
         stride_per_worker = STRIDE_PER_WORKER
         if worker_type == "dask":   # imports distributed (ImportError naming papy[dask])
@@ -145,6 +148,8 @@ class IMap(ResultReading):
             self.worker_num = _config.count("worker_num", worker_num, os.cpu_count() or 1,
                                             minimum=0)
             self.worker_remote = _config.parse_remote(worker_remote)
+            if worker_type == "inline":   # the reader's thread is the one worker (_inline.py)
+                self.worker_num = inline_workers(self.worker_remote)
             self._worker_total = self.worker_num + sum(n for _, _, n in self.worker_remote)
         if self._worker_total == 0:
             raise ValueError("the pool has no workers: worker_num=0 needs worker_remote=[('host', "
@@ -222,7 +227,7 @@ class IMap(ResultReading):
                                            allow_zero=False, infinite_is_none=True)
             source, own = ((None, False) if upstream is not None else
                            make_source(iterable, task_id, self.name, self.stride,
-                                       self._iterators))
+                                       self._iterators, self.worker_type == "inline"))
             spec = TaskSpec(task_id, func, args, kwargs, item_timeout=item_timeout)
             if (self.worker_type == "process" and self.worker_num or self.worker_type == "dask"
                     or self.worker_remote):
@@ -358,7 +363,8 @@ class IMap(ResultReading):
             raise
         with self._lock:
             self._pool = pool
-            self._feeder = Feeder(self.name, pool, self.stride,
+            feeder = InlineFeeder if self.worker_type == "inline" else Feeder
+            self._feeder = feeder(self.name, pool, self.stride,
                                   buffer_size=self.buffer or 2 * max(1, count) * self.stride,
                                   batch_cap=max(1, math.ceil(self.stride / self._worker_total)),
                                   workers=self._worker_total)

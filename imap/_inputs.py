@@ -33,11 +33,14 @@ def upstream_of(iterable: object) -> Task | None:
 
 
 def make_source(iterable: object, task_id: int, name: str, read_ahead: int,
-                known: dict[int, tuple[object, Any]]) -> tuple[Any, bool]:
+                known: dict[int, tuple[object, Any]], in_caller: bool = False
+                ) -> tuple[Any, bool]:
     """(the BatchSource of a task that is not a chain, True when the IMap made it).
 
     ``known`` maps id(iterator) to (iterator, its IterableSource) for the tasks of the run:
-    tasks given the same iterator share one source, and take turns on it (in the weave)."""
+    tasks given the same iterator share one source, and take turns on it (in the weave).
+    ``in_caller``: the source reads in its caller's thread (an inline IMap: no reader thread).
+    """
     if is_batch_source(iterable):
         return iterable, False
     try:
@@ -50,7 +53,8 @@ def make_source(iterable: object, task_id: int, name: str, read_ahead: int,
     if shared is not None and shared[0] is iterator:
         return shared[1], True
     source: IterableSource[Any] = IterableSource(iterator, read_ahead=read_ahead,
-                                                 name=f"{name}-task-{task_id}")
+                                                 name=f"{name}-task-{task_id}",
+                                                 in_caller=in_caller)
     known[id(iterator)] = (iterator, source)
     return source, True
 

@@ -40,7 +40,7 @@ from ._errors import BrokenPoolError, WorkerDiedError, WorkerStartError, warn_sa
 from .backends import _forkserver, _main_guard, _shm
 from .backends.base import Batch, WorkerHandle, WorkerLost
 
-log = logging.getLogger("imap")
+log = logging.getLogger(__name__)
 
 _STOP = object()
 #: seconds to wait for a slot thread that is busy in user code at a non-forced stop
@@ -352,6 +352,8 @@ def make_handles(imap: Any) -> list[WorkerHandle]:
                                                              imap.worker_num, imap.name)
         return dask_handles
     handles: list[WorkerHandle] = []
+    if imap.worker_type == "inline":
+        return handles               # the readers evaluate (imap._inline)
     if imap.worker_num:
         if imap.worker_type == "thread":
             from .backends.thread import ThreadHandle

@@ -1,6 +1,7 @@
 """IterableSource: any iterable as a BatchSource whose take() never waits.
 
     steady input (list, range, ...)  take(count): read in bulk, in C, in the caller's thread
+    in_caller=True, any other input  take(count): one next() in the caller's thread (it waits)
     any other iterator               reader thread --next()--> ready queue --take()--> caller
                                      caller --take(count): demand--> reader (reads ahead only
                                      as far as the last take() asked and did not get)
@@ -77,6 +78,10 @@ class IterableSource(Generic[T]):
     back waiting for more. The reader reads ahead at most ``read_ahead`` items, and no more
     than the last ``take(count)`` asked for and did not get.
 
+    ``in_caller=True``: no reader thread; ``take`` reads in the caller's thread, in bulk from
+    a steady input and one item per call from any other (waiting for it, as ``next()``
+    does): for a consumer that waits in its own thread anyway (an inline IMap).
+
     Example::
 
         source = IterableSource(open("log"), read_ahead=64, name="log")
@@ -86,7 +91,8 @@ class IterableSource(Generic[T]):
         source.close()
     """
 
-    def __init__(self, iterable: Iterable[T], *, read_ahead: int, name: str) -> None:
+    def __init__(self, iterable: Iterable[T], *, read_ahead: int, name: str,
+                 in_caller: bool = False) -> None:
         if isinstance(read_ahead, bool) or not isinstance(read_ahead, int) or read_ahead < 1:
             raise ValueError(f"read_ahead must be an int >= 1, not {read_ahead!r}")
         try:
@@ -97,6 +103,9 @@ class IterableSource(Generic[T]):
         self.name = name
         self.read_ahead = read_ahead
         self.steady = is_steady(self._iterator)
+        self._per_take: int | None = None      # steady: as many as asked
+        if in_caller and not self.steady:
+            self.steady, self._per_take = True, 1
         self._cond = threading.Condition(threading.Lock())
         self._ready: collections.deque[Any] = collections.deque()
         self._demand = 0
@@ -157,6 +166,7 @@ class IterableSource(Generic[T]):
         if self._exhausted or self._closed:
             return None
         items: list[T] = []
+        count = min(count, self._per_take or count)
         try:
             items.extend(itertools.islice(self._iterator, count))
         except BaseException as exc:  # noqa: BLE001 - the error of the next position

@@ -10,6 +10,8 @@ Who touches what:
     anyone           wakes: ``wake`` (TaskIterator.notify) and ``listeners`` (the feeders of
                      tasks that read this one), called holding no lock after a delivery,
                      at the end of the input, at removal and at stop
+    inline IMaps     ``fill`` (imap._inline): the consumer evaluates what it is about to
+                     wait for, in its own thread, before it waits (take, take_runs)
 
 Slot accounting: every item index holds one buffer slot from the moment the feeder pulls it
 until the consumer takes its result (or drops it after a timeout with skip). ``released()``
@@ -43,6 +45,9 @@ _NEVER = math.inf
 #: (index of the first result, values, None or {position in values: exception})
 Run = tuple[int, list[Any], "dict[int, BaseException] | None"]
 OnStarving = Callable[[int, "Task"], None]
+#: fill(task, count, timeout): evaluate up to ``count`` items (None: a stride) of the task's
+#: input now, waiting up to ``timeout`` for the input (None: no limit); returns time left
+Fill = Callable[["Task", "int | None", "float | None"], "float | None"]
 
 
 class Task:
@@ -81,6 +86,7 @@ class Task:
         self.wake: Wake | None = None               # TaskIterator.notify()
         self.listeners: list[Wake] = []             # feeders reading this task's results
         self.release_wake: Callable[[], None] | None = None   # the feeder's, while running
+        self.fill: Fill | None = None               # an inline IMap's, while running
         # reader side. The cursor is (values, iterator over values): iteration hands out a
         # plain batch at C speed with ``yield from``, and next() uses the same iterator, so
         # both see one position: len(values) - iterator.__length_hint__().
@@ -301,6 +307,8 @@ class Task:
                 if self.tracked_results is not None:
                     self.tracked_results[index] = result
                 return result
+            if self.fill is not None and not self.arrived:
+                timeout = self.fill(self, 1, timeout)
             with self.cond:
                 try:
                     self.wait_for_batch(timeout, on_starving)
@@ -327,6 +335,8 @@ class Task:
             values, iterator = self.cursor
             left = iterator.__length_hint__()
             if not left:
+                if self.fill is not None and not runs and not self.arrived:
+                    self.fill(self, None if count is None else int(remaining), 0.0)
                 with self.cond:
                     if self.load_next_batch():
                         continue

@@ -38,11 +38,14 @@ from rpyc.core.service import SlaveService
 from rpyc.utils.authenticators import SSLAuthenticator
 from rpyc.utils.server import ForkingServer, ThreadedServer
 
+from .backends._prctl import die_with_parent
+from .backends._remote_args import DEFAULT_PORT
+
 __all__ = ["main", "DEFAULT_PORT"]
 
+# not __name__: run as `python -m imap.server`, __name__ is "__main__"
 log = logging.getLogger("imap.server")
 
-DEFAULT_PORT = 18812
 #: the signals the server handles: stop on the first three, reap children on SIGCHLD
 _HANDLED = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
 #: seconds the children get to exit after SIGTERM before SIGKILL
@@ -111,7 +114,7 @@ class _Forking(ForkingServer):
             for signum in _HANDLED:
                 signal.signal(signum, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED)
-            _die_with_parent(parent)
+            die_with_parent(parent, exit_code=0)
             self.listener.close()
             self.clients.clear()
             self._authenticate_and_serve_client(sock)
@@ -133,18 +136,6 @@ class _Forking(ForkingServer):
             _signal(pid, signal.SIGKILL)
         _wait_children(pending, None)
         self.children.clear()
-
-
-def _die_with_parent(parent: int) -> None:
-    """Linux: the connection process gets SIGKILL when the server process dies."""
-    try:
-        import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)               # PR_SET_PDEATHSIG
-        if os.getppid() != parent:                  # the parent died before prctl
-            os._exit(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _signal(pid: int, signum: int) -> None:

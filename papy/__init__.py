@@ -29,13 +29,19 @@ from . import workers
 from ._cache import Cache
 from ._dagger import Dagger
 from ._errors import DaggerError, PapyError, PiperError, PlumberError, WorkerError
+from ._fanout import Args, Multiple
 from ._fingerprint import fingerprint
+from ._frame import Frame
 from ._logging import start_logger  # noqa: F401 - papy.start_logger, not in __all__
 from ._piper import Piper
 from ._plumber import Plumber
+from ._progress import summary  # noqa: F401 - papy.summary, not in __all__
+from ._reduce import Reducer
+from ._runner import add_run_options, run_options, run_plumber  # noqa: F401 - not in __all__
 from ._runtime import current_stop_event  # noqa: F401 - papy.current_stop_event
 from ._signals import handle_signals  # noqa: F401 - papy.handle_signals, not in __all__
 from ._worker import Worker
+from . import inline  # noqa: F401 - papy.inline, the job_stream front end (not in __all__)
 
 logging.getLogger("papy").addHandler(logging.NullHandler())
 # the Workers of Pipers unpickle papy's classes in every worker process: the fork server
@@ -44,4 +50,4 @@ _imap.preload("papy")
 
 __all__ = ["Worker", "Piper", "Dagger", "Plumber", "IMap", "imports", "workers",
            "PapyError", "WorkerError", "PiperError", "DaggerError", "PlumberError",
-           "Cache", "fingerprint"]
+           "Cache", "fingerprint", "Multiple", "Args", "Reducer", "Frame"]

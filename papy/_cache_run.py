@@ -274,9 +274,10 @@ def cache_stats(run: Run | None, pipers: list[Piper]) -> dict[str, dict[str, int
     return found
 
 
-def summary_lines(stats: dict[str, Any]) -> list[str]:
-    """The cache's part of a run's summary: one line per cached Piper, then the totals."""
-    per_piper = stats.get("cache") or {}
+def summary_lines(plumber: Any) -> list[str]:
+    """The cache's part of a run's summary (papy._progress.SUMMARY_SECTIONS): one line per
+    cached Piper, then the totals."""
+    per_piper = (getattr(plumber, "stats", None) or {}).get("cache") or {}
     if not per_piper:
         return []
     width = max(len("cache"), *(len(name) for name in per_piper))

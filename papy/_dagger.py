@@ -145,12 +145,25 @@ class Dagger:
                 except (PapyError, TypeError, ValueError) as exc:
                     raise DaggerError(f"cannot make a Piper of {piper!r}: {exc}") from exc
             key = id(piper)
+            self._number(piper)
             self._pipers[key], self._up[key], self._down[key] = piper, [], []
         if branch is not None:
             piper.branch = branch
         if xtra is not None:
             self._xtras[id(piper)] = xtra
         return created, piper
+
+    def _number(self, piper: Piper) -> None:
+        """A Piper named after its function by default gets a number when one of this
+        Dagger's Pipers has that name already: 'parse', 'parse_2', 'parse_3', ..."""
+        if not getattr(piper, "_default_name", False) or piper._run is not None:
+            return
+        taken = {p.name for p in self._pipers.values()}
+        if piper.name in taken:
+            base, number = piper.name, 2
+            while f"{base}_{number}" in taken:
+                number += 1
+            piper.name = f"{base}_{number}"
 
     def del_piper(self, piper, forced: bool = False) -> None:
         """Remove a Piper and its pipes; one that feeds others needs ``forced=True``."""

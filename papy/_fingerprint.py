@@ -104,9 +104,11 @@ class _Describer:
             self.seen.discard(id(func))
 
     def _callable_text(self, func: Any) -> str:
-        from ._worker import Worker  # papy._worker imports this module lazily: no cycle
+        from ._worker import PlainCall, Worker  # papy._worker imports this lazily: no cycle
         if isinstance(func, Worker):
             return "worker[" + ", ".join(self.callable_text(f) for f in func.task) + "]"
+        if isinstance(func, PlainCall):         # f(*inbox): not the same call as f(inbox)
+            return "plain " + self.callable_text(func.func)
         stands_for = getattr(func, "__papy_fingerprint_of__", None)   # a cached function
         if stands_for is not None:
             return self.callable_text(stands_for)

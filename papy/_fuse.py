@@ -24,14 +24,23 @@ stage that mutates its input mutates the previous stage's result, which nobody e
 their ``time_waiting`` is 0 (the owner's covers the segment), and their ``items_out`` (and the
 next Piper's ``items_in``) count the items that left the whole segment.
 
+A stage that returns a ``Multiple`` (or a ``None`` its Piper drops) sends that item down the
+slow path: each element goes through the later stages as an item of its own, and the
+item's result is a ``Multiple`` of theirs, which the parent fans out (papy._fanout). A
+Reducer or a Frame (``fusable = False``) is never part of a segment.
+
 ``Dagger.fuse = False`` (or ``plumber.fuse = False``) turns fusion off.
 """
 from __future__ import annotations
 
 from typing import Any, Callable
 
+from itertools import repeat
+from operator import is_
+
 from ._cache_run import call_one, carry_stages, record_of
 from ._errors import PiperError, WorkerError
+from ._fanout import Multiple
 from ._worker import NEVER_SUSPECT, REPORT_EVERY, Busy, _clock, any_instance, map_stage
 
 __all__ = ["groups", "FusedCall", "StagesFailed"]
@@ -68,12 +77,12 @@ def groups(order: list[Any], upstream: Callable[[Any], list[Any]],
 
 def _may_exit(piper: Any) -> bool:
     return (piper.parallel is not False and not piper.connected and piper.spawn == 1
-            and piper.timeout is None)
+            and piper.timeout is None and piper.fusable)
 
 
 def _absorbable(up: Any, imap: Any) -> bool:
     """``up`` can run inside a group on ``imap``: nothing for the parent to do after it."""
-    return (up.parallel is imap and not up.connected and up.spawn == 1
+    return (up.parallel is imap and not up.connected and up.spawn == 1 and up.fusable
             and up.timeout is None and up.produce == 1 and not up.track and not up.debug)
 
 
@@ -158,14 +167,18 @@ class FusedCall:
     tuple, one per stage.
     """
 
-    __slots__ = ("workers", "boxing", "inputs", "stages", "pending", "reported", "records")
+    __slots__ = ("workers", "boxing", "inputs", "drops", "stages", "pending", "reported",
+                 "records")
 
     def __init__(self, workers: Any, boxing: bool,
-                 inputs: tuple[tuple[int, ...], ...] | None = None):
+                 inputs: tuple[tuple[int, ...], ...] | None = None,
+                 drops: tuple[bool, ...] | None = None):
         workers = tuple(workers)
         if inputs is None:
             inputs = ((),) + tuple((k,) for k in range(len(workers) - 1))
-        self.__setstate__((workers, boxing, tuple(inputs)))
+        if drops is None:
+            drops = (False,) * len(workers)
+        self.__setstate__((workers, boxing, tuple(inputs), tuple(drops)))
 
     def call_batch(self, items: list[Any]) -> tuple[list[Any], dict[int, BaseException] | None]:
         values, raised = self._call_batch(items)
@@ -188,81 +201,55 @@ class FusedCall:
                                            clean[reads[0]])
             else:
                 inboxes = list(map(list, zip(*(outputs[k] for k in reads))))
-                values, raised = map_stage(worker, bare, inboxes, False)
+                values, raised = map_stage(worker, bare, inboxes, False,
+                                           all(clean[k] for k in reads))
             now = _clock()
             pending[stage] += now - start
             start = now
             outputs.append(values)
             if stage == last:
                 if raised:
-                    return self._with_failures(items, outputs, stage, raised, now)
+                    return self._slow(items, outputs, stage, raised, now)
                 break
             # one scan of the types: plain values need no other check here or next stage
             clean.append(NEVER_SUSPECT.issuperset(map(type, values)))
-            if raised or (not clean[stage] and any_instance(values, _SKIPPED_BY_NEXT)):
-                return self._with_failures(items, outputs, stage, raised, now)
+            if raised or (not clean[stage] and any_instance(values, _IRREGULAR)) or (
+                    self.drops[stage] and any(map(is_, values, repeat(None)))):
+                return self._slow(items, outputs, stage, raised, now)
         values = outputs[last]
         if now - self.reported >= REPORT_EVERY:
             values[-1] = self._report(values[-1], now)
         return values, None
 
-    def _with_failures(self, items: list[Any], outputs: list[list[Any]], failed_at: int,
-                       raised: dict[int, BaseException] | None, start: float
-                       ) -> tuple[list[Any], dict[int, BaseException] | None]:
-        """The slow path, from the first stage that gave an error or raised: each later
-        stage evaluates only the items whose inputs it can read."""
-        pending, last, count = self.pending, len(self.stages) - 1, len(items)
-        failures: dict[int, dict[int, Any]] = {}    # position -> {stage: its own error}
-        dead: dict[int, BaseException] = {}         # position -> what it raised
-        usable: list[list[bool]] = []               # per stage: position -> value usable
-        for stage in range(failed_at):
-            usable.append([True] * count)
-        usable.append(self._sort_out(failed_at, outputs[failed_at], range(count), raised,
-                                     failures, dead))
-        for stage in range(failed_at + 1, len(self.stages)):
+    def _slow(self, items: list[Any], outputs: list[list[Any]], at: int,
+              raised: dict[int, BaseException] | None, start: float
+              ) -> tuple[list[Any], dict[int, BaseException] | None]:
+        """The slow path, from the first stage ``at`` that gave an error, raised, gave a
+        Multiple or a None it drops: row by row (papy._fuse._Rows), each later stage
+        evaluates only the rows whose inputs it can read; the elements of a Multiple that
+        a stage gave go on as rows of their own, and the item's result is a Multiple."""
+        pending, last = self.pending, len(self.stages) - 1
+        rows = _Rows(len(items), outputs, at)
+        stage, evaluated, stage_raised = at, list(range(len(items))), raised
+        while True:
+            rows.sort_out(stage, evaluated, stage_raised, stage == last)
+            if stage == last:
+                return rows.results(last)
+            rows.expand(stage, self.drops[stage])
+            stage += 1
             worker, bare = self.stages[stage]
             reads = self.inputs[stage]
-            positions = [p for p in range(count) if p not in dead and (
-                all(usable[k][p] for k in reads) if reads else True)]
+            evaluated = rows.ready(reads)
             if not reads:
-                values, stage_raised = map_stage(worker, bare, [items[p] for p in positions],
-                                                 self.boxing)
+                values, stage_raised = map_stage(
+                    worker, bare, [items[rows.owner[r]] for r in evaluated], self.boxing)
             else:
-                inboxes = [[outputs[k][p] for k in reads] for p in positions]
+                inboxes = [[rows.outs[k][r] for k in reads] for r in evaluated]
                 values, stage_raised = map_stage(worker, bare, inboxes, False)
             now = _clock()
             pending[stage] += now - start
             start = now
-            full = [None] * count
-            for position, value in zip(positions, values):
-                full[position] = value
-            outputs.append(full)
-            usable.append(self._sort_out(stage, full, positions, stage_raised, failures, dead))
-        results = outputs[last]
-        for position, errors in failures.items():
-            if position not in dead:
-                results[position] = StagesFailed(errors)
-        for position in dead:
-            results[position] = None
-        return results, dead or None
-
-    def _sort_out(self, stage: int, values: list[Any], positions: Any,
-                  raised: dict[int, BaseException] | None, failures: dict[int, dict[int, Any]],
-                  dead: dict[int, BaseException]) -> list[bool]:
-        """Which positions of ``stage`` hold a value the next stages can read; records the
-        stage's own errors (not for the exit) and what raised."""
-        last = len(self.stages) - 1
-        usable = [False] * len(values)
-        for k, position in enumerate(positions):
-            if raised and k in raised:
-                dead[position] = raised[k]
-                continue
-            value = values[position]
-            if stage != last and isinstance(value, _SKIPPED_BY_NEXT):
-                failures.setdefault(position, {})[stage] = value
-            else:
-                usable[position] = True
-        return usable
+            rows.place(evaluated, values)
 
     def __call__(self, inbox: Any) -> Any:
         """One item (the IMap's tracked mode: small batches, slow items)."""
@@ -287,10 +274,10 @@ class FusedCall:
         return Busy(busy, value)
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return (self.workers, self.boxing, self.inputs)
+        return (self.workers, self.boxing, self.inputs, self.drops)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        self.workers, self.boxing, self.inputs = state
+        self.workers, self.boxing, self.inputs, self.drops = state
         self.stages = [(w, getattr(w, "_bare", None)) for w in self.workers]
         records = [record_of(w) for w in self.workers]
         self.records = records if any(r is not None for r in records) else None
@@ -304,3 +291,114 @@ class FusedCall:
 # what the Workers that read a stage would not evaluate: an error item (the parent makes a
 # PiperError of a WorkerError before the next Piper sees it)
 _SKIPPED_BY_NEXT = (PiperError, WorkerError)
+# what sends a batch down the slow path after a stage that is not the last
+_IRREGULAR = (PiperError, WorkerError, Multiple)
+
+
+class _Rows:
+    """The state of FusedCall's slow path: one row per item, or per element of a Multiple
+    a stage gave (``owner``: the item's position). Per stage and row: ``outs`` (the value),
+    ``usable`` (the stages that read it may evaluate it); per row: ``failures`` (``{stage:
+    its own error}``) and ``dead`` (what it raised: not an Exception)."""
+
+    def __init__(self, count: int, outputs: list[list[Any]], at: int):
+        self.count = count
+        self.owner = list(range(count))
+        self.outs = outputs
+        self.usable: list[list[bool]] = [[True] * count for _ in range(at)]
+        self.failures: dict[int, dict[int, Any]] = {}
+        self.dead: dict[int, BaseException] = {}
+        self.expanded: set[int] = set()     # items whose rows came from a Multiple
+
+    def sort_out(self, stage: int, evaluated: list[int],
+                 raised: dict[int, BaseException] | None, exit_: bool) -> None:
+        """Which rows of ``stage`` hold a value the next stages can read; records the
+        stage's own errors (not the exit's: settled as results) and what raised."""
+        usable = [False] * len(self.owner)
+        values = self.outs[stage]
+        for k, row in enumerate(evaluated):
+            if raised and k in raised:
+                self.dead[row] = raised[k]
+            elif not exit_ and isinstance(values[row], _SKIPPED_BY_NEXT):
+                self.failures.setdefault(row, {})[stage] = values[row]
+            else:
+                usable[row] = True
+        self.usable.append(usable)
+
+    def expand(self, stage: int, drops: bool) -> None:
+        """The usable Multiples of ``stage`` (and its Nones, when that Piper drops them)
+        become their elements, one row each, the rows' other values copied."""
+        values, usable = self.outs[stage], self.usable[stage]
+        marks = [u and (type(v) is Multiple or (drops and v is None))
+                 for v, u in zip(values, usable, strict=True)]
+        if not any(marks):
+            return
+        owner: list[int] = []
+        outs: list[list[Any]] = [[] for _ in range(stage + 1)]
+        flags: list[list[bool]] = [[] for _ in range(stage + 1)]
+        failures: dict[int, dict[int, Any]] = {}
+        dead: dict[int, BaseException] = {}
+        for row, marked in enumerate(marks):
+            if marked:
+                self.expanded.add(self.owner[row])
+                value = values[row]
+                elements = [] if value is None else value.items
+                if drops:
+                    elements = [e for e in elements if e is not None]
+            else:
+                elements = [values[row]]
+            for element in elements:
+                new = len(owner)
+                owner.append(self.owner[row])
+                for k in range(stage):
+                    outs[k].append(self.outs[k][row])
+                    flags[k].append(self.usable[k][row])
+                outs[stage].append(element)
+                flags[stage].append(usable[row])
+                if row in self.failures:
+                    failures[new] = dict(self.failures[row])
+                if row in self.dead:
+                    dead[new] = self.dead[row]
+        self.owner, self.outs, self.usable = owner, outs, flags
+        self.failures, self.dead = failures, dead
+
+    def ready(self, reads: tuple[int, ...]) -> list[int]:
+        """The rows a stage reading ``reads`` evaluates."""
+        dead, usable = self.dead, self.usable
+        return [r for r in range(len(self.owner))
+                if r not in dead and all(usable[k][r] for k in reads)]
+
+    def place(self, evaluated: list[int], values: list[Any]) -> None:
+        full: list[Any] = [None] * len(self.owner)
+        for row, value in zip(evaluated, values, strict=True):
+            full[row] = value
+        self.outs.append(full)
+
+    def results(self, last: int) -> tuple[list[Any], dict[int, BaseException] | None]:
+        """One result per item: the exit's value, a StagesFailed, or (expanded) a
+        Multiple of those; an item with a row that raised is that position's error."""
+        gathered: list[list[Any]] = [[] for _ in range(self.count)]
+        raised: dict[int, BaseException] = {}
+        exits = self.outs[last]
+        for row, position in enumerate(self.owner):
+            if row in self.dead:
+                raised.setdefault(position, self.dead[row])
+            elif row in self.failures:
+                gathered[position].append(StagesFailed(self.failures[row]))
+            else:
+                gathered[position].append(exits[row])
+        results: list[Any] = []
+        for position, values in enumerate(gathered):
+            if position in raised:
+                results.append(None)
+            elif position in self.expanded:
+                flat: list[Any] = []
+                for value in values:
+                    if type(value) is Multiple:
+                        flat += value.items
+                    else:
+                        flat.append(value)
+                results.append(Multiple.of(flat))
+            else:
+                results.append(values[0])
+        return results, raised or None

@@ -9,7 +9,8 @@ Every step below runs in the run's scheduler thread and moves whole batches:
     inboxes --linear: call.call_batch() here, in bounded chunks ----------------+
             --pool: Channel.put() --> IMap task --> take_ready() (collect) -----+
                                                                                 v
-    settle (papy._settle) --> produce: n items per result, stride-interleaved --> emit
+    settle (papy._settle), fan-out (papy._fanout: a Multiple, a dropped None)
+        --> produce: n items per result, stride-interleaved --> emit
         --> every downstream Pipe (a fan-out shares the batch), or the Outlet of an output
 
 A node with ``spawn > 1`` still has one IMap task: its inboxes are evaluated by every
@@ -27,6 +28,7 @@ from ._cache_run import cache_counts_of
 from ._channels import Channel, Outlet, Pipe
 from ._counters import LinkedCounters, OutputCounters, PiperCounters
 from ._errors import PiperError, _short_repr
+from ._fanout import fan_out
 from ._fuse import FusedCall
 from ._settle import settle
 from ._worker import BoxingCall, TimedCall
@@ -75,11 +77,14 @@ class Node:
         self.settled = 0            # results settled so far (the tracking index)
         self.boxed = len(inputs) == 1 and self.head.consume == 1
         workers = [p.worker for p in pipers]
-        self.call: Any = (FusedCall(workers, self.boxed, self.stage_inputs) if self.fused else
-                          BoxingCall(workers[0]) if self.boxed else TimedCall(workers[0]))
+        drops = tuple(p.drop_none for p in pipers)
+        self.call: Any = (FusedCall(workers, self.boxed, self.stage_inputs, drops) if self.fused
+                          else BoxingCall(workers[0]) if self.boxed else TimedCall(workers[0]))
+        self.fanned = False         # settle saw a Multiple in the batch: fan it out
         self.rows: list[Any] = []   # consume > 1: rows waiting for a whole block
         self.made: list[Any] = []   # produce > 1: results waiting for a whole block
         self.mismatch: PiperError | None = None
+        self.broken = False         # its pool broke: a failure of the run, said once
         self.input_names: list[str] = []     # upstream Piper names, or 'input k'
         self.inputs_done = False
         self.done = False
@@ -247,7 +252,17 @@ class Node:
         per_item = elapsed / len(inboxes)
         self.chunk = max(1, min(4096, int(LINEAR_CHUNK_SECONDS / per_item) if per_item
                                 else 4096, 4 * self.chunk))
-        self._emit(settle(self, values, raised))
+        self._emit(self._settled(values, raised))
+
+    def _settled(self, values: list[Any], errors: dict[int, BaseException] | None
+                 ) -> list[Any]:
+        """Settle a batch of results; a Multiple becomes its items, a None of a Piper that
+        drops them none (papy._fanout)."""
+        values = settle(self, values, errors)
+        if self.fanned or self.piper.drop_none:
+            self.fanned = False
+            values = fan_out(values, self.piper.drop_none)
+        return values
 
     def _collect(self) -> bool:
         """Pool node: take the results that are ready, settle and emit them."""
@@ -265,7 +280,7 @@ class Node:
                 return moved
             moved = True
             self.in_flight -= len(values)
-            self._emit(settle(self, values, errors))
+            self._emit(self._settled(values, errors))
 
     # -- produce and emit ------------------------------------------------------------------
     def _emit(self, results: list[Any]) -> None:
@@ -299,6 +314,7 @@ class Node:
             f"of at least {n} items (or use repeat=True); it returned {_short_repr(result)}"))
         log.error("%s", error.args[0])
         self.counters.errors += 1
+        self.context.failed_items.record(self.piper, None, error)
         return [error] * n
 
     def _give(self, items: list[Any]) -> None:

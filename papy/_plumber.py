@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import sys
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Iterator
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from ._cache_run import cache_stats
 from ._dagger import Dagger
 from ._errors import PlumberError
+from ._failures import report_of, silence_stdout
 from ._runtime import raise_failures
 
 if TYPE_CHECKING:
@@ -85,9 +87,21 @@ class Plumber(Dagger):
     As a context manager, leaving the block stops what still runs and raises its failures.
 
     ``stats``: ``start_time``, ``run_time``, ``pipers_tracked`` ({piper: {index: result}}
-    for Pipers with ``track=True``), ``pipers`` ({piper: PiperCounters}) and ``cache``
-    ({piper name: {'executed': n, 'cached': n, 'failed': n, 'upstream_failed': n}} for
-    the Pipers with a cache: docs/cache.md).
+    for Pipers with ``track=True``), ``pipers`` ({piper: PiperCounters}),
+    ``failed_items`` (a ``papy._failures.FailedItems``: the items that failed, by Piper and
+    exception type) and ``cache`` ({piper name: {'executed': n, 'cached': n, 'failed': n,
+    'upstream_failed': n}} for the Pipers with a cache: docs/cache.md).
+
+    Failed items (a function raised, a timeout, a worker that died) are error items in
+    place of their results, and the rest of the run goes on. So that they are never silent:
+
+    - ``report_failures=True`` (default): when a run ends with failed items, a report goes
+      to stderr: how many input items failed, by Piper and exception type, each group
+      with its first item and the traceback where it was raised;
+    - ``fail_fast=True``: the first failed item stops the run at once (nothing more is read
+      or evaluated); ``wait()``/``stop()``/``collect()`` raise a PiperError for it, whose
+      notes hold the worker-side traceback;
+    - ``verbose=True``: a line on stderr for each failed item, as it fails.
 
     Example (``inc`` a worker function)::
 
@@ -98,16 +112,26 @@ class Plumber(Dagger):
     """
 
     def __init__(self, logger_options: dict[str, Any] | None = None,
-                 progress: bool | str = False, **kwargs: Any):
+                 progress: bool | str = False, fail_fast: bool = False,
+                 verbose: bool = False, report_failures: bool = True, **kwargs: Any):
         if logger_options is not None and not isinstance(logger_options, dict):
-            raise TypeError(f"Plumber(logger_options=...) takes a dict of start_logger() "
-                            f"options, not {type(logger_options).__name__}: the pipers and "
-                            f"pipes go to add_pipe()/Dagger(pipers=..., pipes=...)")
+            raise TypeError(f"Plumber() got {logger_options!r:.60} where its first "
+                            f"parameter, logger_options, is a dict of start_logger() "
+                            f"options; give the other options by keyword (progress=, "
+                            f"fail_fast=, ...) and the Pipers to add_pipe((a, b)) or "
+                            f"Plumber(pipers=..., pipes=...)")
         super().__init__(**kwargs)
         if progress not in _PROGRESS_MODES:
             raise ValueError(f"Plumber progress must be True, False or one of 'auto', 'bar', "
                              f"'log', 'off', not {progress!r}")
         self._progress_mode: bool | str = "auto" if progress is True else progress
+        for key, value in (("fail_fast", fail_fast), ("verbose", verbose),
+                           ("report_failures", report_failures)):
+            if not isinstance(value, bool):
+                raise TypeError(f"Plumber {key} must be True or False, not {value!r}")
+        self.fail_fast, self.verbose = fail_fast, verbose
+        self.report_failures = report_failures
+        self._failure_stream: Any = None    # where verbose lines go (None: stderr)
         if logger_options:
             from ._logging import start_logger
             start_logger(**logger_options)
@@ -117,7 +141,8 @@ class Plumber(Dagger):
         self._run: Run | None = None
         self._datas: list[Any] | None = None
         self.stats: dict[str, Any] = {"start_time": None, "run_time": None,
-                                      "pipers_tracked": {}, "pipers": {}, "cache": {}}
+                                      "pipers_tracked": {}, "pipers": {},
+                                      "failed_items": None, "cache": {}}
 
     @property
     def state(self) -> PlumberState:
@@ -170,10 +195,13 @@ class Plumber(Dagger):
         assert run is not None
         try:
             run.on_outputs_ended = self._outputs_ended
+            failed = run.context.failed_items
+            failed.configure(fail_fast=self.fail_fast, verbose=self.verbose,
+                             stream=self._failure_stream)
             pipers = self.postorder()
             self.stats = {"start_time": time.time(), "run_time": None,
                           "pipers_tracked": {p: p.tracked for p in pipers if p.track},
-                          "pipers": {}, "cache": {}}
+                          "pipers": {}, "failed_items": failed, "cache": {}}
             Dagger.start(self)
             self.stats["pipers"] = {p: p.counters for p in pipers}
             self.stats["cache"] = cache_stats(run, pipers)
@@ -233,7 +261,26 @@ class Plumber(Dagger):
             if stats["start_time"] is not None:
                 stats["run_time"] = time.time() - stats["start_time"]
             self._set(_S.IDLE)
+        self._report_failed_items()
         self._raise_failures()
+
+    def _report_failed_items(self) -> None:
+        """At the end of a run: the report of its failed items on stderr (unless
+        ``report_failures`` is off, or ``fail_fast`` raises the failure instead); stdout is
+        silenced when its reader went away (``| head``)."""
+        failed = self.stats.get("failed_items")
+        if failed is None:
+            return
+        if failed.output_closed:
+            silence_stdout()
+        if not self.report_failures or self.fail_fast or not failed:
+            return
+        text = report_of(self)
+        try:
+            sys.stderr.write(text + "\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            log.error("%s", text)
 
     # -- the seed's interface ---------------------------------------------------------
     def set_inputs(self, datas: Any) -> None:

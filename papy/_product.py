@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from ._piper import Piper
     from ._runtime import RunContext
 
-__all__ = ["ProductNode", "node_type", "COMBINES"]
+__all__ = ["ProductNode", "join_node", "COMBINES"]
 
 #: what ``Piper(combine=...)`` accepts
 COMBINES = ("zip", "product")
@@ -46,7 +46,7 @@ COMBINES = ("zip", "product")
 PRODUCT_AHEAD = 4096
 
 
-def node_type(head: Piper, inputs: int) -> type[Node]:
+def join_node(head: Piper, inputs: int) -> type[Node]:
     """The node a Piper reading ``inputs`` inputs is (a product of one input is that
     input: a plain Node)."""
     if getattr(head, "combine", "zip") == "product" and inputs > 1:

@@ -39,7 +39,7 @@ from ._cache_run import summary_lines
 log = logging.getLogger(__name__)
 
 __all__ = ["Progress", "PiperFigures", "figures", "summary", "expected_totals",
-           "count_errors", "MODES"]
+           "count_errors", "MODES", "SUMMARY_SECTIONS"]
 
 MODES = ("auto", "bar", "log", "off")
 BAR_INTERVAL = 0.2      # seconds between redraws of a bar
@@ -58,6 +58,7 @@ class PiperFigures:
     time_waiting: float | None = None
     buffer_used: int | None = None
     buffer_size: int | None = None
+    failed: int = 0         # items that failed at this Piper (not those failed upstream)
 
 
 class _Zero:
@@ -73,6 +74,8 @@ def figures(plumber, pipers=None) -> list[PiperFigures]:
     Piper given in ``pipers`` that has no counters yet shows zeros."""
     counters = (plumber.stats or {}).get("pipers") or {}
     chosen = list(counters) if pipers is None else list(pipers)
+    failed_items = (plumber.stats or {}).get("failed_items")
+    failed = failed_items.by_piper() if failed_items is not None else {}
     result = []
     for piper in chosen:
         c = counters.get(piper) or _ZERO
@@ -81,7 +84,8 @@ def figures(plumber, pipers=None) -> list[PiperFigures]:
             name=piper.name, items_in=c.items_in, items_out=c.items_out, errors=c.errors,
             time_busy=c.time_busy, time_waiting=getattr(c, "time_waiting", None),
             buffer_used=getattr(imap, "buffer_used", None) if imap is not False else None,
-            buffer_size=getattr(imap, "buffer_size", None) if imap is not False else None))
+            buffer_size=getattr(imap, "buffer_size", None) if imap is not False else None,
+            failed=failed.get(id(piper), 0)))
     return result
 
 
@@ -101,26 +105,44 @@ def _elapsed(plumber) -> float:
 
 
 def summary(plumber, title: str = "papy run") -> str:
-    """A table of the last run: items in and out, errors, busy and waiting seconds and
-    throughput per Piper (upstream first), then the totals and the run time."""
+    """A table of the last run: items in and out, items that failed at the Piper, error
+    items it gave out (its own and those it passed on), busy and waiting seconds and
+    throughput per Piper (upstream first), then the totals and the run time; then the
+    lines of each of ``SUMMARY_SECTIONS``."""
     rows = figures(plumber)
     elapsed = _elapsed(plumber)
-    inputs = {p.name for p in _safe(plumber.get_inputs)}
+    inputs = {id(p) for p in _safe(plumber.get_inputs)}
+    counters = (plumber.stats or {}).get("pipers") or {}
     width = max([len("piper")] + [len(r.name) for r in rows])
     lines = [f"{title}: {len(rows)} pipers, run time {elapsed:.2f} s",
-             f"  {'piper':<{width}} {'in':>9} {'out':>9} {'errors':>7} {'busy s':>8} "
-             f"{'wait s':>8} {'out/s':>10}"]
+             f"  {'piper':<{width}} {'in':>9} {'out':>9} {'failed':>7} {'errors':>7} "
+             f"{'busy s':>8} {'wait s':>8} {'out/s':>10}"]
     for r in rows:
         rate = r.items_out / elapsed if elapsed > 0 else math.nan
         waited = f"{r.time_waiting:>8.2f}" if r.time_waiting is not None else f"{'-':>8}"
-        lines.append(f"  {r.name:<{width}} {r.items_in:>9} {r.items_out:>9} {r.errors:>7} "
-                     f"{r.time_busy:>8.2f} {waited} {rate:>10.1f}")
-    taken = sum(r.items_in for r in rows if r.name in inputs)
+        lines.append(f"  {r.name:<{width}} {r.items_in:>9} {r.items_out:>9} {r.failed:>7} "
+                     f"{r.errors:>7} {r.time_busy:>8.2f} {waited} {rate:>10.1f}")
+    taken = sum(c.items_in for p, c in counters.items() if id(p) in inputs)
     errors = sum(r.errors for r in rows)
-    lines.append(f"  items: {taken} taken from the inputs; error items: {errors}; "
-                 f"run time: {elapsed:.2f} s")
-    lines += summary_lines(plumber.stats or {})     # the cached Pipers' records
+    failed = sum(r.failed for r in rows)
+    lines.append(f"  items: {taken} taken from the inputs; failed: {failed}; error items: "
+                 f"{errors}; run time: {elapsed:.2f} s")
+    for section in SUMMARY_SECTIONS:
+        lines += section(plumber)
     return "\n".join(lines)
+
+
+def _output_closed(plumber) -> list[str]:
+    failed = (plumber.stats or {}).get("failed_items")
+    if failed is None or failed.output_closed is None:
+        return []
+    return [f"  the output was closed (a broken pipe at piper {failed.output_closed!r}): "
+            f"the run stopped early"]
+
+
+#: functions ``(plumber) -> [lines]`` whose lines end the summary, in order (a feature that
+#: has figures of its own appends one; an empty list adds nothing)
+SUMMARY_SECTIONS: list = [_output_closed, summary_lines]   # summary_lines: the cache's
 
 
 def _safe(method) -> list:

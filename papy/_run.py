@@ -43,9 +43,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from ._channels import Outlet, Pipe, Wakeup
 from ._errors import PiperError
+from ._failures import StopRun
 from ._nodes import Node
 from ._outputs import OutputReader
-from ._product import node_type
+from ._product import join_node
 from ._runtime import Feed, RunContext, raise_failures
 from ._scheduler import READ_AHEAD, Source, schedule
 
@@ -141,14 +142,15 @@ class Run:
             else:
                 upstream.append(None)
         pipes = [Pipe() for _ in inbox]
-        node = node_type(pipers[0], len(inbox))(pipers, pipes, self.context, stage_inputs)
+        # a Reducer's, a Frame's node; a product's (combine='product'); else a Node
+        node_type = getattr(pipers[-1], "node_type", None) or join_node(pipers[0], len(inbox))
+        node = node_type(pipers, pipes, self.context, stage_inputs)
         if node.imap is not None:
-            if node.imap.started:
-                raise PiperError(f"piper {node.name!r}: its IMap is already started; connect "
-                                 f"every Piper that shares it before starting")
+            self.add_pool(node.imap, node.name)
             node.add_task(self.wakeup.poke)
-            if node.imap not in self._imaps:
-                self._imaps.append(node.imap)
+        attach = getattr(node, "attach", None)
+        if attach is not None:
+            attach(self)        # a composite node: the pools and Pipers of its body
         for k, (source, up, pipe) in enumerate(zip(inbox, upstream, pipes)):
             pipe.reader = pipers[0].name
             if up is not None:
@@ -167,6 +169,23 @@ class Run:
             self._node_of[id(piper)] = node
             self._pipers[id(piper)] = piper
         return node
+
+    def add_pool(self, imap: IMap, name: str) -> None:
+        """An IMap this run starts and stops (it must not be started yet)."""
+        if imap.started:
+            raise PiperError(f"piper {name!r}: its IMap is already started; connect "
+                             f"every Piper that shares it before starting")
+        if imap not in self._imaps:
+            self._imaps.append(imap)
+
+    def adopt(self, piper: Piper, node: Any) -> None:
+        """``piper`` runs inside a composite node (the body of a Reducer or a Frame) as
+        ``node``: its counters are read there."""
+        self._node_of[id(piper)] = node
+        piper._run = self
+
+    def forget(self, piper: Piper) -> None:
+        self._node_of.pop(id(piper), None)
 
     def node_of(self, piper: Piper) -> Node | None:
         return self._node_of.get(id(piper))
@@ -225,6 +244,8 @@ class Run:
         try:
             schedule(self.nodes, self.sources, self.window(), self.wakeup,
                      lambda: self._aborting)
+        except StopRun as stop:     # fail_fast, or the output closed: papy._failures
+            self._abort_nodes(stop.reason)
         except BaseException as exc:  # noqa: BLE001 - a failure of the run, never lost
             if self._aborting:
                 return

@@ -30,6 +30,8 @@ import operator
 import threading
 from typing import Iterable
 
+from ._failures import FailedItems
+
 log = logging.getLogger("papy")  # one name for the whole package (and "imap")
 
 __all__ = ["RunContext", "Feed", "current_stop_event"]
@@ -62,6 +64,7 @@ class RunContext:
         self._feeds: list[Feed] = []
         self._failures: list[BaseException] = []
         self._dropped = 0
+        self.failed_items = FailedItems(self)     # the items that failed (papy._failures)
 
     # -- the gate ---------------------------------------------------------------------
     @property

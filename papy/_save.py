@@ -40,13 +40,14 @@ import textwrap
 import time
 
 from ._errors import PlumberError
+from ._worker import PlainCall, Worker
 
 __all__ = ["save_pipeline", "load_pipeline"]
 
 _IMAP_FIELDS = ("worker_type", "worker_num", "worker_remote", "stride", "buffer", "ordered",
                 "skip", "name", "start_method", "remote_tls", "remote_timeout")
 _PIPER_FIELDS = ("consume", "produce", "spawn", "timeout", "branch", "debug", "name", "track",
-                 "repeat")
+                 "repeat", "drop_none")
 _loaded = itertools.count()
 
 
@@ -151,10 +152,17 @@ def _imap_expression(imap) -> str:
 
 
 def _worker_expression(writer: _Writer, worker) -> str:
-    functions = ", ".join(writer.function(f) for f in worker.task)
+    plain = {type(f) is PlainCall for f in worker.task}
+    if len(plain) > 1:      # plain and inbox functions composed: one Worker for each
+        parts = [_worker_expression(writer, Worker(f.func if type(f) is PlainCall else f,
+                                                   a, k, plain=type(f) is PlainCall))
+                 for f, a, k in zip(worker.task, worker.args, worker.kwargs, strict=True)]
+        return f"Worker(({', '.join(parts)},))"
+    functions = ", ".join(writer.function(f.func if type(f) is PlainCall else f)
+                          for f in worker.task)
     args = _literal(tuple(worker.args), f"the arguments of worker {worker.__name__!r}")
     kwargs = _literal(tuple(worker.kwargs), f"the kwargs of worker {worker.__name__!r}")
-    return f"Worker(({functions},), {args}, {kwargs})"
+    return f"Worker(({functions},), {args}, {kwargs}{', plain=True' if True in plain else ''})"
 
 
 def save_pipeline(dagger, filename) -> None:
@@ -165,6 +173,9 @@ def save_pipeline(dagger, filename) -> None:
     imaps: dict[int, tuple[str, object]] = {}
     body = []
     for piper in pipers:
+        if hasattr(piper, "node_type"):     # a Reducer, a Frame: functions and a body
+            raise PlumberError(f"cannot save {type(piper).__name__} {piper.name!r}: save "
+                            f"writes Pipers of Workers only")
         if piper.parallel is not False and id(piper.parallel) not in imaps:
             var = f"imap_{len(imaps)}"
             imaps[id(piper.parallel)] = (var, piper.parallel)

@@ -3,7 +3,8 @@
     inputs --Source.admit (while the run holds fewer than `window` items)--> input Pipes
     for each node, upstream first: collect its pool's results, feed it (papy._nodes)
     nothing moved: wait on the run's Wakeup (poked by an IMap task that delivered, an
-    input that has items, a reader that took a batch, a stop request), then go again
+    input that has items, a reader that took a batch, a stop request; or until a node's
+    ``wake_at()``: a Reducer's time window closes), then go again
 
 Memory: the run holds at most about ``window`` items (in Pipes, Channels, IMap buffers,
 blocks and Outlets): inputs are admitted only below it. Results are always taken out of an
@@ -96,10 +97,18 @@ def _stalled(nodes: list[Node], sources: list[Source], window: int) -> bool:
     return moved
 
 
+def _timeout(timed: list[Any]) -> float | None:
+    """Seconds until the first time a node wants a step without being poked (a window of
+    a Reducer closes), or None."""
+    deadlines = [at for at in (node.wake_at() for node in timed) if at is not None]
+    return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+
+
 def schedule(nodes: list[Node], sources: list[Source], window: int, wakeup: Wakeup,
              aborting: Callable[[], bool]) -> None:
     """Run the scheduler loop until every node is done or ``aborting()`` says so."""
     pooled = [node for node in nodes if node.imap is not None]
+    timed = [node for node in nodes if hasattr(node, "wake_at")]    # Reducer(interval=)
     clock = time.perf_counter
     while not aborting():
         moved = _one_pass(nodes, sources, window)
@@ -108,7 +117,7 @@ def schedule(nodes: list[Node], sources: list[Source], window: int, wakeup: Wake
         if moved or _stalled(nodes, sources, window):
             continue
         idle = clock()
-        wakeup.wait()
+        wakeup.wait(_timeout(timed) if timed else None)
         waited = clock() - idle
         for node in pooled:
             if node.in_flight:

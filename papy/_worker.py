@@ -10,12 +10,19 @@ result boxed as a 1-tuple, and the last result is returned bare::
 Errors are values, never raised: an exception raised by a function is returned as a
 ``WorkerError(exception, function_name, inbox)``; an inbox that already holds an upstream
 ``PiperError`` is not evaluated and ``PiperError(*those_errors)`` is returned.
+
+Plain functions of the items, ``f(x)`` or ``f(x, y)`` for a join, need no wrapper:
+``Worker(f, plain=True)`` (or ``Piper(f, plain=True)``) calls ``f(*inbox, *arguments)``, and
+each later function of a composition gets the previous result as it is::
+
+    Worker((f, g), plain=True)(inbox)  ==  g(f(*inbox))
 """
 from __future__ import annotations
 
 import functools
 import inspect
 import itertools
+import os
 import time
 import traceback
 import types
@@ -24,7 +31,7 @@ from typing import Any, Callable, Iterable, Sequence
 from ._cache_run import call_one, carry, record_of
 from ._errors import PiperError, WorkerError
 
-__all__ = ["Worker"]
+__all__ = ["Worker", "PlainCall"]
 
 _FUNCTION_TYPES = (types.FunctionType, types.BuiltinFunctionType, types.MethodType,
                    types.BuiltinMethodType, types.MethodWrapperType, functools.partial)
@@ -42,6 +49,40 @@ def _function_name(func) -> str:
     return name or repr(func)
 
 
+class PlainCall:
+    """A plain function of the items as a Worker function: ``PlainCall(f)(inbox, *args)``
+    is ``f(*inbox, *args)`` (``Worker(f, plain=True)`` makes it). In a composition, the
+    previous result comes boxed as a 1-tuple, so ``f`` gets it as it is.
+
+    ``__wrapped__`` is ``f``: ``inspect.signature`` (and so a cache key's argument names)
+    sees ``f``'s parameters; the name and the fingerprint are ``f``'s, marked plain.
+    """
+
+    __slots__ = ("func", "__name__", "__wrapped__")
+
+    def __init__(self, func: Callable[..., Any]):
+        if not callable(func):
+            raise TypeError(f"Worker(plain=True) takes callables, not {func!r}")
+        self.func = func
+        self.__name__ = _function_name(func)
+        self.__wrapped__ = func
+
+    def __call__(self, inbox: Sequence[Any], *args: Any, **kwargs: Any) -> Any:
+        return self.func(*inbox, *args, **kwargs)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is PlainCall and other.func == self.func
+
+    def __hash__(self) -> int:
+        return hash((PlainCall, self.func))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (PlainCall, (self.func,))
+
+    def __repr__(self) -> str:
+        return f"PlainCall({self.__name__})"
+
+
 class Worker:
     """Compose functions left to right over an inbox; errors are returned as values.
 
@@ -56,6 +97,14 @@ class Worker:
 
     Anything else is a TypeError. Workers are compared by their functions and arguments
     and are not hashable. ``__name__`` is the function names joined by ``'>'``.
+
+    ``plain=True``: the functions are plain functions of the items, not of the inbox: the
+    first is called as ``f(*inbox, *arguments, **kwargs)`` -- ``f(x)`` for a Piper with
+    one input, ``f(x, y)`` for a join of two -- and each later one gets the previous result
+    as it is. Any callable will do (``Worker(float, plain=True)``). Example::
+
+        >>> Worker(pow, (2,), plain=True)([7])          # pow(7, 2)
+        49
 
     ``cache``: a ``papy.Cache``; each inbox is looked up there first (key: the functions'
     fingerprints, the arguments, the inbox's content) and a result is stored before it is
@@ -73,15 +122,20 @@ class Worker:
     __hash__ = None  # equal Workers are interchangeable, but they are mutable containers
 
     def __init__(self, functions, arguments=None, kwargs=None, name: str | None = None,
-                 cache=None):
+                 cache=None, plain: bool = False):
+        if not isinstance(plain, bool):
+            raise TypeError(f"Worker plain must be True or False, not {plain!r}")
         if isinstance(functions, Worker):
+            if plain:
+                raise TypeError("Worker(plain=True) takes functions; a Worker keeps the "
+                                "convention it was made with")
             task, args, kws = functions.task, functions.args, functions.kwargs
-        elif _is_function(functions):
-            task = (functions,)
+        elif _is_function(functions) or (plain and callable(functions)):
+            task = (PlainCall(functions) if plain else functions,)
             args = (_as_tuple(arguments, "arguments"),)
             kws = (_as_dict(kwargs, "kwargs"),)
         elif isinstance(functions, (list, tuple)) and functions:
-            task, args, kws = _from_sequence(functions, arguments, kwargs)
+            task, args, kws = _from_sequence(functions, arguments, kwargs, plain)
         else:
             raise TypeError(f"Worker takes a function, a Worker or a non-empty sequence of "
                             f"them, not {functions!r}")
@@ -89,7 +143,7 @@ class Worker:
         self.args: tuple = tuple(args)
         self.kwargs: tuple = tuple(kws)
         for func, arg, kw in zip(self.task, self.args, self.kwargs):
-            if not isinstance(functions, Worker):
+            if not isinstance(functions, Worker) and type(func) is not PlainCall:
                 _check_signature(func, arg, kw)
         self._single = (self.task[0], self.args[0], self.kwargs[0]) if len(self.task) == 1 \
             else None     # the common case, without the boxing of a composition
@@ -167,8 +221,20 @@ class Worker:
 
 def _worker_error(exc: Exception, func, inbox) -> WorkerError:
     error = WorkerError(exc, _function_name(func), inbox)
-    error.traceback_text = traceback.format_exc()
+    error.traceback_text = _user_traceback(exc)
     return error
+
+
+_OWN_FOLDER = os.path.dirname(os.path.abspath(__file__))
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """The traceback of ``exc`` from the user's function on: papy's own frames on top (the
+    Worker's call of the function) are left out (all of them for a builtin function)."""
+    tb = exc.__traceback__
+    while tb is not None and os.path.dirname(tb.tb_frame.f_code.co_filename) == _OWN_FOLDER:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
 def _check_signature(func, args: tuple, kwargs: dict) -> None:
@@ -188,7 +254,8 @@ def _check_signature(func, args: tuple, kwargs: dict) -> None:
             f"Worker: function {name!r}{signature} cannot be called as {name}({given}): "
             f"{exc}. A worker function takes the inbox first, then the arguments and "
             f"keyword arguments given to the Worker: define it as "
-            f"'def {name}(inbox, ...)' or change the arguments given to the Worker"
+            f"'def {name}(inbox, ...)' or change the arguments given to the Worker; a plain "
+            f"function of the items (f(x), f(x, y) for a join) takes plain=True"
         ) from None
 
 
@@ -209,7 +276,7 @@ def _as_dict(kwargs, what: str) -> dict:
     return dict(kwargs)
 
 
-def _from_sequence(functions, arguments, kwargs):
+def _from_sequence(functions, arguments, kwargs, plain: bool = False):
     count = len(functions)
     arguments = [None] * count if arguments is None else list(arguments)
     kwargs = [None] * count if kwargs is None else list(kwargs)
@@ -222,8 +289,8 @@ def _from_sequence(functions, arguments, kwargs):
             task += func.task
             args += func.args
             kws += func.kwargs
-        elif _is_function(func):
-            task.append(func)
+        elif _is_function(func) or (plain and callable(func)):
+            task.append(PlainCall(func) if plain else func)
             args.append(_as_tuple(arg, "arguments"))
             kws.append(_as_dict(kw, "kwargs"))
         else:
@@ -263,14 +330,26 @@ def map_stage(worker, bare, values: list, boxed: bool, clean: bool = False
     if cached is not None:          # a cached Worker: looked up and stored per batch
         return cached.call_batch(values, boxed)  # type: ignore[no-any-return]
     if not boxed:
+        if bare is not None and (clean or _plain_inboxes(values)):
+            return _resumable(bare, values, False)      # the Worker would call it so
         return _resumable(worker, values, False)
     if bare is None or (not clean and any_instance(values, _SUSPECT)):
         return _resumable(worker, values, True)
+    if type(bare) is PlainCall:         # f(item): no inbox list is made at all
+        return _resumable(bare.func, values, False, box_errors=True)
     return _resumable(bare, values, True)
 
 
 # exact types that are never an error item, nor a list that could hold one
 NEVER_SUSPECT = frozenset({int, float, complex, str, bytes, bool, type(None), tuple, dict})
+_LISTS = frozenset({list})
+
+
+def _plain_inboxes(inboxes: list) -> bool:
+    """Are these inboxes lists of NEVER_SUSPECT values only (a join's, without an upstream
+    error or a consume group)? Two C-level scans of the types."""
+    return _LISTS.issuperset(map(type, inboxes)) and NEVER_SUSPECT.issuperset(
+        map(type, itertools.chain.from_iterable(inboxes)))
 
 
 def any_instance(values: list, types) -> bool:
@@ -280,7 +359,10 @@ def any_instance(values: list, types) -> bool:
         map(isinstance, values, itertools.repeat(types)))
 
 
-def _resumable(func, values: list, boxed: bool) -> tuple[list, dict | None]:
+def _resumable(func, values: list, boxed: bool, box_errors: bool = False
+               ) -> tuple[list, dict | None]:
+    """``box_errors``: ``values`` are items given to ``func`` as they are (a plain
+    function), and a WorkerError's inbox is ``[item]`` as for the other paths."""
     results, raised = [], None
     mapped = map(func, map(list, zip(values)) if boxed else values)
     while True:
@@ -289,7 +371,8 @@ def _resumable(func, values: list, boxed: bool) -> tuple[list, dict | None]:
             return results, raised
         except Exception as exc:  # noqa: BLE001 - every user error becomes a value
             inbox = values[len(results)]
-            results.append(_worker_error(exc, func, [inbox] if boxed else inbox))
+            results.append(_worker_error(exc, func, [inbox] if boxed or box_errors
+                                         else inbox))
         except BaseException as exc:  # noqa: BLE001 - that item's error, as per item
             raised = raised or {}
             raised[len(results)] = exc

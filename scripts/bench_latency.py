@@ -109,7 +109,8 @@ class LineOut:
         self.arrivals = arrivals
 
     def write(self, text: str) -> None:
-        self.arrivals.arrived(line_seq(text))
+        if text != END:         # the Pool's end marker matches too; not a timed line
+            self.arrivals.arrived(line_seq(text))
 
     def flush(self) -> None:
         pass

@@ -11,7 +11,9 @@ from /proc) of this process plus all its children every --sample items. Growth =
 RSS minus the total after the first --warmup items (pools started, buffers filled).
 
 Mode --infinite: itertools.count() as the input and a slow reader (--delay seconds per
-item) for --seconds; the RSS must stay flat (bounded by the IMap buffers).
+item) for --seconds; the RSS must stay flat (bounded by the run's window), with or without
+a worker killed every --kill-every seconds; the graceful stop at the end is timed (it
+drains at most the window).
 
     python scripts/soak.py                     # 1,000,000 items, then 20 s of infinite input
     python scripts/soak.py --quick             # 50,000 items, 3 s infinite
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -110,27 +113,68 @@ def soak(items: int, stride: int, warmup: int, every: int) -> tuple[bool, float]
     return ok, memory.report("soak")
 
 
-def infinite(seconds: float, delay: float, stride: int, every: int) -> float:
+def _kill_a_worker() -> None:
+    """SIGKILL one worker process of this program (a child of the fork server)."""
+    from _common import descendants
+    workers = [pid for pid in descendants(os.getpid())
+               if pid not in set(_children_of(os.getpid()))]
+    if workers:
+        os.kill(workers[-1], signal.SIGKILL)
+
+
+def _children_of(pid: int) -> list[int]:
+    from _common import descendants
+    return [child for child in descendants(pid)
+            if _parent_of(child) == pid]
+
+
+def _parent_of(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            stat = handle.read()
+    except OSError:
+        return -1
+    return int(stat[stat.rfind(")") + 2:].split()[1])
+
+
+def infinite(seconds: float, delay: float, stride: int, every: int,
+             kill_every: float | None = None) -> float:
     plumber, output, _ = build(stride)
     memory = Memory()
     plumber.start([itertools.count()])
     end: float | None = None
     warm_at: float | None = None
-    count = 0
+    next_kill: float | None = None
+    count = kills = 0
+    samples: list[tuple[float, float]] = []
     try:
         for count, _value in enumerate(output, 1):
             time.sleep(delay)
             now = time.monotonic()
             if warm_at is None and count >= every:
                 warm_at, end = now, now + seconds
+                next_kill = now + kill_every if kill_every else None
             if count % every == 0:
                 memory.sample(warm_at is not None)
+                if warm_at is not None and (not samples or now - samples[-1][0] >= 30):
+                    samples.append((now, total_rss_mib()[1]))
+            if next_kill is not None and now >= next_kill:
+                _kill_a_worker()
+                kills += 1
+                next_kill = now + (kill_every or 0)
             if end is not None and now > end:
                 break
     finally:
+        stopping = time.perf_counter()
         plumber.stop()
+        stopped = time.perf_counter() - stopping
+    if samples:
+        began = samples[0][0]
+        print("infinite: RSS of this process and its workers every ~30 s, MiB: "
+              + " ".join(f"{t - began:.0f}s:{mib:.0f}" for t, mib in samples), flush=True)
     print(f"infinite input, slow reader ({delay * 1000:g} ms/item): {count:,} items "
-          f"read in {seconds:g} s after warm-up", flush=True)
+          f"read in {seconds:g} s after warm-up; {kills} workers killed; the graceful stop "
+          f"took {stopped:.2f} s", flush=True)
     return memory.report("infinite")
 
 
@@ -144,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--delay", type=float, default=0.001, help="infinite reader delay")
     parser.add_argument("--no-infinite", action="store_true")
     parser.add_argument("--infinite-only", action="store_true")
+    parser.add_argument("--kill-every", type=float, default=None, metavar="SECONDS",
+                        help="infinite mode: SIGKILL one worker process every SECONDS")
     args = parser.parse_args(argv)
     if args.quick:
         args.items, args.seconds = min(args.items, 50_000), min(args.seconds, 3.0)
@@ -156,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         matched, growth = soak(args.items, args.stride, warmup, every)
         ok = matched and growth < args.limit_mb
     if not args.no_infinite:
-        growth = infinite(args.seconds, args.delay, args.stride, 500)
+        growth = infinite(args.seconds, args.delay, args.stride, 500, args.kill_every)
         ok = ok and growth < args.limit_mb
     print("PASS" if ok else "FAIL", flush=True)
     return 0 if ok else 1

@@ -1,5 +1,10 @@
 """Shared fixtures: pool kinds, and a guard that fails any test leaving things behind.
 
+Pool kinds (``POOL_KINDS``: inline, thread, process, remote on a loopback server, dask): the
+shared suites run on each through ``pool_options`` (IMap options) or, for Pipers,
+``make_parallel``/``parallel`` (linear first, then an IMap of each kind). A test that holds
+for some kinds only says why (its name, docstring or skip reason).
+
 The guard compares, before and after each test, the live threads, this process's child
 processes and the entries of /dev/shm. A leftover is given a few seconds to go away (a
 worker exiting, a daemon thread finishing); what remains fails the test and is cleaned up
@@ -131,9 +136,38 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(params=["thread", "process"])
 def worker_type(request: pytest.FixtureRequest) -> str:
-    """Runs a test on a thread pool and on a process pool."""
+    """A thread pool and a process pool, for suites that are not shared by every kind (the
+    cache, the templates, the workers library); the shared suites use ``pool_options``."""
     kind: str = request.param
     return kind
+
+
+#: every kind of pool; the shared suites run on each (``pool_options``, ``parallel``)
+POOL_KINDS = ("inline", "thread", "process", "remote", "dask")
+
+
+class PoolOptions(dict[str, Any]):
+    """IMap options for a pool of one kind (``kind``), 2 workers unless asked otherwise."""
+
+    def __init__(self, kind: str, server: ServerProcess, client: Any, workers: int = 2):
+        self.kind = kind
+        self._server, self._client = server, client
+        if kind == "remote":
+            super().__init__(worker_num=0, worker_remote=[(server.address, workers)])
+        elif kind == "dask":
+            super().__init__(worker_type="dask", worker_remote=client, worker_num=workers)
+        else:
+            super().__init__(worker_type=kind, worker_num=workers)
+
+    def with_workers(self, workers: int) -> PoolOptions:
+        """The same kind with ``workers`` workers (Dask: threads kept busy; inline: 1)."""
+        return PoolOptions(self.kind, self._server, self._client, workers)
+
+
+def _pool_options(kind: str, server: ServerProcess, client: Any) -> PoolOptions:
+    if kind == "dask" and client is None:
+        pytest.skip("distributed is not installed (pip install 'papy[dask]')")
+    return PoolOptions(kind, server, client)
 
 
 @pytest.fixture(scope="session")
@@ -167,17 +201,54 @@ def dask_client() -> Iterator[Any]:
     assert not left, f"threads of the session's Dask cluster left running: {sorted(left)}"
 
 
-@pytest.fixture(params=["thread", "process", "remote", "dask"])
+@pytest.fixture(params=POOL_KINDS)
 def pool_options(request: pytest.FixtureRequest,
                  forking_server: ServerProcess,  # noqa: F811 - the fixture imported above
-                 dask_client: Any) -> dict[str, Any]:
-    """IMap options for a 2-worker pool of each kind: threads, processes, two slots on a
-    loopback RPyC server, and a Dask cluster of 2 in-process workers (both session-scoped,
-    so they exist before the leak guard looks)."""
-    if request.param == "remote":
-        return dict(worker_num=0, worker_remote=[(forking_server.address, 2)])
-    if request.param == "dask":
-        if dask_client is None:
-            pytest.skip("distributed is not installed (pip install 'papy[dask]')")
-        return dict(worker_type="dask", worker_remote=dask_client)
-    return dict(worker_type=request.param, worker_num=2)
+                 dask_client: Any) -> PoolOptions:
+    """IMap options for a 2-worker pool of each kind: inline (the reader's thread), threads,
+    processes, two slots on a loopback RPyC server, and a Dask cluster of 2 in-process
+    workers (both session-scoped, so they exist before the leak guard looks). A test that
+    holds only for some kinds says why where it skips the others."""
+    return _pool_options(request.param, forking_server, dask_client)
+
+
+class ParallelMaker:
+    """``make(stride=3, workers=2)``: a Piper's ``parallel`` of one kind: False (linear), or
+    a new IMap of that kind; every IMap made is stopped after the test."""
+
+    def __init__(self, kind: str, server: ServerProcess, client: Any) -> None:
+        self.kind = kind
+        self._server, self._client = server, client
+        self.made: list[Any] = []
+
+    def __call__(self, stride: int = 3, workers: int = 2) -> Any:
+        if self.kind == "linear":
+            return False
+        from imap import IMap
+        imap = IMap(**_pool_options(self.kind, self._server, self._client).with_workers(
+            workers), stride=stride)
+        self.made.append(imap)
+        return imap
+
+    def stop_all(self) -> None:
+        for imap in self.made:
+            imap.stop()
+
+
+@pytest.fixture(params=("linear", *POOL_KINDS))
+def make_parallel(request: pytest.FixtureRequest,
+                  forking_server: ServerProcess,  # noqa: F811 - the fixture imported above
+                  dask_client: Any) -> Iterator[ParallelMaker]:
+    """``pool_options`` for Pipers: makes ``parallel=`` values of each kind, linear first."""
+    maker = ParallelMaker(request.param, forking_server, dask_client)
+    try:
+        yield maker
+    finally:
+        maker.stop_all()
+
+
+@pytest.fixture
+def parallel(make_parallel: ParallelMaker) -> Any:
+    """One ``parallel=`` value of each kind (``make_parallel()``): linear, then an IMap of
+    each kind with stride 3 and 2 workers."""
+    return make_parallel()

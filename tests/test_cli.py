@@ -145,7 +145,7 @@ def test_run_pipeline_with_inputs(tmp_path, capsys):
     err = capsys.readouterr().err
     assert re.search(r"papy done: keep: 5 out", err)
     assert re.search(r"^\s+double\s+5\s+5\s+0\s", err, re.M)
-    assert "items: 5 taken from the inputs; error items: 0" in err
+    assert "items: 5 taken from the inputs; failed: 0; error items: 0" in err
 
 
 def test_run_pipeline_on_input_files(tmp_path, capsys):
@@ -158,7 +158,7 @@ def test_run_pipeline_on_input_files(tmp_path, capsys):
     assert "no main() and no inputs()" in capsys.readouterr().err
 
 
-def test_run_exit_1_when_items_fail_or_the_run_fails(tmp_path, capsys):
+def test_run_exit_3_when_items_fail_and_1_when_the_run_fails(tmp_path, capsys):
     failing = write(tmp_path, "f.py", PIPELINE, """
         _make = pipeline
         def pipeline():
@@ -166,9 +166,11 @@ def test_run_exit_1_when_items_fail_or_the_run_fails(tmp_path, capsys):
         def inputs():
             return [range(5)]
     """)
-    assert cli.main(["run", failing, "--progress", "off"]) == 1
+    assert cli.main(["run", failing, "--progress", "off"]) == cli.EXIT_ITEMS_FAILED == 3
     err = capsys.readouterr().err
-    assert "some items failed" in err and re.search(r"^\s+second\s+5\s+5\s+1\s", err, re.M)
+    assert "papy: 1 input item failed (of 5 taken from the inputs)" in err
+    assert re.search(r"^\s+second\s+5\s+5\s+1\s+1\s", err, re.M)     # failed, errors
+    assert re.search(r"^\s+keep\s+5\s+5\s+0\s+1\s", err, re.M)       # passed it on
     raising = write(tmp_path, "r.py", PIPELINE, """
         def inputs():
             def numbers():
@@ -288,6 +290,19 @@ def test_graph_dot(tmp_path, capsys):
     assert 'label="IMap pool: 3 threads"' in dot and "p0; p1;" in dot
     assert "in0 -> p0;" in dot and "p0 -> p1;" in dot and "p0 -> p2;" in dot
     assert 'p1 -> p3 [label="inbox[0]"];' in dot and 'p2 -> p3 [label="inbox[1]"];' in dot
+
+
+def test_graph_of_default_names_names_each_function_once():
+    plumber = Plumber()
+    plumber.add_pipe((Piper(double_it), Piper(double_it, parallel=IMap(worker_type="thread",
+                                                                      worker_num=1))))
+    dot = cli.graph_text(plumber)
+    assert 'p0 [label="double_it\\nlinear"];' in dot
+    assert 'p1 [label="double_it_2"];' in dot
+
+
+def double_it(inbox):
+    return inbox[0] * 2
 
 
 def test_graph_mermaid(tmp_path, capsys):
@@ -481,5 +496,21 @@ def test_summary_table():
     assert text.startswith("papy run: 4 pipers, run time ")
     assert re.search(r"^\s+split\s+4\s+8\s+0\s", text, re.M)
     assert re.search(r"^\s+out_b\s+8\s+4\s+0\s", text, re.M)
-    assert "items: 4 taken from the inputs; error items: 0" in text
+    assert "items: 4 taken from the inputs; failed: 0; error items: 0" in text
     assert sorted(f.name for f in figures(plumber)) == ["out_a", "out_b", "source", "split"]
+
+
+def test_run_plumber_writes_everything_to_its_stream(capsys):
+    """The summary, the verbose lines and the report of the failed items go to ``stream``
+    (and the exit code says some items failed); nothing goes to stderr."""
+    plumber = Plumber()
+    plumber.add_pipe((Piper(double_it), Piper(double_it)))
+    report = io.StringIO()
+    assert cli.run_plumber(plumber, [[1, None, 3]], progress="off", stream=report,
+                           verbose=True) == cli.EXIT_ITEMS_FAILED
+    text = report.getvalue()
+    assert "papy: piper 'double_it' failed on item 1 (inbox [None]): TypeError" in text
+    assert "papy: 1 input item failed (of 3 taken from the inputs)" in text
+    assert "items: 3 taken from the inputs; failed: 1; error items: 2" in text
+    assert capsys.readouterr().err == ""
+    assert plumber.verbose is False and plumber.report_failures is True     # restored

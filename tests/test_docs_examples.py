@@ -26,7 +26,7 @@ TESTED_ELSEWHERE = {"workers.md": "tests/test_workers_docs.py runs it with docte
 # The guide pages (issue 7): their links and their list of skipped examples are checked too.
 OWN_PAGES = ["README.md"] + [f"docs/{name}" for name in (
     "index.md", "quickstart.md", "concepts.md", "cli.md", "templates.md", "original-papy.md",
-    "benchmarks.md")]
+    "benchmarks.md", "troubleshooting.md")]
 SKIP = re.compile(r"^<!--\s*skip\b.*-->$")
 
 RUNNER = r'''

@@ -1,4 +1,8 @@
-"""IMap construction, validation, tasks and the life cycle (after the original test_numap)."""
+"""IMap construction, validation, tasks and the life cycle (after the original test_numap).
+
+Tests that run a pool run on every kind (``pool_options``, tests/conftest.py); those that
+only construct IMaps or add tasks before start() use whichever kind reads best.
+"""
 import os
 
 import pytest
@@ -38,7 +42,8 @@ def test_defaults():
 
 
 @pytest.mark.parametrize("kwargs, error, words", [
-    (dict(worker_type="fiber"), ValueError, "'process', 'thread' or 'dask'"),
+    (dict(worker_type="fiber"), ValueError, "'process', 'thread', 'inline' or 'dask'"),
+    (dict(worker_type="inline", worker_remote=[("h", 1)]), ValueError, "no worker_remote"),
     (dict(worker_num=-1), ValueError, "worker_num must be >= 0"),
     (dict(worker_num=1.5), TypeError, "worker_num must be an int"),
     (dict(worker_num=0), ValueError, "no workers"),
@@ -61,10 +66,10 @@ def test_func_without_iterable_and_the_reverse():
         IMap(iterable=[1, 2])
 
 
-def test_empty_sequence_refused_but_empty_generator_ends(worker_type):
+def test_empty_sequence_refused_but_empty_generator_ends(pool_options):
     with pytest.raises(ValueError, match="empty"):
-        IMap(add1, [], worker_type=worker_type, worker_num=1)
-    with IMap(add1, iter([]), worker_type=worker_type, worker_num=1) as pool:
+        IMap(add1, [], **pool_options)
+    with IMap(add1, iter([]), **pool_options) as pool:
         with pytest.raises(StopIteration):
             pool.next()
 
@@ -80,11 +85,10 @@ def test_func_and_iterable_start_at_once_like_imap(pool_options):
         assert list(pool) == list(range(1, 21))
 
 
-def test_args_and_kwargs(worker_type):
+def test_args_and_kwargs(pool_options):
     def power(x, exponent, offset=0):
         return x ** exponent + offset
-    with IMap(power, range(5), args=(2,), kwargs={"offset": 1}, worker_type=worker_type,
-              worker_num=2) as pool:
+    with IMap(power, range(5), args=(2,), kwargs={"offset": 1}, **pool_options) as pool:
         assert list(pool) == [1, 2, 5, 10, 17]
 
 
@@ -135,8 +139,8 @@ def test_add_and_pop_tasks():
     assert pool._tasks == [] and pool._tasks_tracked == {}
 
 
-def test_add_while_running_but_pop_only_before_start(worker_type):
-    with IMap(add1, range(3), worker_type=worker_type, worker_num=1) as pool:
+def test_add_while_running_but_pop_only_before_start(pool_options):
+    with IMap(add1, range(3), **pool_options.with_workers(1)) as pool:
         later = pool.add_task(add1, [10])          # allowed while the IMap runs
         assert list(later) == [11] and list(pool) == [1, 2, 3]
         with pytest.raises(RuntimeError, match="before start"):
@@ -145,8 +149,8 @@ def test_add_while_running_but_pop_only_before_start(worker_type):
             pool.start()
 
 
-def test_next_before_start_and_after_stop_is_an_error(worker_type):
-    pool = IMap(worker_type=worker_type, worker_num=1)
+def test_next_before_start_and_after_stop_is_an_error(pool_options):
+    pool = IMap(**pool_options.with_workers(1))
     pool.add_task(add1, [1, 2, 3])
     with pytest.raises(RuntimeError, match="not started"):
         pool.next()
@@ -159,8 +163,8 @@ def test_next_before_start_and_after_stop_is_an_error(worker_type):
         pool.next()
 
 
-def test_stop_iteration_is_repeated(worker_type):
-    with IMap(add1, [1], worker_type=worker_type, worker_num=1) as pool:
+def test_stop_iteration_is_repeated(pool_options):
+    with IMap(add1, [1], **pool_options.with_workers(1)) as pool:
         assert pool.next() == 2
         for _ in range(3):
             with pytest.raises(StopIteration):
@@ -168,8 +172,8 @@ def test_stop_iteration_is_repeated(worker_type):
         assert list(pool) == []
 
 
-def test_stop_when_not_started_is_a_no_op():
-    pool = IMap(worker_type="thread", worker_num=1)
+def test_stop_when_not_started_is_a_no_op(pool_options):
+    pool = IMap(**pool_options)
     pool.stop()
     pool.stop(forced=True)
 
@@ -193,8 +197,8 @@ def test_stop_right_after_start_and_forced(pool_options):
         assert not pool.started
 
 
-def test_call_is_add_task_and_get_task_shares_position():
-    pool = IMap(worker_type="thread", worker_num=2)
+def test_call_is_add_task_and_get_task_shares_position(pool_options):
+    pool = IMap(**pool_options)
     first = pool(add1, range(6))
     with pool:
         pool.start()
@@ -205,8 +209,8 @@ def test_call_is_add_task_and_get_task_shares_position():
         pool.get_task(5)
 
 
-def test_context_manager_stops():
-    with IMap(add1, range(1000), worker_num=2) as pool:
+def test_context_manager_stops(pool_options):
+    with IMap(add1, range(1000), **pool_options) as pool:
         assert pool.next() == 1
     assert not pool.started
 
@@ -272,8 +276,8 @@ def _uses_json(text):
     return json.loads(text)  # noqa: F821
 
 
-def test_buffer_size_and_use_are_visible_while_running():
-    pool = IMap(worker_type="thread", worker_num=1, stride=2, buffer=6)
+def test_buffer_size_and_use_are_visible_while_running(pool_options):
+    pool = IMap(**pool_options.with_workers(1), stride=2, buffer=6)
     assert pool.buffer_size is None and pool.buffer_used is None
     pool.add_task(add1, range(100))
     with pool:

@@ -1,4 +1,10 @@
-"""Errors in place: exceptions, pickling failures, dying workers."""
+"""Errors in place: exceptions, pickling failures, dying workers.
+
+Exceptions run on every kind of pool (``pool_options``); pickling failures on the kinds that
+pickle (process, remote, dask); dying workers and item timeouts on the kind each test names
+(a worker that exits would take a thread or inline pool's program with it; the inline
+pool's item_timeout is in test_imap_inline.py, remote and dask have their own suites).
+"""
 import ctypes
 import os
 import pathlib
@@ -33,8 +39,8 @@ def test_exception_is_raised_in_place_and_the_task_goes_on(pool_options):
             pool.next()
 
 
-def test_exception_carries_the_worker_traceback(worker_type):
-    with IMap(invert, [1, 0, 2], worker_type=worker_type, worker_num=1) as pool:
+def test_exception_carries_the_worker_traceback(pool_options):
+    with IMap(invert, [1, 0, 2], **pool_options.with_workers(1)) as pool:
         assert pool.next() == 1.0
         with pytest.raises(ZeroDivisionError) as info:
             pool.next()
@@ -44,8 +50,8 @@ def test_exception_carries_the_worker_traceback(worker_type):
         assert pool.next() == 0.5
 
 
-def test_errors_in_iteration_stop_the_for_loop_but_not_the_task(worker_type):
-    with IMap(invert, [1, 0, 4], worker_type=worker_type, worker_num=1) as pool:
+def test_errors_in_iteration_stop_the_for_loop_but_not_the_task(pool_options):
+    with IMap(invert, [1, 0, 4], **pool_options.with_workers(1)) as pool:
         results = []
         with pytest.raises(ZeroDivisionError):
             for value in pool:
@@ -72,9 +78,17 @@ def make_unpicklable_result(x):
     return Unpicklable() if x == 2 else x
 
 
-def test_an_item_that_cannot_be_pickled_fails_alone():
+@pytest.fixture
+def pickling(pool_options):
+    """pool_options of the kinds that pickle items, results and exceptions."""
+    if pool_options.kind in ("inline", "thread"):
+        pytest.skip(f"{pool_options.kind} pools pickle nothing")
+    return pool_options
+
+
+def test_an_item_that_cannot_be_pickled_fails_alone(pickling):
     items = [0, 1, Unpicklable(), 3]
-    with IMap(add1, items, worker_num=2) as pool:
+    with IMap(add1, items, **pickling) as pool:
         assert pool.next() == 1
         assert pool.next() == 2
         with pytest.raises(SerializationError, match="item 2 of task 0 cannot be pickled"):
@@ -82,17 +96,17 @@ def test_an_item_that_cannot_be_pickled_fails_alone():
         assert pool.next() == 4
 
 
-def test_a_result_that_cannot_be_pickled_fails_alone():
-    with IMap(make_unpicklable_result, range(5), worker_num=2) as pool:
+def test_a_result_that_cannot_be_pickled_fails_alone(pickling):
+    with IMap(make_unpicklable_result, range(5), **pickling) as pool:
         assert [pool.next(), pool.next()] == [0, 1]
         with pytest.raises(SerializationError, match="result of item 2 of task 0"):
             pool.next()
         assert [pool.next(), pool.next()] == [3, 4]
 
 
-def test_an_item_that_cannot_be_unpickled_in_the_worker_fails_alone():
+def test_an_item_that_cannot_be_unpickled_in_the_worker_fails_alone(pickling):
     items = [0, 1, FailsToUnpickle(), 3]
-    with IMap(add1, items, worker_num=1) as pool:
+    with IMap(add1, items, **pickling.with_workers(1)) as pool:
         assert [pool.next(), pool.next()] == [1, 2]
         with pytest.raises(SerializationError, match="cannot be unpickled"):
             pool.next()
@@ -110,9 +124,9 @@ def raise_odd_exception(x):
     return x
 
 
-def test_an_exception_that_cannot_be_pickled_back_is_replaced():
+def test_an_exception_that_cannot_be_pickled_back_is_replaced(pickling):
     from imap import RemoteError
-    with IMap(raise_odd_exception, range(3), worker_num=1) as pool:
+    with IMap(raise_odd_exception, range(3), **pickling.with_workers(1)) as pool:
         assert pool.next() == 0
         with pytest.raises(RemoteError, match="Unpicklable_Exception: odd") as info:
             pool.next()
@@ -207,12 +221,14 @@ def exit_on_every_tenth(x):
     return x
 
 
-def test_system_exit_in_a_thread_worker_is_an_error_in_place():
-    def leave(x):
-        if x == 1:
-            raise SystemExit(3)
-        return x
-    with IMap(leave, range(3), worker_type="thread", worker_num=1) as pool:
+def leave_on_1(x):
+    if x == 1:
+        raise SystemExit(3)
+    return x
+
+
+def test_system_exit_raised_by_the_function_is_an_error_in_place(pool_options):
+    with IMap(leave_on_1, range(3), **pool_options.with_workers(1)) as pool:
         assert pool.next() == 0
         with pytest.raises(SystemExit):
             pool.next()

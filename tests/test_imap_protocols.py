@@ -1,6 +1,9 @@
 """The seam of imap.protocols: BatchFunction (call_batch), BatchSource and IterableSource,
 the task handle (take_ready, notify, remove), add_task while running, and the feeder that
-never waits for an input (docs/imap.md, "Feeding an IMap from your own sources")."""
+never waits for an input (docs/imap.md, "Feeding an IMap from your own sources").
+
+Tests that run a pool run on every kind (``pool_options``); those that need a feeder's
+read-ahead or dealing, or items that wait for the test's Events, say why."""
 import itertools
 import threading
 import time
@@ -250,7 +253,7 @@ def test_an_empty_batch_source_never_blocks_the_other_tasks(pool_options):
     assert all(count >= 1 for count in source.asked)
 
 
-def test_an_item_of_a_slow_generator_arrives_while_the_generator_waits():
+def test_an_item_of_a_slow_generator_arrives_while_the_generator_waits(pool_options):
     release = threading.Event()
 
     def slow():
@@ -258,7 +261,7 @@ def test_an_item_of_a_slow_generator_arrives_while_the_generator_waits():
         release.wait(DEADLINE)           # blocks without telling anyone
         yield 2
 
-    with IMap(add1, slow(), worker_type="thread", worker_num=2) as pool:
+    with IMap(add1, slow(), **pool_options) as pool:
         assert pool.next(timeout=DEADLINE) == 2      # a hang guard: it comes at once
         release.set()
         assert list(pool) == [3]
@@ -269,9 +272,13 @@ def test_waiting_for_input_is_a_harmless_no_op():
 
 
 @pytest.mark.parametrize("kind", ["steady", "generator"])
-def test_tasks_given_one_iterator_take_turns_of_stride_items(kind):
+def test_tasks_given_one_iterator_take_turns_of_stride_items(pool_options, kind):
+    """The feeder deals a shared input in turns of stride items (an inline pool has no
+    feeder: its tasks take a shared input's items as they are read)."""
+    if pool_options.kind == "inline":
+        pytest.skip("an inline pool has no feeder to deal a shared input")
     shared = iter(range(12)) if kind == "steady" else (x for x in range(12))
-    pool = IMap(worker_type="thread", worker_num=2, stride=3)
+    pool = IMap(**pool_options, stride=3)
     first = pool.add_task(add1, shared)
     second = pool.add_task(add1, shared)
     with pool:
@@ -293,6 +300,8 @@ def gated(gates):
 
 
 def test_take_ready_never_waits_and_keeps_errors_in_place():
+    """Items wait for the test's Events while take_ready() is called: thread workers (they
+    share the test's memory and run beside the reader)."""
     gates = [threading.Event() for _ in range(4)]
     pool = IMap(worker_type="thread", worker_num=4, stride=4)
     handle = pool.add_task(gated(gates), range(4))
@@ -316,8 +325,8 @@ def test_take_ready_never_waits_and_keeps_errors_in_place():
         handle.take_ready()
 
 
-def test_take_ready_respects_count_and_mixes_with_next():
-    with IMap(add1, range(100), worker_type="thread", worker_num=2) as pool:
+def test_take_ready_respects_count_and_mixes_with_next(pool_options):
+    with IMap(add1, range(100), **pool_options) as pool:
         handle = pool.get_task(0)
         got = [handle.next(timeout=DEADLINE)]
         while len(got) < 100:
@@ -332,9 +341,13 @@ def test_take_ready_respects_count_and_mixes_with_next():
             handle.take_ready(0)
 
 
-def test_take_ready_gives_buffer_slots_back():
+def test_take_ready_gives_buffer_slots_back(pool_options):
+    """The feeder refills the buffer after every take (an inline pool reads nothing
+    ahead)."""
+    if pool_options.kind == "inline":
+        pytest.skip("an inline pool has no feeder: it reads nothing ahead")
     source = itertools.count()
-    pool = IMap(worker_type="thread", worker_num=2, stride=4, buffer=8)
+    pool = IMap(**pool_options, stride=4, buffer=8)
     handle = pool.add_task(add1, source)
     with pool:
         pool.start()
@@ -349,12 +362,14 @@ def test_take_ready_gives_buffer_slots_back():
         wait_until(lambda: pool.buffer_used == 8)    # refilled after every take
 
 
-def test_take_ready_of_an_unordered_task_joins_runs_with_their_errors():
-    def fail_odd(x):
-        if x % 2:
-            raise ValueError(x)
-        return x
-    pool = IMap(worker_type="thread", worker_num=2, ordered=False)
+def fail_odd(x):
+    if x % 2:
+        raise ValueError(x)
+    return x
+
+
+def test_take_ready_of_an_unordered_task_joins_runs_with_their_errors(pool_options):
+    pool = IMap(**pool_options, ordered=False)
     handle = pool.add_task(fail_odd, range(50))
     with pool:
         pool.start()
@@ -366,7 +381,7 @@ def test_take_ready_of_an_unordered_task_joins_runs_with_their_errors():
 
 # -- notify -----------------------------------------------------------------------------------
 
-def test_notify_is_called_on_delivery_at_the_end_and_at_stop():
+def test_notify_is_called_on_delivery_at_the_end_and_at_stop(pool_options):
     source = PushSource()
     calls = []
     called = threading.Event()
@@ -375,7 +390,7 @@ def test_notify_is_called_on_delivery_at_the_end_and_at_stop():
         calls.append(time.monotonic())
         called.set()
 
-    pool = IMap(worker_type="thread", worker_num=1)
+    pool = IMap(**pool_options.with_workers(1))
     handle = pool.add_task(add1, source)
     handle.notify(wake)
     pool.start()
@@ -399,8 +414,8 @@ def test_notify_is_called_on_delivery_at_the_end_and_at_stop():
 
 # -- remove, ids, add_task while running -------------------------------------------------------
 
-def test_remove_before_start_keeps_the_other_ids():
-    pool = IMap(worker_type="thread", worker_num=1)
+def test_remove_before_start_keeps_the_other_ids(pool_options):
+    pool = IMap(**pool_options.with_workers(1))
     first = pool.add_task(add1, [1])
     second = pool.add_task(add1, [2])
     third = pool.add_task(add1, [3])
@@ -417,6 +432,10 @@ def test_remove_before_start_keeps_the_other_ids():
 
 
 def test_remove_while_running_ends_the_task_and_gives_its_slots_back(pool_options):
+    """The removed task's read-ahead comes back to the buffer (an inline pool reads nothing
+    ahead: see test_imap_inline.py for its remove())."""
+    if pool_options.kind == "inline":
+        pytest.skip("an inline pool has no feeder: it reads nothing ahead")
     pool = IMap(**pool_options, stride=4, buffer=16)
     endless = pool.add_task(add1, itertools.count())
     finite = pool.add_task(add1, range(1000))
@@ -436,8 +455,8 @@ def test_remove_while_running_ends_the_task_and_gives_its_slots_back(pool_option
     endless.remove()                                     # after stop: nothing happens
 
 
-def test_a_chain_reading_a_removed_task_ends():
-    pool = IMap(worker_type="thread", worker_num=2, stride=2)
+def test_a_chain_reading_a_removed_task_ends(pool_options):
+    pool = IMap(**pool_options, stride=2)
     upstream = pool.add_task(add1, itertools.count())
     downstream = pool.add_task(add1, upstream)
     with pool:
@@ -476,14 +495,27 @@ def test_the_buffer_bound_holds_while_a_consumer_reads_slowly(pool_options):
             time.sleep(0.001)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(stride=st.integers(1, 6), extra=st.integers(0, 2), length=st.integers(1, 4),
-       workers=st.integers(1, 3), items=st.integers(0, 40), generator=st.booleans())
-def test_a_chain_never_exceeds_its_buffer_and_never_hangs(stride, extra, length, workers,
-                                                          items, generator):
+#: examples per kind: the buffer accounting is the feeder's, the same on every kind with
+#: workers (threads show it fastest); a process, remote or Dask pool costs more to start
+EXAMPLES = {"inline": 25, "thread": 25, "process": 3, "remote": 3, "dask": 3}
+chains = st.fixed_dictionaries(dict(
+    stride=st.integers(1, 6), extra=st.integers(0, 2), length=st.integers(1, 4),
+    workers=st.integers(1, 3), items=st.integers(0, 40), generator=st.booleans()))
+
+
+def test_a_chain_never_exceeds_its_buffer_and_never_hangs(pool_options):
+    @settings(max_examples=EXAMPLES[pool_options.kind], deadline=None,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(chains)
+    def bounded(chain):
+        check_chain(pool_options.with_workers(chain.pop("workers")), **chain)
+    bounded()
+
+
+def check_chain(options, stride, extra, length, items, generator):
     buffer = stride + extra
     data = (x for x in range(items)) if generator else range(items)
-    pool = IMap(worker_type="thread", worker_num=workers, stride=stride, buffer=buffer)
+    pool = IMap(**options, stride=stride, buffer=buffer)
     task = pool.add_task(add1, data)
     for _ in range(length - 1):
         task = pool.add_task(add1, task)

@@ -11,7 +11,8 @@ from papy import (Dagger, DaggerError, IMap, PapyError, Piper, PiperError, Plumb
 
 PACKAGE = pathlib.Path(papy.__file__).parent
 EXPECTED = {"Worker", "Piper", "Dagger", "Plumber", "IMap", "imports", "workers", "PapyError",
-            "WorkerError", "PiperError", "DaggerError", "PlumberError", "Cache", "fingerprint"}
+            "WorkerError", "PiperError", "DaggerError", "PlumberError", "Cache", "fingerprint",
+            "Multiple", "Args", "Reducer", "Frame"}
 
 
 def test_all_is_exactly_the_public_api():

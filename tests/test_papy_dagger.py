@@ -162,11 +162,10 @@ def test_str_and_repr():
     assert "a>>>b" in str(dagger)
 
 
-@pytest.mark.parametrize("worker_type", ["thread", "process"])
-def test_connect_start_stop_diamond(worker_type):
+def test_connect_start_stop_diamond(pool_options):
     """The original startstop: a diamond with pipers on two IMaps, ((x ** 2) * 4)."""
-    with IMap(worker_type=worker_type, worker_num=2, stride=2) as one, \
-            IMap(worker_type=worker_type, worker_num=2, stride=2) as two:
+    with IMap(**pool_options, stride=2) as one, \
+            IMap(**pool_options, stride=2) as two:
         source = Piper(ipasser, parallel=one, name="source")
         left = Piper(square, parallel=two, name="left", branch=1)
         right = Piper(times4, parallel=one, name="right", branch=2)

@@ -1,5 +1,8 @@
 """Fusion (papy._fuse): a chain of Pipers on one IMap runs as one task, with the results,
-error items and counters of the unfused pipeline; and the output reader's bulk path."""
+error items and counters of the unfused pipeline; and the output reader's bulk path.
+
+Results are checked on every kind of IMap (``pool_options``); what the plan decides (which
+Pipers fuse) does not depend on the kind, and is checked on threads."""
 import os
 import time
 
@@ -95,9 +98,8 @@ def test_a_fused_chain_gives_the_results_errors_and_counters_of_the_unfused(pool
                                     "2-double": (20, 20, 1), "3-dec": (20, 20, 1)}
 
 
-def test_a_list_result_between_fused_stages_is_boxed_as_unfused(worker_type):
-    results, _, absorbed = run_chain((as_list, first, inc), [1, 2, 3], True,
-                                     worker_type=worker_type, worker_num=2)
+def test_a_list_result_between_fused_stages_is_boxed_as_unfused(pool_options):
+    results, _, absorbed = run_chain((as_list, first, inc), [1, 2, 3], True, **pool_options)
     assert absorbed and results == [2, 3, 4]
 
 
@@ -125,8 +127,8 @@ def test_no_fusion_where_the_parent_has_work_between_two_pipers(change):
     assert all(results)
 
 
-def test_a_join_then_a_chain_fuses_behind_the_join(worker_type):
-    with IMap(worker_type=worker_type, worker_num=2) as imap:
+def test_a_join_then_a_chain_fuses_behind_the_join(pool_options):
+    with IMap(**pool_options) as imap:
         left, right = Piper(inc, parallel=imap), Piper(double, parallel=imap)
         joined = Piper(join_sum, parallel=imap)
         last = Piper(dec, parallel=imap)
@@ -195,8 +197,8 @@ def test_an_absorbed_piper_says_it_cannot_be_read():
         plumber.stop()
 
 
-def test_next_and_iteration_of_an_output_share_one_position(worker_type):
-    with IMap(worker_type=worker_type, worker_num=2, stride=4) as imap:
+def test_next_and_iteration_of_an_output_share_one_position(pool_options):
+    with IMap(**pool_options, stride=4) as imap:
         piper = Piper(inc, parallel=imap)
         plumber = Plumber()
         plumber.add_pipe((piper,))
@@ -347,11 +349,11 @@ def run_diamond(fuse, data, **options):
     return results, counters, chains
 
 
-def test_a_fan_out_and_join_on_one_imap_is_one_call(worker_type):
+def test_a_fan_out_and_join_on_one_imap_is_one_call(pool_options):
     """src -> (left, right) -> join on one IMap: one fused group, the same results, error
     items and error counts as unfused (src(3) == 4 fails right, src(4) == 5 fails left)."""
-    fused = run_diamond(True, range(10), worker_type=worker_type, worker_num=2)
-    plain = run_diamond(False, range(10), worker_type=worker_type, worker_num=2)
+    fused = run_diamond(True, range(10), **pool_options)
+    plain = run_diamond(False, range(10), **pool_options)
     assert [[p.name for p in chain] for chain in fused[2]] == [["src", "left", "right",
                                                                "join"]]
     assert plain[2] == []

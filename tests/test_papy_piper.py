@@ -1,5 +1,5 @@
 """Piper on its own: flags, lifecycle misuse, shared IMaps, errors, timeouts, tracking
-(the original test_Piper, on linear Pipers and thread and process IMaps)."""
+(the original test_Piper, on linear Pipers and every kind of IMap)."""
 import logging
 import threading
 import time
@@ -25,14 +25,10 @@ def join_sum(inbox):
     return inbox[0] + inbox[1]
 
 
-@pytest.fixture(params=["linear", "thread", "process"])
-def pool(request):
-    if request.param == "linear":
-        yield False
-        return
-    imap = IMap(worker_type=request.param, worker_num=2, stride=2)
-    yield imap
-    imap.stop()
+@pytest.fixture
+def pool(make_parallel):
+    """A Piper's ``parallel=``: linear, then an IMap of every kind (tests/conftest.py)."""
+    return make_parallel(stride=2)
 
 
 def test_initial_flags():
@@ -40,7 +36,7 @@ def test_initial_flags():
     assert not piper.connected and not piper.started and not piper.finished
     assert piper.tees == []
     assert piper.imap is map and piper.parallel is False and piper.stride == 1
-    assert piper.name == f"piper_{id(piper)}"
+    assert piper.name == "square"                   # the function's name by default
     assert repr(piper) == f"Piper({piper.name})"
 
 
@@ -104,7 +100,7 @@ def test_connect_takes_a_list_of_inputs():
 
 def test_call_is_connect_and_the_cycle_repeats(pool):
     piper = Piper(square, parallel=pool)
-    for round_ in range(15):
+    for round_ in range(6):     # each round restarts the pool: a few rounds say as much
         assert piper([range(round_)]) is piper
         piper.start()
         assert list(piper) == [i * i for i in range(round_)]
@@ -142,8 +138,8 @@ def test_linked_pipers(pool):
     first.disconnect()
 
 
-def test_disconnect_order_on_a_shared_imap():
-    with IMap(worker_type="thread", worker_num=2, stride=2) as imap:
+def test_disconnect_order_on_a_shared_imap(pool_options):
+    with IMap(**pool_options, stride=2) as imap:
         first, second = Piper(inc, parallel=imap), Piper(square, parallel=imap)
         first.connect([range(3)])
         second.connect([first])
@@ -158,8 +154,8 @@ def test_disconnect_order_on_a_shared_imap():
             second.connect([first])
 
 
-def test_two_pipers_on_separate_inputs_of_one_imap():
-    with IMap(worker_type="thread", worker_num=2, stride=2) as imap:
+def test_two_pipers_on_separate_inputs_of_one_imap(pool_options):
+    with IMap(**pool_options, stride=2) as imap:
         left, right = Piper(inc, parallel=imap), Piper(square, parallel=imap)
         left.connect([range(6)])
         right.connect([range(6)])
@@ -238,19 +234,13 @@ def sleeps_20ms(inbox):
     return inbox[0]
 
 
-@pytest.mark.parametrize("kind", ["linear", "thread"])
-def test_time_busy_is_measured_where_the_worker_runs(kind):
-    imap = False if kind == "linear" else IMap(worker_type="thread", worker_num=2, stride=2)
-    try:
-        piper = Piper(sleeps_20ms, parallel=imap)
-        piper.connect([range(5)])
-        piper.start()
-        assert list(piper) == list(range(5))
-        assert piper.counters.time_busy >= 5 * 0.02 * 0.9
-        piper.stop()
-    finally:
-        if imap:
-            imap.stop()
+def test_time_busy_is_measured_where_the_worker_runs(make_parallel):
+    piper = Piper(sleeps_20ms, parallel=make_parallel(stride=2))
+    piper.connect([range(5)])
+    piper.start()
+    assert list(piper) == list(range(5))
+    assert piper.counters.time_busy >= 5 * 0.02 * 0.9
+    piper.stop()
 
 
 def test_join_inputs_of_different_lengths_end_with_an_error(pool):
@@ -303,6 +293,8 @@ def test_timeout_kills_a_stuck_item_in_a_process_pool():
 
 @pytest.mark.parametrize("skip", [False, True])
 def test_timeout_is_an_error_in_place(skip):
+    """The item waits for an Event the test sets after the timeout: thread workers (they
+    share the test's memory); the inline pool's Piper timeout: test_imap_inline.py."""
     GATE.clear()
     with IMap(worker_type="thread", worker_num=2, stride=1, skip=skip) as imap:
         piper = Piper(blocks_on_one, parallel=imap, timeout=1.0)
@@ -349,9 +341,12 @@ def quick_identity(inbox):
     return inbox[0]
 
 
-def test_counters_include_the_time_spent_waiting_for_results():
+def test_counters_include_the_time_spent_waiting_for_results(pool_options):
+    """An inline pool's items are evaluated by the scheduler itself: it never waits."""
+    if pool_options.kind == "inline":
+        pytest.skip("the scheduler evaluates an inline pool's items: it never waits for them")
     from papy import Plumber
-    with IMap(worker_type="thread", worker_num=1) as imap:
+    with IMap(**pool_options.with_workers(1)) as imap:
         squares = Piper(slow_square, parallel=imap, name="squares")
         linear = Piper(quick_identity, name="linear")
         plumber = Plumber()

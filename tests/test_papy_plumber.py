@@ -1,10 +1,10 @@
 """Plumber: the state machine, both ways to drive it, lossless stops, failures, stats
-(the original test_Plumber, on linear Pipers and thread and process IMaps)."""
+(the original test_Plumber, on linear Pipers and on every kind of IMap)."""
 import itertools
 
 import pytest
 
-from papy import Dagger, IMap, Piper, PiperError, Plumber, PlumberError
+from papy import Dagger, Piper, PiperError, Plumber, PlumberError
 
 
 def inc(inbox):
@@ -42,14 +42,10 @@ def raising_input(count, exc):
     raise exc
 
 
-@pytest.fixture(params=["linear", "thread", "process"])
-def pool(request):
-    if request.param == "linear":
-        yield False
-        return
-    imap = IMap(worker_type=request.param, worker_num=2, stride=4)
-    yield imap
-    imap.stop()
+@pytest.fixture
+def pool(parallel):
+    """A Piper's ``parallel=``: linear, then an IMap of every kind (tests/conftest.py)."""
+    return parallel
 
 
 def two_stage(pool, track=True):

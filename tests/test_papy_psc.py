@@ -1,5 +1,5 @@
 """Produce / spawn / consume / repeat: the exact stride-interleaved orderings of the original
-(test_Internal and the PSC cases of test_core), on linear Pipers and thread and process IMaps.
+(test_Internal and the PSC cases of test_core), on linear Pipers and every kind of IMap.
 
 Parallel Pipers here use an explicit stride of 3 (the default stride is large); a linear
 Piper interleaves with stride 1.
@@ -40,22 +40,14 @@ def pair_or_not(inbox):
     return (inbox[0], -inbox[0]) if inbox[0] % 2 else inbox[0]     # odd: a pair; even: bad
 
 
-@pytest.fixture(params=["linear", "thread", "process"])
-def pools(request):
-    """make() -> a fresh IMap of this kind with stride 3 (False: linear)."""
-    made = []
-
+@pytest.fixture
+def pools(make_parallel):
+    """make() -> a fresh IMap of each kind with stride 3 (False: linear; tests/conftest.py)."""
     def make(stride=STRIDE, worker_num=2):
-        if request.param == "linear":
-            return False
-        imap = IMap(worker_type=request.param, worker_num=worker_num, stride=stride)
-        made.append(imap)
-        return imap
+        return make_parallel(stride=stride, workers=worker_num)
 
-    make.stride = 1 if request.param == "linear" else STRIDE
-    yield make
-    for imap in made:
-        imap.stop()
+    make.stride = 1 if make_parallel.kind == "linear" else STRIDE
+    return make
 
 
 def run_chain(pipers, data):
@@ -202,10 +194,10 @@ def repeated(data, n, stride):
 
 @pytest.mark.parametrize("up, down", [({"produce": 2}, {}),
                                       ({"produce": 3, "spawn": 2}, {"spawn": 5})])
-def test_making_more_than_read_on_a_shared_imap(up, down):
+def test_making_more_than_read_on_a_shared_imap(pool_options, up, down):
     """The original refused these (the IMap's buffer would fill with results nobody reads);
     the run takes every result out of the IMap as it comes, so they simply work."""
-    with IMap(worker_type="thread", worker_num=2, stride=3) as pool:
+    with IMap(**pool_options, stride=3) as pool:
         first = Piper(ipasser, parallel=pool, repeat=True, **up)
         assert run_chain([first, Piper(mul2, parallel=pool, **down)], range(10)) == \
             [2 * x for x in repeated(range(10), up["produce"], 3)]
@@ -213,10 +205,10 @@ def test_making_more_than_read_on_a_shared_imap(up, down):
 
 @pytest.mark.parametrize("up, down, fan_out", [({"spawn": 2}, {"spawn": 3}, False),
                                                ({}, {"spawn": 2}, True)])
-def test_reading_more_than_made_on_any_path(up, down, fan_out):
+def test_reading_more_than_made_on_any_path(pool_options, up, down, fan_out):
     """Spawned copies upstream and another reader of the upstream Piper (refused by the
     original's out-of-turn feeding) keep the order."""
-    with IMap(worker_type="thread", worker_num=1, stride=3) as pool:
+    with IMap(**pool_options.with_workers(1), stride=3) as pool:
         first = Piper(ipasser, parallel=pool, **up)
         second = Piper(mul2, parallel=pool, **down)
         plumber = Plumber()

@@ -1,5 +1,6 @@
 """Whole pipelines against a sequential run: a diamond on one shared IMap, a fan-out to three
-outputs, mixed IMaps, and random linear chains (hypothesis)."""
+outputs, mixed IMaps, and random linear chains (hypothesis); linear and on every kind of
+IMap (``parallel``, ``make_parallel``: tests/conftest.py)."""
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -35,14 +36,10 @@ FUNCTIONS = {"inc": (inc, lambda x: x + 1), "square": (square, lambda x: x * x),
              "negate": (negate, lambda x: -x), "halve": (halve, lambda x: x / 2)}
 
 
-@pytest.fixture(params=["linear", "thread", "process"])
-def pool(request):
-    if request.param == "linear":
-        yield False
-        return
-    imap = IMap(worker_type=request.param, worker_num=2, stride=3)
-    yield imap
-    imap.stop()
+@pytest.fixture
+def pool(parallel):
+    """A Piper's ``parallel=``: linear, then an IMap of every kind (tests/conftest.py)."""
+    return parallel
 
 
 def run(plumber, datas):
@@ -108,10 +105,12 @@ def test_fan_out_read_by_hand_in_turn(pool):
 
 
 def test_mixed_pools_and_linear_pipers():
+    """Three local kinds of IMap and linear Pipers in one pipeline."""
     with IMap(worker_type="thread", worker_num=2, stride=2) as threads, \
-            IMap(worker_type="process", worker_num=2, stride=4) as processes:
+            IMap(worker_type="process", worker_num=2, stride=4) as processes, \
+            IMap(worker_type="inline", stride=3) as inline:
         a = Piper(inc, parallel=processes)
-        b = Piper(square)
+        b = Piper(square, parallel=inline)
         c = Piper(negate, parallel=threads)
         d = Piper(join_diff, parallel=processes, track=True)
         e = Piper(halve, track=True)
@@ -133,16 +132,28 @@ def test_errors_travel_in_place_through_a_diamond(pool):
     assert isinstance(result[1], PiperError)
 
 
-@settings(max_examples=15, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(names=st.lists(st.sampled_from(sorted(FUNCTIONS)), min_size=1, max_size=5),
-       data=st.lists(st.integers(-50, 50), max_size=30),
-       stride=st.integers(1, 5), shared=st.booleans())
-def test_random_chains_equal_a_sequential_run(names, data, stride, shared):
+#: examples per kind: a process, remote or Dask pool costs tens of milliseconds to start
+EXAMPLES = {"linear": 10, "inline": 15, "thread": 15, "process": 5, "remote": 4, "dask": 4}
+chains = st.fixed_dictionaries(dict(
+    names=st.lists(st.sampled_from(sorted(FUNCTIONS)), min_size=1, max_size=5),
+    data=st.lists(st.integers(-50, 50), max_size=30),
+    stride=st.integers(1, 5), shared=st.booleans()))
+
+
+def test_random_chains_equal_a_sequential_run(make_parallel):
+    @settings(max_examples=EXAMPLES[make_parallel.kind], deadline=None,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(chains)
+    def equal(chain):
+        check_chain(make_parallel, **chain)
+    equal()
+
+
+def check_chain(make_parallel, names, data, stride, shared):
     pools = []
 
     def new_pool():
-        pools.append(IMap(worker_type="thread", worker_num=2, stride=stride))
+        pools.append(make_parallel(stride=stride))
         return pools[-1]
 
     one = new_pool() if shared else None
@@ -155,7 +166,8 @@ def test_random_chains_equal_a_sequential_run(names, data, stride, shared):
         tracked = run(plumber, [data])[pipers[-1]]
     finally:
         for imap in pools:
-            imap.stop()
+            if imap is not False:
+                imap.stop()
     expected = []
     for x in data:
         for n in names:

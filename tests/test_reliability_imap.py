@@ -100,7 +100,7 @@ def items_with(bad):
 
 FAULTS = {
     # name: (function, items, expected error type, pool kinds where the fault can happen)
-    "raises": (raises, plain_items, KeyError, ("thread", "process", "remote")),
+    "raises": (raises, plain_items, KeyError, ("inline", "thread", "process", "remote")),
     "exits": (exits, plain_items, WorkerDiedError, ("process", "remote")),
     "crashes": (crashes, plain_items, WorkerDiedError, ("process", "remote")),
     "killed": (killed, plain_items, WorkerDiedError, ("process", "remote")),

@@ -98,7 +98,8 @@ def test_joined_inputs_of_different_lengths(pool):
 
 
 @pytest.mark.parametrize("options, error, message", [
-    (dict(worker_type="gpu"), ValueError, "worker_type must be 'process', 'thread' or 'dask'"),
+    (dict(worker_type="gpu"), ValueError,
+     "worker_type must be 'process', 'thread', 'inline' or 'dask'"),
     (dict(worker_num=-1), ValueError, "worker_num must be >= 0, not -1"),
     (dict(worker_num="2"), TypeError, "worker_num must be an int"),
     (dict(worker_num=0), ValueError, "worker_num=0 needs worker_remote"),

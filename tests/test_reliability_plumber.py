@@ -3,7 +3,7 @@ r"""The failure matrix in a whole pipeline: a fan-out and a join on one pool.
     input -> A -> B (branch 1) -> D (join: inbox = [B, C])
               \-> C (branch 2) -/
 
-Every Piper runs on the same 2-worker IMap (thread, process or remote: ``pool_options``).
+Every Piper runs on the same 2-worker IMap (inline, thread, process or remote).
 Each fault hits exactly one item (index FAULTY) of ITEMS, in A (so both branches and the
 join see it), in B only (the join must still pair C's good value with B's error) or in D. In every
 case the run completes, the output D holds a PiperError exactly at FAULTY (whose cause
@@ -104,7 +104,7 @@ def expected_value(x):
     return x * 10 + x + 1
 
 
-ALL = ("thread", "process", "remote")
+ALL = ("inline", "thread", "process", "remote")
 REMOTE_OR_PROCESS = ("process", "remote")
 FAULTS = {
     # name: (where, input item at FAULTY or None, expected root cause, pool kinds)

@@ -3,14 +3,14 @@
 A drawn pipeline: Piper 0 reads the input; each later Piper takes one or two earlier Pipers
 as its upstream (one: a chain or a fan-out; two: a join). Every Piper computes
 ``(a * sum(inbox) + b) % 1009`` with its own a, b, so the oracle is a plain loop over the
-items. Each Piper runs linearly or on one of the drawn IMaps (thread or process, random
-stride, buffer and ``ordered``), which Pipers may share. The tracked outputs must equal
-the oracle: in order when every IMap is ordered; as multisets when an IMap is unordered
-(then the drawn pipeline has no join, since an unordered join pairs unrelated items).
+items. Each Piper runs linearly or on one of the drawn IMaps (of the kind under test, or of
+a drawn local kind; random stride, buffer and ``ordered``), which Pipers may share. The
+tracked outputs must equal the oracle: in order when every IMap is ordered; as multisets
+when an IMap is unordered (then the drawn pipeline has no join, since an unordered join
+pairs unrelated items).
 """
 from collections import Counter
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,8 +30,7 @@ def pipelines(draw, kinds, most_pools=1):
     for _ in range(draw(st.integers(1, most_pools))):
         stride = draw(st.integers(1, 6))
         buffer = draw(st.one_of(st.none(), st.integers(stride, 4 * stride)))
-        pools.append(dict(worker_type=draw(st.sampled_from(kinds)), worker_num=2,
-                          stride=stride, buffer=buffer,
+        pools.append(dict(kind=draw(st.sampled_from(kinds)), stride=stride, buffer=buffer,
                           ordered=ordered if draw(st.booleans()) else True))
     any_unordered = any(not p["ordered"] for p in pools)
     nodes = []
@@ -65,8 +64,10 @@ def sequential(nodes, items):
     return {i: values[i] for i in range(len(nodes)) if i not in used}
 
 
-def run_pipeline(pools, nodes, items):
-    imaps = [IMap(**options) for options in pools]
+def run_pipeline(pools, nodes, items, options_of):
+    """``options_of(kind)``: the IMap options of a pool kind (its workers, where they are)."""
+    imaps = [IMap(**options_of(p["kind"]), stride=p["stride"], buffer=p["buffer"],
+                  ordered=p["ordered"]) for p in pools]
     try:
         pipers = [Piper(Worker(affine, (node["a"], node["b"])),
                         parallel=imaps[node["pool"]] if node["pool"] >= 0 else False,
@@ -90,9 +91,13 @@ def run_pipeline(pools, nodes, items):
             imap.stop()
 
 
-def check(pools, nodes, items):
+def local(kind):
+    return dict(worker_type=kind, worker_num=2)
+
+
+def check(pools, nodes, items, options_of=local):
     expected = sequential(nodes, items)
-    got = run_pipeline(pools, nodes, items)
+    got = run_pipeline(pools, nodes, items, options_of)
     ordered = all(p["ordered"] for p in pools)
     for i, values in expected.items():
         if ordered:
@@ -106,15 +111,24 @@ SETTINGS = dict(deadline=None, derandomize=True,
                                        HealthCheck.too_slow])
 
 
-@settings(max_examples=40, **SETTINGS)
-@given(pipelines(kinds=("thread",)))
-def test_random_pipelines_on_threads_match_a_sequential_run(pipeline):
-    check(*pipeline)
+#: examples per kind: a process, remote or Dask pool costs tens of milliseconds to start
+EXAMPLES = {"inline": 40, "thread": 60, "process": 8, "remote": 6, "dask": 6}
+
+
+def test_random_pipelines_match_a_sequential_run(pool_options):
+    """Diamonds, fan-outs, joins and chains over up to three IMaps of one kind with random
+    strides and buffers, in any assignment of Pipers to IMaps, chains back to an earlier
+    IMap included (issue 11: every shape completes)."""
+    @settings(max_examples=EXAMPLES[pool_options.kind], **SETTINGS)
+    @given(pipelines(kinds=(pool_options.kind,), most_pools=3))
+    def matches(pipeline):
+        check(*pipeline, options_of=lambda kind: pool_options)
+    matches()
 
 
 @settings(max_examples=8, **SETTINGS)
-@given(pipelines(kinds=("thread", "process")))
-def test_random_pipelines_on_processes_match_a_sequential_run(pipeline):
+@given(pipelines(kinds=("inline", "thread", "process"), most_pools=3))
+def test_random_pipelines_on_mixed_local_kinds_match_a_sequential_run(pipeline):
     check(*pipeline)
 
 
@@ -122,9 +136,9 @@ def inc(inbox):
     return inbox[0] + 1
 
 
-def test_imap_a_then_b_then_a():
-    a = IMap(worker_type="thread", worker_num=2, stride=1)
-    b = IMap(worker_type="thread", worker_num=2, stride=1)
+def test_imap_a_then_b_then_a(pool_options):
+    a = IMap(**pool_options, stride=1)
+    b = IMap(**pool_options, stride=1)
     try:
         pipers = [Piper(inc, parallel=a), Piper(inc, parallel=b),
                   Piper(inc, parallel=a, track=True)]
@@ -143,15 +157,3 @@ def test_imap_a_then_b_then_a():
         b.stop()
 
 
-@settings(max_examples=40, **SETTINGS)
-@given(pipelines(kinds=("thread",), most_pools=3))
-def test_random_pipelines_on_several_thread_imaps_match_a_sequential_run(pipeline):
-    """Diamonds, fan-outs, joins and chains over up to three IMaps with random strides and
-    buffers, in any assignment of Pipers to IMaps (issue 11: every shape completes)."""
-    check(*pipeline)
-
-
-@settings(max_examples=6, **SETTINGS)
-@given(pipelines(kinds=("thread", "process"), most_pools=2))
-def test_random_pipelines_on_several_process_imaps_match_a_sequential_run(pipeline):
-    check(*pipeline)

@@ -29,8 +29,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import _evaluate
+from .._evaluate import PROTOCOL
 
-PROTOCOL = 5
 #: loaded task functions kept per worker process (least recently used ones are dropped: the
 #: payload comes with every batch, so a dropped one is simply loaded again)
 CACHE_SIZE = 64

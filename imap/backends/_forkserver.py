@@ -48,7 +48,7 @@ import threading
 from typing import Any
 
 from ._forkserver_loop import CODE, PID, run_server
-from ._process_worker import die_with_parent
+from ._prctl import die_with_parent
 
 __all__ = ["ForkServer", "ForkServerGoneError", "ServedProcess", "can_fork_a_server",
            "die_with_parent", "prepare", "server", "server_pid", "start_worker"]

@@ -16,11 +16,11 @@ import socket
 import struct
 import sys
 
-from ._process_worker import die_with_parent, prctl, worker_main
+from ._prctl import PR_SET_NAME, die_with_parent, prctl
+from ._process_worker import worker_main
 
 PID = struct.Struct("q")
 CODE = struct.Struct("i")
-_PR_SET_NAME = 15
 #: the fork server's name in ps and /proc/<pid>/comm (at most 15 bytes)
 SERVER_NAME = b"imap-forkserver"
 WORKER_NAME = b"imap-worker"
@@ -77,7 +77,7 @@ def run_server(control_fd: int, parent: int) -> None:
     code = 0
     try:
         die_with_parent(parent)
-        prctl(_PR_SET_NAME, SERVER_NAME)
+        prctl(PR_SET_NAME, SERVER_NAME)
         gc.freeze()      # objects copied from the program are never collected here (their
         #                 finalizers would close descriptor numbers reused by ours)
         _only_fds({control_fd})
@@ -150,7 +150,7 @@ def become_worker(setup: bytes, connection: int, progress: int, server_pid: int)
     try:
         _only_fds({connection, progress})
         die_with_parent(server_pid)
-        prctl(_PR_SET_NAME, WORKER_NAME)
+        prctl(PR_SET_NAME, WORKER_NAME)
         sys_path, cwd, worker_args = pickle.loads(setup)
         sys.path[:] = sys_path
         try:

@@ -26,33 +26,16 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from .. import _evaluate
+from .._evaluate import PROTOCOL
 from . import _shm
+from ._prctl import die_with_parent
 
-PROTOCOL = 5
 HELLO = b"imap-worker-ready"
 #: progress[0] while a worker handles a batch outside the evaluation of a known item
 BUSY = -2
 IDLE = -1
-_PR_SET_PDEATHSIG = 1
 #: None, or (threshold in bytes, shared-memory name prefix) for a worker's replies
 ShmSettings = tuple[int, str] | None
-
-
-def prctl(option: int, value: Any) -> bool:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)   # libc is among this process's symbols
-        return bool(libc.prctl(option, value, 0, 0, 0) == 0)
-    except (OSError, AttributeError):
-        return False
-
-
-def die_with_parent(expected_parent: int | None) -> None:
-    """PR_SET_PDEATHSIG(SIGKILL), then leave at once if the parent is already gone."""
-    if not sys.platform.startswith("linux"):
-        return
-    prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
-    if expected_parent is not None and os.getppid() != expected_parent:
-        os._exit(1)
 
 
 def _keep_freed_memory() -> None:

@@ -31,7 +31,8 @@ import pickle
 
 import posix_ipc
 
-PROTOCOL = 5
+from .._evaluate import PROTOCOL
+
 #: default threshold: buffers of at least 1 MiB travel through shared memory
 DEFAULT_THRESHOLD = 1 << 20
 _MIN_SEGMENT = 1 << 20
@@ -169,7 +170,7 @@ class Writer:
             self._map.close()
             self._map = None
         if self._name is not None:
-            unlink(self._name)  # normally the reader unlinked it already
+            unlink_shm(self._name)  # normally the reader unlinked it already
             self._name = None
 
 
@@ -207,7 +208,7 @@ class Reader:
         finally:
             segment.close_fd()
         self._name = name
-        unlink(name)  # both sides keep their mappings; nothing is left in /dev/shm
+        unlink_shm(name)  # both sides keep their mappings; nothing is left in /dev/shm
 
     def close(self) -> None:
         if self._map is not None:
@@ -216,7 +217,9 @@ class Reader:
         self._name = None
 
 
-def unlink(name: str) -> None:
+def unlink_shm(name: str) -> None:
+    """Remove a shared-memory segment that may be gone already (the one helper for imap and
+    papy.workers.transfer)."""
     try:
         posix_ipc.unlink_shared_memory(name)
     except posix_ipc.ExistentialError:
@@ -232,4 +235,4 @@ def sweep(prefix: str) -> None:
         return
     for entry in names:
         if entry.startswith(stem):
-            unlink("/" + entry)
+            unlink_shm("/" + entry)

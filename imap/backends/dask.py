@@ -58,6 +58,7 @@ except ImportError as exc:  # distributed is an optional extra
                       f"install 'papy[dask]' (it was not found: {exc})") from exc
 
 from .._errors import SerializationError, WorkerDiedError, attach_traceback, rebuild_error
+from .._evaluate import PROTOCOL
 from . import _dask_side
 from ._dask_session import _Session, dask_workers
 from .base import Batch, TaskSpec, WorkerHandle, WorkerLost
@@ -83,7 +84,6 @@ BATCH_TIME_SCALE = 5
 HEALTH_SECONDS = 1.0
 #: seconds to fetch a finished batch's results from its worker
 RESULT_TIMEOUT = 120.0
-PROTOCOL = 5
 
 
 def make_dask_handles(target: Any, worker_num: int, name: str) -> list[DaskHandle]:

@@ -45,7 +45,8 @@ from typing import Any
 from .. import _evaluate
 from .._errors import BrokenPoolError, WorkerStartError, rebuild_error, warn_safely
 from . import _forkserver, _main_guard, _shm
-from ._process_worker import HELLO, IDLE, PROTOCOL, ShmSettings, process_target
+from .._evaluate import PROTOCOL
+from ._process_worker import HELLO, IDLE, ShmSettings, process_target
 from .base import Batch, WorkerHandle, WorkerLost
 
 #: a worker that does not exit after 'exit' within this many seconds is killed

@@ -51,6 +51,7 @@ from rpyc.utils.factory import connect_channel
 
 from .. import _config
 from .._errors import SerializationError, WorkerStartError, rebuild_error
+from .._evaluate import PROTOCOL
 from ._remote_args import (DEFAULT_PORT, _check_tls, _HandshakeFailed, _open_stream,
                            _Stream, _tls_hint, parse_worker_remote)
 from ._remote_side import _PROBE, _sources
@@ -69,7 +70,6 @@ CONNECT_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 1.0
 #: the most bytes sent or received in one call
 CHUNK = 1 << 20
-PROTOCOL = 5
 
 
 def make_remote_handles(specs, tls: dict | None = None,

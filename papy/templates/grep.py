@@ -26,8 +26,9 @@ import threading
 from collections.abc import Sequence
 from typing import Protocol
 
-from papy import IMap, Piper, Plumber, Worker, imports
-from papy.cli import add_run_options, run_options, run_plumber, summary
+from papy import (
+    IMap, Piper, Plumber, Worker, add_run_options, imports, run_options, run_plumber,
+    summary)
 from papy.workers.io import load_file
 
 # -- 1. the functions (inbox convention) ------------------------------------------------

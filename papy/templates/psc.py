@@ -25,8 +25,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from papy import IMap, Piper, Plumber, Worker
-from papy.cli import add_run_options, run_options, run_plumber
+from papy import IMap, Piper, Plumber, Worker, add_run_options, run_options, run_plumber
 
 RATES = (0.02, 0.05, 0.1, 0.2, 0.4, 0.8)
 TARGETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)

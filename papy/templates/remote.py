@@ -26,8 +26,8 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from papy import IMap, Piper, Plumber, Worker, imports
-from papy.cli import add_run_options, run_options, run_plumber
+from papy import (
+    IMap, Piper, Plumber, Worker, add_run_options, imports, run_options, run_plumber)
 
 Where = tuple[int, int, str, int]      # (item, result, host name, process id)
 

@@ -29,8 +29,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, TextIO
 
-from papy import IMap, Piper, Plumber, Worker, imports
-from papy.cli import add_run_options, run_options, run_plumber
+from papy import (
+    IMap, Piper, Plumber, Worker, add_run_options, imports, run_options, run_plumber)
 
 WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")     # letters, with inner apostrophes
 

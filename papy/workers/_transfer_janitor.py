@@ -23,6 +23,8 @@ from typing import Callable, NamedTuple
 
 import posix_ipc
 
+from imap import unlink_shm   # imap's one shm-unlink helper
+
 __all__ = ["Janitor", "janitor", "SWEEP_SECONDS", "unlink", "unlink_shm", "shm_exists"]
 
 log = logging.getLogger(__name__)
@@ -120,14 +122,6 @@ def unlink(path: str) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:
-        pass
-
-
-def unlink_shm(name: str) -> None:
-    """Remove a shared-memory segment that may be gone already."""
-    try:
-        posix_ipc.unlink_shared_memory(name)
-    except posix_ipc.ExistentialError:
         pass
 
 
