@@ -114,7 +114,8 @@ class ProductNode(Node):
         """Up to ``room`` rows: the next combinations of input 0's items, in order."""
         combos = self.combos
         assert combos is not None
-        first, current, rows = self.inputs[0], self.current, []
+        first, current = self.inputs[0], self.current
+        rows: list[Any] = []
         while len(rows) < room:
             if not current:
                 if not first.count:
