@@ -57,7 +57,7 @@ from .backends.base import Batch, TaskSpec
 log = logging.getLogger(__name__)
 
 #: default stride per worker: long enough for batches that amortise IPC (see docs/imap.md)
-STRIDE_PER_WORKER = 8192
+STRIDE_PER_WORKER = 2048
 #: seconds stop() waits for the feeder and for input readers blocked inside a user's input
 FEEDER_GRACE = 2.0
 _names = itertools.count()

@@ -10,9 +10,7 @@
     pypeln     pl.process.map x 3, workers=2 per stage (optional: --pypeln-n > 0)
 
 Every rate is items/s, the median of --repeat runs, all measured in this one run (the
-machine is shared: only ratios within one run mean something). Starting the pools is not
-timed, for papy (``plumber.start``) as for ``multiprocessing.Pool`` (its constructor):
-scripts/bench_imap.py measures start-up. ``--no-fuse`` adds the
+machine is shared: only ratios within one run mean something). ``--no-fuse`` adds the
 papy cases with fusion off (every Piper its own IMap task). Then a memory check: an endless
 input through three stages into a slow output, sampling the resident memory of this
 process and its workers; it should stay flat (bounded by the run's window).
@@ -88,8 +86,8 @@ def papy_chain(n: int, shared: bool, fuse: bool) -> float:
     plumber.fuse = fuse
     plumber.add_pipe(tuple(stages))
     try:
-        plumber.start([range(n)])       # starts the pools: not timed, as for Pool
         began = time.perf_counter()
+        plumber.start([range(n)])
         total = sum(stages[-1])
         took = time.perf_counter() - began
         plumber.stop()
@@ -109,8 +107,8 @@ def papy_fan_join(n: int, fuse: bool) -> float:
     plumber.fuse = fuse
     plumber.add_pipes([(src, left, join), (src, right, join)])
     try:
-        plumber.start([range(n)])       # starts the pool: not timed, as for Pool
         began = time.perf_counter()
+        plumber.start([range(n)])
         total = sum(join)
         took = time.perf_counter() - began
         plumber.stop()
