@@ -44,7 +44,7 @@ from ._cache_run import DEFERRING, PENDING
 from ._cache_store import MISSING
 from ._errors import PiperError, WorkerError
 from ._keys import RAW_LIMIT, RAW_SCALARS, UnkeyableError, call_arguments, inbox_key, long_key
-from ._worker import any_instance, map_stage, _worker_error
+from ._worker import NEVER_SUSPECT, any_instance, map_stage, _worker_error
 
 if TYPE_CHECKING:
     from ._worker import Worker
@@ -52,6 +52,10 @@ if TYPE_CHECKING:
 __all__ = ["CacheRecord", "RecordDelta", "WorkerCache"]
 
 OUTCOMES = ("executed", "cached", "failed", "upstream_failed")
+# items whose repr is short whatever their value (an int: when it is below _SMALL)
+_SHORT = frozenset({int, float, bool, complex, type(None)})
+_ORDERED = frozenset({int, float, bool})
+_SMALL = 10 ** 60
 _ERRORS = (WorkerError, PiperError)
 
 
@@ -255,7 +259,7 @@ class WorkerCache:
         """A batch of plain items that nothing here is known for (a first run): evaluated
         and stored without a lookup."""
         computed, raised = map_stage(self.plain, self.bare, values, True)
-        if raised or any_instance(computed, _ERRORS):
+        if raised or _holds_errors(computed):
             results = [MISSING] * len(values)
             tally.misses = len(values)
             raised = self._evaluate(index, values, True, results, keys, None,
@@ -347,10 +351,15 @@ class WorkerCache:
 
     def _plain_keys(self, values: list[Any], boxed: bool) -> list[str | bytes] | None:
         """The keys of a batch of plain items (RAW_SCALARS, no key=), in C; else None."""
-        if not boxed or self.cache.key is not None or not values \
-                or not RAW_SCALARS.issuperset(map(type, values)):
+        if not boxed or self.cache.key is not None or not values:
+            return None
+        kinds = set(map(type, values))
+        if not RAW_SCALARS.issuperset(kinds):
             return None
         keys: list[str | bytes] = list(map(repr, values))
+        if _SHORT.issuperset(kinds) and (int not in kinds or (
+                _ORDERED.issuperset(kinds) and -_SMALL < min(values) and max(values) < _SMALL)):
+            return keys                     # numbers: no repr is longer than RAW_LIMIT
         if max(map(len, keys)) > RAW_LIMIT:
             keys = [k if len(k) <= RAW_LIMIT else long_key(k) for k in keys]  # type: ignore[arg-type]
         return keys
@@ -455,6 +464,13 @@ class WorkerCache:
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         self.plain, self.cache, self.label, self.prefix = state
         self._ready()
+
+
+def _holds_errors(values: list[Any]) -> bool:
+    """Does ``values`` hold an error item? One scan of the types (which settles batches of
+    plain results), then isinstance only for the types that could be one."""
+    kinds = set(map(type, values))
+    return not NEVER_SUSPECT.issuperset(kinds) and any(issubclass(k, _ERRORS) for k in kinds)
 
 
 def _holds_upstream_error(inbox: Sequence[Any]) -> bool:
