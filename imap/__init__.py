@@ -20,6 +20,9 @@ from ._imap import IMap
 from ._results import TaskIterator
 from ._imports import imports
 from ._sources import IterableSource
+from ._queue import QueueClosedError, TaskQueue
+from ._execute import ExecuteIterator, execute
+from ._executor import Executor
 from .protocols import BatchFunction, BatchSource, Results, Wake
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())   # the library's only handler
@@ -27,4 +30,5 @@ _logging.getLogger(__name__).addHandler(_logging.NullHandler())   # the library'
 __all__ = ["IMap", "TaskIterator", "imports", "waiting_for_input", "IMapError",
            "WorkerDiedError", "SerializationError", "WorkerStartError", "RemoteError",
            "RemoteTraceback", "BrokenPoolError", "IMapWarning", "BatchSource", "BatchFunction",
-           "Results", "Wake", "IterableSource"]
+           "Results", "Wake", "IterableSource", "TaskQueue", "QueueClosedError", "execute",
+           "ExecuteIterator", "Executor"]

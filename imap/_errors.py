@@ -15,14 +15,18 @@
 
 A user function's own exception is re-raised as itself (same type, same args); only
 exceptions that cannot be pickled back from a process or a remote host are replaced by a
-RemoteError that keeps their type name and message.
+RemoteError that keeps their type name and message. Every error in an item's place carries
+``.item`` (a copy of the input it failed on) and ``.traceback`` (the worker-side traceback
+text, or the error's own description): ``decorate``.
 
 `TimeoutError` is the builtin one.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import pickle
+import traceback
 import warnings
 from typing import Any
 
@@ -150,12 +154,36 @@ def warn_safely(message: str, stacklevel: int = 2) -> None:
 _MISSING = object()
 
 
-def attach_items(errors: dict[int, BaseException], items: list[object]) -> None:
-    """Give each failed item's exception its input as ``.item`` (where it can be set and
-    the exception has none yet): the error then says which input it came from."""
+def decorate(errors: dict[int, BaseException], items: list[object]) -> None:
+    """Say where each error came from: ``.item``, a copy of the input it failed on (the
+    input itself when it cannot be copied), and ``.traceback``, the worker-side traceback
+    text (also the exception's ``__cause__``, a RemoteTraceback) or, for an error the
+    pool itself raised (a worker lost, an item timeout), its own description. Exceptions
+    that refuse attributes are left as they are."""
     for position, exc in errors.items():
-        if getattr(exc, "item", _MISSING) is _MISSING and position < len(items):
-            try:
-                exc.item = items[position]  # type: ignore[attr-defined]
-            except (AttributeError, TypeError):
-                pass
+        if position < len(items) and getattr(exc, "item", _MISSING) is _MISSING:
+            _set(exc, "item", _copy(items[position]))
+        if getattr(exc, "traceback", _MISSING) is _MISSING:
+            _set(exc, "traceback", traceback_text(exc))
+
+
+def traceback_text(exc: BaseException) -> str:
+    """The worker-side traceback of ``exc`` if it has one, else its own formatting."""
+    cause = exc.__cause__
+    if isinstance(cause, RemoteTraceback):
+        return cause.tb.strip().strip('"').strip("\n")
+    return "".join(traceback.format_exception(exc))
+
+
+def _copy(item: object) -> object:
+    try:
+        return copy.copy(item)
+    except Exception:  # noqa: BLE001 - then the input itself
+        return item
+
+
+def _set(exc: BaseException, name: str, value: object) -> None:
+    try:
+        setattr(exc, name, value)
+    except (AttributeError, TypeError):
+        pass

@@ -36,6 +36,7 @@ import math
 import threading
 from typing import Any
 
+from ._errors import decorate
 from ._feeds import Dealer, Feed
 from ._slots import SlotAccounting
 from ._task import Task
@@ -376,6 +377,7 @@ class Feeder(SlotAccounting):
         """The input raised: that position holds the exception (and one buffer slot)."""
         index = task.fed
         task.fed += 1
+        decorate({0: exc}, [])               # its .traceback (there is no .item)
         task.deliver(index, [None], {0: exc})
 
     def _end_feed(self, feed: Feed) -> None:

@@ -43,11 +43,12 @@ from types import TracebackType
 from typing import Any, Self
 
 from . import _config
-from ._errors import attach_items, warn_safely
+from ._errors import decorate, warn_safely
 from ._feeder import Feeder
 from ._inline import InlineFeeder, inline_workers
 from ._inputs import make_source, upstream_of
 from ._pool import Pool, make_handles
+from ._queue import TaskQueue
 from ._results import ResultReading, TaskIterator
 from ._task import Task
 from .backends import _forkserver, _main_guard, _shm
@@ -57,7 +58,11 @@ from .backends.base import Batch, TaskSpec
 log = logging.getLogger(__name__)
 
 #: default stride per worker: long enough for batches that amortise IPC (see docs/imap.md)
-STRIDE_PER_WORKER = 2048
+STRIDE_PER_WORKER = 8192
+#: the default buffer (2 x tasks x stride items) also holds at most about this many bytes
+#: of items once their size is measured (process and remote pools): large items get fewer
+#: buffer slots, small ones long batches
+DEFAULT_BUFFER_BYTES = 256 << 20
 #: seconds stop() waits for the feeder and for input readers blocked inside a user's input
 FEEDER_GRACE = 2.0
 _names = itertools.count()
@@ -102,9 +107,10 @@ class IMap(ResultReading):
                     made at start() and closed at stop() (what the caller gives is never
                     closed, and the IMap's own Client is never Dask's default client)
       stride        consecutive items of one task before moving to the next task
-                    (default 2048 x workers: batches long enough to amortise IPC;
+                    (default 8192 x workers: batches long enough to amortise IPC;
                     dask: 32768 x threads, as a Dask task costs milliseconds)
-      buffer        at most this many items read and not yet taken (default 2 x tasks x stride)
+      buffer        at most this many items read and not yet taken (default 2 x tasks x stride,
+                    and at most about 256 MiB of items once their size is measured)
       ordered       results in input order (True) or completion order (False)
       skip          after next(timeout=...) times out, drop that position (True) or keep it
       name          used in thread names, logs and saved pipelines (default 'imap_<n>')
@@ -181,7 +187,9 @@ class IMap(ResultReading):
         self._next_id = 0
         self._iterators: dict[int, tuple[object, Any]] = {}   # shared inputs (_inputs.py)
         self._tasks_tracked: dict[int, dict[int, Any]] = {}
-        self._lock = threading.Lock()
+        # reentrant: a finalizer (a task queue or an executor collected) may remove a task
+        # in a thread that holds it
+        self._lock = threading.RLock()
         self._state = _State.IDLE
         self._stopped = threading.Event()
         self._stopped.set()
@@ -199,7 +207,8 @@ class IMap(ResultReading):
     def add_task(self, func: Callable[..., Any], iterable: Any, args: Any = None,
                  kwargs: Any = None, timeout: float | None = None, block: bool = True,
                  track: bool = False, item_timeout: float | None = None, *,
-                 ordered: bool | None = None) -> TaskIterator:
+                 ordered: bool | None = None, batch_size: int | None = None
+                 ) -> TaskIterator:
         """Add a task: ``func(item, *args, **kwargs)`` for each item of ``iterable``.
 
         Returns the task's handle and result iterator (a TaskIterator). Allowed before
@@ -210,10 +219,12 @@ class IMap(ResultReading):
         ``item_timeout`` (seconds) bounds each evaluation: an item running longer fails
         with TimeoutError in its place, and its worker is killed and replaced (process,
         remote) or the item abandoned (thread). ``ordered`` overrides the IMap's setting
-        for this task.
+        for this task; ``batch_size`` fixes the number of items per batch (default: it
+        adapts to the time and size of the items).
         """
         if not callable(func):
             raise TypeError(f"func must be callable, not {type(func).__name__}")
+        _config.count("batch_size", batch_size, None, minimum=1)
         upstream = upstream_of(iterable)
         with self._lock:
             if self._state is _State.STOPPING:
@@ -234,7 +245,8 @@ class IMap(ResultReading):
                 spec.payload = _config.dump_function(spec)
             task = Task(task_id, spec, source=source, upstream=upstream, own_source=own,
                         ordered=self.ordered if ordered is None else bool(ordered),
-                        skip=self.skip, timeout=timeout, block=block, track=track)
+                        skip=self.skip, timeout=timeout, block=block, track=track,
+                        batch_size=batch_size)
             self._next_id += 1
             self._tasks.append(task)
             self._by_id[task_id] = task
@@ -245,6 +257,13 @@ class IMap(ResultReading):
         return TaskIterator(self, task_id, timeout, block, task)
 
     __call__ = add_task
+
+    def queue(self, func: Callable[..., Any] | None = None, *, size: int | None = None,
+              ordered: bool = False) -> TaskQueue:
+        """A task queue on this pool (papyros's dispatcher API): ``push`` items (or calls,
+        with ``func=None``) as they come, ``pop``/``pop_many`` results. Usable before or
+        after start() and while other tasks run; see imap.TaskQueue and docs/queues.md."""
+        return TaskQueue(self, func, size=size, ordered=ordered)
 
     def pop_task(self, number: int | bool) -> None:
         """Remove the last ``number`` tasks (``True``: all of them). Only before start()."""
@@ -310,6 +329,14 @@ class IMap(ResultReading):
         return feeder.buffer_size if feeder is not None else None
 
     @property
+    def buffer_limit(self) -> int | None:
+        """The buffer in force now (items): ``buffer_size``, or fewer for a default buffer
+        once the items' size is measured (at most about 256 MiB of them); None when not
+        started."""
+        feeder = self._feeder
+        return feeder.limit() if feeder is not None else None
+
+    @property
     def buffer_used(self) -> int | None:
         """Items read from the inputs and not yet taken by a reader (now; a snapshot that
         may be off by a batch while threads run), None when not started."""
@@ -368,6 +395,8 @@ class IMap(ResultReading):
                                   buffer_size=self.buffer or 2 * max(1, count) * self.stride,
                                   batch_cap=max(1, math.ceil(self.stride / self._worker_total)),
                                   workers=self._worker_total)
+            if self.buffer is None:      # the default buffer: also bounded in bytes
+                self._feeder.byte_budget = DEFAULT_BUFFER_BYTES
             for task in self._tasks:     # with those added while the workers started
                 self._attach(task)
             self._state = _State.STARTED   # only now may readers come in
@@ -462,7 +491,7 @@ class IMap(ResultReading):
         task = self._by_key.get(batch.task.key)
         if task is not None:           # else a removed task, or a batch of an earlier run
             if errors:
-                attach_items(errors, batch.items)
+                decorate(errors, batch.items)
             if not batch.isolated and errors is None:
                 task.learn(len(values), elapsed, feeder.batch_cap, batch.nbytes)
             task.deliver(batch.start, values, errors)
@@ -472,9 +501,16 @@ class IMap(ResultReading):
 
 @atexit.register
 def _stop_live_imaps() -> None:
-    """An IMap left running at interpreter exit is stopped, so exit never hangs."""
+    """An IMap left running at interpreter exit is stopped, so exit never hangs.
+
+    Registered with threading too, so that it runs before every atexit handler: in
+    particular before multiprocessing's, which terminates daemon processes and joins the
+    others (a slot would replace a terminated worker, and exit would wait for it)."""
     for imap in list(_live):
         try:
             imap.stop(forced=True)
         except Exception:  # noqa: BLE001
             log.debug("error stopping %s at exit", imap, exc_info=True)
+
+
+threading._register_atexit(_stop_live_imaps)  # type: ignore[attr-defined]

@@ -48,7 +48,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from ._errors import attach_items, attach_traceback
+from ._errors import attach_traceback, decorate
 from ._evaluate import evaluate, make_call
 from ._feeder import Feeder
 from ._task import Task
@@ -271,7 +271,7 @@ class InlineFeeder(Feeder):
             values, errors, _ = evaluate(call, items)
         if errors:
             _attach_tracebacks(errors)
-            attach_items(errors, items)
+            decorate(errors, items)
         return values, errors
 
     def _deliver(self, task: Task, values: list[Any],

@@ -161,44 +161,46 @@ class Pool:
             return
         slot.opened.set()
         try:
-            self._serve(slot)
+            while self._serve_batch(slot):
+                pass             # each batch in its own frame: nothing it held outlives it
         finally:
             _quietly(handle.close)
 
-    def _serve(self, slot: _Slot) -> None:
-        """The slot's loop: run batches; a retired slot leaves, unless the pool is broken
-        (then it stays to fail what is still submitted)."""
+    def _serve_batch(self, slot: _Slot) -> bool:
+        """Run the next batch of the dispatch queue on the slot's worker; False: the slot
+        ends (stop, or retired: the other slots go on; a broken pool keeps its slots to
+        fail what is still submitted). Its items and results are referenced by this frame
+        only, so the slot keeps no reference to them while it waits for the next batch (an
+        Executor's caller may wait for their collection)."""
         handle = slot.handle
-        while True:
-            batch = self._dispatch.get()
-            if batch is _STOP:
-                return
+        batch = self._dispatch.get()
+        if batch is _STOP:
+            return False
+        if self._stopping.is_set():
+            return True
+        if self._broken is not None:
+            self._fail(batch, self._broken)
+            return True
+        try:
+            values, errors, elapsed = handle.run(batch)
+        except WorkerLost as lost:
             if self._stopping.is_set():
-                continue
-            if self._broken is not None:
-                self._fail(batch, self._broken)
-                continue
-            try:
-                values, errors, elapsed = handle.run(batch)
-            except WorkerLost as lost:
-                if self._stopping.is_set():
-                    continue
-                self._recover(batch, handle, lost)
-                if lost.before_work and not slot.replied and not lost.server_died:
-                    self._start_failed(slot, f"worker {handle.name} {lost.message}")
-                if (slot.retired or not self._reopen(slot)) and self._broken is None:
-                    return      # retired (or stopping): the other slots go on
-                continue
-            except BaseException as exc:
-                log.exception("%s: worker %s failed on a batch", self._name, handle.name)
-                self._deliver(batch, [None] * len(batch.items),
-                              {i: exc for i in range(len(batch.items))}, 0.0)
-                continue
-            if not slot.replied:
-                self._replied(slot)
-            if errors:
-                self._note_unloadable(batch, errors)
-            self._deliver(batch, values, errors, elapsed)
+                return True
+            self._recover(batch, handle, lost)
+            if lost.before_work and not slot.replied and not lost.server_died:
+                self._start_failed(slot, f"worker {handle.name} {lost.message}")
+            return not ((slot.retired or not self._reopen(slot)) and self._broken is None)
+        except BaseException as exc:
+            log.exception("%s: worker %s failed on a batch", self._name, handle.name)
+            self._deliver(batch, [None] * len(batch.items),
+                          {i: exc for i in range(len(batch.items))}, 0.0)
+            return True
+        if not slot.replied:
+            self._replied(slot)
+        if errors:
+            self._note_unloadable(batch, errors)
+        self._deliver(batch, values, errors, elapsed)
+        return True
 
     def _recover(self, batch: Batch, handle: WorkerHandle, lost: WorkerLost) -> None:
         """A worker died with ``batch``: blame one item if known, re-queue the others."""

@@ -42,6 +42,7 @@ class SlotAccounting:
         self.name = name
         self.stride = stride
         self.buffer_size = buffer_size
+        self.byte_budget: int | None = None    # set for a default buffer (imap._imap)
         self.max_in_flight = 2 * workers
         self.stopping = False
         self._cond = threading.Condition(threading.Lock())
@@ -114,8 +115,18 @@ class SlotAccounting:
 
     # -- buffer slots and pacing -----------------------------------------------------------
 
+    def limit(self) -> int:
+        """The buffer in force now, in items: ``buffer_size``, or fewer for a default
+        buffer once the items' size is measured (at most ~``byte_budget`` bytes)."""
+        budget = self.byte_budget
+        if budget is not None:
+            widest = max((t.item_bytes or 0.0 for t in self._accounted), default=0.0)
+            if widest:
+                return max(1, min(self.buffer_size, int(budget / widest)))
+        return self.buffer_size
+
     def _free(self) -> int:
-        return self.buffer_size - self._held + sum(t.released() for t in self._accounted)
+        return self.limit() - self._held + sum(t.released() for t in self._accounted)
 
     def _acquire(self, wanted: int, feed: Feed, partial: bool = False) -> int:
         """Take free buffer slots for ``feed``: how many (0: none now, the turn ends).

@@ -60,7 +60,8 @@ class Task:
     def __init__(self, task_id: int, spec: TaskSpec, *, source: Any = None,
                  upstream: Task | None = None, own_source: bool = False,
                  ordered: bool = True, skip: bool = False, timeout: float | None = None,
-                 block: bool = True, track: bool = False) -> None:
+                 block: bool = True, track: bool = False,
+                 batch_size: int | None = None) -> None:
         self.id = task_id
         self.spec = spec
         self.source = source
@@ -75,7 +76,8 @@ class Task:
         # feeder side
         self.fed = 0
         self.total: int | None = None
-        self.batch_size = 1
+        self.batch_size = batch_size or 1
+        self.fixed_batch = batch_size is not None   # given: never adapted
         self.item_time: float | None = None
         self.item_bytes: float | None = None
         # result side
@@ -127,6 +129,8 @@ class Task:
     # -- feeder side ---------------------------------------------------------------------
 
     def next_batch_size(self, cap: int) -> int:
+        if self.fixed_batch:
+            return self.batch_size
         return max(1, min(self.batch_size, cap))
 
     def tracked_mode(self, batch_length: int) -> bool:
@@ -149,8 +153,9 @@ class Task:
             self.item_bytes = (per_item_bytes if previous is None
                                else 0.7 * previous + 0.3 * per_item_bytes)
             wanted = min(wanted, int(TARGET_BATCH_BYTES / self.item_bytes))
-        # grow at most 4x per step so one fast batch does not flood the workers
-        self.batch_size = max(1, min(wanted, cap, max(1, self.batch_size) * 4))
+        if not self.fixed_batch:
+            # grow at most 4x per step so one fast batch does not flood the workers
+            self.batch_size = max(1, min(wanted, cap, max(1, self.batch_size) * 4))
 
     def end_input(self) -> None:
         """The feeder read the whole input: ``fed`` is the total (feeder thread)."""
@@ -353,7 +358,18 @@ class Task:
                 remaining -= taken
             else:
                 remaining -= self._take_slowly(runs, int(min(left, remaining)))
+            if not self.cursor[1].__length_hint__():
+                self._drop_cursor()
         return runs
+
+    def _drop_cursor(self) -> None:
+        """The current batch was handed out: forget it, so that the task keeps no reference
+        to results its reader has (the accounting moves to done_before, as when the next
+        batch is loaded: cursor first, so a racing released() under-counts only)."""
+        done = len(self.cursor[0])
+        self.cursor = ([], iter(()))
+        self.cur_errors = None
+        self.done_before += done
 
     def _take_slowly(self, runs: list[Run], count: int) -> int:
         """Up to ``count`` positions of the current batch, one by one (errors, skips,

@@ -36,6 +36,7 @@ plunger and the progress thread. The failures collected meanwhile are raised by 
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import threading
 import warnings
@@ -229,20 +230,22 @@ class Run:
         self._scheduler.start()
 
     def window(self) -> int:
-        """The most items the run holds (see papy._scheduler)."""
-        buffers = {}
-        for node in self.nodes:
-            imap = node.imap
-            if imap is not None:
-                tasks = sum(1 for n in self.nodes if n.imap is imap)
-                buffers[id(imap)] = imap.buffer or 2 * max(1, tasks) * imap.stride
-        blocks = sum(node.head.consume * node.stride + node.piper.produce * node.stride
-                     for node in self.nodes)
-        return (sum(buffers.values()) or LINEAR_WINDOW) + blocks
+        """The most items the run holds (see papy._scheduler): the buffers its IMaps have
+        in force now (a default buffer of large items holds fewer), plus the blocks."""
+        imaps = {id(node.imap): node.imap for node in self.nodes if node.imap is not None}
+        buffers = sum(imap.buffer_limit or imap.buffer or imap.stride
+                      for imap in imaps.values())
+        return (buffers or LINEAR_WINDOW) + self._blocks
+
+    @functools.cached_property
+    def _blocks(self) -> int:
+        """Items ``consume`` and ``produce`` blocks may need at once."""
+        return sum(node.head.consume * node.stride + node.piper.produce * node.stride
+                   for node in self.nodes)
 
     def _schedule(self) -> None:
         try:
-            schedule(self.nodes, self.sources, self.window(), self.wakeup,
+            schedule(self.nodes, self.sources, self.window, self.wakeup,
                      lambda: self._aborting)
         except StopRun as stop:     # fail_fast, or the output closed: papy._failures
             self._abort_nodes(stop.reason)

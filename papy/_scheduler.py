@@ -104,17 +104,18 @@ def _timeout(timed: list[Any]) -> float | None:
     return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
 
 
-def schedule(nodes: list[Node], sources: list[Source], window: int, wakeup: Wakeup,
-             aborting: Callable[[], bool]) -> None:
-    """Run the scheduler loop until every node is done or ``aborting()`` says so."""
+def schedule(nodes: list[Node], sources: list[Source], window: Callable[[], int],
+             wakeup: Wakeup, aborting: Callable[[], bool]) -> None:
+    """Run the scheduler loop until every node is done or ``aborting()`` says so;
+    ``window()`` is asked once per pass (it follows the IMaps' buffers in force)."""
     pooled = [node for node in nodes if node.imap is not None]
     timed = [node for node in nodes if hasattr(node, "wake_at")]    # Reducer(interval=)
     clock = time.perf_counter
     while not aborting():
-        moved = _one_pass(nodes, sources, window)
+        moved = _one_pass(nodes, sources, window())
         if all(node.done for node in nodes):
             return
-        if moved or _stalled(nodes, sources, window):
+        if moved or _stalled(nodes, sources, window()):
             continue
         idle = clock()
         wakeup.wait(_timeout(timed) if timed else None)

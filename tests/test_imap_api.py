@@ -24,7 +24,8 @@ def test_public_names():
                                  "IMapError", "WorkerDiedError", "SerializationError", "WorkerStartError",
                                  "RemoteError", "RemoteTraceback", "BrokenPoolError",
                                  "IMapWarning", "BatchSource", "BatchFunction", "Results",
-                                 "Wake", "IterableSource"}
+                                 "Wake", "IterableSource", "TaskQueue", "QueueClosedError",
+                                 "execute", "ExecuteIterator", "Executor"}
     for name in imap.__all__:
         assert getattr(imap, name) is not None
 
