@@ -47,7 +47,7 @@ from ._cache_stats import StatsFolder
 from ._cache_packs import PrefixIndex, index_of
 from ._cache_store import FULL_DISK, MISSING, Store
 from ._fingerprint import fingerprint
-from ._keys import UnkeyableError, call_arguments, content_digest, inbox_key
+from ._keys import Key, UnkeyableError, call_arguments, content_digest, inbox_key
 
 __all__ = ["Cache", "CachedFunction"]
 
@@ -221,7 +221,7 @@ class Cache:
         """This process's index of the entries of ``prefix`` (papy._cache_packs)."""
         return index_of(self._store.packs, prefix)
 
-    def _find(self, index: PrefixIndex, keys: list[str | bytes]
+    def _find(self, index: PrefixIndex, keys: list[Key]
               ) -> tuple[list[Any], list[int]]:
         """The stored result of each key (MISSING where there is none or it cannot be
         read) and the positions of the misses; not counted (the caller counts)."""
@@ -242,7 +242,7 @@ class Cache:
         # the misses, and the entries whose pack or result file could not be read here
         return results, list(compress(range(len(keys)), map(is_, results, repeat(MISSING))))
 
-    def _find_one(self, index: PrefixIndex, key: str | bytes, timed: bool = False) -> Any:
+    def _find_one(self, index: PrefixIndex, key: Key, timed: bool = False) -> Any:
         """The stored result of one key, or MISSING (not counted); ``timed``: see
         PrefixIndex.find_one."""
         location = index.find_one(key, timed)
@@ -250,14 +250,15 @@ class Cache:
             return MISSING
         return self._store.fetch(index, [key], [location])[0]
 
-    def _keep(self, index: PrefixIndex, keys: list[str | bytes], values: list[Any],
-              tag: str, label: str) -> tuple[int, tuple[str, ...]]:
-        """Store ``values`` under ``keys`` (one pack): (bytes written, the warnings logged
-        now, for the caller's record). Counts what could not be stored."""
+    def _keep(self, index: PrefixIndex, keys: list[Key], values: list[Any],
+              tag: str, label: str, ints: bool = False) -> tuple[int, tuple[str, ...]]:
+        """Store ``values`` under ``keys`` (one pack; ``ints``: the keys are all ints of 64
+        bits): (bytes written, the warnings logged now, for the caller's record). Counts
+        what could not be stored."""
         if self._shared.writes_off is not None or not keys:
             return 0, _NO_WARNINGS
         try:
-            saved = self._store.save(index, keys, values)
+            saved = self._store.save(index, keys, values, ints)
         except OSError as exc:
             self._count("write_errors")
             warning = self._write_failed(exc)
@@ -385,7 +386,7 @@ class CachedFunction:
     def _tag(self) -> str:
         return self._prefix().hex()[:16]
 
-    def _key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | bytes:
+    def _key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Key:
         """The call's key in the function's packs: its bound arguments (key= applied to
         the first) as papy._keys.inbox_key sees a one-item inbox."""
         cache = self.cache

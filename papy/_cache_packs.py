@@ -9,9 +9,9 @@ A pack (binary; every integer little-endian)::
 
     header  b"PAPYPACK" | format u8 | 0 u8 | 0 u16 | count u32 | keys u32 | refs u32
             | values u64 | time_ns u64 (when it was written)
-    keys    the ``count`` keys (str or bytes: papy._keys.inbox_key): b"S" and the strs
-            joined by line breaks (the reprs of plain items have none), or b"P" and the
-            pickle of the list
+    keys    the ``count`` keys (int, str or bytes: papy._keys.inbox_key): b"Q" and int64s,
+            b"S" and the strs joined by line breaks (the reprs of plain items have none),
+            or b"P" and the pickle of the list
     refs    20 bytes per result file the values point at (read by prune)
     check   crc32 of header, keys and refs
     values  pickle: the list of ``count`` results (a result stored in its own file:
@@ -39,6 +39,7 @@ dict (atomic under the GIL), loading, refreshing and appending hold the index's 
 """
 from __future__ import annotations
 
+import array
 import itertools
 import logging
 import os
@@ -52,6 +53,8 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
+
+from ._keys import Key
 
 __all__ = ["PACK_FORMAT", "PrefixIndex", "Stored", "encode_pack", "parse_segment",
            "segment_files", "index_of", "forget_indexes", "write_atomic", "remove"]
@@ -136,9 +139,13 @@ def _check(*parts: bytes | memoryview) -> bytes:
     return _CRC.pack(check)
 
 
-def encode_keys(keys: list[str | bytes]) -> bytes:
-    """b"S" and the keys joined by line breaks when they are all strs without one (the
-    reprs of papy._keys: a tenth of the cost of a pickle), else b"P" and their pickle."""
+def encode_keys(keys: list[Key], ints: bool = False) -> bytes:
+    """b"Q" and an array of int64 when the caller knows the keys are all ints of 64 bits
+    (``ints``), b"S" and the keys joined by line breaks when they are all strs without one
+    (the reprs of papy._keys: a tenth of the cost of a pickle), else b"P" and their
+    pickle."""
+    if ints:
+        return b"Q" + array.array("q", keys).tobytes()  # type: ignore[type-var]
     try:
         text = "\n".join(keys)  # type: ignore[arg-type]
     except TypeError:           # a bytes key (a digest)
@@ -148,10 +155,14 @@ def encode_keys(keys: list[str | bytes]) -> bytes:
     return b"P" + pickle.dumps(keys, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def decode_keys(blob: bytes | memoryview, count: int) -> list[str | bytes]:
+def decode_keys(blob: bytes | memoryview, count: int) -> list[Key]:
     kind, body = blob[:1], blob[1:]
     keys: Any
-    if kind == b"S":
+    if kind == b"Q":
+        numbers = array.array("q")
+        numbers.frombytes(bytes(body))
+        keys = numbers.tolist()
+    elif kind == b"S":
         keys = bytes(body).decode("utf-8", "surrogatepass").split("\n") if count else []
     elif kind == b"P":
         keys = pickle.loads(body)
@@ -162,10 +173,11 @@ def decode_keys(blob: bytes | memoryview, count: int) -> list[str | bytes]:
     return keys
 
 
-def encode_pack(keys: list[str | bytes], values: bytes, refs: list[bytes],
-                written_ns: int | None = None) -> bytes:
-    """The bytes of a pack (module docstring): ``values`` is the pickled list of results."""
-    keys_blob = encode_keys(keys)
+def encode_pack(keys: list[Key], values: bytes, refs: list[bytes],
+                written_ns: int | None = None, ints: bool = False) -> bytes:
+    """The bytes of a pack (module docstring): ``values`` is the pickled list of results;
+    ``ints``: see encode_keys."""
+    keys_blob = encode_keys(keys, ints)
     refs_blob = b"".join(refs)
     header = _HEADER.pack(MAGIC, PACK_FORMAT, 0, 0, len(keys), len(keys_blob),
                           len(refs_blob), len(values),
@@ -193,7 +205,7 @@ class Pack:
             raise ValueError("corrupt")
         self.data, self.count, self.written_ns = data, count, written
 
-    def keys(self) -> list[str | bytes]:
+    def keys(self) -> list[Key]:
         return decode_keys(self.data[_HEADER.size:self.keys_end], self.count)
 
     def refs(self) -> list[bytes]:
@@ -280,7 +292,7 @@ class PrefixIndex:
     def __init__(self, folder: str, prefix: bytes):
         self.folder, self.prefix = folder, prefix
         self.lock = threading.Lock()
-        self.entries: dict[str | bytes, int] = {}
+        self.entries: dict[Key, int] = {}
         self.packs: list[tuple[int, int, int]] = []
         self.segments: list[_Segment] = []
         self.by_name: dict[str, int] = {}
@@ -293,7 +305,7 @@ class PrefixIndex:
         self.decoded: OrderedDict[int, list[Any]] = OrderedDict()   # pack -> its values
 
     # -- looking up --------------------------------------------------------------------
-    def find(self, keys: list[str | bytes]) -> list[int | None]:
+    def find(self, keys: list[Key]) -> list[int | None]:
         """The location of each key (None: not known here); the segments are read again
         when a key is not known and the index is stale."""
         if not self.loaded:
@@ -315,7 +327,7 @@ class PrefixIndex:
             self.refresh()
         return not self.entries
 
-    def find_one(self, key: str | bytes, timed: bool = False) -> int | None:
+    def find_one(self, key: Key, timed: bool = False) -> int | None:
         """``find([key])[0]``, for one item; ``timed``: read the segments again when
         REFRESH_SECONDS passed since the last time, stale or not (a decorated function:
         nothing else tells it that other processes stored more)."""
@@ -395,7 +407,7 @@ class PrefixIndex:
             found = True
         return found
 
-    def _add(self, number: int, offset: int, length: int, keys: list[str | bytes]) -> None:
+    def _add(self, number: int, offset: int, length: int, keys: list[Key]) -> None:
         base = len(self.packs) << POSITION_BITS
         self.packs.append((number, offset, length))
         self.entries.update(zip(keys, range(base, base + len(keys)), strict=True))
@@ -428,14 +440,14 @@ class PrefixIndex:
                 os.close(self.readers.popitem(last=False)[1])
             return fd
 
-    def forget(self, key: str | bytes, location: int) -> None:
+    def forget(self, key: Key, location: int) -> None:
         """An entry that could not be read: gone from the index (unless replaced)."""
         if self.entries.get(key) == location:
             self.entries.pop(key, None)
         self.decoded.pop(location >> POSITION_BITS, None)
 
     # -- writing -----------------------------------------------------------------------
-    def append(self, data: bytes, keys: list[str | bytes]) -> None:
+    def append(self, data: bytes, keys: list[Key]) -> None:
         """Append a pack to this process's segment (indexed now if it holds at most
         INDEX_AT_ONCE entries). Raises OSError (a full disk: the segment is given up, a
         new one is started next time)."""

@@ -38,6 +38,7 @@ from ._cache_packs import Pack, Stored, decode_keys, encode_keys, encode_pack, \
 
 if TYPE_CHECKING:
     from ._cache_store import Store
+    from ._keys import Key
 
 __all__ = ["note_uses", "used_since", "prune"]
 
@@ -47,7 +48,7 @@ _USE_HEAD = struct.Struct("<IQ20sI")
 _HOST = socket.gethostname().replace("/", "_") or "host"
 
 
-def note_uses(folder: str, prefix: bytes, keys: list[str | bytes]) -> None:
+def note_uses(folder: str, prefix: bytes, keys: list[Key]) -> None:
     """Record that this process read ``keys`` of ``prefix`` (now)."""
     body = encode_keys(keys)
     record = _USE_HEAD.pack(_USE_HEAD.size + len(body) + 4, time.time_ns(), prefix,
@@ -55,9 +56,9 @@ def note_uses(folder: str, prefix: bytes, keys: list[str | bytes]) -> None:
     _uses_log(folder).append(record + struct.pack("<I", zlib.crc32(record)))
 
 
-def used_since(folder: str, since_ns: int) -> dict[str, set[str | bytes]]:
+def used_since(folder: str, since_ns: int) -> dict[str, set[Key]]:
     """``{prefix hex: keys}`` read since ``since_ns`` by any process."""
-    used: dict[str, set[str | bytes]] = {}
+    used: dict[str, set[Key]] = {}
     for path in _files_in(folder):
         try:
             with open(path, "rb") as handle:
@@ -109,7 +110,7 @@ def prune(store: Store, unused_before_ns: int, now_ns: int) -> dict[str, int]:
     return removed
 
 
-def _prune_segment(path: str, unused_before_ns: int, used: set[str | bytes],
+def _prune_segment(path: str, unused_before_ns: int, used: set[Key],
                    removed: dict[str, int]) -> list[bytes]:
     """Prune one segment; the result digests it keeps."""
     try:
@@ -153,7 +154,7 @@ def _prune_segment(path: str, unused_before_ns: int, used: set[str | bytes],
     return refs
 
 
-def _part_of(pack: Pack, keys: list[str | bytes], positions: list[int], refs: list[bytes]
+def _part_of(pack: Pack, keys: list[Key], positions: list[int], refs: list[bytes]
              ) -> bytes:
     """A pack of some entries of ``pack``, as old as it (refs: the result files kept)."""
     try:
@@ -168,7 +169,7 @@ def _part_of(pack: Pack, keys: list[str | bytes], positions: list[int], refs: li
                        pack.written_ns)
 
 
-def _records(data: bytes) -> Iterator[tuple[int, bytes, list[str | bytes]]]:
+def _records(data: bytes) -> Iterator[tuple[int, bytes, list[Key]]]:
     """The whole records of a uses log (a torn last record, a killed writer's, ends it)."""
     offset = 0
     while offset + _USE_HEAD.size <= len(data):

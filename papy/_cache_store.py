@@ -39,7 +39,7 @@ from ._cache_packs import MAX_PER_PACK, POSITION_BITS, PrefixIndex, Stored, enco
     forget_indexes, index_of, remove, write_atomic
 from ._cache_prune import note_uses, prune
 from ._cache_run import DEFERRING, PENDING
-from ._keys import RAW_SCALARS
+from ._keys import RAW_SCALARS, Key
 
 __all__ = ["FORMAT", "INLINE_LIMIT", "FULL_DISK", "MISSING", "Saved", "Store", "write_atomic"]
 
@@ -115,7 +115,7 @@ class Store:
         return os.path.join(self.results, text[:2], text[2:])
 
     # -- read --------------------------------------------------------------------------
-    def fetch(self, index: PrefixIndex, keys: list[str | bytes], locations: list[int]
+    def fetch(self, index: PrefixIndex, keys: list[Key], locations: list[int]
               ) -> list[Any]:
         """The results of ``keys`` at ``locations`` (``index.find``; MISSING where a pack or
         a result file cannot be read here: a miss, and the entry leaves the index). The
@@ -166,27 +166,29 @@ class Store:
             return MISSING
 
     # -- write -------------------------------------------------------------------------
-    def save(self, index: PrefixIndex, keys: list[str | bytes], values: list[Any]) -> Saved:
-        """Store ``values`` under ``keys`` in one pack (several past MAX_PER_PACK entries);
-        raises OSError. A result that cannot be pickled is left out (``Saved``)."""
+    def save(self, index: PrefixIndex, keys: list[Key], values: list[Any],
+             ints: bool = False) -> Saved:
+        """Store ``values`` under ``keys`` in one pack (several past MAX_PER_PACK entries;
+        ``ints``: the keys are all ints of 64 bits); raises OSError. A result that cannot
+        be pickled is left out (``Saved``)."""
         if len(keys) <= MAX_PER_PACK:
-            return self._save_part(index, keys, values)
+            return self._save_part(index, keys, values, ints)
         written, unpicklable = 0, {}
         for start in range(0, len(keys), MAX_PER_PACK):
             part = self._save_part(index, keys[start:start + MAX_PER_PACK],
-                                   values[start:start + MAX_PER_PACK])
+                                   values[start:start + MAX_PER_PACK], ints)
             written += part.written
             unpicklable.update({start + k: exc for k, exc in part.unpicklable.items()})
         return Saved(written, unpicklable)
 
-    def _save_part(self, index: PrefixIndex, keys: list[str | bytes], values: list[Any]
-                   ) -> Saved:
+    def _save_part(self, index: PrefixIndex, keys: list[Key], values: list[Any],
+                   ints: bool = False) -> Saved:
         try:
             blob: bytes | None = pickle.dumps(values, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception:  # noqa: BLE001 - found item by item below
             blob = None
         if blob is not None and len(blob) <= INLINE_LIMIT * len(values):
-            index.append(encode_pack(keys, blob, []), keys)
+            index.append(encode_pack(keys, blob, [], ints=ints), keys)
             return Saved(len(blob), _NONE)
         refs: list[bytes] = []
         unpicklable: dict[int, Exception] = {}
@@ -208,7 +210,7 @@ class Store:
             kept.append(value)
         if kept_keys:
             blob = pickle.dumps(kept, protocol=pickle.HIGHEST_PROTOCOL)
-            index.append(encode_pack(kept_keys, blob, refs), kept_keys)
+            index.append(encode_pack(kept_keys, blob, refs, ints=ints), kept_keys)
         return Saved(written, unpicklable)
 
     def _save_result(self, payload: bytes) -> tuple[Stored, int]:

@@ -43,7 +43,8 @@ from ._cache_packs import GENERATION, PrefixIndex
 from ._cache_run import DEFERRING, PENDING
 from ._cache_store import MISSING
 from ._errors import PiperError, WorkerError
-from ._keys import RAW_LIMIT, RAW_SCALARS, UnkeyableError, call_arguments, inbox_key, long_key
+from ._keys import INT_KEYS, RAW_LIMIT, RAW_SCALARS, Key, UnkeyableError, call_arguments, \
+    inbox_key, long_key
 from ._worker import NEVER_SUSPECT, any_instance, map_stage, _worker_error
 
 if TYPE_CHECKING:
@@ -52,10 +53,8 @@ if TYPE_CHECKING:
 __all__ = ["CacheRecord", "RecordDelta", "WorkerCache"]
 
 OUTCOMES = ("executed", "cached", "failed", "upstream_failed")
-# items whose repr is short whatever their value (an int: when it is below _SMALL)
-_SHORT = frozenset({int, float, bool, complex, type(None)})
-_ORDERED = frozenset({int, float, bool})
-_SMALL = 10 ** 60
+_SHORT = frozenset({float, bool, complex, type(None)})   # reprs of at most 51 characters
+_INT = {int}
 _ERRORS = (WorkerError, PiperError)
 
 
@@ -167,7 +166,7 @@ class _Pending:
 
     def reset(self) -> None:
         self.index: PrefixIndex | None = None
-        self.keys: list[str | bytes] = []
+        self.keys: list[Key] = []
         self.values: list[Any] = []
         self.hits = self.misses = self.errors = 0
         self.enlisted = False
@@ -228,9 +227,9 @@ class WorkerCache:
             return self._one(values)
         tally = _Batch()
         index = self._index()
-        keys = self._plain_keys(values, boxed)
+        keys, ints = self._plain_keys(values, boxed)
         if keys is not None and index.empty():
-            return self._first(index, values, keys, tally)
+            return self._first(index, values, keys, ints, tally)
         if keys is not None:
             positions: list[int] | None = None          # every position, keyed
             results: list[Any] = []
@@ -254,7 +253,7 @@ class WorkerCache:
         self._account(tally)
         return results, raised
 
-    def _first(self, index: PrefixIndex, values: list[Any], keys: list[str | bytes],
+    def _first(self, index: PrefixIndex, values: list[Any], keys: list[Key], ints: bool,
                tally: _Batch) -> tuple[list[Any], dict[int, BaseException] | None]:
         """A batch of plain items that nothing here is known for (a first run): evaluated
         and stored without a lookup."""
@@ -267,7 +266,7 @@ class WorkerCache:
             self._account(tally)
             return results, raised
         tally.misses = tally.executed = len(values)
-        self._keep(index, keys, computed, tally)
+        self._keep(index, keys, computed, tally, ints)
         self._account(tally)
         return computed, None
 
@@ -276,8 +275,12 @@ class WorkerCache:
         nothing it does not need; in a per-item call of the run layer, the entry and the
         counts wait for the batch (``_defer``)."""
         cache, record, later = self.cache, self.record, DEFERRING.on
-        text = repr(values[0])
-        key: str | bytes = text if len(text) <= RAW_LIMIT else long_key(text)
+        item = values[0]
+        if type(item) is int and INT_KEYS[0] <= item < INT_KEYS[1]:
+            key: Key = item
+        else:
+            text = repr(item)
+            key = text if len(text) <= RAW_LIMIT else long_key(text)
         index = self._index()
         found = cache._find_one(index, key)
         if found is not MISSING:
@@ -308,7 +311,7 @@ class WorkerCache:
             record.add(warnings=warnings)
         return results, None
 
-    def _defer(self, index: PrefixIndex, key: str | bytes | None, value: Any,
+    def _defer(self, index: PrefixIndex, key: Key | None, value: Any,
                hits: int = 0, misses: int = 0, errors: int = 0) -> None:
         """Hold an entry (and counts) of a per-item call until its batch leaves the worker
         (papy._cache_run.PENDING)."""
@@ -349,29 +352,35 @@ class WorkerCache:
             held = self._held = (GENERATION[0], self.cache._index(self.prefix))
         return held[1]
 
-    def _plain_keys(self, values: list[Any], boxed: bool) -> list[str | bytes] | None:
-        """The keys of a batch of plain items (RAW_SCALARS, no key=), in C; else None."""
+    def _plain_keys(self, values: list[Any], boxed: bool) -> tuple[list[Key] | None, bool]:
+        """The keys of a batch of plain items (RAW_SCALARS, no key=), in C, as
+        papy._keys.inbox_key makes them one by one; else None. A batch of ints of 64 bits
+        is its own keys (True: the store packs them as int64)."""
         if not boxed or self.cache.key is not None or not values:
-            return None
+            return None, False
         kinds = set(map(type, values))
         if not RAW_SCALARS.issuperset(kinds):
-            return None
-        keys: list[str | bytes] = list(map(repr, values))
-        if _SHORT.issuperset(kinds) and (int not in kinds or (
-                _ORDERED.issuperset(kinds) and -_SMALL < min(values) and max(values) < _SMALL)):
-            return keys                     # numbers: no repr is longer than RAW_LIMIT
-        if max(map(len, keys)) > RAW_LIMIT:
-            keys = [k if len(k) <= RAW_LIMIT else long_key(k) for k in keys]  # type: ignore[arg-type]
-        return keys
+            return None, False
+        if kinds == _INT and INT_KEYS[0] <= min(values) and max(values) < INT_KEYS[1]:
+            return values, True
+        keys: list[Key] = list(map(repr, values))
+        if int in kinds:                    # ints are their own keys, the others reprs
+            keys = [v if type(v) is int and INT_KEYS[0] <= v < INT_KEYS[1] else k
+                    for v, k in zip(values, keys, strict=True)]
+        elif _SHORT.issuperset(kinds):
+            return keys, False              # no repr of these is longer than RAW_LIMIT
+        if any(type(k) is str and len(k) > RAW_LIMIT for k in keys):
+            keys = [long_key(k) if type(k) is str and len(k) > RAW_LIMIT else k for k in keys]
+        return keys, False
 
     def _sort(self, values: list[Any], boxed: bool, results: list[Any], tally: _Batch
-              ) -> tuple[list[int], list[str | bytes], list[int]]:
+              ) -> tuple[list[int], list[Key], list[int]]:
         """Item by item: the positions that are looked up and their keys, the positions
         evaluated uncached (no key); upstream errors and failing key= functions are
         settled here, in ``results``."""
         cache = self.cache
         positions: list[int] = []
-        keys: list[str | bytes] = []
+        keys: list[Key] = []
         unkeyed: list[int] = []
         for position, value in enumerate(values):
             inbox = [value] if boxed else value
@@ -395,7 +404,7 @@ class WorkerCache:
         return positions, keys, unkeyed
 
     def _evaluate(self, index: PrefixIndex, values: list[Any], boxed: bool,
-                  results: list[Any], keys: list[str | bytes], positions: list[int] | None,
+                  results: list[Any], keys: list[Key], positions: list[int] | None,
                   misses: list[int], unkeyed: list[int], tally: _Batch,
                   computed: list[Any] | None = None,
                   raised: dict[int, BaseException] | None = None
@@ -418,7 +427,7 @@ class WorkerCache:
         key_at = dict(zip(range(len(values)) if positions is None else positions, keys,
                           strict=True))
         lost: dict[int, BaseException] = {}
-        keep_keys: list[str | bytes] = []
+        keep_keys: list[Key] = []
         keep: list[Any] = []
         for k, (position, value) in enumerate(zip(todo, computed, strict=True)):
             if raised and k in raised:
@@ -442,13 +451,13 @@ class WorkerCache:
         self._keep(index, keep_keys, keep, tally)
         return lost or None
 
-    def _keep(self, index: PrefixIndex, keys: list[str | bytes], values: list[Any],
-              tally: _Batch) -> None:
+    def _keep(self, index: PrefixIndex, keys: list[Key], values: list[Any],
+              tally: _Batch, ints: bool = False) -> None:
         if DEFERRING.on:                    # one item of a tracked batch: written later
             for key, value in zip(keys, values, strict=True):
                 self._defer(index, key, value)
             return
-        written, warnings = self.cache._keep(index, keys, values, self.tag, self.label)
+        written, warnings = self.cache._keep(index, keys, values, self.tag, self.label, ints)
         tally.warnings.extend(warnings)
         tally.written += written
 

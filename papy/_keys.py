@@ -17,9 +17,10 @@ depends on insertion order, on the memo and on the hash seed):
 What cannot be encoded (a lock, an open file, a cycle) raises ``UnkeyableError``.
 
 ``inbox_key(inbox)`` is what a cache entry is looked up by: for the common inboxes (one
-item, or a join's items, of the plain types below) the item's ``repr`` itself, which is
-canonical for those types and costs a tenth of a digest (papy._cache_worker computes it
-for a whole batch in C: ``map(repr, items)``); for anything else, a tagged digest.
+item, or a join's items, of the plain types below) an int item itself, or the item's
+``repr``, which is canonical for those types and costs a tenth of a digest
+(papy._cache_worker computes them for a whole batch in C: ``map(repr, items)``); for
+anything else, a tagged digest.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 __all__ = ["UnkeyableError", "call_arguments", "content_digest", "inbox_key", "RAW_SCALARS",
-           "RAW_LIMIT"]
+           "RAW_LIMIT", "INT_KEYS", "Key"]
 
 DIGEST_SIZE = 20
 _MAX_DEPTH = 200
@@ -43,6 +44,10 @@ _SCALARS = frozenset({int, float, str, bytes, bool, type(None), complex})
 RAW_SCALARS = _SCALARS
 #: a repr longer than this is keyed by its digest instead (the index holds keys in memory)
 RAW_LIMIT = 96
+#: the ints keyed by themselves: those of 64 bits (a pack stores them as int64)
+INT_KEYS = (-(1 << 63), 1 << 63)
+#: what an item is found by in a cache's index (papy._cache_packs)
+Key = int | str | bytes
 
 
 class UnkeyableError(TypeError):
@@ -229,21 +234,24 @@ def call_arguments(func: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapp
     return tuple(kept)
 
 
-def inbox_key(inbox: Any) -> str | bytes:
+def inbox_key(inbox: Any) -> Key:
     """The key of a Worker's inbox in its cache entry's index (module docstring).
 
+    - ``[x]`` with ``x`` an ``int`` (exactly: not a bool) of 64 bits: ``x`` itself (no
+      repr to make; a pack stores such keys as an array of int64);
     - ``[x]`` with ``x`` of a RAW_SCALARS type, or a tuple of them: ``repr(x)``;
     - a list of several RAW_SCALARS items (a join): ``repr(inbox)`` (it starts with ``[``,
       which no key of the first kind does);
     - a repr longer than RAW_LIMIT: ``b"r"`` + its 20-byte digest;
     - anything else: ``b"c"`` + ``content_digest(inbox)`` (UnkeyableError).
 
-    A str key and a bytes key never compare equal, so the kinds cannot collide.
+    An int key, a str key and a bytes key never compare equal, so the kinds cannot collide
+    (``1.0`` and ``True`` are keyed by their reprs: they do not meet the int ``1``).
 
     Example::
 
-        >>> inbox_key([12]), inbox_key([1, 'a']), inbox_key([(1, 2)])
-        ('12', "[1, 'a']", '(1, 2)')
+        >>> inbox_key([12]), inbox_key([12.0]), inbox_key([1, 'a']), inbox_key([(1, 2)])
+        (12, '12.0', "[1, 'a']", '(1, 2)')
         >>> inbox_key([{'a': 1}])[:1]
         b'c'
     """
@@ -252,6 +260,8 @@ def inbox_key(inbox: Any) -> str | bytes:
         if len(inbox) == 1:
             item = inbox[0]
             kind = type(item)
+            if kind is int and INT_KEYS[0] <= item < INT_KEYS[1]:
+                return item  # type: ignore[no-any-return]
             if kind in _SCALARS or (kind is tuple and _SCALARS.issuperset(map(type, item))):
                 text = repr(item)
         elif inbox and _SCALARS.issuperset(map(type, inbox)):
