@@ -1,18 +1,20 @@
 """Cache: results that survive the run, in a directory, keyed by code and content.
 
-    caller (a Worker where it runs, or a decorated function)
-      |  key = digest(format, papy series, Python cache tag,
-      |               fingerprint of the function (or its name: code=False),
-      |               its arguments (ignore= left out), content digest of the item (key=))
+    caller (a Worker where it runs: papy._cache_worker, a batch at a time; or a
+      |     decorated function: CachedFunction, a call at a time)
+      |  prefix = digest(format, papy series, Python cache tag,
+      |                  fingerprint of the function (or its name: code=False),
+      |                  its arguments (ignore= left out))
+      |  key = the item's key (papy._keys.inbox_key; key= maps the item first)
       v
-    Cache._lookup(key) --hit--> the stored result (unpickled)
-      | miss
+    Cache._find(prefix, keys) --hits--> the stored results (papy._cache_store: this
+      | misses                          process's index of the prefix's packs)
       v
     the function runs --error--> returned/raised as usual, never stored
-      | result
+      | results
       v
-    Cache._save(key, result): pickle, then papy._cache_store (atomic writes), counted in
-    papy._cache_stats (per-process counter files); an unpicklable result or a failing
+    Cache._keep(prefix, keys, results): one pack per batch (papy._cache_packs), counted
+    in papy._cache_stats (per-process counter files); an unpicklable result or a failing
     disk: not stored, one warning
 
 A ``Cache`` is a small picklable object (the root, the options, an id): copies sent to
@@ -31,25 +33,28 @@ import hashlib
 import importlib
 import logging
 import os
-import pickle
 import sys
 import threading
 import types
 import uuid
 from collections.abc import Callable, Iterable
+from itertools import compress, repeat
+from operator import is_, is_not
 from typing import Any
 
 from . import _cache_store
 from ._cache_stats import StatsFolder
-from ._cache_store import FULL_DISK, Miss, Store
+from ._cache_packs import PrefixIndex, index_of
+from ._cache_store import FULL_DISK, MISSING, Store
 from ._fingerprint import fingerprint
-from ._keys import UnkeyableError, call_arguments, content_digest
+from ._keys import Key, UnkeyableError, call_arguments, content_digest, inbox_key
 
 __all__ = ["Cache", "CachedFunction"]
 
 log = logging.getLogger(__name__)
 
 _DIGEST = 20
+_NO_WARNINGS: tuple[str, ...] = ()
 
 
 def _papy_series() -> str:
@@ -209,37 +214,66 @@ class Cache:
     def _count(self, field: str, amount: int = 1) -> None:
         self._stats.count(field, amount)
 
-    def _lookup(self, key: bytes) -> tuple[bool, Any]:
-        try:
-            value = self._store.load(key, self._shared.epoch_ns)
-        except Miss:
-            self._count("misses")
-            return False, None
-        self._count("hits")
-        return True, value
+    def _count_many(self, **amounts: int) -> None:
+        self._stats.count_many(amounts)
 
-    def _save(self, key: bytes, value: Any, tag: str, label: str) -> str | None:
-        """Store ``value``; the warning logged now, if any (for the caller's record)."""
-        shared = self._shared
-        if shared.writes_off is not None:
-            return None
+    def _index(self, prefix: bytes) -> PrefixIndex:
+        """This process's index of the entries of ``prefix`` (papy._cache_packs)."""
+        return index_of(self._store.packs, prefix)
+
+    def _find(self, index: PrefixIndex, keys: list[Key]
+              ) -> tuple[list[Any], list[int]]:
+        """The stored result of each key (MISSING where there is none or it cannot be
+        read) and the positions of the misses; not counted (the caller counts)."""
+        locations = index.find(keys)
+        misses = list(compress(range(len(keys)), map(is_, locations, repeat(None))))
+        if len(misses) == len(keys):
+            return [MISSING] * len(keys), misses
+        store = self._store
+        if not misses:
+            results = store.fetch(index, keys, locations)  # type: ignore[arg-type]
+        else:
+            found = list(compress(range(len(keys)), map(is_not, locations, repeat(None))))
+            results = [MISSING] * len(keys)
+            fetched = store.fetch(index, [keys[k] for k in found],
+                                  [locations[k] for k in found])  # type: ignore[misc]
+            for k, value in zip(found, fetched, strict=True):
+                results[k] = value
+        # the misses, and the entries whose pack or result file could not be read here
+        return results, list(compress(range(len(keys)), map(is_, results, repeat(MISSING))))
+
+    def _find_one(self, index: PrefixIndex, key: Key, timed: bool = False) -> Any:
+        """The stored result of one key, or MISSING (not counted); ``timed``: see
+        PrefixIndex.find_one."""
+        location = index.find_one(key, timed)
+        if location is None:
+            return MISSING
+        return self._store.fetch(index, [key], [location])[0]
+
+    def _keep(self, index: PrefixIndex, keys: list[Key], values: list[Any],
+              tag: str, label: str, ints: bool = False) -> tuple[int, tuple[str, ...]]:
+        """Store ``values`` under ``keys`` (one pack; ``ints``: the keys are all ints of 64
+        bits): (bytes written, the warnings logged now, for the caller's record). Counts
+        what could not be stored."""
+        if self._shared.writes_off is not None or not keys:
+            return 0, _NO_WARNINGS
         try:
-            payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:  # noqa: BLE001 - whatever pickle refuses is not stored
-            return self._uncacheable(tag, f"a result of {label} cannot be pickled "
-                                          f"({type(exc).__name__}: {exc})")
-        try:
-            written = self._store.save(key, payload)
+            saved = self._store.save(index, keys, values, ints)
         except OSError as exc:
             self._count("write_errors")
-            return self._write_failed(exc)
-        if written:
-            self._count("bytes", written)
-        return None
+            warning = self._write_failed(exc)
+            return 0, (warning,) if warning else _NO_WARNINGS
+        if not saved.unpicklable:
+            return saved.written, _NO_WARNINGS
+        first = next(iter(saved.unpicklable.values()))
+        warning = self._uncacheable(tag, f"a result of {label} cannot be pickled "
+                                         f"({type(first).__name__}: {first})",
+                                    len(saved.unpicklable))
+        return saved.written, (warning,) if warning else _NO_WARNINGS
 
-    def _uncacheable(self, tag: str, why: str) -> str | None:
-        """Count an item that cannot be cached; warn once per cache and function."""
-        self._count("uncacheable")
+    def _uncacheable(self, tag: str, why: str, count: int = 1) -> str | None:
+        """Count items that cannot be cached; warn once per cache and function."""
+        self._count("uncacheable", count)
         if not self._stats.warn_once(tag):
             return None
         message = f"papy cache {self.root}: {why}; such items run uncached"
@@ -328,15 +362,20 @@ class CachedFunction:
             cache._uncacheable(self._tag(), f"a call of {self._label} has no key "
                                             f"({exc})")
             return self._func(*args, **kwargs)
-        found, value = cache._lookup(key)
-        if found:
+        index = cache._index(self._prefix())
+        value = cache._find_one(index, key, timed=True)
+        if value is not MISSING:
+            cache._count("hits")
             return value
+        cache._count("misses")
         try:
             value = self._func(*args, **kwargs)
         except Exception:
             cache._count("errors")
             raise
-        cache._save(key, value, self._tag(), self._label)
+        written, _ = cache._keep(index, [key], [value], self._tag(), self._label)
+        if written:
+            cache._count("bytes", written)
         return value
 
     def _prefix(self) -> bytes:
@@ -347,14 +386,15 @@ class CachedFunction:
     def _tag(self) -> str:
         return self._prefix().hex()[:16]
 
-    def _key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    def _key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Key:
+        """The call's key in the function's packs: its bound arguments (key= applied to
+        the first) as papy._keys.inbox_key sees a one-item inbox."""
         cache = self.cache
         arguments = list(call_arguments(self._func, args, kwargs, frozenset(cache.ignore)))
         if cache.key is not None and arguments:
             name, first = arguments[0]
             arguments[0] = (name, cache.key(first))
-        return hashlib.blake2b(self._prefix() + content_digest(tuple(arguments)),
-                               digest_size=_DIGEST).digest()
+        return inbox_key([tuple(arguments)])
 
     def __get__(self, instance: Any, owner: type | None = None) -> Any:
         return self if instance is None else types.MethodType(self, instance)

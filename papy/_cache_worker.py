@@ -5,37 +5,47 @@
       |                             whose arguments have no content key is a TypeError now
       |  pickled with the Worker    (prefix, the uncached twin Worker, the Cache)
       v
-    Worker.__call__ -> _evaluate -> WorkerCache(inbox)      in the thread/process/host
-      upstream error in the inbox -> the twin's PiperError   record: upstream_failed
-      key = prefix + content digest of the inbox (key= maps the inbox first)
-      hit  -> the stored result                             record: cached
-      miss -> the twin evaluates; an error item is returned  record: failed
-              and never stored; else stored, then returned   record: executed
-              (the entry is on disk before the result leaves the Worker)
+    map_stage (papy._worker) -> WorkerCache.call_batch(batch)   in the thread/process/host
+      upstream error in an inbox -> the twin's PiperError       record: upstream_failed
+      keys of the batch (papy._keys.inbox_key; for plain items ``map(repr, items)``, in C)
+      looked up in this process's index of the prefix's packs
+      hits -> the stored results                                record: cached
+      misses -> the twin evaluates them as a batch; an error    record: failed
+                item is returned and never stored; the others   record: executed
+                are stored in ONE pack, before the batch's results leave the Worker
+    Worker.__call__ (one inbox) -> the same, as a batch of one
+
+A batch costs a few dict lookups and one pickle of its results per item, and one pack file
+per batch: a cached first run of cheap functions costs little more than an uncached one
+(scripts/bench_cache.py). A run killed by SIGKILL loses only the batches that had not
+finished: every result that left a Worker is in a pack.
 
 The **record** (``worker.cache_record``, a ``CacheRecord``) counts those four outcomes where
 the Worker runs: one record per copy of the Worker (per process; threads of a pool share
 one, under a lock). ``record.take()`` returns what was counted since the previous take
-(a ``RecordDelta``, picklable, or None when nothing was) and starts again from zero, so
-the run layer can call it after each batch where the Worker runs and send the delta with
-the batch's results: summed in the parent, the deltas count every item exactly once,
-whatever thread took them. A delta also carries the cache's warnings raised meanwhile
-(unpicklable results, a full disk), for the parent to show: in a worker process they
-are logged only there.
+(a ``RecordDelta``, picklable, or None when nothing was) and starts again from zero. The
+run layer's calls (``TimedCall``, ``BoxingCall``, ``FusedCall``: papy._cache_run.carry)
+take it after each batch and send it with the batch's results, as ``Busy`` carries busy
+time; summed in the parent, the deltas count every item exactly once, whatever thread took
+them. A delta also carries the cache's warnings raised meanwhile (unpicklable results, a
+full disk) and the process it comes from: the parent logs those of other processes.
 """
 from __future__ import annotations
 
 import copy
-import dataclasses
-import hashlib
+import os
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._cache import Cache
+from ._cache_packs import GENERATION, PrefixIndex
+from ._cache_run import DEFERRING, PENDING
+from ._cache_store import MISSING
 from ._errors import PiperError, WorkerError
-from ._keys import UnkeyableError, call_arguments, content_digest
-from ._worker import _worker_error
+from ._keys import INT_KEYS, RAW_LIMIT, RAW_SCALARS, Key, UnkeyableError, call_arguments, \
+    inbox_key, long_key
+from ._worker import NEVER_SUSPECT, any_instance, map_stage, _worker_error
 
 if TYPE_CHECKING:
     from ._worker import Worker
@@ -43,32 +53,48 @@ if TYPE_CHECKING:
 __all__ = ["CacheRecord", "RecordDelta", "WorkerCache"]
 
 OUTCOMES = ("executed", "cached", "failed", "upstream_failed")
-_EXECUTED, _CACHED, _FAILED, _UPSTREAM_FAILED = range(4)
+_SHORT = frozenset({float, bool, complex, type(None)})   # reprs of at most 51 characters
+_INT = {int}
 _ERRORS = (WorkerError, PiperError)
 
 
-@dataclasses.dataclass(frozen=True)
 class RecordDelta:
-    """The outcomes of a cached Worker's items counted since the previous take."""
+    """The outcomes of a cached Worker's items counted since the previous take, with the
+    warnings raised meanwhile and the process that counted them (picklable)."""
 
-    executed: int = 0
-    cached: int = 0
-    failed: int = 0
-    upstream_failed: int = 0
-    warnings: tuple[str, ...] = ()
+    __slots__ = ("executed", "cached", "failed", "upstream_failed", "warnings", "pid")
+
+    def __init__(self, executed: int = 0, cached: int = 0, failed: int = 0,
+                 upstream_failed: int = 0, warnings: tuple[str, ...] = (), pid: int = 0):
+        self.executed, self.cached, self.failed = executed, cached, failed
+        self.upstream_failed, self.warnings, self.pid = upstream_failed, warnings, pid
 
     def __add__(self, other: RecordDelta) -> RecordDelta:
         return RecordDelta(self.executed + other.executed, self.cached + other.cached,
                            self.failed + other.failed,
                            self.upstream_failed + other.upstream_failed,
-                           self.warnings + other.warnings)
+                           self.warnings + other.warnings, other.pid or self.pid)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RecordDelta):
+            return NotImplemented
+        return (self.counts(), self.warnings) == (other.counts(), other.warnings)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (RecordDelta, (self.executed, self.cached, self.failed, self.upstream_failed,
+                              self.warnings, self.pid))
+
+    def __repr__(self) -> str:
+        return f"RecordDelta({self.as_dict()}, warnings={len(self.warnings)})"
 
     def counts(self) -> tuple[int, int, int, int]:
         return self.executed, self.cached, self.failed, self.upstream_failed
 
     def as_dict(self) -> dict[str, int]:
         """``{'executed': n, 'cached': n, 'failed': n, 'upstream_failed': n}``"""
-        return dict(zip(OUTCOMES, self.counts()))
+        return dict(zip(OUTCOMES, self.counts(), strict=True))
 
 
 class CacheRecord:
@@ -78,24 +104,36 @@ class CacheRecord:
         self._lock = threading.Lock()
         self._counts = [0, 0, 0, 0]
         self._warnings: list[str] = []
+        self._dirty = False
 
-    def add(self, outcome: int, warning: str | None = None) -> None:
+    def add(self, executed: int = 0, cached: int = 0, failed: int = 0,
+            upstream_failed: int = 0, warnings: Sequence[str] = ()) -> None:
         with self._lock:
-            self._counts[outcome] += 1
-            if warning is not None:
-                self._warnings.append(warning)
+            counts = self._counts
+            counts[0] += executed
+            counts[1] += cached
+            counts[2] += failed
+            counts[3] += upstream_failed
+            if warnings:
+                self._warnings.extend(warnings)
+            self._dirty = True
 
     def take(self) -> RecordDelta | None:
         """What was counted since the previous take (None: nothing), and zero again."""
+        if not self._dirty:         # read without the lock: an add under way is taken next
+            return None
         with self._lock:
-            if not any(self._counts) and not self._warnings:
-                return None
             executed, cached, failed, upstream_failed = self._counts
             delta = RecordDelta(executed, cached, failed, upstream_failed,
-                                tuple(self._warnings))
+                                tuple(self._warnings), _PID[0])
             self._counts = [0, 0, 0, 0]
             self._warnings = []
+            self._dirty = False
         return delta
+
+
+_PID = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
 
 
 class _InboxParameter:
@@ -103,6 +141,35 @@ class _InboxParameter:
 
     def __cache_key__(self) -> str:
         return "inbox"
+
+
+class _Batch:
+    """What one call_batch found out, counted at its end in one go."""
+
+    __slots__ = ("executed", "cached", "failed", "upstream", "misses", "errors", "written",
+                 "warnings")
+
+    def __init__(self) -> None:
+        self.executed = self.cached = self.failed = self.upstream = 0
+        self.misses = self.errors = self.written = 0
+        self.warnings: list[str] = []
+
+
+class _Pending:
+    """A WorkerCache's entries and counts held until its batch leaves (``_defer``)."""
+
+    __slots__ = ("lock", "index", "keys", "values", "hits", "misses", "errors", "enlisted")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        self.index: PrefixIndex | None = None
+        self.keys: list[Key] = []
+        self.values: list[Any] = []
+        self.hits = self.misses = self.errors = 0
+        self.enlisted = False
 
 
 class WorkerCache:
@@ -118,52 +185,301 @@ class WorkerCache:
         placeholder = _InboxParameter()
         arguments = tuple(call_arguments(func, (placeholder, *args), kwargs, ignore)
                           for func, args, kwargs in zip(worker.task, worker.args,
-                                                        worker.kwargs))
+                                                        worker.kwargs, strict=True))
         try:
             self.prefix = cache._prefix(cache._identity(worker), arguments)
         except UnkeyableError as exc:
             raise TypeError(f"Worker {self.label}: its arguments cannot be part of a cache "
                             f"key ({exc}); leave them out with Cache(ignore=(name, ...)) "
                             f"or use the Worker without a cache") from None
+        self._ready()
+
+    def _ready(self) -> None:
         self.tag = self.prefix.hex()[:16]
+        self.bare = getattr(self.plain, "_bare", None)
         self.record = CacheRecord()
+        self._held: tuple[int, PrefixIndex] | None = None
+        self._pending = _Pending()
+        self.fresh()
+
+    def fresh(self) -> CacheRecord:
+        """A new use of this Worker here (made, arrived in a worker, or given to a new
+        run's call): what other processes stored since is read at its next miss. Its
+        record."""
+        self._index().stale = True
+        return self.record
 
     def __call__(self, inbox: Sequence[Any]) -> Any:
-        record, cache = self.record, self.cache
-        if _holds_upstream_error(inbox):
-            record.add(_UPSTREAM_FAILED)
-            return self.plain(inbox)
-        try:
-            item = inbox if cache.key is None else cache.key(inbox)
-            key = hashlib.blake2b(self.prefix + content_digest(item), digest_size=20).digest()
-        except UnkeyableError as exc:
-            warning = cache._uncacheable(self.tag, f"an item of {self.label} has no key "
-                                                   f"({exc})")
-            result = self.plain(inbox)
-            record.add(_FAILED if isinstance(result, _ERRORS) else _EXECUTED, warning)
-            return result
-        except Exception as exc:  # noqa: BLE001 - the key= function failed: that item's error
-            record.add(_FAILED)
-            return _worker_error(exc, cache.key, inbox)
-        found, value = cache._lookup(key)
-        if found:
-            record.add(_CACHED)
-            return value
-        result = self.plain(inbox)
-        if isinstance(result, _ERRORS):
-            cache._count("errors")
-            record.add(_FAILED)
-            return result
-        record.add(_EXECUTED, cache._save(key, result, self.tag, self.label))
-        return result
+        """One inbox: a batch of one (a BaseException of the function is raised)."""
+        results, raised = self.call_batch([inbox], False)
+        if raised:
+            raise raised[0]
+        return results[0]
+
+    def call_batch(self, values: list[Any], boxed: bool
+                   ) -> tuple[list[Any], dict[int, BaseException] | None]:
+        """``map_stage``'s contract (papy._worker): the results of a batch of inboxes
+        (``boxed``: of items, each the inbox ``[item]``), errors as values, and
+        ``{position: exception}`` for what is not an Exception."""
+        cache = self.cache
+        if len(values) == 1 and boxed and cache.key is None \
+                and type(values[0]) in RAW_SCALARS:
+            return self._one(values)
+        tally = _Batch()
+        index = self._index()
+        keys, ints = self._plain_keys(values, boxed)
+        if keys is not None and index.empty():
+            return self._first(index, values, keys, ints, tally)
+        if keys is not None:
+            positions: list[int] | None = None          # every position, keyed
+            results: list[Any] = []
+            unkeyed: list[int] = []
+        else:
+            results = [None] * len(values)
+            positions, keys, unkeyed = self._sort(values, boxed, results, tally)
+        found, misses = cache._find(index, keys) if keys else ([], [])
+        if positions is None:
+            results = found
+        else:
+            for position, value in zip(positions, found, strict=True):
+                results[position] = value
+            misses = [positions[m] for m in misses]
+        tally.cached = len(keys) - len(misses)
+        tally.misses = len(misses)
+        raised = None
+        if misses or unkeyed:
+            raised = self._evaluate(index, values, boxed, results, keys, positions, misses,
+                                    unkeyed, tally)
+        self._account(tally)
+        return results, raised
+
+    def _first(self, index: PrefixIndex, values: list[Any], keys: list[Key], ints: bool,
+               tally: _Batch) -> tuple[list[Any], dict[int, BaseException] | None]:
+        """A batch of plain items that nothing here is known for (a first run): evaluated
+        and stored without a lookup."""
+        computed, raised = map_stage(self.plain, self.bare, values, True)
+        if raised or _holds_errors(computed):
+            results = [MISSING] * len(values)
+            tally.misses = len(values)
+            raised = self._evaluate(index, values, True, results, keys, None,
+                                    list(range(len(values))), [], tally, computed, raised)
+            self._account(tally)
+            return results, raised
+        tally.misses = tally.executed = len(values)
+        self._keep(index, keys, computed, tally, ints)
+        self._account(tally)
+        return computed, None
+
+    def _one(self, values: list[Any]) -> tuple[list[Any], dict[int, BaseException] | None]:
+        """One plain item (an IMap's tracked mode evaluates item by item): call_batch with
+        nothing it does not need; in a per-item call of the run layer, the entry and the
+        counts wait for the batch (``_defer``)."""
+        cache, record, later = self.cache, self.record, DEFERRING.on
+        item = values[0]
+        if type(item) is int and INT_KEYS[0] <= item < INT_KEYS[1]:
+            key: Key = item
+        else:
+            text = repr(item)
+            key = text if len(text) <= RAW_LIMIT else long_key(text)
+        index = self._index()
+        found = cache._find_one(index, key)
+        if found is not MISSING:
+            record.add(cached=1)
+            if later:
+                self._defer(index, None, None, hits=1)
+            else:
+                cache._count("hits")
+            return [found], None
+        results, raised = map_stage(self.plain, self.bare, values, True)
+        result = results[0]
+        if raised or isinstance(result, _ERRORS):
+            errors = 0 if raised else 1
+            if not raised:
+                record.add(failed=1)
+            if later:
+                self._defer(index, None, None, misses=1, errors=errors)
+            else:
+                cache._count_many(misses=1, errors=errors)
+            return results, raised
+        record.add(executed=1)
+        if later:
+            self._defer(index, key, result, misses=1)
+            return results, None
+        written, warnings = cache._keep(index, [key], results, self.tag, self.label)
+        cache._count_many(misses=1, bytes=written)
+        if warnings:
+            record.add(warnings=warnings)
+        return results, None
+
+    def _defer(self, index: PrefixIndex, key: Key | None, value: Any,
+               hits: int = 0, misses: int = 0, errors: int = 0) -> None:
+        """Hold an entry (and counts) of a per-item call until its batch leaves the worker
+        (papy._cache_run.PENDING)."""
+        pending = self._pending
+        with pending.lock:
+            if key is not None:
+                pending.keys.append(key)
+                pending.values.append(value)
+                pending.index = index
+            pending.hits += hits
+            pending.misses += misses
+            pending.errors += errors
+            enlist, pending.enlisted = not pending.enlisted, True
+            full = len(pending.keys) >= PENDING.LIMIT
+        if enlist:
+            PENDING.enlist(self)
+        if full:
+            self.write_pending()
+
+    def write_pending(self) -> None:
+        """Write the deferred entries in one pack, and count (PendingWrites.flush)."""
+        pending = self._pending
+        with pending.lock:
+            index, keys, values = pending.index, pending.keys, pending.values
+            counts = {"hits": pending.hits, "misses": pending.misses,
+                      "errors": pending.errors}
+            pending.reset()
+        written, warnings = (self.cache._keep(index, keys, values, self.tag, self.label)
+                             if keys and index is not None else (0, ()))
+        self.cache._count_many(bytes=written, **counts)
+        if warnings:
+            self.record.add(warnings=warnings)
+
+    def _index(self) -> PrefixIndex:
+        """This process's index of the prefix (kept until prune or clear drop it)."""
+        held = self._held
+        if held is None or held[0] != GENERATION[0]:
+            held = self._held = (GENERATION[0], self.cache._index(self.prefix))
+        return held[1]
+
+    def _plain_keys(self, values: list[Any], boxed: bool) -> tuple[list[Key] | None, bool]:
+        """The keys of a batch of plain items (RAW_SCALARS, no key=), in C, as
+        papy._keys.inbox_key makes them one by one; else None. A batch of ints of 64 bits
+        is its own keys (True: the store packs them as int64)."""
+        if not boxed or self.cache.key is not None or not values:
+            return None, False
+        kinds = set(map(type, values))
+        if not RAW_SCALARS.issuperset(kinds):
+            return None, False
+        if kinds == _INT and INT_KEYS[0] <= min(values) and max(values) < INT_KEYS[1]:
+            return values, True
+        keys: list[Key] = list(map(repr, values))
+        if int in kinds:                    # ints are their own keys, the others reprs
+            keys = [v if type(v) is int and INT_KEYS[0] <= v < INT_KEYS[1] else k
+                    for v, k in zip(values, keys, strict=True)]
+        elif _SHORT.issuperset(kinds):
+            return keys, False              # no repr of these is longer than RAW_LIMIT
+        if any(type(k) is str and len(k) > RAW_LIMIT for k in keys):
+            keys = [long_key(k) if type(k) is str and len(k) > RAW_LIMIT else k for k in keys]
+        return keys, False
+
+    def _sort(self, values: list[Any], boxed: bool, results: list[Any], tally: _Batch
+              ) -> tuple[list[int], list[Key], list[int]]:
+        """Item by item: the positions that are looked up and their keys, the positions
+        evaluated uncached (no key); upstream errors and failing key= functions are
+        settled here, in ``results``."""
+        cache = self.cache
+        positions: list[int] = []
+        keys: list[Key] = []
+        unkeyed: list[int] = []
+        for position, value in enumerate(values):
+            inbox = [value] if boxed else value
+            if _holds_upstream_error(inbox):
+                results[position] = self.plain(inbox)       # PiperError(*those errors)
+                tally.upstream += 1
+                continue
+            try:
+                keys.append(inbox_key(inbox if cache.key is None else [cache.key(inbox)]))
+            except UnkeyableError as exc:
+                warning = cache._uncacheable(self.tag, f"an item of {self.label} has no key "
+                                                       f"({exc})")
+                tally.warnings += [warning] if warning else []
+                unkeyed.append(position)
+                continue
+            except Exception as exc:  # noqa: BLE001 - the key= function failed: its error
+                results[position] = _worker_error(exc, cache.key, inbox)
+                tally.failed += 1
+                continue
+            positions.append(position)
+        return positions, keys, unkeyed
+
+    def _evaluate(self, index: PrefixIndex, values: list[Any], boxed: bool,
+                  results: list[Any], keys: list[Key], positions: list[int] | None,
+                  misses: list[int], unkeyed: list[int], tally: _Batch,
+                  computed: list[Any] | None = None,
+                  raised: dict[int, BaseException] | None = None
+                  ) -> dict[int, BaseException] | None:
+        """Evaluate the misses (and the unkeyed items) as one batch (unless ``computed``
+        already), store what may be stored (one pack), put the results in place; what was
+        raised, by position."""
+        every = not unkeyed and len(misses) == len(values)
+        todo = misses if not unkeyed else sorted(misses + unkeyed)
+        if computed is None:
+            computed, raised = map_stage(self.plain, self.bare,
+                                         values if every else [values[p] for p in todo],
+                                         boxed)
+        clean = not raised and not any_instance(computed, _ERRORS)
+        if every and clean:                             # the common first run: all stored
+            results[:] = computed
+            tally.executed = len(computed)
+            self._keep(index, keys, computed, tally)
+            return None
+        key_at = dict(zip(range(len(values)) if positions is None else positions, keys,
+                          strict=True))
+        lost: dict[int, BaseException] = {}
+        keep_keys: list[Key] = []
+        keep: list[Any] = []
+        for k, (position, value) in enumerate(zip(todo, computed, strict=True)):
+            if raised and k in raised:
+                lost[position] = raised[k]
+                results[position] = None
+                continue
+            results[position] = value
+            error = not clean and isinstance(value, _ERRORS)
+            if error:
+                tally.failed += 1
+            else:
+                tally.executed += 1
+            key = key_at.get(position)
+            if key is None:
+                continue                                # unkeyed: never stored
+            if error:
+                tally.errors += 1
+            else:
+                keep_keys.append(key)
+                keep.append(value)
+        self._keep(index, keep_keys, keep, tally)
+        return lost or None
+
+    def _keep(self, index: PrefixIndex, keys: list[Key], values: list[Any],
+              tally: _Batch, ints: bool = False) -> None:
+        if DEFERRING.on:                    # one item of a tracked batch: written later
+            for key, value in zip(keys, values, strict=True):
+                self._defer(index, key, value)
+            return
+        written, warnings = self.cache._keep(index, keys, values, self.tag, self.label, ints)
+        tally.warnings.extend(warnings)
+        tally.written += written
+
+    def _account(self, tally: _Batch) -> None:
+        self.cache._count_many(hits=tally.cached, misses=tally.misses, errors=tally.errors,
+                               bytes=tally.written)
+        self.record.add(tally.executed, tally.cached, tally.failed, tally.upstream,
+                        tally.warnings)
 
     def __getstate__(self) -> tuple[Any, ...]:
         return (self.plain, self.cache, self.label, self.prefix)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         self.plain, self.cache, self.label, self.prefix = state
-        self.tag = self.prefix.hex()[:16]
-        self.record = CacheRecord()
+        self._ready()
+
+
+def _holds_errors(values: list[Any]) -> bool:
+    """Does ``values`` hold an error item? One scan of the types (which settles batches of
+    plain results), then isinstance only for the types that could be one."""
+    kinds = set(map(type, values))
+    return not NEVER_SUSPECT.issuperset(kinds) and any(issubclass(k, _ERRORS) for k in kinds)
 
 
 def _holds_upstream_error(inbox: Sequence[Any]) -> bool:
@@ -177,3 +493,4 @@ def _holds_upstream_error(inbox: Sequence[Any]) -> bool:
     except TypeError:
         return False
     return False
+

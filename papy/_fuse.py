@@ -38,6 +38,7 @@ from typing import Any, Callable
 from itertools import repeat
 from operator import is_
 
+from ._cache_run import call_one, carry_stages, record_of
 from ._errors import PiperError, WorkerError
 from ._fanout import Multiple
 from ._worker import NEVER_SUSPECT, REPORT_EVERY, Busy, _clock, any_instance, map_stage
@@ -109,8 +110,8 @@ def _valid(members: dict[int, Any], upstream: Callable[[Any], list[Any]]) -> boo
     for piper in members.values():
         inside = [id(u) in members for u in upstream(piper)]
         if all(inside) and inside:
-            if piper.consume != 1:
-                return False
+            if piper.consume != 1 or getattr(piper, "combine", "zip") != "zip":
+                return False            # (a product's rows are made by its own node)
         elif any(inside):
             return False
         else:
@@ -166,7 +167,8 @@ class FusedCall:
     tuple, one per stage.
     """
 
-    __slots__ = ("workers", "boxing", "inputs", "drops", "stages", "pending", "reported")
+    __slots__ = ("workers", "boxing", "inputs", "drops", "stages", "pending", "reported",
+                 "records")
 
     def __init__(self, workers: Any, boxing: bool,
                  inputs: tuple[tuple[int, ...], ...] | None = None,
@@ -179,6 +181,13 @@ class FusedCall:
         self.__setstate__((workers, boxing, tuple(inputs), tuple(drops)))
 
     def call_batch(self, items: list[Any]) -> tuple[list[Any], dict[int, BaseException] | None]:
+        values, raised = self._call_batch(items)
+        if self.records is not None:    # cached stages' counts travel with the results
+            carry_stages(self.records, values, raised)
+        return values, raised
+
+    def _call_batch(self, items: list[Any]
+                    ) -> tuple[list[Any], dict[int, BaseException] | None]:
         pending, last = self.pending, len(self.stages) - 1
         outputs: list[list[Any]] = []
         clean: list[bool] = []      # per stage: every value of a NEVER_SUSPECT type
@@ -244,6 +253,11 @@ class FusedCall:
 
     def __call__(self, inbox: Any) -> Any:
         """One item (the IMap's tracked mode: small batches, slow items)."""
+        if self.records is not None:    # cached stages: their writes wait for the batch
+            return call_one(self.records, self._call_one, inbox)
+        return self._call_one(inbox)
+
+    def _call_one(self, inbox: Any) -> Any:
         values, raised = self.call_batch([inbox])
         if raised:
             raise raised[0]
@@ -265,6 +279,8 @@ class FusedCall:
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         self.workers, self.boxing, self.inputs, self.drops = state
         self.stages = [(w, getattr(w, "_bare", None)) for w in self.workers]
+        records = [record_of(w) for w in self.workers]
+        self.records = records if any(r is not None for r in records) else None
         self.pending = [0.0] * len(self.workers)
         self.reported = _clock()
 

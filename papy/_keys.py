@@ -15,6 +15,12 @@ depends on insertion order, on the memo and on the hash seed):
   these rules: a dataclass or a plain object by its class and attributes.
 
 What cannot be encoded (a lock, an open file, a cycle) raises ``UnkeyableError``.
+
+``inbox_key(inbox)`` is what a cache entry is looked up by: for the common inboxes (one
+item, or a join's items, of the plain types below) an int item itself, or the item's
+``repr``, which is canonical for those types and costs a tenth of a digest
+(papy._cache_worker computes them for a whole batch in C: ``map(repr, items)``); for
+anything else, a tagged digest.
 """
 from __future__ import annotations
 
@@ -26,12 +32,22 @@ import types
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-__all__ = ["UnkeyableError", "call_arguments", "content_digest"]
+__all__ = ["UnkeyableError", "call_arguments", "content_digest", "inbox_key", "RAW_SCALARS",
+           "RAW_LIMIT", "INT_KEYS", "Key"]
 
 DIGEST_SIZE = 20
 _MAX_DEPTH = 200
 _NEWOBJ = vars(copyreg)["__newobj__"]      # what object.__reduce_ex__ names the class with
 _SCALARS = frozenset({int, float, str, bytes, bool, type(None), complex})
+#: exact types whose repr is canonical, distinct between types (``1``, ``1.0``, ``True``,
+#: ``'1'``, ``b'1'``) and free of line breaks: such items are keyed by their repr
+RAW_SCALARS = _SCALARS
+#: a repr longer than this is keyed by its digest instead (the index holds keys in memory)
+RAW_LIMIT = 96
+#: the ints keyed by themselves: those of 64 bits (a pack stores them as int64)
+INT_KEYS = (-(1 << 63), 1 << 63)
+#: what an item is found by in a cache's index (papy._cache_packs)
+Key = int | str | bytes
 
 
 class UnkeyableError(TypeError):
@@ -216,3 +232,48 @@ def call_arguments(func: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapp
             value = {k: v for k, v in value.items() if k not in ignore}
         kept.append((name, value))
     return tuple(kept)
+
+
+def inbox_key(inbox: Any) -> Key:
+    """The key of a Worker's inbox in its cache entry's index (module docstring).
+
+    - ``[x]`` with ``x`` an ``int`` (exactly: not a bool) of 64 bits: ``x`` itself (no
+      repr to make; a pack stores such keys as an array of int64);
+    - ``[x]`` with ``x`` of a RAW_SCALARS type, or a tuple of them: ``repr(x)``;
+    - a list of several RAW_SCALARS items (a join): ``repr(inbox)`` (it starts with ``[``,
+      which no key of the first kind does);
+    - a repr longer than RAW_LIMIT: ``b"r"`` + its 20-byte digest;
+    - anything else: ``b"c"`` + ``content_digest(inbox)`` (UnkeyableError).
+
+    An int key, a str key and a bytes key never compare equal, so the kinds cannot collide
+    (``1.0`` and ``True`` are keyed by their reprs: they do not meet the int ``1``).
+
+    Example::
+
+        >>> inbox_key([12]), inbox_key([12.0]), inbox_key([1, 'a']), inbox_key([(1, 2)])
+        (12, '12.0', "[1, 'a']", '(1, 2)')
+        >>> inbox_key([{'a': 1}])[:1]
+        b'c'
+    """
+    text: str | None = None
+    if type(inbox) is list:
+        if len(inbox) == 1:
+            item = inbox[0]
+            kind = type(item)
+            if kind is int and INT_KEYS[0] <= item < INT_KEYS[1]:
+                return item  # type: ignore[no-any-return]
+            if kind in _SCALARS or (kind is tuple and _SCALARS.issuperset(map(type, item))):
+                text = repr(item)
+        elif inbox and _SCALARS.issuperset(map(type, inbox)):
+            text = repr(inbox)
+    if text is None:
+        return b"c" + content_digest(inbox)
+    if len(text) > RAW_LIMIT:
+        return long_key(text)
+    return text
+
+
+def long_key(text: str) -> bytes:
+    """The key of an inbox whose repr is longer than RAW_LIMIT."""
+    return b"r" + hashlib.blake2b(text.encode("utf-8", "surrogatepass"),
+                                  digest_size=DIGEST_SIZE).digest()

@@ -24,6 +24,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
+from ._cache_run import cache_counts_of
 from ._channels import Channel, Outlet, Pipe
 from ._counters import LinkedCounters, OutputCounters, PiperCounters
 from ._errors import PiperError, _short_repr
@@ -72,6 +73,7 @@ class Node:
         for k, piper in enumerate(pipers[:-1]):
             self._counters[id(piper)] = LinkedCounters(self.counters, first=k == 0)
         self.tracked: dict[int, Any] | None = {} if self.piper.track else None
+        self.cache_counts = cache_counts_of(pipers)     # cached Pipers' records
         self.settled = 0            # results settled so far (the tracking index)
         self.boxed = len(inputs) == 1 and self.head.consume == 1
         workers = [p.worker for p in pipers]

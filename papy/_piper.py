@@ -21,6 +21,7 @@ from imap import check_seconds
 
 from ._counters import PiperCounters
 from ._errors import PiperError
+from ._product import COMBINES
 from ._worker import Worker
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ class Piper:
 
     ``Piper(worker, parallel=False, consume=1, produce=1, spawn=1, timeout=None,
     branch=None, debug=False, name=None, track=False, repeat=False, cache=None,
-    plain=False, drop_none=False)``
+    plain=False, drop_none=False, combine='zip')``
 
     - ``worker``: a Worker, a function, a sequence of them, or a Piper (its Worker is used).
     - ``plain``: the function(s) take the items, not the inbox: ``f(x)`` (``f(x, y)`` for a
@@ -64,6 +65,9 @@ class Piper:
     - ``drop_none``: a result ``None`` sends no item downstream. Whatever this says, a
       result ``papy.Multiple(iterable)`` sends each of its non-None elements as an item
       (docs/streams.md).
+    - ``combine``: how a join makes its inboxes from its inputs: ``'zip'`` (by position)
+      or ``'product'`` (the cross product, ``itertools.product`` order: input 0 streams,
+      the others are read to their end first; papy._product).
 
     Example (a linear Piper, read by hand)::
 
@@ -81,7 +85,7 @@ class Piper:
                  spawn: int = 1, timeout: float | None = None, branch: Any = None,
                  debug: bool = False, name: str | None = None, track: bool = False,
                  repeat: bool = False, cache: Any = None, plain: bool = False,
-                 drop_none: bool = False):
+                 drop_none: bool = False, combine: str = "zip"):
         if isinstance(worker, Piper):
             worker = worker.worker
         if plain and isinstance(worker, Worker):
@@ -107,6 +111,9 @@ class Piper:
                                 allow_zero=False, infinite_is_none=True)
         if name is not None and not isinstance(name, str):
             raise TypeError(f"Piper name must be a string, not {type(name).__name__}")
+        if combine not in COMBINES:
+            raise ValueError(f"Piper combine must be one of {', '.join(map(repr, COMBINES))}, "
+                             f"not {combine!r}")
         if timeout is not None and parallel is False:
             warnings.warn(f"Piper {name or worker.__name__!r}: timeout applies to parallel "
                           f"Pipers only (a linear Piper runs in the pipeline's own thread, "
@@ -117,6 +124,7 @@ class Piper:
         self.consume, self.produce, self.spawn = consume, produce, spawn
         self.timeout, self.branch, self.debug = timeout, branch, bool(debug)
         self.track, self.repeat = bool(track), bool(repeat)
+        self.combine = combine
         self.drop_none = bool(drop_none)
         # default: the function's name ('f', 'f>g' for a composition); a Dagger numbers
         # it when another of its Pipers has that name already ('f_2', 'f_3', ...)

@@ -33,6 +33,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Iterator
 
+from ._cache_run import cache_stats
 from ._dagger import Dagger
 from ._errors import PlumberError
 from ._failures import report_of, silence_stdout
@@ -86,9 +87,10 @@ class Plumber(Dagger):
     As a context manager, leaving the block stops what still runs and raises its failures.
 
     ``stats``: ``start_time``, ``run_time``, ``pipers_tracked`` ({piper: {index: result}}
-    for Pipers with ``track=True``), ``pipers`` ({piper: PiperCounters}) and
+    for Pipers with ``track=True``), ``pipers`` ({piper: PiperCounters}),
     ``failed_items`` (a ``papy._failures.FailedItems``: the items that failed, by Piper and
-    exception type).
+    exception type) and ``cache`` ({piper name: {'executed': n, 'cached': n, 'failed': n,
+    'upstream_failed': n}} for the Pipers with a cache: docs/cache.md).
 
     Failed items (a function raised, a timeout, a worker that died) are error items in
     place of their results, and the rest of the run goes on. So that they are never silent:
@@ -140,7 +142,7 @@ class Plumber(Dagger):
         self._datas: list[Any] | None = None
         self.stats: dict[str, Any] = {"start_time": None, "run_time": None,
                                       "pipers_tracked": {}, "pipers": {},
-                                      "failed_items": None}
+                                      "failed_items": None, "cache": {}}
 
     @property
     def state(self) -> PlumberState:
@@ -199,9 +201,10 @@ class Plumber(Dagger):
             pipers = self.postorder()
             self.stats = {"start_time": time.time(), "run_time": None,
                           "pipers_tracked": {p: p.tracked for p in pipers if p.track},
-                          "pipers": {}, "failed_items": failed}
+                          "pipers": {}, "failed_items": failed, "cache": {}}
             Dagger.start(self)
             self.stats["pipers"] = {p: p.counters for p in pipers}
+            self.stats["cache"] = cache_stats(run, pipers)
             self.stats["pipers_tracked"] = {p: p.tracked for p in pipers if p.track}
             self._run = run
         except BaseException:

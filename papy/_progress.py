@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import IO
 
+from ._cache_run import summary_lines
+
 log = logging.getLogger(__name__)
 
 __all__ = ["Progress", "PiperFigures", "figures", "summary", "expected_totals",
@@ -140,7 +142,7 @@ def _output_closed(plumber) -> list[str]:
 
 #: functions ``(plumber) -> [lines]`` whose lines end the summary, in order (a feature that
 #: has figures of its own appends one; an empty list adds nothing)
-SUMMARY_SECTIONS: list = [_output_closed]
+SUMMARY_SECTIONS: list = [_output_closed, summary_lines]   # summary_lines: the cache's
 
 
 def _safe(method) -> list:

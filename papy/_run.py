@@ -47,6 +47,7 @@ from ._errors import PiperError
 from ._failures import StopRun
 from ._nodes import Node
 from ._outputs import OutputReader
+from ._product import join_node
 from ._runtime import Feed, RunContext, raise_failures
 from ._scheduler import READ_AHEAD, Source, schedule
 
@@ -142,7 +143,8 @@ class Run:
             else:
                 upstream.append(None)
         pipes = [Pipe() for _ in inbox]
-        node_type = getattr(pipers[-1], "node_type", Node)     # a Reducer's, a Frame's
+        # a Reducer's, a Frame's node; a product's (combine='product'); else a Node
+        node_type = getattr(pipers[-1], "node_type", None) or join_node(pipers[0], len(inbox))
         node = node_type(pipers, pipes, self.context, stage_inputs)
         if node.imap is not None:
             self.add_pool(node.imap, node.name)

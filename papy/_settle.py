@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from imap import BrokenPoolError
 
+from ._cache_run import Counted, count_carried, count_lost, count_skipped
 from ._errors import PapyError, PiperError, WorkerError
 from ._fanout import Multiple
 from ._fuse import StagesFailed
@@ -54,6 +55,8 @@ def settle(node: Node, values: list[Any], errors: dict[int, BaseException] | Non
                 node.broken = True
                 node.context.fail(exc, f"the pool of piper {piper.name!r} is broken")
             values[position] = read_error(exc, piper, quiet=node.broken)
+        if node.cache_counts:
+            count_lost(node, len(errors))
     if not PLAIN.issuperset(map(type, values)):
         odd = compress(itertools.count(), map(not_, map(PLAIN.__contains__, map(type, values))))
         for position in list(odd):
@@ -71,6 +74,8 @@ def settle(node: Node, values: list[Any], errors: dict[int, BaseException] | Non
 
 def _convert(node: Node, result: Any, index: int) -> Any:
     """A result that is not PLAIN: its Busy time added up, an error item made."""
+    if type(result) is Counted:         # a cached Worker's record (papy._cache_run)
+        result = count_carried(node, result)
     if type(result) is Busy:
         if node.fused:
             for piper, seconds in zip(node.pipers, result.seconds):
@@ -78,6 +83,8 @@ def _convert(node: Node, result: Any, index: int) -> Any:
         else:
             node.counters.time_busy += result.seconds
         result = result.value
+        if type(result) is Counted:
+            result = count_carried(node, result)
     if type(result) is StagesFailed:
         return stages_failed(node, result.errors, index)
     if isinstance(result, PapyError):
@@ -118,6 +125,7 @@ def stages_failed(node: Node, errors: dict[int, PapyError], index: int | None = 
         read = [made[k] for k in node.stage_inputs[stage] if k in made]
         if read:
             made[stage] = error_item(node, piper, PiperError(*read))
+            count_skipped(node, piper)
     return made[len(node.pipers) - 1]
 
 

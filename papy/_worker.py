@@ -28,6 +28,7 @@ import traceback
 import types
 from typing import Any, Callable, Iterable, Sequence
 
+from ._cache_run import call_one, carry, record_of
 from ._errors import PiperError, WorkerError
 
 __all__ = ["Worker", "PlainCall"]
@@ -325,6 +326,9 @@ def map_stage(worker, bare, values: list, boxed: bool, clean: bool = False
     ``{position: exception}`` for what is not an Exception (SystemExit, ...): those
     positions hold None, as the per-item path would fail only that item. ``clean``: the
     caller knows every value is of a NEVER_SUSPECT type (no check is needed)."""
+    cached = getattr(worker, "_cached", None)
+    if cached is not None:          # a cached Worker: looked up and stored per batch
+        return cached.call_batch(values, boxed)  # type: ignore[no-any-return]
     if not boxed:
         if bare is not None and (clean or _plain_inboxes(values)):
             return _resumable(bare, values, False)      # the Worker would call it so
@@ -396,7 +400,7 @@ class TimedCall:
     (the time of the last few milliseconds of a run may be missing from the total).
     """
 
-    __slots__ = ("worker", "bare", "pending", "reported")
+    __slots__ = ("worker", "bare", "pending", "reported", "record")
     boxed = False       # given inboxes (BoxingCall: items)
 
     def __init__(self, worker: Callable):
@@ -406,6 +410,8 @@ class TimedCall:
         """A whole batch (``imap._evaluate.evaluate``): timed once, errors as values."""
         start = _clock()
         values, raised = map_stage(self.worker, self.bare, items, self.boxed)
+        if self.record is not None:     # a cached Worker's counts travel with its results
+            carry(self.record, values, raised)
         now = _clock()
         self.pending += now - start
         if now - self.reported >= REPORT_EVERY and values and not raised:
@@ -422,6 +428,8 @@ class TimedCall:
                 result = bare(inbox)
             except Exception as exc:  # noqa: BLE001 - every user error becomes a value
                 result = _worker_error(exc, bare, inbox)
+        elif self.record is not None:   # a cached Worker: its writes wait for the batch
+            result = call_one(self.record, self.worker, inbox)
         else:
             result = self.worker(inbox)
         now = _clock()
@@ -438,6 +446,7 @@ class TimedCall:
         self.worker = state
         # a Worker of one function without arguments: evaluated here, one call less
         self.bare = getattr(state, "_bare", None) if isinstance(state, Worker) else None
+        self.record = record_of(state)     # a cached Worker's record, or None
         self.pending = 0.0
         self.reported = time.perf_counter()
 
@@ -469,6 +478,8 @@ class BoxingCall(TimedCall):
                 result = bare(inbox)
             except Exception as exc:  # noqa: BLE001 - every user error becomes a value
                 result = _worker_error(exc, bare, inbox)
+        elif self.record is not None:   # a cached Worker: its writes wait for the batch
+            result = call_one(self.record, self.worker, inbox)
         else:
             result = self.worker(inbox)
         now = _clock()

@@ -186,25 +186,40 @@ def body(n):
     return shifted
 
 
+HAMMERED = bytes(20)         # the prefix the hammer writes and reads
+
+
 def hammer_entry(inbox, root):
     """Store one key again and again with this item's payload, reading it between the
     writes; the number of reads that gave neither a whole payload of some writer nor a
     miss (there must be none)."""
-    import pickle
-
-    from papy._cache_store import Miss, Store
-    store, key = Store(root), bytes(20)
+    from papy._cache_store import MISSING, Store
+    store = Store(root)
+    index = store.index(HAMMERED)
     wrong = 0
     for round_ in range(150):
         size = 10 if round_ % 2 else 5000       # inline entries and result files both
-        store.save(key, pickle.dumps((inbox[0], "x" * size)))
-        try:
-            value = store.load(key, 0)
-        except Miss:
+        store.save(index, ["key"], [(inbox[0], "x" * size)])
+        index.stale = True                      # see the other processes' packs too
+        [location] = index.find(["key"])
+        [value] = store.fetch(index, ["key"], [location])
+        if value is MISSING:
             continue
         if not (isinstance(value, tuple) and value[1] in ("x" * 10, "x" * 5000)):
             wrong += 1
     return wrong
+
+
+def read_hammered(root):
+    """What a fresh process finds under the hammered key."""
+    from papy._cache_packs import forget_indexes
+    from papy._cache_store import Store
+    store = Store(root)
+    forget_indexes(store.packs)
+    index = store.index(HAMMERED)
+    [location] = index.find(["key"])
+    [value] = store.fetch(index, ["key"], [location])
+    return value
 
 
 def big_again(inbox):
@@ -263,3 +278,71 @@ MENU = [
     (first, [()]),
     (fails_on_multiples, [(), (4,)]),
 ]
+
+
+# -- stages of the pipeline tests: each leaves a file per evaluation (any process) -------
+def mark(folder, stage, value):
+    name = f"{stage}-{value!r}-{os.getpid()}-{time.monotonic_ns()}".replace("/", "_")
+    open(os.path.join(folder, name), "w").close()
+
+
+def evaluated(folder, stage) -> list[str]:
+    """The items ``stage`` evaluated, sorted (by their repr)."""
+    return sorted(name.split("-")[1] for name in os.listdir(folder)
+                  if name.startswith(f"{stage}-"))
+
+
+def stage_inc(inbox, folder, n=1):
+    mark(folder, "inc", inbox[0])
+    return inbox[0] + n
+
+
+def stage_shift(inbox, folder, k=100):
+    """Odd items shifted by k, even ones as they are."""
+    mark(folder, "shift", inbox[0])
+    return inbox[0] + k if inbox[0] % 2 else inbox[0]
+
+
+def stage_shift_again(inbox, folder, k=100):
+    """Other code: the odd items above 6 shifted, the others as they are."""
+    value = inbox[0]
+    mark(folder, "shift", value)
+    return value + k if value % 2 and value > 6 else value
+
+
+def stage_text(inbox, folder):
+    mark(folder, "text", inbox[0])
+    return f"<{inbox[0]}>"
+
+
+def stage_fails_on_5(inbox, folder):
+    mark(folder, "fails", inbox[0])
+    if inbox[0] % 10 == 5:
+        raise ValueError(f"{inbox[0]} ends with 5")
+    return inbox[0]
+
+
+def stage_blocks_at(inbox, folder, block_at=None):
+    """Blocks for good at ``block_at`` (the SIGKILL test kills it there)."""
+    if inbox[0] == block_at:
+        import threading
+        open(os.path.join(folder, "blocked"), "w").close()
+        threading.Event().wait()
+    mark(folder, "blocks", inbox[0])
+    return inbox[0] * 3
+
+
+def length(inbox):
+    return len(inbox[0])
+
+
+def multiply(inbox):
+    return inbox[0] * inbox[1]
+
+
+def first_item(inbox):
+    return inbox[0]
+
+
+def as_pair(inbox):
+    return tuple(inbox)

@@ -6,6 +6,7 @@ import errno
 import logging
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -17,9 +18,10 @@ import cache_functions as cf
 import pytest
 
 import papy._cache as cache_module
-import papy._cache_store as store_module
+import papy._cache_packs as packs_module
 from papy import Cache, IMap, Worker
-from papy._cache_store import Store
+from papy._cache_packs import parse_segment
+from papy._worker import map_stage
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS)
@@ -27,8 +29,9 @@ HOUR_AGO = time.time() - 3600
 
 
 def entry_files(root) -> list[str]:
+    """The packs of entries (one per batch; here, one per call)."""
     found = []
-    for folder, _, names in os.walk(os.path.join(root, "entries")):
+    for folder, _, names in os.walk(os.path.join(root, "packs")):
         found += [os.path.join(folder, n) for n in names if not n.startswith(".")]
     return sorted(found)
 
@@ -107,7 +110,7 @@ def test_an_entry_of_another_format_is_a_miss(tmp_path, monkeypatch):
     cache = Cache(tmp_path)
     worker = Worker(cf.square, cache=cache)
     worker([5])
-    monkeypatch.setattr(store_module, "FORMAT", store_module.FORMAT + 1)
+    monkeypatch.setattr(packs_module, "PACK_FORMAT", packs_module.PACK_FORMAT + 1)
     assert worker([5]) == 25 and hits_misses(cache) == (0, 2)
     assert worker([5]) == 25 and hits_misses(cache) == (1, 2)
 
@@ -135,8 +138,7 @@ def test_two_processes_writing_one_entry_leave_it_whole(tmp_path):
         task = pool.add_task(cf.hammer_entry, ([k] for k in range(4)), args=(str(tmp_path),))
         pool.start()
         assert list(task) == [0, 0, 0, 0]
-    value = Store(str(tmp_path)).load(bytes(20), 0)
-    assert value[0] in range(4)
+    assert cf.read_hammered(str(tmp_path))[0] in range(4)
     leftovers = [n for _, _, names in os.walk(tmp_path) for n in names if n.startswith(".")]
     assert leftovers == []
 
@@ -146,9 +148,9 @@ def test_a_full_disk_degrades_to_no_caching_with_one_warning(tmp_path, monkeypat
     worker = Worker(cf.square, cache=cache)
     worker([1])                                   # stored before the disk filled up
 
-    def full(path, data):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
-    monkeypatch.setattr(store_module, "write_atomic", full)
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(packs_module, "write_all", full)
     with caplog.at_level(logging.WARNING, logger="papy"):
         assert [worker([i]) for i in range(6)] == [i * i for i in range(6)]
     warnings = [r.getMessage() for r in caplog.records if "cannot store" in r.getMessage()]
@@ -180,14 +182,23 @@ def test_a_file_size_limit_in_a_real_process(tmp_path):
     assert done.stderr.count("cannot store results") == 1 and "File too large" in done.stderr
 
 
+def entry_count(root) -> int:
+    """The entries of every whole pack of every segment."""
+    count = 0
+    for path in entry_files(root):
+        data = read(path)
+        count += sum(pack.count for _, _, pack in parse_segment(data) if pack is not None)
+    return count
+
+
 def test_prune_removes_what_was_not_used_since_the_cache_was_made(tmp_path):
     first = Cache(tmp_path)
     worker = Worker(cf.big, cache=first)
     for i in range(3):
         worker([i])
-    for path in entry_files(tmp_path) + result_files(tmp_path):
+    for path in result_files(tmp_path):
         os.utime(path, (HOUR_AGO, HOUR_AGO))      # a run of an hour ago
-    stale_temp = os.path.join(os.path.dirname(entry_files(tmp_path)[0]), ".leftover.host-1-2-3")
+    stale_temp = os.path.join(os.path.dirname(entry_files(tmp_path)[0]), ".tmp-host-1-2-3")
     with open(stale_temp, "w"):
         pass
     os.utime(stale_temp, (HOUR_AGO, HOUR_AGO))
@@ -195,20 +206,37 @@ def test_prune_removes_what_was_not_used_since_the_cache_was_made(tmp_path):
     for name in os.listdir(first._stats.folder):
         os.utime(os.path.join(first._stats.folder, name), (HOUR_AGO, HOUR_AGO))
 
-    second = Cache(tmp_path)
+    second = Cache(tmp_path)                      # packs written before it are "old"
     again = Worker(cf.big, cache=second)
     again([0])                                    # read: kept
     again([9])                                    # stored: kept
     removed = second.prune()
     assert removed["entries"] == 2 and removed["results"] == 2 and removed["bytes"] > 8000
     assert not os.path.exists(stale_temp) and not os.path.exists(first._stats.folder)
-    assert len(entry_files(tmp_path)) == 2 and len(result_files(tmp_path)) == 2
+    assert entry_count(tmp_path) == 2 and len(result_files(tmp_path)) == 2
     again([0]), again([9]), again([1])
     assert hits_misses(second) == (3, 2)
 
-    for path in entry_files(tmp_path):
-        os.utime(path, (HOUR_AGO, HOUR_AGO))      # not used since the last prune
-    assert second.prune()["entries"] == 3 and entry_files(tmp_path) == []
+    shutil.rmtree(tmp_path / "uses")              # as if nothing was read since
+    assert second.prune()["entries"] == 2 and entry_count(tmp_path) == 1   # [1] is new
+    assert second.prune()["entries"] == 1 and entry_count(tmp_path) == 0   # not any more
+
+
+def test_prune_keeps_the_entries_of_a_batch_that_were_read(tmp_path):
+    cache = Cache(tmp_path)
+    values, _ = map_stage(Worker(cf.square, cache=cache), None, list(range(10)), True)
+    assert values == [i * i for i in range(10)]
+    [segment] = entry_files(tmp_path)
+    assert [p.count for _, _, p in parse_segment(read(segment))] == [10]   # one pack
+    later = Cache(tmp_path)
+    worker = Worker(cf.square, cache=later)
+    assert [worker([i]) for i in (2, 5)] == [4, 25]
+    assert later.prune()["entries"] == 8 and entry_count(tmp_path) == 2
+    check = Cache(tmp_path)
+    assert [Worker(cf.square, cache=check)([i]) for i in (2, 5, 7)] == [4, 25, 49]
+    assert hits_misses(check) == (2, 1)
+    assert check.prune()["entries"] == 0            # read or stored since check was made
+    assert Cache(tmp_path).prune()["entries"] == 3  # but not since this one was
 
 
 def test_clear_removes_all_entries_and_keeps_counting(tmp_path):
@@ -218,7 +246,7 @@ def test_clear_removes_all_entries_and_keeps_counting(tmp_path):
     cache.clear()
     assert entry_files(tmp_path) == [] and result_files(tmp_path) == []
     worker([1])
-    assert hits_misses(cache) == (0, 3) and len(entry_files(tmp_path)) == 1
+    assert hits_misses(cache) == (0, 3) and entry_count(tmp_path) == 1
 
 
 def test_stats_reset_returns_the_counts_before(tmp_path, worker_type):

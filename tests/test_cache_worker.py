@@ -297,3 +297,17 @@ def test_a_decorated_function_is_a_worker_function(tmp_path):
     assert (cache.stats()["hits"], cache.stats()["misses"]) == (1, 1)
     with pytest.raises(TypeError, match="cannot be called"):
         Worker(cached_inc, (1, 2, 3))
+
+
+@pytest.mark.parametrize("items", [
+    [1, -2, 10 ** 60, -10 ** 60, 10 ** 200, 2.5, True, None],
+    [None, 1 + 2j, 3], ["x" * 200, "y", b"z" * 100, float("nan")], [float("inf"), 10 ** 59]])
+def test_the_keys_of_a_batch_are_those_of_its_items_one_by_one(tmp_path, items):
+    """A batch keys plain items in C (reprs, long ones digested); one item at a time, by
+    papy._keys.inbox_key: the same keys, so each finds what the other stored."""
+    from papy._keys import inbox_key
+    worker = Worker(cf.first, cache=Cache(tmp_path))
+    assert worker._cached._plain_keys(items, True)[0] == [inbox_key([x]) for x in items]
+    values, _ = map_stage(worker, None, items, True)
+    assert [worker([x]) for x in items] == values or items[-1] != items[-1]   # nan
+    assert worker.cache_record.take().cached == len(items)
