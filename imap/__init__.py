@@ -20,6 +20,8 @@ from ._imap import IMap
 from ._results import TaskIterator
 from ._imports import imports
 from ._sources import IterableSource
+from ._calls import PushSource
+from ._calls import take_from as take_from  # for papy's queues, not in __all__
 from ._queue import QueueClosedError, TaskQueue
 from ._execute import ExecuteIterator, execute
 from ._executor import Executor
@@ -31,4 +33,4 @@ __all__ = ["IMap", "TaskIterator", "imports", "waiting_for_input", "IMapError",
            "WorkerDiedError", "SerializationError", "WorkerStartError", "RemoteError",
            "RemoteTraceback", "BrokenPoolError", "IMapWarning", "BatchSource", "BatchFunction",
            "Results", "Wake", "IterableSource", "TaskQueue", "QueueClosedError", "execute",
-           "ExecuteIterator", "Executor"]
+           "ExecuteIterator", "Executor", "PushSource"]

@@ -1,7 +1,7 @@
 """Calls as items, and a source that clients push to: what task queues, ``execute()`` and
 the Executor hand an IMap.
 
-    client threads --push(item)--> PushSource (a deque, under a lock) --take(count)--> feeder
+    client threads --push(item)--> PushSource (batches, under a lock) --take(count)--> feeder
     feeder waiting for items (armed) <--wake()-- push() / close()
 
 A call is ``(func, args, kwargs)``, ``(func, args)``, ``(func,)`` or anything callable
@@ -17,7 +17,29 @@ from typing import Any
 
 from .protocols import Wake
 
-__all__ = ["PushSource", "check_call", "run_call"]
+__all__ = ["PushSource", "check_call", "run_call", "take_from"]
+
+
+def take_from(batches: collections.deque[list[Any]], count: int) -> list[Any]:
+    """Up to ``count`` items from the front of a non-empty deque of batches (a whole batch
+    is handed over without a copy; a part of one is copied)."""
+    first = batches[0]
+    if len(first) <= count:
+        batches.popleft()
+        if len(first) == count or not batches:
+            return first
+        taken = list(first)
+        while batches and len(taken) < count:
+            head = batches[0]
+            room = count - len(taken)
+            if len(head) <= room:
+                taken += batches.popleft()
+            else:
+                taken += head[:room]
+                batches[0] = head[room:]
+        return taken
+    batches[0] = first[count:]
+    return first[:count]
 
 
 def _make_run_call() -> Callable[[Any], Any]:
@@ -58,11 +80,24 @@ def check_call(call: object) -> None:
 class PushSource:
     """A BatchSource that clients push items to, from any thread; ``close()`` ends it once
     what was pushed has been taken. Unbounded: whoever pushes bounds it (TaskQueue's
-    ``size``)."""
+    ``size``, papy's run window).
+
+    Items are kept as the batches they were pushed in (``push_many`` hands over its list:
+    do not change it afterwards), so a batch taken whole is not copied. The consumer's wake
+    is called only when it waited: after a ``take`` that found nothing, or left some.
+
+    Example::
+
+        source = PushSource()
+        results = pool.add_task(str.upper, source)
+        source.push_many(["a", "b"]); source.close()
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._items: collections.deque[Any] = collections.deque()
+        self._batches: collections.deque[list[Any]] = collections.deque()
+        self._count = 0
+        self._tail: list[Any] | None = None     # the last batch, ours: push() appends to it
         self._closed = False
         self._wake: Wake | None = None
         self._armed = False
@@ -71,7 +106,11 @@ class PushSource:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the source is closed")
-            self._items.append(item)
+            if self._tail is None:
+                self._tail = []
+                self._batches.append(self._tail)
+            self._tail.append(item)
+            self._count += 1
             wake = self._take_wake()
         if wake is not None:
             wake()
@@ -80,10 +119,15 @@ class PushSource:
             time.sleep(0)
 
     def push_many(self, items: Iterable[Any]) -> None:
+        batch = items if type(items) is list else list(items)
+        if not batch:
+            return
         with self._lock:
             if self._closed:
                 raise RuntimeError("the source is closed")
-            self._items.extend(items)
+            self._batches.append(batch)
+            self._count += len(batch)
+            self._tail = None
             wake = self._take_wake()
         if wake is not None:
             wake()
@@ -98,28 +142,30 @@ class PushSource:
     def drain(self) -> list[Any]:
         """Take back every item not taken yet (e.g. to cancel them)."""
         with self._lock:
-            items = list(self._items)
-            self._items.clear()
+            items = [item for batch in self._batches for item in batch]
+            self._batches.clear()
+            self._count = 0
+            self._tail = None
         return items
 
     def __len__(self) -> int:
-        return len(self._items)
+        return self._count
 
     # -- BatchSource ------------------------------------------------------------------
 
     def take(self, count: int) -> list[Any] | None:
         with self._lock:
-            items = self._items
-            if not items:
+            if not self._count:
                 if self._closed:
                     return None
                 self._armed = True
                 return []
-            if count >= len(items):
-                taken = list(items)
-                items.clear()
-            else:
-                taken = [items.popleft() for _ in range(count)]
+            taken = take_from(self._batches, count)
+            self._count -= len(taken)
+            if self._tail is not None and (not self._batches
+                                           or self._batches[-1] is not self._tail):
+                self._tail = None       # handed out (a part left was copied)
+            if self._count:
                 self._armed = True
         return taken
 

@@ -21,9 +21,11 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
+from imap import PushSource
+
 from imap import BrokenPoolError
 
-from ._channels import Channel, Pipe
+from ._channels import Pipe
 from ._errors import PiperError
 from ._fanout import fan_out_counted
 from ._nodes import LINEAR_CHUNK_SECONDS, Node
@@ -212,7 +214,7 @@ class PiperStage:
         if self.pool is None:
             return
         run.add_pool(self.pool, self.name)
-        node.channel = Channel(self.name)
+        node.channel = PushSource()
         try:        # ordered whatever the IMap says: the tags wait in order here
             node.task = self.pool.add_task(node.call, node.channel,
                                            item_timeout=self.piper.timeout, ordered=True)
@@ -231,7 +233,7 @@ class PiperStage:
         assert node.channel is not None
         node.in_flight += len(items)
         self._tags.extend(tags)
-        node.channel.put(items)         # a body Piper is boxed: one input, consume 1
+        node.channel.push_many(items)         # a body Piper is boxed: one input, consume 1
 
     def step(self) -> bool:
         if self.pool is None:

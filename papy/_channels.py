@@ -1,16 +1,15 @@
 """The queues of a run: between two nodes, into an IMap task, and to an output's readers.
 
     node --put(batch)--> Pipe --take(n)--> node            (scheduler thread only: no lock)
-    scheduler --put(batch)--> Channel --take(n)--> IMap feeder thread   (imap.BatchSource)
+    scheduler --push_many(batch)--> imap.PushSource --take(n)--> IMap feeder thread
     scheduler --put(batch)--> Outlet --take()--> output readers (plunger, next(), for)
 
 Items travel as batches (lists), never one generator step per item. A batch put into a
 queue belongs to the queue: nobody mutates it afterwards (a fan-out puts the same list into
 every downstream Pipe; taking part of a batch copies that part, taking all of it does not).
 
-Who owns what: a Pipe belongs to the scheduler thread. A Channel is written by the scheduler
-and read by one IMap feeder; its lock guards the deque; the feeder's wake callback is called
-after the lock is released. An Outlet is written by the scheduler and read by any number of
+Who owns what: a Pipe belongs to the scheduler thread. A node's ``imap.PushSource`` is
+written by the scheduler and read by one IMap feeder (imap owns its lock). An Outlet is written by the scheduler and read by any number of
 reader threads; its batches and end are guarded by the run's ``Wakeup`` condition shared by
 every Outlet of the run, so that the plunger waits for any output at once.
 """
@@ -20,30 +19,11 @@ import collections
 import threading
 from typing import Any, Callable, Iterator
 
-__all__ = ["Pipe", "Channel", "Outlet"]
+from imap import take_from
+
+__all__ = ["Pipe", "Outlet", "Wakeup"]
 
 Wake = Callable[[], None]
-
-
-def _take(batches: collections.deque[list[Any]], count: int) -> list[Any]:
-    """Up to ``count`` items from the front of ``batches`` (whole batches are not copied)."""
-    first = batches[0]
-    if len(first) <= count:
-        batches.popleft()
-        if len(first) == count or not batches:
-            return first
-        taken = list(first)
-        while batches and len(taken) < count:
-            head = batches[0]
-            room = count - len(taken)
-            if len(head) <= room:
-                taken += batches.popleft()
-            else:
-                taken += head[:room]
-                batches[0] = head[room:]
-        return taken
-    batches[0] = first[count:]
-    return first[:count]
 
 
 class Pipe:
@@ -76,63 +56,12 @@ class Pipe:
         """Up to ``count`` items ([] when empty)."""
         if not self.count or count <= 0:
             return []
-        taken = _take(self.batches, count)
+        taken = take_from(self.batches, count)
         self.count -= len(taken)
         return taken
 
     def take_all(self) -> list[Any]:
         return self.take(self.count)
-
-
-class Channel:
-    """The input of one IMap task: what the scheduler pushes, read by the IMap's feeder
-    without blocking (it implements ``imap.BatchSource``)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self._lock = threading.Lock()
-        self._batches: collections.deque[list[Any]] = collections.deque()
-        self._count = 0
-        self._closed = False
-        self._wake: Wake | None = None
-
-    def __len__(self) -> int:
-        return self._count
-
-    def put(self, batch: list[Any]) -> None:
-        """Scheduler: more inboxes for the task; wakes the feeder."""
-        if not batch:
-            return
-        with self._lock:
-            self._batches.append(batch)
-            self._count += len(batch)
-            wake = self._wake
-        if wake is not None:
-            wake()
-
-    def close(self) -> None:
-        """Scheduler: no more inboxes; the task ends once the feeder took the rest."""
-        with self._lock:
-            self._closed = True
-            wake = self._wake
-        if wake is not None:
-            wake()
-
-    # -- imap.BatchSource ------------------------------------------------------------------
-    def take(self, count: int) -> list[Any] | None:
-        with self._lock:
-            if not self._count:
-                return None if self._closed else []
-            taken = _take(self._batches, count)
-            self._count -= len(taken)
-            return taken
-
-    def notify(self, wake: Wake) -> None:
-        with self._lock:
-            self._wake = wake
-
-    def __repr__(self) -> str:
-        return f"Channel({self.name}, {self._count} items{', closed' if self._closed else ''})"
 
 
 class Wakeup:

@@ -28,8 +28,9 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable, cast
 
+from imap import PushSource
+
 from ._body import Body, check_body, composite_worker, pool_error
-from ._channels import Channel
 from ._counters import PiperCounters
 from ._errors import PapyError, PiperError, WorkerError
 from ._fanout import as_items
@@ -186,7 +187,7 @@ class FrameCore:
         self.fifo: collections.deque[int] = collections.deque()    # loop of each call sent
         self.requests: list[tuple[_Loop, tuple[str, Shipped | None, Any]]] = []
         self.dirty: set[int] = set()
-        self.channel: Channel | None = None
+        self.channel: PushSource | None = None
         self.task: Any = None
         self.tracked = None
         self.done = False
@@ -211,7 +212,7 @@ class FrameCore:
     def add_task(self, wake: Callable[[], None]) -> None:
         if self.pool is None:
             return
-        self.channel = Channel(self.name)
+        self.channel = PushSource()
         try:
             self.task = self.pool.add_task(self.call, self.channel, ordered=True)
         except Exception as exc:
@@ -305,7 +306,7 @@ class FrameCore:
                 self._apply(loop, self.call(request))
             return True
         self.fifo.extend(loop.id for loop, _ in requests)
-        self.channel.put([request for _, request in requests])
+        self.channel.push_many([request for _, request in requests])
         return True
 
     def _collect(self) -> bool:

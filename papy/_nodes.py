@@ -7,7 +7,7 @@ Every step below runs in the run's scheduler thread and moves whole batches:
         |  consume: n rows per inbox, stride-interleaved (blocks of n x stride rows)
         v
     inboxes --linear: call.call_batch() here, in bounded chunks ----------------+
-            --pool: Channel.put() --> IMap task --> take_ready() (collect) -----+
+            --pool: PushSource.push_many() --> IMap task --> take_ready() (collect) -----+
                                                                                 v
     settle (papy._settle), fan-out (papy._fanout: a Multiple, a dropped None)
         --> produce: n items per result, stride-interleaved --> emit
@@ -24,8 +24,10 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
+from imap import PushSource
+
 from ._cache_run import cache_counts_of
-from ._channels import Channel, Outlet, Pipe
+from ._channels import Outlet, Pipe
 from ._counters import LinkedCounters, OutputCounters, PiperCounters
 from ._errors import PiperError, _short_repr
 from ._fanout import fan_out
@@ -89,7 +91,7 @@ class Node:
         self.inputs_done = False
         self.done = False
         # pool side
-        self.channel: Channel | None = None
+        self.channel: PushSource | None = None
         self.task: TaskIterator[Any] | None = None
         self.in_flight = 0
         self.task_done = self.imap is None
@@ -109,9 +111,9 @@ class Node:
             self._counters[id(piper)] = LinkedCounters(counters, first=piper is self.head)
 
     def add_task(self, wake: Callable[[], None]) -> None:
-        """Pool node: add the IMap task that evaluates the inboxes pushed to its Channel."""
+        """Pool node: add the IMap task that evaluates the inboxes pushed to its PushSource."""
         assert self.imap is not None
-        self.channel = Channel(self.name)
+        self.channel = PushSource()
         try:
             self.task = self.imap.add_task(self.call, self.channel,
                                            item_timeout=self.piper.timeout)
@@ -159,7 +161,7 @@ class Node:
             assert channel is not None
             if inboxes:
                 self.in_flight += len(inboxes)
-                channel.put(inboxes)
+                channel.push_many(inboxes)
             if self.inputs_done:
                 channel.close()
         return True

@@ -32,10 +32,9 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from imap import check_seconds
+from imap import PushSource, check_seconds
 
 from ._body import Body, check_body, composite_worker, pool_error
-from ._channels import Channel
 from ._errors import PapyError, PiperError
 from ._fanout import as_items
 from ._nodes import Node
@@ -244,7 +243,7 @@ class ReduceNode(Node):
     # -- wiring ----------------------------------------------------------------------------
     def add_task(self, wake: Callable[[], None]) -> None:
         assert self.imap is not None
-        self.channel = Channel(self.name)
+        self.channel = PushSource()
         try:
             self.task = self.imap.add_task(self.fold_call, self.channel, ordered=True)
         except Exception as exc:
@@ -414,7 +413,7 @@ class ReduceNode(Node):
                 sent[-1][1] += len(items)
             else:
                 sent.append([window.index, len(items)])
-            self.channel.put(items)
+            self.channel.push_many(items)
         return moved
 
     def _collect_folds(self) -> bool:

@@ -7,16 +7,16 @@ Threads of a run and what each does:
                 every batch; the only thread that touches Pipes and nodes
     input readers  (imap.IterableSource, one per input that may wait for data) read a user
                 iterable behind the stop gate; steady inputs (lists, ranges) need none
-    IMap threads   (each IMap's feeder and slots) evaluate what the Channels hold
+    IMap threads   (each IMap's feeder and slots) evaluate what the nodes' PushSources hold
     plunger     (Plumber.run() .. pause()) takes whole batches of every output, discards
     progress    (Plumber(progress=...)) reads the counters
     readers     the user's threads reading output Pipers (next(piper), for x in piper)
 
 How an item flows through a fan-out and a join (``a -> (b, c) -> d``, all on one IMap)::
 
-    input --Source--> Pipe(a) --a.feed--> Channel(a) --IMap--> take_ready --settle-->
-      +--> Pipe(b) --b.feed--> Channel(b) --IMap--> ... --> Pipe(d, 0) --+
-      +--> Pipe(c) --c.feed--> Channel(c) --IMap--> ... --> Pipe(d, 1) --+--zip--> d ...
+    input --Source--> Pipe(a) --a.feed--> PushSource(a) --IMap--> take_ready --settle-->
+      +--> Pipe(b) --b.feed--> PushSource(b) --IMap--> ... --> Pipe(d, 0) --+
+      +--> Pipe(c) --c.feed--> PushSource(c) --IMap--> ... --> Pipe(d, 1) --+--zip--> d ...
                                                        d --> Outlet --> readers, plunger
 
 Life cycle (``RunState``, changed only in ``_move`` under ``_lock``)::

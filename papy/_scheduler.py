@@ -6,7 +6,7 @@
     input that has items, a reader that took a batch, a stop request; or until a node's
     ``wake_at()``: a Reducer's time window closes), then go again
 
-Memory: the run holds at most about ``window`` items (in Pipes, Channels, IMap buffers,
+Memory: the run holds at most about ``window`` items (in Pipes, PushSources, IMap buffers,
 blocks and Outlets): inputs are admitted only below it. Results are always taken out of an
 IMap as soon as they are ready, so an IMap never holds more than the items the run gave it
 and never fills its buffer with results nobody reads: no node can wait for another one

@@ -25,7 +25,7 @@ def test_public_names():
                                  "RemoteError", "RemoteTraceback", "BrokenPoolError",
                                  "IMapWarning", "BatchSource", "BatchFunction", "Results",
                                  "Wake", "IterableSource", "TaskQueue", "QueueClosedError",
-                                 "execute", "ExecuteIterator", "Executor"}
+                                 "execute", "ExecuteIterator", "Executor", "PushSource"}
     for name in imap.__all__:
         assert getattr(imap, name) is not None
 
