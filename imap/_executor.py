@@ -88,7 +88,7 @@ class _Runner:
     """What an Executor runs on; the collector thread and map iterators reference it, the
     Executor is not referenced (so that dropping it shuts it down)."""
 
-    def __init__(self, imap: IMap, owned: bool) -> None:
+    def __init__(self, imap: IMap[Any], owned: bool) -> None:
         self.imap = imap
         self.owned = owned
         # reentrant: a finalizer (an Executor collected) may run in a thread that holds it
@@ -253,7 +253,7 @@ class Executor(cf.Executor):
 
     def __init__(self, max_workers: int | None = None, *, worker_type: str = "process",
                  worker_num: int | None = None, worker_remote: Any = None,
-                 pool: IMap | None = None, **options: Any) -> None:
+                 pool: IMap[Any] | None = None, **options: Any) -> None:
         from ._imap import IMap
         if max_workers is not None:
             if worker_num is not None:
@@ -287,7 +287,7 @@ class Executor(cf.Executor):
         self._finalizer = weakref.finalize(self, runner.shutdown, False, False)
 
     @property
-    def pool(self) -> IMap:
+    def pool(self) -> IMap[Any]:
         """The IMap the calls run on."""
         return self._runner.imap
 
