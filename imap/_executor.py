@@ -164,7 +164,7 @@ class _Runner:
                     while not self.poked:
                         self.cond.wait()
                     self.poked = False
-        except BaseException as exc:  # noqa: BLE001 - every waiter gets it, never lost
+        except BaseException as exc:  # every waiter gets it, never lost
             log.exception("%s: the executor's collector failed", self.imap.name)
             self._fail_everything(exc)
         finally:
@@ -321,7 +321,7 @@ class Executor(cf.Executor):
         if len(iterables) == 1:
             func, rows = fn, iter(iterables[0])
         else:
-            func, rows = _star(fn), zip(*iterables)
+            func, rows = _star(fn), zip(*iterables, strict=False)   # map(): the shortest
         self._runner._check_open()
         items = list(rows if buffersize is None else itertools.islice(rows, buffersize))
         run = self._runner.add_map(func, items, chunksize, buffersize)
@@ -353,7 +353,7 @@ def _python_exit() -> None:
     for runner in list(_runners):
         try:
             runner.shutdown(wait=True, cancel_futures=False)
-        except Exception:  # noqa: BLE001 - exit goes on
+        except Exception:  # exit goes on
             log.debug("error shutting an executor down at exit", exc_info=True)
 
 

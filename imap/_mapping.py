@@ -40,7 +40,7 @@ class Failure:
 class MapRun:
     """One map() call: its task, and the results taken from it (under ``cond``)."""
 
-    def __init__(self, handle: TaskIterator, source: PushSource | None,
+    def __init__(self, handle: TaskIterator[Any], source: PushSource | None,
                  poke: Callable[[], None]) -> None:
         self.handle = handle
         self.source = source           # pushed as results are taken (buffersize)
@@ -199,4 +199,4 @@ def _popping(values: list[Any]) -> list[Any]:
 
 def _raising(error: BaseException) -> Iterator[Any]:
     raise error
-    yield  # noqa: B901 - a generator that raises when first advanced
+    yield  # type: ignore[unreachable]  # a generator that raises when first advanced

@@ -433,5 +433,5 @@ class Task:
 def _call(wake: Wake, task: Task) -> None:
     try:
         wake()
-    except Exception:  # noqa: BLE001 - a consumer's bug must not stop the delivering thread
+    except Exception:  # a consumer's bug must not stop the delivering thread
         log.exception("a wake callback of task %d raised", task.id)

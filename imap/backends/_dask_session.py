@@ -173,7 +173,7 @@ class _Session:
                 self.address = str(self._cluster.scheduler_address)
                 target = self._cluster
             self.client = _OwnClient(target)
-        except Exception as exc:  # noqa: BLE001 - any failure to connect
+        except Exception as exc:  # any failure to connect
             what = "start a LocalCluster" if target is None else \
                 f"connect to the Dask scheduler at {self.address}"
             raise WorkerStartError(f"cannot {what}: {type(exc).__name__}: {exc}") from exc
@@ -185,7 +185,7 @@ class _Session:
             future = client.submit(_dask_side.probe, key=f"imap-probe-{self.token}",
                                    pure=False)
             remote = tuple(future.result(timeout=CONNECT_TIMEOUT))
-        except Exception as exc:  # noqa: BLE001 - e.g. imap not installed on the workers
+        except Exception as exc:  # e.g. imap not installed on the workers
             raise WorkerStartError(
                 f"the Dask workers of {self.address} cannot run IMap batches: "
                 f"{type(exc).__name__}: {exc}. Install papy on every worker (pip install "
@@ -215,7 +215,7 @@ class _Session:
             import dill
             try:
                 data = dill.dumps((spec.func, spec.args, spec.kwargs), recurse=True)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise SerializationError(
                     f"task {spec.task_id}: the function {describe(spec.func)} (with its args "
                     f"and kwargs) cannot be pickled with dill to send it to the Dask "
@@ -275,5 +275,5 @@ class _Session:
 def _quietly(call: Any) -> None:
     try:
         call()
-    except Exception:  # noqa: BLE001 - best effort during shutdown
+    except Exception:  # best effort during shutdown
         log.debug("ignored error while closing a Dask session", exc_info=True)
