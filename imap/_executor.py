@@ -47,7 +47,7 @@ _runners: weakref.WeakSet[_Runner] = weakref.WeakSet()
 _exiting = False
 
 
-class _Future(cf.Future):  # type: ignore[type-arg]
+class _Future(cf.Future[Any]):
     """A standard Future whose result() also raises an exception that is false as a
     bool (CPython gh-132063: Python 3.11's Future.result() returned None for it)."""
 
@@ -135,7 +135,7 @@ class _Runner:
         handle.notify(run.wake)
         if source is not None:
             source.push_many(items)
-            if len(items) < buffersize:    # type: ignore[operator]
+            if len(items) < buffersize:  # type: ignore[operator]  # a source only with one
                 source.close()             # the input ended already
         return run
 
@@ -357,4 +357,4 @@ def _python_exit() -> None:
             log.debug("error shutting an executor down at exit", exc_info=True)
 
 
-threading._register_atexit(_python_exit)  # type: ignore[attr-defined]
+threading._register_atexit(_python_exit)  # type: ignore[attr-defined]  # private, no stub

@@ -360,7 +360,7 @@ class Feeder(SlotAccounting):
         def wake() -> None:
             dealer.wake()
             self.poke()
-        wake.dealer = dealer  # type: ignore[attr-defined]
+        wake.dealer = dealer  # type: ignore[attr-defined]  # a function's attribute
         return wake
 
     # -- items in, errors in place, the end ------------------------------------------------

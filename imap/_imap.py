@@ -556,4 +556,4 @@ def _stop_live_imaps() -> None:
             log.debug("error stopping %s at exit", imap, exc_info=True)
 
 
-threading._register_atexit(_stop_live_imaps)  # type: ignore[attr-defined]
+threading._register_atexit(_stop_live_imaps)  # type: ignore[attr-defined]  # private, no stub

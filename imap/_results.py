@@ -27,7 +27,7 @@ __all__ = ["TaskIterator"]
 R = TypeVar("R")
 
 
-class _ResultStream(itertools.chain):  # type: ignore[type-arg]
+class _ResultStream(itertools.chain[Any]):
     """What iterating a task gives: a chain of its batches. ``_where`` is (imap, task):
     a task whose input it is reads the task's results with take_ready instead."""
 
@@ -102,7 +102,7 @@ class ResultReading(Generic[R]):
         An exception (an item's error, a timeout, a stopped IMap) is raised by that call
         and the stream goes on (``_Raise``), as next() does."""
         stream = _ResultStream.from_iterable(self._batches(task, timeout, block))
-        stream._where = (self, task)  # type: ignore[attr-defined]
+        stream._where = (self, task)  # type: ignore[attr-defined]  # stub: chain, not ours
         return stream
 
     def _batches(self, task: Task, timeout: float | None, block: bool) -> Iterator[Any]:

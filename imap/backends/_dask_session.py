@@ -68,6 +68,7 @@ def dask_workers(target: Any, worker_num: int | None) -> tuple[Any, int]:
         if target.status != "running":
             raise ValueError(f"worker_remote: the distributed.Client is {target.status}, not "
                              f"running")
+        # distributed does not annotate Client.nthreads
         threads = worker_num or sum(target.nthreads().values())  # type: ignore[no-untyped-call]
     elif isinstance(target, Cluster):
         threads = worker_num or sum(w.get("nthreads", 0) for w in
@@ -91,12 +92,13 @@ class _OwnClient(Client):
     gone, but its LoopRunner still counts it)."""
 
     def __init__(self, target: Any):
+        # distributed does not annotate Client.__init__
         super().__init__(target, set_as_default=False,  # type: ignore[no-untyped-call]
                          timeout=CONNECT_TIMEOUT)
 
     def start(self, **kwargs: Any) -> None:
         try:
-            super().start(**kwargs)  # type: ignore[no-untyped-call]
+            super().start(**kwargs)  # type: ignore[no-untyped-call]  # distributed: untyped
         except BaseException:
             runner = getattr(self, "_loop_runner", None)
             if runner is not None:
@@ -167,6 +169,7 @@ class _Session:
                 return
             self._owns_client = True
             if target is None:
+                # distributed does not annotate LocalCluster
                 self._cluster = distributed.LocalCluster(  # type: ignore[no-untyped-call]
                     n_workers=self.worker_num, threads_per_worker=1, processes=True,
                     host="127.0.0.1", dashboard_address="127.0.0.1:0")
@@ -267,6 +270,7 @@ class _Session:
         self._cluster = None
         if client is not None and self._owns_client:
             self.client = None
+            # distributed does not annotate Client.close
             _quietly(lambda: client.close(timeout=CONNECT_TIMEOUT))  # type: ignore[no-untyped-call]
         if cluster is not None:
             _quietly(lambda: cluster.close(timeout=CONNECT_TIMEOUT))
