@@ -14,7 +14,7 @@ import multiprocessing
 import numbers
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal, overload
 
 try:   # every process or remote pool ships functions with dill: imported with imap, not
     import dill  # noqa: F401 - not in a pool's start
@@ -32,6 +32,17 @@ def count(what: str, value: Any, default: Any, minimum: int) -> Any:
     if value < minimum:
         raise ValueError(f"{what} must be >= {minimum}, not {value}")
     return value
+
+
+@overload
+def seconds(name: str, value: object, *, default: float, allow_zero: bool = True,
+            allow_none: bool = True, infinite_is_none: Literal[False] = False) -> float: ...
+
+
+@overload
+def seconds(name: str, value: object, *, default: float | None = None,
+            allow_zero: bool = True, allow_none: bool = True,
+            infinite_is_none: bool = False) -> float | None: ...
 
 
 def seconds(name: str, value: object, *, default: float | None = None,

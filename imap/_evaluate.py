@@ -21,8 +21,22 @@ import importlib
 import pickle
 import time
 import traceback
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:   # nothing here at run time: this module's source is shipped as it is
+    from types import ModuleType
+    from typing import Protocol
+
+    #: (kind, type_name, message, traceback_text, exception_bytes_or_None)
+    ErrorRecord = tuple[str, str, str, str, bytes | None]
+    #: an entry of @imports: 'module' (alternatives 'a,b'), or ('module', [names])
+    ImportEntry = str | tuple[str, list[str]]
+
+    class Progress(Protocol):
+        """Where evaluate_tracked writes its position: a list, or a memoryview of int64."""
+
+        def __setitem__(self, index: int, value: int, /) -> None: ...
 
 #: the one pickle protocol of every message between imap and its workers (imported by the
 #: backends from here: this module is on both sides of every kind of pool)
@@ -31,16 +45,20 @@ PROTOCOL = 5
 
 # -- functions --------------------------------------------------------------------------
 
-def bind_imports(func, modules, globals_=None):
+def bind_imports(func: Any, modules: Iterable[ImportEntry],
+                 globals_: dict[str, Any] | None = None) -> None:
     """Import ``modules`` into ``globals_`` (default: the function's globals).
+
+    ``func`` is a Python function (its ``__globals__`` and ``__qualname__`` are used).
 
     ``modules`` holds strings (``'re'``, ``'os.path'`` bound as ``path``, alternatives
     ``'json,simplejson'`` tried left to right and bound under the first one's name) or
     pairs ``(module, [names])`` (the module is bound under its last component and each
     name is bound from it). A module that cannot be imported raises ImportError naming it.
     """
-    namespace = func.__globals__ if globals_ is None else globals_
+    namespace: dict[str, Any] = func.__globals__ if globals_ is None else globals_
     for entry in modules:
+        names: tuple[str, ...]
         if isinstance(entry, str):
             module, names = entry, ()
         else:
@@ -49,7 +67,8 @@ def bind_imports(func, modules, globals_=None):
         if not alternatives:
             raise ImportError(f"@imports: empty module name in {entry!r}")
         bind_as = alternatives[0].rsplit(".", 1)[-1]
-        loaded, errors = None, []
+        loaded: ModuleType | None = None
+        errors: list[str] = []
         for name in alternatives:
             try:
                 loaded = importlib.import_module(name)
@@ -82,7 +101,7 @@ def make_call(func: Callable[..., Any], args: tuple[Any, ...] = (),
     return lambda item: func(item, *args, **keywords)
 
 
-def load_function(payload):
+def load_function(payload: bytes) -> Callable[[Any], Any]:
     """Rebuild ``(func, args, kwargs)`` from a dill payload and redo its @imports."""
     import dill
     func, args, kwargs = dill.loads(payload)
@@ -134,7 +153,8 @@ def evaluate(call: Callable[[Any], Any], items: list[Any]
     return values, errors, time.perf_counter() - started
 
 
-def evaluate_tracked(call, items, progress):
+def evaluate_tracked(call: Callable[[Any], Any], items: list[Any], progress: Progress
+                     ) -> tuple[list[Any], dict[int, BaseException] | None, float]:
     """Like :func:`evaluate`, writing each item's position to ``progress[0]`` and the time
     it started (``time.monotonic_ns()``) to ``progress[1]`` first.
 
@@ -142,8 +162,8 @@ def evaluate_tracked(call, items, progress):
     while it runs to know how long the current item has been running.
     """
     started = time.perf_counter()
-    values = []
-    errors = None
+    values: list[Any] = []
+    errors: dict[int, BaseException] | None = None
     clock = time.monotonic_ns
     for position, item in enumerate(items):
         progress[1] = clock()
@@ -161,8 +181,10 @@ def evaluate_tracked(call, items, progress):
 
 # -- error records and replies ----------------------------------------------------------
 
-def error_record(exc, kind="exception", message=None):
+def error_record(exc: BaseException, kind: str = "exception", message: str | None = None
+                 ) -> ErrorRecord:
     """Describe ``exc`` as a picklable tuple (see the module docstring)."""
+    exc_bytes: bytes | None
     try:
         exc_bytes = pickle.dumps(exc, PROTOCOL)
         pickle.loads(exc_bytes)  # an exception whose __init__ signature breaks unpickling
@@ -173,24 +195,26 @@ def error_record(exc, kind="exception", message=None):
     return (kind, type_name, str(exc) if message is None else message, tb_text, exc_bytes)
 
 
-def serialization_record(what, exc):
+def serialization_record(what: str, exc: BaseException) -> ErrorRecord:
     """An error record for something that could not be (un)pickled."""
     message = f"{what}: {type(exc).__name__}: {exc}"
     return ("serialization", "imap.SerializationError", message,
             "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)), None)
 
 
-def _dumps(obj):
+def _dumps(obj: object) -> bytes:
     return pickle.dumps(obj, PROTOCOL)
 
 
-def encode_reply(values, errors, elapsed, task=None, start=0, dumps=_dumps):
+def encode_reply(values: list[Any], errors: dict[int, BaseException] | None, elapsed: float,
+                 task: int | None = None, start: int = 0,
+                 dumps: Callable[[object], bytes] = _dumps) -> bytes:
     """Pickle a batch's results; a result that cannot be pickled becomes an error record.
 
     ``dumps`` pickles the reply (the process backend passes one that puts large buffers
     into shared memory).
     """
-    records = None
+    records: dict[int, ErrorRecord] | None = None
     if errors:
         records = {pos: error_record(exc) for pos, exc in errors.items()}
     try:
@@ -217,7 +241,8 @@ def encode_reply(values, errors, elapsed, task=None, start=0, dumps=_dumps):
         return pickle.dumps(([None] * len(values), records, elapsed), PROTOCOL)
 
 
-def decode_items(payload, task=None, start=0):
+def decode_items(payload: bytes, task: int | None = None, start: int = 0
+                 ) -> tuple[list[Any] | None, ErrorRecord | None]:
     """Unpickle a batch; on failure return ``(None, record)`` so the owner can split it."""
     try:
         return pickle.loads(payload), None

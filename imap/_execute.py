@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["ExecuteIterator", "execute"]
 
 
-def execute(calls: Iterable[Any], *, pool: IMap | None = None, ordered: bool = False,
+def execute(calls: Iterable[Any], *, pool: IMap[Any] | None = None, ordered: bool = False,
             timeout: float | None = None, chunksize: int | None = None) -> ExecuteIterator:
     """An iterator over the results of ``calls``: each a ``(func, args, kwargs)`` tuple
     (``(func, args)`` and ``(func,)`` too) or a callable without arguments such as a
@@ -64,7 +64,7 @@ def execute(calls: Iterable[Any], *, pool: IMap | None = None, ordered: bool = F
 class ExecuteIterator:
     """What ``execute()`` returns: an iterator with ``close()``, also a context manager."""
 
-    def __init__(self, imap: IMap, handle: TaskIterator, owned: bool,
+    def __init__(self, imap: IMap[Any], handle: TaskIterator[Any], owned: bool,
                  timeout: float | None) -> None:
         self._handle = handle
         self.timeout = timeout
@@ -100,7 +100,7 @@ class ExecuteIterator:
         return f"<execute iterator on {self._handle._imap.name}{' (closed)' * self._closed}>"
 
 
-def _finish(imap: IMap, handle: TaskIterator, owned: bool) -> None:
+def _finish(imap: IMap[Any], handle: TaskIterator[Any], owned: bool) -> None:
     if owned:
         imap.stop(forced=True)
     else:

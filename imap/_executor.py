@@ -47,7 +47,7 @@ _runners: weakref.WeakSet[_Runner] = weakref.WeakSet()
 _exiting = False
 
 
-class _Future(cf.Future):  # type: ignore[type-arg]
+class _Future(cf.Future[Any]):
     """A standard Future whose result() also raises an exception that is false as a
     bool (CPython gh-132063: Python 3.11's Future.result() returned None for it)."""
 
@@ -88,7 +88,7 @@ class _Runner:
     """What an Executor runs on; the collector thread and map iterators reference it, the
     Executor is not referenced (so that dropping it shuts it down)."""
 
-    def __init__(self, imap: IMap, owned: bool) -> None:
+    def __init__(self, imap: IMap[Any], owned: bool) -> None:
         self.imap = imap
         self.owned = owned
         # reentrant: a finalizer (an Executor collected) may run in a thread that holds it
@@ -135,7 +135,7 @@ class _Runner:
         handle.notify(run.wake)
         if source is not None:
             source.push_many(items)
-            if len(items) < buffersize:    # type: ignore[operator]
+            if len(items) < buffersize:  # type: ignore[operator]  # a source only with one
                 source.close()             # the input ended already
         return run
 
@@ -164,7 +164,7 @@ class _Runner:
                     while not self.poked:
                         self.cond.wait()
                     self.poked = False
-        except BaseException as exc:  # noqa: BLE001 - every waiter gets it, never lost
+        except BaseException as exc:  # every waiter gets it, never lost
             log.exception("%s: the executor's collector failed", self.imap.name)
             self._fail_everything(exc)
         finally:
@@ -253,7 +253,7 @@ class Executor(cf.Executor):
 
     def __init__(self, max_workers: int | None = None, *, worker_type: str = "process",
                  worker_num: int | None = None, worker_remote: Any = None,
-                 pool: IMap | None = None, **options: Any) -> None:
+                 pool: IMap[Any] | None = None, **options: Any) -> None:
         from ._imap import IMap
         if max_workers is not None:
             if worker_num is not None:
@@ -287,7 +287,7 @@ class Executor(cf.Executor):
         self._finalizer = weakref.finalize(self, runner.shutdown, False, False)
 
     @property
-    def pool(self) -> IMap:
+    def pool(self) -> IMap[Any]:
         """The IMap the calls run on."""
         return self._runner.imap
 
@@ -321,7 +321,7 @@ class Executor(cf.Executor):
         if len(iterables) == 1:
             func, rows = fn, iter(iterables[0])
         else:
-            func, rows = _star(fn), zip(*iterables)
+            func, rows = _star(fn), zip(*iterables, strict=False)   # map(): the shortest
         self._runner._check_open()
         items = list(rows if buffersize is None else itertools.islice(rows, buffersize))
         run = self._runner.add_map(func, items, chunksize, buffersize)
@@ -353,8 +353,8 @@ def _python_exit() -> None:
     for runner in list(_runners):
         try:
             runner.shutdown(wait=True, cancel_futures=False)
-        except Exception:  # noqa: BLE001 - exit goes on
+        except Exception:  # exit goes on
             log.debug("error shutting an executor down at exit", exc_info=True)
 
 
-threading._register_atexit(_python_exit)  # type: ignore[attr-defined]
+threading._register_atexit(_python_exit)  # type: ignore[attr-defined]  # private, no stub

@@ -107,7 +107,7 @@ class Feeder(SlotAccounting):
                 if self._stalled <= 2 and self._may_overdraw():
                     continue             # one more round, allowed to go over the buffer
                 self._wait_idle(seen, released)
-        except BaseException as exc:  # noqa: BLE001 - reported in place, never lost
+        except BaseException as exc:  # reported in place, never lost
             if not self.stopping:
                 log.exception("%s: the feeder failed", self.name)
                 for feed in self._feeds:
@@ -360,7 +360,7 @@ class Feeder(SlotAccounting):
         def wake() -> None:
             dealer.wake()
             self.poke()
-        wake.dealer = dealer  # type: ignore[attr-defined]
+        wake.dealer = dealer  # type: ignore[attr-defined]  # a function's attribute
         return wake
 
     # -- items in, errors in place, the end ------------------------------------------------

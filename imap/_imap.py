@@ -38,9 +38,9 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sized
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, NoReturn, Self, TypeVar, cast, overload
 
 from . import _config
 from ._errors import decorate, warn_safely
@@ -49,11 +49,12 @@ from ._inline import InlineFeeder, inline_workers
 from ._inputs import make_source, upstream_of
 from ._pool import Pool, make_handles
 from ._queue import TaskQueue
-from ._results import ResultReading, TaskIterator
+from ._results import R, ResultReading, TaskIterator
 from ._task import Task
 from .backends import _forkserver, _main_guard, _shm
 from .backends import process as _process  # noqa: F401 - imported with imap, not in a start
 from .backends.base import Batch, TaskSpec
+from .protocols import BatchSource
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,9 @@ DEFAULT_BUFFER_BYTES = 256 << 20
 #: seconds stop() waits for the feeder and for input readers blocked inside a user's input
 FEEDER_GRACE = 2.0
 _names = itertools.count()
-_live: weakref.WeakSet[IMap] = weakref.WeakSet()
+_live: weakref.WeakSet[IMap[Any]] = weakref.WeakSet()
+#: the result type of a task added with add_task
+T = TypeVar("T")
 
 
 class _State(enum.Enum):
@@ -76,7 +79,7 @@ class _State(enum.Enum):
     STOPPING = "stopping"
 
 
-class IMap(ResultReading):
+class IMap(ResultReading[R]):
     """A lazy parallel map over several (function, iterable) tasks at once.
 
     ``IMap(f, xs)`` is like ``map(f, xs)`` evaluated by a pool of worker processes: it
@@ -122,11 +125,39 @@ class IMap(ResultReading):
       shm_threshold process workers: bytes, bytearray, memoryview and numpy buffers of at
                     least this many bytes travel through POSIX shared memory instead of the
                     pipe (default 1 MiB; 0 turns it off)
+
+    Types: ``IMap(f, xs)`` is an ``IMap[R]`` when ``f`` returns ``R`` (iterating it, and
+    ``next()`` of task 0, give ``R``); ``IMap()`` without a task is an ``IMap[Any]``; each
+    handle from add_task carries its own task's type (``TaskIterator[R]``).
     """
 
-    def __init__(self, func: Callable[..., Any] | None = None, iterable: Any = None,
-                 args: Any = None, kwargs: Any = None, worker_type: str = "process",
-                 worker_num: int | None = None, worker_remote: Any = None,
+    @overload
+    def __init__(self: IMap[Any], func: None = None, iterable: None = None,
+                 args: tuple[Any, ...] | list[Any] | None = None,
+                 kwargs: dict[str, Any] | None = None, worker_type: str = "process",
+                 worker_num: int | None = None, worker_remote: object = None,
+                 stride: int | None = None, buffer: int | None = None, ordered: bool = True,
+                 skip: bool = False, name: str | None = None, start_method: str | None = None,
+                 remote_tls: dict[str, str] | None = None,
+                 remote_timeout: float | None = None, shm_threshold: int | None = None
+                 ) -> None: ...
+
+    @overload
+    def __init__(self, func: Callable[..., R], iterable: Iterable[Any] | BatchSource[Any],
+                 args: tuple[Any, ...] | list[Any] | None = None,
+                 kwargs: dict[str, Any] | None = None, worker_type: str = "process",
+                 worker_num: int | None = None, worker_remote: object = None,
+                 stride: int | None = None, buffer: int | None = None, ordered: bool = True,
+                 skip: bool = False, name: str | None = None, start_method: str | None = None,
+                 remote_tls: dict[str, str] | None = None,
+                 remote_timeout: float | None = None, shm_threshold: int | None = None
+                 ) -> None: ...
+
+    def __init__(self, func: Callable[..., R] | None = None,
+                 iterable: Iterable[Any] | BatchSource[Any] | None = None,
+                 args: tuple[Any, ...] | list[Any] | None = None,
+                 kwargs: dict[str, Any] | None = None, worker_type: str = "process",
+                 worker_num: int | None = None, worker_remote: object = None,
                  stride: int | None = None, buffer: int | None = None, ordered: bool = True,
                  skip: bool = False, name: str | None = None, start_method: str | None = None,
                  remote_tls: dict[str, str] | None = None,
@@ -135,7 +166,8 @@ class IMap(ResultReading):
         if (func is None) != (iterable is None):
             raise ValueError("IMap(func, iterable): give both (to start task 0 at once) or "
                              "neither (then add_task() and start())")
-        if iterable is not None and hasattr(iterable, "__len__") and len(iterable) == 0:
+        if (iterable is not None and hasattr(iterable, "__len__")
+                and len(cast(Sized, iterable)) == 0):
             raise ValueError("IMap(func, iterable): the iterable is empty (as in the original "
                              "PaPy an empty sequence is refused here; pass iter([]) to get an "
                              "IMap that ends at once)")
@@ -185,7 +217,7 @@ class IMap(ResultReading):
         self._by_id: dict[int, Task] = {}
         self._by_key: dict[int, Task] = {}        # spec.key -> task, for deliveries
         self._next_id = 0
-        self._next0: Callable[[], Any] = self._not_started     # next(imap): task 0
+        self._next0: Callable[[], R] = self._not_started     # next(imap): task 0
         self._iterators: dict[int, tuple[object, Any]] = {}   # shared inputs (_inputs.py)
         self._tasks_tracked: dict[int, dict[int, Any]] = {}
         # reentrant: a finalizer (a task queue or an executor collected) may remove a task
@@ -199,17 +231,18 @@ class IMap(ResultReading):
         self._starter: int | None = None
         self._pool: Pool | None = None
         self._feeder: Feeder | None = None
-        if func is not None:
+        if func is not None and iterable is not None:    # both or neither (checked above)
             self.add_task(func, iterable, args, kwargs)
             self.start()
 
     # -- tasks -------------------------------------------------------------------------------
 
-    def add_task(self, func: Callable[..., Any], iterable: Any, args: Any = None,
-                 kwargs: Any = None, timeout: float | None = None, block: bool = True,
-                 track: bool = False, item_timeout: float | None = None, *,
-                 ordered: bool | None = None, batch_size: int | None = None
-                 ) -> TaskIterator:
+    def add_task(self, func: Callable[..., T], iterable: Iterable[Any] | BatchSource[Any],
+                 args: tuple[Any, ...] | list[Any] | None = None,
+                 kwargs: dict[str, Any] | None = None, timeout: float | None = None,
+                 block: bool = True, track: bool = False, item_timeout: float | None = None,
+                 *, ordered: bool | None = None, batch_size: int | None = None
+                 ) -> TaskIterator[T]:
         """Add a task: ``func(item, *args, **kwargs)`` for each item of ``iterable``.
 
         Returns the task's handle and result iterator (a TaskIterator). Allowed before
@@ -255,9 +288,9 @@ class IMap(ResultReading):
                 self._tasks_tracked[task_id] = task.tracked_results
             if self._state is _State.STARTED:
                 self._attach(task)
-        handle = TaskIterator(self, task_id, timeout, block, task)
-        if task_id == 0:
-            self._next0 = TaskIterator(self, 0, None, True, task)._next   # next(imap)
+        handle: TaskIterator[T] = TaskIterator(self, task_id, timeout, block, task)
+        if task_id == 0:   # next(imap); task 0 gives the IMap's results (R) by construction
+            self._next0 = cast(Callable[[], R], TaskIterator(self, 0, None, True, task)._next)
         return handle
 
     __call__ = add_task
@@ -282,7 +315,7 @@ class IMap(ResultReading):
                 task.remove()            # a task that reads it sees its end
 
     def get_task(self, task: int = 0, timeout: float | None = None,
-                 block: bool = True) -> TaskIterator:
+                 block: bool = True) -> TaskIterator[Any]:
         """Another handle and result iterator of task ``task`` (sharing its position)."""
         return TaskIterator(self, task, timeout, block, self._record(task))
 
@@ -332,7 +365,7 @@ class IMap(ResultReading):
         feeder = self._feeder
         return feeder.buffer_size if feeder is not None else None
 
-    def _not_started(self) -> Any:
+    def _not_started(self) -> NoReturn:
         """next(imap) without a task 0 (before add_task, after stop())."""
         raise RuntimeError(f"{self.name} is not started: add tasks, then call start() "
                            f"(after stop() the tasks are removed)")
@@ -352,7 +385,7 @@ class IMap(ResultReading):
         feeder = self._feeder
         return feeder.used() if feeder is not None else None
 
-    def start(self, stages: Any = None) -> None:
+    def start(self, stages: Iterable[int] | None = None) -> None:
         """Start the workers and the feeder. Raises WorkerStartError if a worker cannot start.
 
         ``stages`` (default both): 1 starts the workers and makes the results readable
@@ -360,12 +393,12 @@ class IMap(ResultReading):
         whose IMaps read each other's results start every IMap's stage 1 first, then every
         stage 2, so no feeder reads an IMap that is not started yet (as the original did).
         """
-        stages = (1, 2) if stages is None else tuple(stages)
-        if not set(stages) <= {1, 2}:
-            raise ValueError(f"{self.name}: start stages are 1 and 2, not {stages!r}")
-        if 1 in stages:
+        wanted = (1, 2) if stages is None else tuple(stages)
+        if not set(wanted) <= {1, 2}:
+            raise ValueError(f"{self.name}: start stages are 1 and 2, not {wanted!r}")
+        if 1 in wanted:
             self._start_workers()
-        if 2 in stages:
+        if 2 in wanted:
             with self._lock:
                 if self._state is not _State.STARTED:
                     raise RuntimeError(f"{self.name}: start stage 2 needs stage 1 first")
@@ -412,7 +445,7 @@ class IMap(ResultReading):
             self._not_starting.set()
         _live.add(self)
 
-    def stop(self, ends: Any = None, forced: bool = False) -> None:
+    def stop(self, ends: object = None, forced: bool = False) -> None:
         """End every task, join every thread and worker, remove the tasks.
 
         Results not taken yet are discarded. The IMap can then take new tasks and be
@@ -519,8 +552,8 @@ def _stop_live_imaps() -> None:
     for imap in list(_live):
         try:
             imap.stop(forced=True)
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.debug("error stopping %s at exit", imap, exc_info=True)
 
 
-threading._register_atexit(_stop_live_imaps)  # type: ignore[attr-defined]
+threading._register_atexit(_stop_live_imaps)  # type: ignore[attr-defined]  # private, no stub

@@ -1,19 +1,23 @@
 """The ``@imports`` decorator: modules a function needs wherever it runs."""
 from __future__ import annotations
 
-from typing import Callable, Iterable, TypeVar
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._evaluate import bind_imports
 
-F = TypeVar("F", bound=Callable)
+if TYPE_CHECKING:
+    from ._evaluate import ImportEntry
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _normalise(modules) -> list:
+def _normalise(modules: object) -> list[ImportEntry]:
     if isinstance(modules, (str, bytes)) or not isinstance(modules, Iterable):
         raise TypeError(
             f"@imports takes a list of module names such as ['re', 'os.path', "
             f"'json,simplejson'] or pairs such as [('os', ['path'])], not {modules!r}")
-    entries = []
+    entries: list[ImportEntry] = []
     for entry in modules:
         if isinstance(entry, str):
             entries.append(entry)
@@ -26,7 +30,8 @@ def _normalise(modules) -> list:
     return entries
 
 
-def imports(modules, forgive: bool = False) -> Callable[[F], F]:
+def imports(modules: Iterable[str | tuple[str, Iterable[str]]], forgive: bool = False
+            ) -> Callable[[F], F]:
     """Declare the modules ``func`` needs, so it also works in another process or host.
 
     ``@imports(['re', 'os.path', 'json,simplejson'])`` imports ``re``, binds ``os.path`` as
@@ -57,7 +62,7 @@ def imports(modules, forgive: bool = False) -> Callable[[F], F]:
                 raise
             import warnings
             warnings.warn(str(exc), ImportWarning, stacklevel=2)
-        func.imports = entries
+        func.imports = entries   # type: ignore[attr-defined]  # a function's attribute
         return func
 
     return decorate

@@ -44,7 +44,7 @@ def make_source(iterable: object, task_id: int, name: str, read_ahead: int,
     if is_batch_source(iterable):
         return iterable, False
     try:
-        iterator = iter(iterable)  # type: ignore[call-overload]
+        iterator = iter(iterable)  # type: ignore[call-overload]  # any object: may raise
     except TypeError:
         raise TypeError(f"task {task_id}: the iterable is not iterable "
                         f"({type(iterable).__name__}); pass a list, a generator, a "

@@ -33,12 +33,15 @@ import multiprocessing
 import queue
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _config
 from ._errors import BrokenPoolError, WorkerDiedError, WorkerStartError, warn_safely
 from .backends import _forkserver, _main_guard, _shm
 from .backends.base import Batch, WorkerHandle, WorkerLost
+
+if TYPE_CHECKING:
+    from ._imap import IMap
 
 log = logging.getLogger(__name__)
 
@@ -345,14 +348,12 @@ class Pool:
         self._deliver(batch, [None] * len(batch.items), errors, 0.0)
 
 
-def make_handles(imap: Any) -> list[WorkerHandle]:
+def make_handles(imap: IMap[Any]) -> Sequence[WorkerHandle]:
     """The worker handles of an IMap's settings: Dask slots; or threads or processes, then
     remote slots."""
     if imap.worker_type == "dask":
         from .backends.dask import make_dask_handles
-        dask_handles: list[WorkerHandle] = make_dask_handles(imap.worker_remote,
-                                                             imap.worker_num, imap.name)
-        return dask_handles
+        return make_dask_handles(imap.worker_remote, imap.worker_num, imap.name)
     handles: list[WorkerHandle] = []
     if imap.worker_type == "inline":
         return handles               # the readers evaluate (imap._inline)

@@ -73,7 +73,7 @@ class TaskQueue:
                 print(sorted(queue.pop() for _ in range(3)))    # [1, 2, 3]
     """
 
-    def __init__(self, imap: IMap, func: Callable[..., Any] | None = None, *,
+    def __init__(self, imap: IMap[Any], func: Callable[..., Any] | None = None, *,
                  size: int | None = None, ordered: bool = False) -> None:
         self.size = _count("size", size, None, minimum=1)
         self._calls = func is None
@@ -85,7 +85,7 @@ class TaskQueue:
         self._closed = False
         self._ended = False
         self._ready: collections.deque[Any] = collections.deque()
-        self._handle: TaskIterator = imap.add_task(run_call if func is None else func,
+        self._handle: TaskIterator[Any] = imap.add_task(run_call if func is None else func,
                                                    self._source, ordered=bool(ordered))
         self._record = self._handle._record
         self._handle.notify(_Notify(self._cond))
@@ -233,6 +233,6 @@ class TaskQueue:
         return entry
 
 
-def _release(handle: TaskIterator, source: PushSource) -> None:
+def _release(handle: TaskIterator[Any], source: PushSource) -> None:
     source.close()
     handle.remove()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import operator
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar, overload
 
 from .protocols import Results, Wake
 
@@ -23,15 +23,18 @@ if TYPE_CHECKING:
 
 __all__ = ["TaskIterator"]
 
+#: the type of a task's results (of task 0's, for an IMap)
+R = TypeVar("R")
 
-class _ResultStream(itertools.chain):  # type: ignore[type-arg]
+
+class _ResultStream(itertools.chain[Any]):
     """What iterating a task gives: a chain of its batches. ``_where`` is (imap, task):
     a task whose input it is reads the task's results with take_ready instead."""
 
-    _where: tuple[IMap, Task]
+    _where: tuple[ResultReading[Any], Task]
 
 
-class ResultReading:
+class ResultReading(Generic[R]):
     """The reading half of IMap: next(), iteration, and the checks TaskIterator uses."""
 
     name: str
@@ -44,12 +47,21 @@ class ResultReading:
     def _record(self, task: int) -> Task:
         raise NotImplementedError
 
+    @overload
+    def next(self, timeout: float | None = None, task: Literal[0] = 0,
+             block: bool = True) -> R: ...
+
+    @overload
+    def next(self, timeout: float | None = None, task: int = 0, block: bool = True) -> Any: ...
+
     def next(self, timeout: float | None = None, task: int = 0, block: bool = True) -> Any:
         """The next result of task ``task`` (see the class docstring).
 
         Raises the item's exception in its place, TimeoutError when no result is ready
         within ``timeout`` seconds (``block=False``: at once), StopIteration at the end of
         the task (and on every later call), RuntimeError when the IMap is not started.
+        Typed as the IMap's result type for task 0, as ``Any`` for the other tasks (their
+        own handles, from add_task, carry their types).
         """
         if not self.started:
             raise RuntimeError(f"{self.name} is not started: add tasks, then call start() "
@@ -70,14 +82,18 @@ class ResultReading:
         return task.take(0 if not block else timeout, feeder.on_starving, feeder.wake)
 
     #: what next(imap) calls: task 0's result stream (set by IMap when task 0 is added)
-    _next0: Callable[[], Any]
+    _next0: Callable[[], R]
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Self:
         return self
 
     # an iterator (iter(imap) is imap) over task 0; Python calls the stream's C-level
-    # __next__ that the property returns, with no Python frame per item
-    __next__ = property(operator.attrgetter("_next0"))
+    # __next__ that the property returns, with no Python frame per item (the checker is
+    # shown the method that this property stands for)
+    if TYPE_CHECKING:
+        def __next__(self) -> R: ...
+    else:
+        __next__ = property(operator.attrgetter("_next0"))
 
     def _iterate(self, task: Task, timeout: float | None, block: bool) -> Iterator[Any]:
         """Iteration over a task: the items of a plain batch are handed out by its list
@@ -86,7 +102,7 @@ class ResultReading:
         An exception (an item's error, a timeout, a stopped IMap) is raised by that call
         and the stream goes on (``_Raise``), as next() does."""
         stream = _ResultStream.from_iterable(self._batches(task, timeout, block))
-        stream._where = (self, task)  # type: ignore[attr-defined]
+        stream._where = (self, task)  # type: ignore[attr-defined]  # stub: chain, not ours
         return stream
 
     def _batches(self, task: Task, timeout: float | None, block: bool) -> Iterator[Any]:
@@ -133,7 +149,7 @@ class _Raise:
         raise exc
 
 
-class TaskIterator:
+class TaskIterator(Generic[R]):
     """The handle of one task of an IMap, and its result iterator (from add_task, get_task).
 
     ``next()``/iteration wait for results; ``take_ready()`` never waits; ``notify(wake)``
@@ -142,32 +158,37 @@ class TaskIterator:
 
     __slots__ = ("_imap", "_next", "_record", "block", "task", "timeout")
 
-    def __init__(self, imap: IMap, task: int, timeout: float | None = None,
+    def __init__(self, imap: IMap[Any], task: int, timeout: float | None = None,
                  block: bool = True, record: Task | None = None) -> None:
         self._imap = imap
         self.task = task
         self.timeout = timeout
         self.block = block
         self._record = record if record is not None else imap._record(task)
-        self._next = imap._iterate(self._record, timeout, block).__next__
+        self._next: Callable[[], R] = imap._iterate(self._record, timeout, block).__next__
 
-    def __iter__(self) -> TaskIterator:
+    def __iter__(self) -> Self:
         return self
 
     # an iterator (iter(it) is it): Python calls the result stream's C-level __next__ that
-    # the property returns, with no Python frame per item; next() shares its position
-    __next__ = property(operator.attrgetter("_next"))
+    # the property returns, with no Python frame per item; next() shares its position (the
+    # checker is shown the method that this property stands for)
+    if TYPE_CHECKING:
+        def __next__(self) -> R: ...
+    else:
+        __next__ = property(operator.attrgetter("_next"))
 
-    def next(self, timeout: float | None = None, block: bool | None = None) -> Any:
+    def next(self, timeout: float | None = None, block: bool | None = None) -> R:
         """Like ``IMap.next`` for this task; defaults come from add_task()/get_task()."""
         if timeout is None and block is None:
             return self._next()
-        return self._imap._take(self._record, self.timeout if timeout is None else timeout,
-                                self.block if block is None else block)
+        value: R = self._imap._take(self._record, self.timeout if timeout is None else timeout,
+                                    self.block if block is None else block)
+        return value
 
     # -- the seam (imap.protocols) -------------------------------------------------------
 
-    def take_ready(self, count: int | None = None) -> Results[Any] | None:
+    def take_ready(self, count: int | None = None) -> Results[R] | None:
         """The results ready now, without waiting: at most ``count`` (None: no limit), at
         least one if any is ready, maybe fewer than are ready (loop until ``values`` is
         empty). An item's exception sits in ``errors`` at its position (``None`` in
@@ -178,7 +199,7 @@ class TaskIterator:
             return None
         if len(runs) == 1:
             return Results(runs[0][1], runs[0][2])
-        values: list[Any] = []
+        values: list[R] = []
         errors: dict[int, BaseException] | None = None
         for _, run_values, run_errors in runs:
             if run_errors:

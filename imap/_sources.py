@@ -169,7 +169,7 @@ class IterableSource(Generic[T]):
         count = min(count, self._per_take or count)
         try:
             items.extend(itertools.islice(self._iterator, count))
-        except BaseException as exc:  # noqa: BLE001 - the error of the next position
+        except BaseException as exc:  # the error of the next position
             if not items:
                 raise
             self._raised = exc
@@ -200,8 +200,8 @@ class IterableSource(Generic[T]):
         if self.thread is not None:
             return
         with self._cond:
-            if self.thread is not None:
-                return
+            if self.thread is not None:    # another thread started it meanwhile
+                return  # type: ignore[unreachable]  # mypy assumes no other thread set it
             self.thread = threading.Thread(target=self._read_input, daemon=True,
                                            name=f"{self.name}-reader")
         self.thread.start()
@@ -245,5 +245,5 @@ class IterableSource(Generic[T]):
             return
         try:
             wake()
-        except Exception:  # noqa: BLE001 - the consumer's bug; the reader goes on
+        except Exception:  # the consumer's bug; the reader goes on
             log.exception("%s: the wake callback raised", self.name)

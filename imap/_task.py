@@ -392,7 +392,7 @@ class Task:
             result = next(iterator)
             failed = errors is not None and position in errors
             if failed:
-                result = errors[position]  # type: ignore[index]
+                result = errors[position]  # type: ignore[index]  # not None when failed
             if tracked is not None:
                 tracked[index] = result
             if not run_values or index != run_start + len(run_values):
@@ -433,5 +433,5 @@ class Task:
 def _call(wake: Wake, task: Task) -> None:
     try:
         wake()
-    except Exception:  # noqa: BLE001 - a consumer's bug must not stop the delivering thread
+    except Exception:  # a consumer's bug must not stop the delivering thread
         log.exception("a wake callback of task %d raised", task.id)

@@ -33,6 +33,8 @@ import ssl
 import sys
 import threading
 import time
+from types import FrameType
+from typing import Any, NoReturn
 
 from rpyc.core.service import SlaveService
 from rpyc.utils.authenticators import SSLAuthenticator
@@ -62,27 +64,27 @@ address that is a shell, with this user's rights, for everybody on that network.
   - or, only on a network you fully trust, add --insecure"""
 
 
-def _nodelay(sock) -> None:
+def _nodelay(sock: socket.socket) -> None:
     try:  # replies over 64 KB otherwise meet ~40 ms Nagle / delayed-ACK stalls
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError:
         pass
 
 
-class _Threaded(ThreadedServer):
-    def _accept_method(self, sock):
+class _Threaded(ThreadedServer):  # type: ignore[misc]  # rpyc ships no types: it is Any
+    def _accept_method(self, sock: socket.socket) -> None:
         _nodelay(sock)
         super()._accept_method(sock)
 
 
-class _Forking(ForkingServer):
+class _Forking(ForkingServer):  # type: ignore[misc]  # rpyc ships no types: it is Any
     """ForkingServer that knows its children, so it can stop them."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.children: set[int] = set()
         super().__init__(*args, **kwargs)    # installs self._handle_sigchld
 
-    def _handle_sigchld(self, signum, frame):
+    def _handle_sigchld(self, signum: int, frame: FrameType | None) -> None:
         while True:
             try:
                 pid, _ = os.waitpid(-1, os.WNOHANG)
@@ -92,7 +94,7 @@ class _Forking(ForkingServer):
                 return
             self.children.discard(pid)
 
-    def _accept_method(self, sock):
+    def _accept_method(self, sock: socket.socket) -> None:
         _nodelay(sock)
         parent = os.getpid()
         # blocked from fork until the pid is recorded (parent) or the handlers are reset
@@ -108,7 +110,7 @@ class _Forking(ForkingServer):
         sock.close()
         self.clients.discard(sock)
 
-    def _serve_in_child(self, sock, parent: int):
+    def _serve_in_child(self, sock: socket.socket, parent: int) -> NoReturn:
         status = 0
         try:
             for signum in _HANDLED:
@@ -118,7 +120,7 @@ class _Forking(ForkingServer):
             self.listener.close()
             self.clients.clear()
             self._authenticate_and_serve_client(sock)
-        except BaseException:  # noqa: BLE001 - a child must never return into the accept loop
+        except BaseException:  # a child must never return into the accept loop
             self.logger.exception("connection process failed")
             status = 1
         finally:
@@ -207,7 +209,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_args(parser: argparse.ArgumentParser, args) -> SSLAuthenticator | None:
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace
+                ) -> SSLAuthenticator | None:
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be 0..65535, not {args.port}")
     tls = (args.ssl_keyfile, args.ssl_certfile, args.ssl_cafile)
@@ -216,7 +219,8 @@ def _check_args(parser: argparse.ArgumentParser, args) -> SSLAuthenticator | Non
                      "(mutual TLS: without a CA any client could connect)")
     if not all(tls):
         return None
-    for option, path in zip(("--ssl-keyfile", "--ssl-certfile", "--ssl-cafile"), tls):
+    for option, path in zip(("--ssl-keyfile", "--ssl-certfile", "--ssl-cafile"), tls,
+                            strict=True):
         if not os.path.isfile(path):
             parser.error(f"{option}: no such file {path!r}")
     try:  # fail now rather than at every connection
@@ -280,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"imap-server: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
 
-    def stop(signum, frame):
+    def stop(signum: int, frame: FrameType | None) -> None:
         server.active = False
         try:
             server.listener.shutdown(socket.SHUT_RDWR)   # wakes the accept loop at once

@@ -26,7 +26,9 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from itertools import islice
+from typing import Any
 
 import dask.bag
 from distributed import Client, LocalCluster, as_completed
@@ -46,7 +48,7 @@ def sleep5ms(x: int) -> int:
     return x
 
 
-def time_imap(func, items: list, **settings) -> float:
+def time_imap(func: Callable[[int], int], items: list[int], **settings: Any) -> float:
     pool = IMap(**settings)
     warm = pool.add_task(func, range(100))
     pool.start()
@@ -64,27 +66,30 @@ def time_imap(func, items: list, **settings) -> float:
     return elapsed
 
 
-def time_bag(client: Client, func, items: list) -> float:
+def time_bag(client: Client, func: Callable[[int], int], items: list[int]) -> float:
     started = time.perf_counter()
-    results = dask.bag.from_sequence(items).map(func).compute(scheduler=client.get)
+    bag = dask.bag.from_sequence(items)  # type: ignore[no-untyped-call]  # dask: not annotated
+    results = bag.map(func).compute(scheduler=client.get)
     elapsed = time.perf_counter() - started
     assert len(results) == len(items)
     return elapsed
 
 
-def time_window(client: Client, func, items: list, window: int) -> float:
+def time_window(client: Client, func: Callable[[int], int], items: list[int], window: int
+                ) -> float:
     """The bounded window of per-item futures (dask/distributed#864), results re-ordered."""
     started = time.perf_counter()
     source = iter(enumerate(items))
     futures = {client.submit(func, x, pure=False): i for i, x in islice(source, window)}
-    pending = as_completed(list(futures), with_results=True, loop=client.loop)
+    pending = as_completed(  # type: ignore[no-untyped-call]  # distributed: not annotated
+        list(futures), with_results=True, loop=client.loop)
     done: dict[int, int] = {}
     for future, result in pending:
         done[futures.pop(future)] = result
         for i, x in islice(source, 1):
             future = client.submit(func, x, pure=False)
             futures[future] = i
-            pending.add(future)
+            pending.add(future)  # type: ignore[no-untyped-call]  # distributed: not annotated
     results = [done[i] for i in range(len(items))]
     elapsed = time.perf_counter() - started
     assert len(results) == len(items)
@@ -108,9 +113,11 @@ def main(argv: list[str] | None = None) -> int:
         if options.verbose:
             print(f"  {label}: {seconds:.3f} s", file=sys.stderr)
 
-    with LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True,
-                      host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, \
-            Client(cluster, set_as_default=False) as client:
+    # distributed does not annotate LocalCluster and Client: hence the two ignores
+    with LocalCluster(n_workers=WORKERS, threads_per_worker=1,  # type: ignore[no-untyped-call]
+                      processes=True, host="127.0.0.1",
+                      dashboard_address="127.0.0.1:0") as cluster, \
+            Client(cluster, set_as_default=False) as client:  # type: ignore[no-untyped-call]
         client.gather(client.map(add1, range(100), pure=False))     # warm up
         on_dask = {"worker_type": "dask", "worker_remote": client}
         for _ in range(options.repeat):

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from multiprocessing import get_context
 from multiprocessing.pool import ThreadPool
+from typing import Any
 
 from _common import pool_seconds  # scripts/
 from imap import IMap
@@ -47,7 +48,7 @@ def sleep10ms(x: int) -> int:
     return x
 
 
-def time_imap(func: Callable[[int], int], items: list[int], **settings: object) -> float:
+def time_imap(func: Callable[[int], int], items: list[int], **settings: Any) -> float:
     pool = IMap(worker_num=WORKERS, **settings)
     warm = pool.add_task(func, range(100))
     pool.start()

@@ -21,6 +21,7 @@ process and its workers; it should stay flat (bounded by the run's window).
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import multiprocessing
 import operator
@@ -195,17 +196,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     rates: dict[str, float] = {}
     for chunksize in (100, 1000, 10000):
         rates[f"Pool.imap(composed, {chunksize})"] = median_rate(
-            lambda c=chunksize: pool_chain(n, c), n, repeat)
+            functools.partial(pool_chain, n, chunksize), n, repeat)
     rates["hand-written fan-join (Pool.imap x 2, 1000)"] = median_rate(
         lambda: pool_fan_join(n), n, repeat)
     for fuse in (True, False) if args.no_fuse else (True,):
         tag = "" if fuse else ", unfused"
         rates[f"papy chain (a) IMap per stage{tag}"] = median_rate(
-            lambda f=fuse: papy_chain(n, False, f), n, repeat)
+            functools.partial(papy_chain, n, False, fuse), n, repeat)
         rates[f"papy chain (b) one IMap{tag}"] = median_rate(
-            lambda f=fuse: papy_chain(n, True, f), n, repeat)
+            functools.partial(papy_chain, n, True, fuse), n, repeat)
         rates[f"papy fan-join one IMap{tag}"] = median_rate(
-            lambda f=fuse: papy_fan_join(n, f), n, repeat)
+            functools.partial(papy_fan_join, n, fuse), n, repeat)
     if args.pypeln_n:
         rates["pypeln process x 3"] = median_rate(lambda: pypeln_run(args.pypeln_n),
                                                   args.pypeln_n, repeat)

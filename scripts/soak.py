@@ -30,6 +30,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -54,7 +55,7 @@ def join_sum(inbox: Sequence[int]) -> int:
     return inbox[0] + inbox[1]
 
 
-def build(stride: int) -> tuple[Plumber, Piper, tuple[IMap, IMap]]:
+def build(stride: int) -> tuple[Plumber, Piper, tuple[IMap[Any], IMap[Any]]]:
     outer = IMap(worker_type="process", worker_num=2, stride=stride)
     inner = IMap(worker_type="process", worker_num=2, stride=stride)
     a = Piper(add1, parallel=outer, name="A")

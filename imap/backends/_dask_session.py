@@ -68,6 +68,7 @@ def dask_workers(target: Any, worker_num: int | None) -> tuple[Any, int]:
         if target.status != "running":
             raise ValueError(f"worker_remote: the distributed.Client is {target.status}, not "
                              f"running")
+        # distributed does not annotate Client.nthreads
         threads = worker_num or sum(target.nthreads().values())  # type: ignore[no-untyped-call]
     elif isinstance(target, Cluster):
         threads = worker_num or sum(w.get("nthreads", 0) for w in
@@ -91,12 +92,13 @@ class _OwnClient(Client):
     gone, but its LoopRunner still counts it)."""
 
     def __init__(self, target: Any):
+        # distributed does not annotate Client.__init__
         super().__init__(target, set_as_default=False,  # type: ignore[no-untyped-call]
                          timeout=CONNECT_TIMEOUT)
 
     def start(self, **kwargs: Any) -> None:
         try:
-            super().start(**kwargs)  # type: ignore[no-untyped-call]
+            super().start(**kwargs)  # type: ignore[no-untyped-call]  # distributed: untyped
         except BaseException:
             runner = getattr(self, "_loop_runner", None)
             if runner is not None:
@@ -167,13 +169,14 @@ class _Session:
                 return
             self._owns_client = True
             if target is None:
+                # distributed does not annotate LocalCluster
                 self._cluster = distributed.LocalCluster(  # type: ignore[no-untyped-call]
                     n_workers=self.worker_num, threads_per_worker=1, processes=True,
                     host="127.0.0.1", dashboard_address="127.0.0.1:0")
                 self.address = str(self._cluster.scheduler_address)
                 target = self._cluster
             self.client = _OwnClient(target)
-        except Exception as exc:  # noqa: BLE001 - any failure to connect
+        except Exception as exc:  # any failure to connect
             what = "start a LocalCluster" if target is None else \
                 f"connect to the Dask scheduler at {self.address}"
             raise WorkerStartError(f"cannot {what}: {type(exc).__name__}: {exc}") from exc
@@ -185,7 +188,7 @@ class _Session:
             future = client.submit(_dask_side.probe, key=f"imap-probe-{self.token}",
                                    pure=False)
             remote = tuple(future.result(timeout=CONNECT_TIMEOUT))
-        except Exception as exc:  # noqa: BLE001 - e.g. imap not installed on the workers
+        except Exception as exc:  # e.g. imap not installed on the workers
             raise WorkerStartError(
                 f"the Dask workers of {self.address} cannot run IMap batches: "
                 f"{type(exc).__name__}: {exc}. Install papy on every worker (pip install "
@@ -215,7 +218,7 @@ class _Session:
             import dill
             try:
                 data = dill.dumps((spec.func, spec.args, spec.kwargs), recurse=True)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise SerializationError(
                     f"task {spec.task_id}: the function {describe(spec.func)} (with its args "
                     f"and kwargs) cannot be pickled with dill to send it to the Dask "
@@ -267,6 +270,7 @@ class _Session:
         self._cluster = None
         if client is not None and self._owns_client:
             self.client = None
+            # distributed does not annotate Client.close
             _quietly(lambda: client.close(timeout=CONNECT_TIMEOUT))  # type: ignore[no-untyped-call]
         if cluster is not None:
             _quietly(lambda: cluster.close(timeout=CONNECT_TIMEOUT))
@@ -275,5 +279,5 @@ class _Session:
 def _quietly(call: Any) -> None:
     try:
         call()
-    except Exception:  # noqa: BLE001 - best effort during shutdown
+    except Exception:  # best effort during shutdown
         log.debug("ignored error while closing a Dask session", exc_info=True)

@@ -79,7 +79,8 @@ def run_batch(call_key: tuple[str, int], payload: bytes, data: bytes, each: bool
     values, errors, elapsed, overdue = _evaluate_items(call, [items[p] for p in good],
                                                        item_timeout)
     placed: list[Any] = [None] * len(items)
-    for value, position in zip(values, good):
+    # values stop at an overdue item (the items after it are not evaluated): not strict
+    for value, position in zip(values, good, strict=False):
         placed[position] = value
     placed_errors = {good[k]: exc for k, exc in (errors or {}).items()}
     if overdue is not None:       # the items after it are left to the client
@@ -150,11 +151,11 @@ def evaluate_limited(call: Callable[[Any], Any], items: list[Any], limit: float
 
 def _load(call_key: tuple[str, int], payload: bytes) -> Callable[[Any], Any]:
     with _calls_lock:
-        call = _calls.get(call_key)
-        if call is not None:
+        cached = _calls.get(call_key)
+        if cached is not None:
             _calls.move_to_end(call_key)
-            return call
-    call: Callable[[Any], Any] = _evaluate.load_function(payload)   # outside the lock
+            return cached
+    call = _evaluate.load_function(payload)   # outside the lock
     with _calls_lock:
         _calls[call_key] = call
         while len(_calls) > CACHE_SIZE:

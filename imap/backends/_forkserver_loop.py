@@ -58,6 +58,7 @@ def _forget_inherited_helpers() -> None:
     (fork server, resource tracker: their descriptors are closed here; a worker that needs
     them starts its own)."""
     from multiprocessing import process, util
+    # private multiprocessing state, not in the stubs: hence the ignores
     process._children.clear()            # type: ignore[attr-defined]
     util._finalizer_registry.clear()     # type: ignore[attr-defined]
     forkserver = sys.modules.get("multiprocessing.forkserver")
@@ -161,13 +162,13 @@ def become_worker(setup: bytes, connection: int, progress: int, server_pid: int)
         from multiprocessing.connection import Connection
         # as in a child that multiprocessing forks: its after-fork hooks first, its exit
         # finalizers (papy's transfer janitor, for one) when the worker ends
-        util._run_after_forkers()            # type: ignore[attr-defined]
+        util._run_after_forkers()            # type: ignore[attr-defined]  # private, no stub
         progress_map = mmap.mmap(progress, 16)
         os.close(progress)
         try:
             worker_main(Connection(connection), progress_map, *worker_args)
         finally:
-            util._exit_function()            # type: ignore[attr-defined]
+            util._exit_function()            # type: ignore[attr-defined]  # private, no stub
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
     except BaseException:  # noqa: BLE001 - shown on the worker's stderr, then exit 1

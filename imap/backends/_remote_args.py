@@ -14,8 +14,12 @@ import errno
 import ipaddress
 import os
 import socket
+from typing import TYPE_CHECKING
 
 from rpyc.core.stream import SocketStream
+
+if TYPE_CHECKING:
+    import ssl
 
 #: the port of ``rpyc_classic`` and of ``python -m imap.server``
 DEFAULT_PORT = 18812
@@ -28,7 +32,7 @@ _TLS_KEYS = ("keyfile", "certfile", "cafile")
 
 # -- arguments --------------------------------------------------------------------------
 
-def parse_worker_remote(worker_remote) -> list[tuple[str, int, int]]:
+def parse_worker_remote(worker_remote: object) -> list[tuple[str, int, int]]:
     """Validate ``worker_remote``; return ``[(host, port, n), ...]``.
 
     >>> parse_worker_remote([('node1', 4), ['node2:18813', 2]])
@@ -42,7 +46,7 @@ def parse_worker_remote(worker_remote) -> list[tuple[str, int, int]]:
     if isinstance(worker_remote, (str, bytes, dict)) or not isinstance(worker_remote,
                                                                           (list, tuple)):
         raise TypeError(f"{_ALLOWED}; got {worker_remote!r}")
-    specs = []
+    specs: list[tuple[str, int, int]] = []
     for entry in worker_remote:
         if not isinstance(entry, (list, tuple)) or len(entry) != 2:
             raise TypeError(f"{_ALLOWED}; got the entry {entry!r}")
@@ -87,7 +91,7 @@ def _check_ipv6(text: str, address: str) -> None:
         raise ValueError(f"{_ALLOWED}; got the host {address!r}") from None
 
 
-def _check_tls(tls) -> dict | None:
+def _check_tls(tls: object) -> dict[str, str] | None:
     if tls is None:
         return None
     if not isinstance(tls, dict):
@@ -107,7 +111,7 @@ def _check_tls(tls) -> dict | None:
 
 # -- the socket --------------------------------------------------------------------------
 
-class _Stream(SocketStream):
+class _Stream(SocketStream):  # type: ignore[misc]  # rpyc ships no types: SocketStream is Any
     """rpyc's SocketStream, but a stall inside a message is an error, not an endless wait.
 
     The socket's timeout is the handle's timeout: a message that stops arriving halfway
@@ -117,14 +121,14 @@ class _Stream(SocketStream):
 
     __slots__ = ()
 
-    def read(self, count):
-        data = []
+    def read(self, count: int) -> bytes:
+        data: list[bytes] = []
         while count > 0:
             try:
                 buf = self.sock.recv(min(self.MAX_IO_CHUNK, count))
-            except socket.timeout:
+            except socket.timeout as exc:
                 self.close()
-                raise EOFError("the server stopped sending in the middle of a message")
+                raise EOFError("the server stopped sending in the middle of a message") from exc
             except OSError as exc:
                 if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
                     continue
@@ -137,7 +141,7 @@ class _Stream(SocketStream):
             count -= len(buf)
         return b"".join(data)
 
-    def write(self, data):
+    def write(self, data: bytes) -> None:
         view = memoryview(data)
         try:
             while view:
@@ -147,7 +151,8 @@ class _Stream(SocketStream):
             raise EOFError(exc) from exc
 
 
-def _open_stream(host: str, port: int, tls: dict | None, timeout: float) -> _Stream:
+def _open_stream(host: str, port: int, tls: dict[str, str] | None, timeout: float
+                 ) -> _Stream:
     """Connect (and do the TLS handshake) within ``timeout``; the socket is closed on error.
 
     rpyc's own connect leaks the socket when the connection is refused, and its factories
@@ -165,18 +170,18 @@ def _open_stream(host: str, port: int, tls: dict | None, timeout: float) -> _Str
             try:
                 sock = _tls_context(tls).wrap_socket(sock, server_hostname=host)
             except OSError as exc:
-                raise _HandshakeFailed(exc) from exc
+                raise _HandshakeFailedError(exc) from exc
         return _Stream(sock)
     except BaseException:
         sock.close()
         raise
 
 
-class _HandshakeFailed(Exception):
+class _HandshakeFailedError(Exception):
     pass
 
 
-def _tls_context(tls: dict):
+def _tls_context(tls: dict[str, str]) -> ssl.SSLContext:
     """Client side of mutual TLS: show our certificate, require one signed by the CA.
 
     Only the chain is checked, not the host name: any certificate of the private CA is
@@ -190,7 +195,7 @@ def _tls_context(tls: dict):
     return context
 
 
-def _tls_hint(tls: dict | None) -> str:
+def _tls_hint(tls: dict[str, str] | None) -> str:
     if tls is None:
         return ("; if the server uses TLS (--ssl-cafile), give remote_tls=dict(keyfile=, "
                 "certfile=, cafile=); a server of another rpyc major version also fails here")

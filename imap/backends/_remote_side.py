@@ -9,14 +9,24 @@ Only the text of ``_RemoteSide`` (``inspect.getsource``) and of ``imap._evaluate
 so the class must stay self-contained: its methods import what they need (standard library,
 rpyc, dill) and use nothing else defined in this module or in imap. A plain
 ``rpyc_classic`` server with only rpyc and dill installed can then serve IMap workers.
+The class text runs there without ``from __future__ import annotations``: the annotations
+of its signatures are builtins or strings (those of local variables are never evaluated).
 """
 from __future__ import annotations
 
 import functools
 import inspect
 import threading
+from typing import TYPE_CHECKING
 
 from .. import _evaluate
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import ModuleType
+    from typing import Any
+
+    from .._evaluate import ErrorRecord
 
 
 class _RemoteSide:
@@ -31,7 +41,8 @@ class _RemoteSide:
     item at ``position`` ran past its item_timeout.
     """
 
-    def __init__(self, evaluate_source, beat, interval, chunk, server_conn):
+    def __init__(self, evaluate_source: str, beat: "Callable[..., None]", interval: float,
+                 chunk: int, server_conn: "Any") -> None:
         import os
         import pickle
         import rpyc
@@ -40,15 +51,16 @@ class _RemoteSide:
         import types
         module = types.ModuleType("imap_evaluate_shipped")
         exec(compile(evaluate_source, "imap/_evaluate.py (shipped)", "exec"), module.__dict__)
-        self._evaluate = module
+        self._evaluate: ModuleType = module
         self._pickle = pickle
         self._os = os
-        self._functions = {}          # task key -> (call, None) or (None, error record)
-        self._parts = {"payload": [], "data": []}
-        self._pending = []            # reply chunks not fetched yet, last one first
+        # task key -> (call, None) or (None, error record)
+        self._functions: dict[int, tuple[Callable[[Any], Any] | None, ErrorRecord | None]] = {}
+        self._parts: dict[str, list[bytes]] = {"payload": [], "data": []}
+        self._pending: list[bytes] = []   # reply chunks not fetched yet, last one first
         self._chunk = chunk
         self._busy = False
-        self._limit = None            # item_timeout of the running call, in ns
+        self._limit: int | None = None    # item_timeout of the running call, in ns
         self._progress = [-1, 0]      # position in the batch being evaluated, its start (ns)
         self._wake_read, self._wake_write = os.pipe()   # wakes the beat thread
         self._conn = server_conn
@@ -65,7 +77,7 @@ class _RemoteSide:
         threading.Thread(target=self._beat_loop, args=(interval,), daemon=True,
                          name="imap-heartbeat").start()
 
-    def _beat_loop(self, interval):
+    def _beat_loop(self, interval: float) -> None:
         """While a call runs: heartbeats; the item_timeout; and, in a process of its own,
         exit as soon as the client hangs up (killed, timed out): no computing for nobody.
 
@@ -112,28 +124,29 @@ class _RemoteSide:
             os.close(self._wake_read)
             os.close(self._wake_write)
 
-    def _deadline(self):
+    def _deadline(self) -> float:
         position, started, limit = self._progress[0], self._progress[1], self._limit
         if limit is None or position < 0 or not self._busy:
             return float("inf")
         return started + limit
 
-    def _overdue(self, now):
+    def _overdue(self, now: int) -> int | None:
         """The position of the item running past the item_timeout, or None."""
         position, started, limit = self._progress[0], self._progress[1], self._limit
         if limit is None or position < 0 or now - started < limit:
             return None
         return position if self._progress[0] == position else None   # it did not just end
 
-    def put(self, which, chunk):
+    def put(self, which: str, chunk: bytes) -> None:
         """Receive one chunk of a payload or batch bigger than one call."""
         self._parts[which].append(chunk)
 
-    def more(self):
+    def more(self) -> bytes:
         """Send the next chunk of a reply bigger than one call."""
         return self._pending.pop()
 
-    def run(self, key, payload, data, each, task, start, item_timeout=None):
+    def run(self, key: int, payload: bytes | None, data: bytes, each: bool, task: int,
+            start: int, item_timeout: float | None = None) -> bytes | tuple[int, bytes] | None:
         """Evaluate a batch; return reply bytes, (chunks left, first chunk), or None when
         the batch cannot be unpickled here (the client then sends it item by item)."""
         self._progress[0] = -1
@@ -150,7 +163,7 @@ class _RemoteSide:
         self._pending = chunks[:0:-1]
         return len(self._pending), chunks[0]
 
-    def _joined(self, which, last):
+    def _joined(self, which: str, last: bytes) -> bytes:
         parts = self._parts[which]
         if not parts:
             return last
@@ -159,28 +172,37 @@ class _RemoteSide:
         parts.clear()
         return joined
 
-    def _evaluated(self, call, items, positions):
+    def _evaluated(self, call: "Callable[[Any], Any]", items: "list[Any]",
+                   positions: list[int] | None
+                   ) -> "tuple[list[Any], dict[int, BaseException] | None, float]":
         """evaluate(); with an item_timeout, each item's start and position are recorded
         first (in that order: the beat thread reads them in the other order)."""
+        outcome: tuple[list[Any], dict[int, BaseException] | None, float]
         if self._limit is None:
-            return self._evaluate.evaluate(call, items)
+            outcome = self._evaluate.evaluate(call, items)
+            return outcome
         import itertools
         import time
         progress, clock = self._progress, time.monotonic_ns
         numbers = iter(positions) if positions is not None else itertools.count()
         first = [True]
 
-        def timed(item):
+        def timed(item: object) -> object:
             progress[1] = clock()
             progress[0] = next(numbers)
             if first:                      # the beat thread learns the first deadline
                 first.clear()
                 self._os.write(self._wake_write, b"x")
             return call(item)
-        return self._evaluate.evaluate(timed, items)
+        outcome = self._evaluate.evaluate(timed, items)
+        return outcome
 
-    def _run(self, key, payload, data, each, task, start):
+    def _run(self, key: int, payload: bytes | None, data: bytes, each: bool, task: int,
+             start: int) -> bytes | None:
         ev = self._evaluate
+        records: dict[int, ErrorRecord]
+        positions: list[int] | None
+        blobs: list[bytes | None] | None
         if payload is not None:
             try:
                 self._functions[key] = (ev.load_function(self._joined("payload", payload)), None)
@@ -211,15 +233,18 @@ class _RemoteSide:
             values, errors, elapsed = [None] * len(items), None, 0.0
             records.update({pos: failure for pos in (positions or range(len(items)))})
         else:
+            assert call is not None       # loaded: no failure
             values, errors, elapsed = self._evaluated(call, items, positions)
         if positions is not None:
-            full, moved = [None] * len(blobs), {}
+            assert blobs is not None      # read with positions (each)
+            full: list[Any] = [None] * len(blobs)
+            moved: dict[int, BaseException] = {}
             for i, pos in enumerate(positions):
                 full[pos] = values[i]
                 if errors and i in errors:
                     moved[pos] = errors[i]
             values, errors = full, moved or None
-        reply = ev.encode_reply(values, errors, elapsed, task, start)
+        reply: bytes = ev.encode_reply(values, errors, elapsed, task, start)
         if records:
             values, more, elapsed = self._pickle.loads(reply)
             records.update(more or {})

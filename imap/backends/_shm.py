@@ -28,6 +28,7 @@ import itertools
 import mmap
 import os
 import pickle
+from typing import Any, SupportsIndex
 
 import posix_ipc
 
@@ -38,6 +39,8 @@ DEFAULT_THRESHOLD = 1 << 20
 _MIN_SEGMENT = 1 << 20
 _GIL_FREE_COPY = 1 << 20
 _pool_numbers = itertools.count()
+#: where a message's large buffers lie: (segment name, ((offset, size, owned), ...))
+Descriptor = tuple[str, tuple[tuple[int, int, bool], ...]]
 
 
 def pool_prefix() -> str:
@@ -51,7 +54,7 @@ SCAN_UP_TO_ITEMS = 64
 _BUFFER_TYPES = (bytes, bytearray, memoryview)
 
 
-def _rebuild(kind, buffer):
+def _rebuild(kind: type[Any], buffer: Any) -> Any:
     if kind is memoryview:
         return memoryview(bytearray(buffer))
     return kind(buffer)
@@ -63,15 +66,15 @@ class _Blob:
 
     __slots__ = ("kind", "data")
 
-    def __init__(self, kind, data):
+    def __init__(self, kind: type[Any], data: Any) -> None:
         self.kind = kind
         self.data = data
 
-    def __reduce_ex__(self, protocol):
+    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
         return _rebuild, (self.kind, pickle.PickleBuffer(self.data))
 
 
-def _swap_large(obj, threshold: int, depth: int):
+def _swap_large(obj: Any, threshold: int, depth: int) -> Any:
     """Replace large buffers by _Blob, in obj and (depth) levels of lists and tuples."""
     kind = type(obj)
     if kind in _BUFFER_TYPES:
@@ -82,7 +85,7 @@ def _swap_large(obj, threshold: int, depth: int):
         return _Blob(kind, obj) if len(obj) >= threshold else obj
     if depth and (kind is list or kind is tuple):
         swapped = [_swap_large(item, threshold, depth - 1) for item in obj]
-        if any(new is not old for new, old in zip(swapped, obj)):
+        if any(new is not old for new, old in zip(swapped, obj, strict=True)):
             return swapped if kind is list else tuple(swapped)
     return obj
 
@@ -105,14 +108,14 @@ def _copy_into(target: mmap.mmap, offset: int, raw: memoryview) -> None:
 class Writer:
     """Pickles objects, putting large buffers into a reusable shared-memory segment."""
 
-    def __init__(self, prefix: str, threshold: int):
+    def __init__(self, prefix: str, threshold: int) -> None:
         self._prefix = prefix
         self._threshold = threshold
         self._generations = itertools.count()
         self._name: str | None = None
         self._map: mmap.mmap | None = None
 
-    def dumps(self, obj) -> tuple[bytes, tuple | None]:
+    def dumps(self, obj: object) -> tuple[bytes, Descriptor | None]:
         """Return ``(pickle, descriptor)``; descriptor is None when nothing went out of band."""
         buffers: list[memoryview] = []
         threshold = self._threshold
@@ -134,22 +137,24 @@ class Writer:
             return data, None
         return data, self._store(buffers)
 
-    def _store(self, buffers: list[memoryview]) -> tuple:
+    def _store(self, buffers: list[memoryview]) -> Descriptor:
         needed = sum(raw.nbytes for raw in buffers)
         if self._map is None or len(self._map) < needed:
             self._grow(needed)
+        target, name = self._map, self._name
+        assert target is not None and name is not None     # made by _grow
         spans = []
         offset = 0
         for raw in buffers:
             size = raw.nbytes
-            _copy_into(self._map, offset, raw)
+            _copy_into(target, offset, raw)
             # bytes/bytearray/memoryview copy when rebuilt; anything else (numpy) needs its
             # own copy, or it would keep pointing into the segment that is reused
             owned = type(raw.obj) in _BUFFER_TYPES
             spans.append((offset, size, owned))
             offset += size
             raw.release()
-        return self._name, tuple(spans)
+        return name, tuple(spans)
 
     def _grow(self, needed: int) -> None:
         self.close()
@@ -177,17 +182,18 @@ class Writer:
 class Reader:
     """Maps the other side's segments and unpickles with their buffers."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._name: str | None = None
         self._map: mmap.mmap | None = None
 
-    def loads(self, data: bytes, descriptor: tuple | None):
+    def loads(self, data: bytes, descriptor: Descriptor | None) -> Any:
         if descriptor is None:
             return pickle.loads(data)
         name, spans = descriptor
         if name != self._name:
             self._attach(name)
-        views = []
+        assert self._map is not None        # mapped by _attach
+        views: list[memoryview | bytearray] = []
         window = memoryview(self._map)
         try:
             for offset, size, owned in spans:
@@ -195,9 +201,9 @@ class Reader:
                 views.append(view if owned else bytearray(view))
             return pickle.loads(data, buffers=views)
         finally:
-            for view in views:
-                if isinstance(view, memoryview):
-                    view.release()
+            for kept in views:
+                if isinstance(kept, memoryview):
+                    kept.release()
             window.release()
 
     def _attach(self, name: str) -> None:

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
-class WorkerLost(Exception):
+class WorkerLost(Exception):  # noqa: N818 - a public name of the backend seam since the first IMap
     """Raised by ``WorkerHandle.run`` when the worker died or became unreachable.
 
     ``position`` is the index within the batch of the item being evaluated when the worker
@@ -42,7 +43,7 @@ class WorkerLost(Exception):
 
     def __init__(self, message: str, position: int | None = None, exitcode: int | None = None,
                  timed_out: bool = False, before_work: bool = False,
-                 server_died: bool = False):
+                 server_died: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.position = position
@@ -66,9 +67,9 @@ class TaskSpec:
     """
 
     task_id: int
-    func: Callable
-    args: tuple = ()
-    kwargs: dict = field(default_factory=dict)
+    func: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
     payload: bytes | None = None
     key: int = field(default_factory=lambda: next(_task_keys))
     #: seconds one item may run; past it the worker is killed and replaced (processes,
@@ -95,7 +96,7 @@ class Batch:
 
     task: TaskSpec
     start: int
-    items: list
+    items: list[Any]
     tracked: bool = False
     isolated: bool = False
     counted: bool = False
@@ -122,7 +123,7 @@ class WorkerHandle:
         """Start the worker or connect to it. Raise ``imap.WorkerStartError`` on failure."""
         raise NotImplementedError
 
-    def run(self, batch: Batch) -> tuple[list, dict | None, float]:
+    def run(self, batch: Batch) -> tuple[list[Any], dict[int, BaseException] | None, float]:
         """Evaluate ``batch``; return ``(values, errors, elapsed_seconds)``.
 
         ``values`` has one entry per item (None where an error is); ``errors`` is None or

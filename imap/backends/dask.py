@@ -221,6 +221,7 @@ class DaskHandle(WorkerHandle):
             future = client.submit(_dask_side.run_batch, (session.token, spec.key), payload,
                                    data, each, spec.task_id, start, spec.item_timeout,
                                    key=session.next_key(), pure=False)
+            # distributed does not annotate Future.add_done_callback
             future.add_done_callback(  # type: ignore[no-untyped-call]
                 lambda _future: done.set())
             while not done.wait(HEALTH_SECONDS):

@@ -40,7 +40,7 @@ import sys
 import threading
 import time
 from multiprocessing import connection
-from typing import Any
+from typing import Any, cast
 
 from .. import _evaluate
 from .._errors import BrokenPoolError, WorkerStartError, rebuild_error, warn_safely
@@ -302,7 +302,8 @@ class ProcessHandle(WorkerHandle):
             except _UnreadableReplyError as unreadable:
                 errors[position] = rebuild_error(_evaluate.serialization_record(
                     f"the result of item {index} of task {batch.task.task_id} cannot be "
-                    f"unpickled here", unreadable.__cause__))
+                    f"unpickled here",   # raised "from" the unpickling error (_round_trip):
+                    cast(BaseException, unreadable.__cause__)))
                 continue
             elapsed += seconds
             if item_values is None:

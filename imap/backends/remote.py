@@ -42,6 +42,8 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable
+from typing import Any, cast
 
 import dill
 import rpyc
@@ -52,7 +54,7 @@ from rpyc.utils.factory import connect_channel
 from .. import _config
 from .._errors import SerializationError, WorkerStartError, rebuild_error
 from .._evaluate import PROTOCOL
-from ._remote_args import (DEFAULT_PORT, _check_tls, _HandshakeFailed, _open_stream,
+from ._remote_args import (DEFAULT_PORT, _check_tls, _HandshakeFailedError, _open_stream,
                            _Stream, _tls_hint, parse_worker_remote)
 from ._remote_side import _PROBE, _sources
 from .base import Batch, TaskSpec, WorkerHandle, WorkerLost, describe
@@ -72,7 +74,7 @@ CLOSE_TIMEOUT = 1.0
 CHUNK = 1 << 20
 
 
-def make_remote_handles(specs, tls: dict | None = None,
+def make_remote_handles(specs: Iterable[Any] | None, tls: dict[str, str] | None = None,
                         timeout: float | None = None) -> list[RemoteHandle]:
     """One ``RemoteHandle`` per worker slot of ``specs``.
 
@@ -85,7 +87,8 @@ def make_remote_handles(specs, tls: dict | None = None,
     if not all(isinstance(s, tuple) and len(s) == 3 for s in specs):
         specs = parse_worker_remote(specs)
     tls = _check_tls(tls)
-    handles, seen = [], {}
+    handles: list[RemoteHandle] = []
+    seen: dict[tuple[str, int], int] = {}
     for host, port, count in specs:
         for _ in range(count):
             seen[host, port] = seen.get((host, port), 0) + 1
@@ -105,11 +108,11 @@ class _State(enum.Enum):
     BROKEN = "broken"
 
 
-class _Stalled(Exception):
+class _StalledError(Exception):
     pass
 
 
-class _Overdue(Exception):
+class _OverdueError(Exception):
     pass
 
 
@@ -136,10 +139,10 @@ class RemoteHandle(WorkerHandle):
     start_attempts = 1
 
     def __init__(self, host: str, port: int = DEFAULT_PORT, slot: int = 1, *,
-                 tls: dict | None = None, timeout: float | None = None,
-                 connect_timeout: float | None = None):
+                 tls: dict[str, str] | None = None, timeout: float | None = None,
+                 connect_timeout: float | None = None) -> None:
         try:   # the one validator of seconds (NaN, infinities, negatives, non-numbers)
-            timeout = _config.seconds("remote_timeout", timeout, default=DEFAULT_TIMEOUT,
+            checked = _config.seconds("remote_timeout", timeout, default=DEFAULT_TIMEOUT,
                                       allow_zero=False)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"remote_timeout must be a positive number of seconds or None "
@@ -147,21 +150,22 @@ class RemoteHandle(WorkerHandle):
         self.host, self.port, self.slot = host, int(port), slot
         self.name = f"{host}:{port} slot {slot}"
         self.tls = _check_tls(tls)
-        self.timeout = float(timeout)
+        self.timeout = float(checked)
         self.connect_timeout = float(connect_timeout or min(self.timeout, CONNECT_TIMEOUT))
         self.interval = min(max(self.timeout / 4, 0.05), 5.0)
         self._lock = threading.Lock()
         self._state = _State.CLOSED
         self._killed = False
-        self._conn = None
+        self._conn: Any = None            # an rpyc Connection (rpyc ships no types)
         self._stream: _Stream | None = None
         self._shipped: set[int] = set()
         self._payloads: dict[int, bytes] = {}
         self._last_sign = 0.0
         self._overdue: tuple[int, bool] | None = None   # (position, stopped) from the server
         self._beat = self._on_beat        # one bound method, referenced by the server
-        self._remote = None               # async wrappers of the _RemoteSide methods
-        self._side = None                 # the netref keeping the server side alive
+        # async wrappers of the _RemoteSide methods run, put and more
+        self._remote: tuple[Any, Any, Any] | None = None
+        self._side: Any = None            # the netref keeping the server side alive
 
     def __repr__(self) -> str:
         return f"<RemoteHandle {self.name} {self._state.value}>"
@@ -174,10 +178,11 @@ class RemoteHandle(WorkerHandle):
         where = f"{self.host}:{self.port}"
         try:
             stream = _open_stream(self.host, self.port, self.tls, self.connect_timeout)
-        except _HandshakeFailed as exc:
+        except _HandshakeFailedError as exc:   # always raised "from" the handshake's error
+            cause = cast(BaseException, exc.__cause__)
             raise WorkerStartError(
                 f"the TLS handshake with the remote worker server {where} failed: "
-                f"{_cause(exc.__cause__)}; check remote_tls: the server must run with TLS "
+                f"{_cause(cause)}; check remote_tls: the server must run with TLS "
                 f"(--ssl-keyfile, --ssl-certfile, --ssl-cafile) and its certificate must be "
                 f"signed by remote_tls['cafile']") from exc.__cause__
         except (OSError, EOFError) as exc:
@@ -197,7 +202,7 @@ class RemoteHandle(WorkerHandle):
         except WorkerStartError:
             _discard(conn, stream)
             raise
-        except Exception as exc:  # noqa: BLE001 - reset, timeout, protocol or TLS error
+        except Exception as exc:          # reset, timeout, protocol or TLS error
             _discard(conn, stream)
             raise WorkerStartError(f"cannot open a worker on {where}: {_cause(exc)}"
                                    f"{_tls_hint(self.tls)}") from exc
@@ -210,7 +215,7 @@ class RemoteHandle(WorkerHandle):
         self._shipped.clear()
         log.debug("connected to %s", self.name)
 
-    def _check_versions(self, conn, where: str) -> None:
+    def _check_versions(self, conn: Any, where: str) -> None:
         conn.execute(_PROBE)
         remote = tuple(conn.eval("_imap_versions"))
         local = local_versions()
@@ -227,7 +232,7 @@ class RemoteHandle(WorkerHandle):
                 f"the same rpyc and dill versions on every host (functions travel as "
                 f"bytecode: a mismatch can crash the server)")
 
-    def _install(self, conn) -> None:
+    def _install(self, conn: Any) -> None:
         side_source, evaluate_source = _sources()
         conn.execute(side_source)
         side = conn.namespace["_RemoteSide"](evaluate_source, self._beat, self.interval, CHUNK,
@@ -237,19 +242,21 @@ class RemoteHandle(WorkerHandle):
 
     # -- run -----------------------------------------------------------------------------
 
-    def run(self, batch: Batch) -> tuple[list, dict | None, float]:
+    def run(self, batch: Batch) -> tuple[list[Any], dict[int, BaseException] | None, float]:
         """Evaluate ``batch`` on the server. Raise WorkerLost if the server is lost."""
         with self._lock:
             if self._state is not _State.OPEN:
                 raise WorkerLost("was killed (its connection was shut down)" if self._killed
                                  else f"has no open connection ({self._state.value})")
         task = batch.task
-        payload = None
+        payload: bytes | None = None
         if task.key not in self._shipped:
-            payload = self._payload(task)
-            if isinstance(payload, BaseException):
+            shipped = self._payload(task)
+            if isinstance(shipped, BaseException):
                 return [None] * len(batch.items), dict.fromkeys(range(len(batch.items)),
-                                                                  payload), 0.0
+                                                                  shipped), 0.0
+            payload = shipped
+        local_errors: dict[int, BaseException] | None
         try:
             data, each, local_errors = pickle.dumps(batch.items, PROTOCOL), False, None
         except Exception:  # noqa: BLE001 - find the unpicklable items one by one
@@ -260,24 +267,25 @@ class RemoteHandle(WorkerHandle):
             if reply is None:             # the server could not unpickle the batch
                 data, each, local_errors = self._pickle_each(batch)
                 reply = self._request(task, None, data, True, batch.start)
-        except (_Overdue, EOFError, OSError) as exc:
+        except (_OverdueError, EOFError, OSError) as exc:
             if self._overdue is None:     # a lost connection (below)
                 raise self._lost(f"lost its connection ({_cause(exc)})") from exc
             raise self._timed_out(batch) from None
-        except _Stalled:
+        except _StalledError:
             raise self._lost(f"sent no reply and no heartbeat for {self.timeout:g} s (a "
                              f"stopped or overloaded server, or a network stall); "
                              f"remote_timeout sets this limit") from None
         except ValueError as exc:         # e.g. rpyc: invalid message type
             raise self._lost(f"lost its connection ({_cause(exc)})") from exc
-        except Exception as exc:  # noqa: BLE001 - the server side itself failed
+        except Exception as exc:          # the server side itself failed
             raise self._lost(f"failed on the server ({_cause(exc)})") from exc
         except BaseException:
             self._mark_broken()           # interrupted mid-call: never reuse the connection
             raise
-        return self._decode(reply, batch, local_errors)
+        # cast: a batch sent item by item (each=True) is always answered
+        return self._decode(cast(bytes, reply), batch, local_errors)
 
-    def _payload(self, task: TaskSpec):
+    def _payload(self, task: TaskSpec) -> bytes | SerializationError:
         if task.payload is not None:
             return task.payload
         if task.key not in self._payloads:
@@ -291,8 +299,9 @@ class RemoteHandle(WorkerHandle):
                     f"{type(exc).__name__}: {exc}")
         return self._payloads[task.key]
 
-    def _pickle_each(self, batch: Batch) -> tuple[bytes, bool, dict]:
-        blobs, errors = [], {}
+    def _pickle_each(self, batch: Batch) -> tuple[bytes, bool, dict[int, BaseException]]:
+        blobs: list[bytes | None] = []
+        errors: dict[int, BaseException] = {}
         for pos, item in enumerate(batch.items):
             try:
                 blobs.append(pickle.dumps(item, PROTOCOL))
@@ -303,7 +312,10 @@ class RemoteHandle(WorkerHandle):
                     f"to send it to {self.host}: {type(exc).__name__}: {exc}")
         return pickle.dumps(blobs, PROTOCOL), True, errors
 
-    def _request(self, task: TaskSpec, payload, data: bytes, each: bool, start: int):
+    def _request(self, task: TaskSpec, payload: bytes | None, data: bytes, each: bool,
+                 start: int) -> bytes | None:
+        """The reply bytes, or None when the server could not unpickle the batch."""
+        assert self._remote is not None     # set by open(): the handle is open
         run, put, more = self._remote
         if payload is not None:
             payload = self._upload(put, "payload", payload)
@@ -314,9 +326,9 @@ class RemoteHandle(WorkerHandle):
         if isinstance(reply, tuple):
             left, first = reply
             reply = b"".join([first] + [self._call(more) for _ in range(left)])
-        return reply
+        return cast("bytes | None", reply)   # what _RemoteSide.run returned, joined
 
-    def _upload(self, put, which: str, blob: bytes) -> bytes:
+    def _upload(self, put: Callable[..., Any], which: str, blob: bytes) -> bytes:
         if len(blob) <= CHUNK:
             return blob
         view = memoryview(blob)
@@ -325,10 +337,10 @@ class RemoteHandle(WorkerHandle):
             self._call(put, which, bytes(view[offset:offset + CHUNK]))
         return bytes(view[last:])
 
-    def _call(self, function, *args):
+    def _call(self, function: Callable[..., Any], *args: Any) -> Any:
         """Call a remote method; wait while the server shows signs of life."""
         result = function(*args)
-        done: list = []
+        done: list[Any] = []
         result.add_callback(done.append)
         waiting = lambda: not done  # noqa: E731
         conn = self._conn
@@ -336,11 +348,11 @@ class RemoteHandle(WorkerHandle):
         while not done:
             left = self._last_sign + self.timeout - time.monotonic()
             if left <= 0:
-                raise _Stalled()
+                raise _StalledError()
             if conn.serve(left, waiting=waiting):
                 self._last_sign = time.monotonic()
             if self._overdue is not None:
-                raise _Overdue()
+                raise _OverdueError()
         return result.value
 
     def _on_beat(self, overdue: int | None = None, stopped: bool = False) -> None:
@@ -352,6 +364,7 @@ class RemoteHandle(WorkerHandle):
             self._overdue = (overdue, stopped)
 
     def _timed_out(self, batch: Batch) -> WorkerLost:
+        assert self._overdue is not None    # run() calls it only then
         position, stopped = self._overdue
         self._mark_broken()
         limit = getattr(batch.task, "item_timeout", None)
@@ -362,7 +375,8 @@ class RemoteHandle(WorkerHandle):
         lost.timed_out = True             # the pool fails that item with TimeoutError
         return lost
 
-    def _decode(self, reply: bytes, batch: Batch, local_errors: dict | None):
+    def _decode(self, reply: bytes, batch: Batch, local_errors: dict[int, BaseException] | None
+                ) -> tuple[list[Any], dict[int, BaseException] | None, float]:
         try:
             values, records, elapsed = pickle.loads(reply)
         except Exception as exc:  # noqa: BLE001 - e.g. a result class unknown here
@@ -418,17 +432,18 @@ class RemoteHandle(WorkerHandle):
         self._payloads.clear()
         if conn is None:
             return
+        assert stream is not None           # set together with conn
         if state is not _State.OPEN:
             stream.close()                # nothing to wait for on a broken connection
         try:
             conn._config["sync_request_timeout"] = CLOSE_TIMEOUT
             conn.close()
-        except Exception:  # noqa: BLE001 - closing is best effort
+        except Exception:                 # closing is best effort
             log.debug("error closing %s", self.name, exc_info=True)
         stream.close()
 
 
-def _discard(conn, stream: _Stream) -> None:
+def _discard(conn: Any, stream: _Stream) -> None:
     stream.close()
     if conn is not None:
         try:

@@ -10,6 +10,8 @@ import queue
 import threading
 import time
 import traceback
+from collections.abc import Callable
+from typing import Any
 
 from .._errors import attach_traceback
 from .._evaluate import evaluate, evaluate_tracked, make_call
@@ -19,16 +21,16 @@ from .base import Batch, WorkerHandle
 class ThreadHandle(WorkerHandle):
     """Evaluates batches in the calling (slot) thread."""
 
-    def __init__(self, index: int):
+    def __init__(self, index: int) -> None:
         self.name = f"thread {index}"
-        self._calls: dict = {}
+        self._calls: dict[int, Callable[[Any], Any]] = {}
         self._progress = [-1, 0]
         self._runner: _Runner | None = None
 
     def open(self) -> None:
         self._calls.clear()
 
-    def run(self, batch: Batch):
+    def run(self, batch: Batch) -> tuple[list[Any], dict[int, BaseException] | None, float]:
         spec = batch.task
         call = self._calls.get(spec.key)
         if call is None:
@@ -45,10 +47,13 @@ class ThreadHandle(WorkerHandle):
                     attach_traceback(exc, "".join(traceback.format_exception(exc)))
         return values, errors, elapsed
 
-    def _run_with_timeout(self, call, batch: Batch):
+    def _run_with_timeout(self, call: Callable[[Any], Any], batch: Batch
+                          ) -> tuple[list[Any], dict[int, BaseException] | None, float]:
         limit = batch.task.item_timeout
+        assert limit is not None            # the caller runs items this way only with one
         started = time.perf_counter()
-        values, errors = [], None
+        values: list[Any] = []
+        errors: dict[int, BaseException] | None = None
         for position, item in enumerate(batch.items):
             if self._runner is None:
                 self._runner = _Runner(f"{self.name}-runner")
@@ -78,9 +83,12 @@ class ThreadHandle(WorkerHandle):
 class _Runner:
     """A helper thread evaluating one item at a time for a slot with an item_timeout."""
 
-    def __init__(self, name: str):
-        self._requests: queue.SimpleQueue = queue.SimpleQueue()
-        self._replies: queue.SimpleQueue = queue.SimpleQueue()
+    def __init__(self, name: str) -> None:
+        # (call, item), or None: exit
+        self._requests: queue.SimpleQueue[tuple[Callable[[Any], Any], Any] | None] = \
+            queue.SimpleQueue()
+        # (True, value) or (False, the exception)
+        self._replies: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._serve, daemon=True, name=name)
         self._thread.start()
 
@@ -95,7 +103,7 @@ class _Runner:
             except BaseException as exc:  # noqa: BLE001 - the item's error, in place
                 self._replies.put((False, exc))
 
-    def call(self, call, item, timeout: float):
+    def call(self, call: Callable[[Any], Any], item: Any, timeout: float) -> tuple[bool, Any]:
         """(ok, value) of call(item); queue.Empty when it did not return within timeout."""
         self._requests.put((call, item))
         return self._replies.get(timeout=timeout)
