@@ -131,7 +131,7 @@ class Run:
         if self._state is not RunState.BUILDING:
             raise PiperError(f"piper {pipers[-1].name!r}: its pipeline is already started; "
                              f"connect every Piper before starting")
-        upstream = []
+        upstream: list[Node | None] = []
         for source in inbox:
             if _is_piper(source):
                 node = self._node_of.get(id(source))

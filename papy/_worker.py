@@ -403,14 +403,15 @@ def _resumable(func: Callable[..., Any], values: list[Any], boxed: bool,
 
 
 class Busy:
-    """A result that also carries the seconds a worker was busy since its last report."""
+    """A result that also carries the seconds a worker was busy since its last report (a
+    tuple of seconds, one per stage, from a fused chain's FusedCall)."""
 
     __slots__ = ("seconds", "value")
 
-    def __init__(self, seconds: float, value: Any):
+    def __init__(self, seconds: float | tuple[float, ...], value: Any):
         self.seconds, self.value = seconds, value
 
-    def __reduce__(self) -> tuple[type[Busy], tuple[float, Any]]:
+    def __reduce__(self) -> tuple[type[Busy], tuple[float | tuple[float, ...], Any]]:
         return (Busy, (self.seconds, self.value))
 
 
