@@ -185,7 +185,7 @@ class Node:
         if count:
             columns = [pipe.take(self._wanted(count)) for pipe in inputs]
             self._count_in(len(columns[0]))
-            return list(map(list, zip(*columns)))
+            return list(map(list, zip(*columns, strict=True)))     # count items each
         if all(pipe.ended for pipe in inputs):
             self.inputs_done = True
             return []
@@ -212,7 +212,8 @@ class Node:
         if not count:
             return None         # another input that goes on has nothing yet
         columns = [pipe.take(count) if not pipe.ended else [_GAP] * count for pipe in inputs]
-        rows = [[self.mismatch if x is _GAP else x for x in row] for row in zip(*columns)]
+        rows = [[self.mismatch if x is _GAP else x for x in row]
+                for row in zip(*columns, strict=True)]
         self._count_in(len(rows))
         if all(pipe.ended for pipe in inputs):
             self.inputs_done = True

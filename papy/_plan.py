@@ -42,7 +42,7 @@ def build_run(dagger: Dagger, datas: Any, fuse: bool = True) -> Run:
                         "start([range(10)]) instead of start(range(10))")
             raise DaggerError(f"{len(datas)} input iterables for {len(inputs)} input Pipers "
                               f"{[p.name for p in inputs]}{hint}")
-        for piper, data in zip(inputs, datas):
+        for piper, data in zip(inputs, datas, strict=True):    # lengths checked above
             if not hasattr(data, "__iter__"):
                 raise TypeError(
                     f"the input of piper {piper.name!r} is not iterable "

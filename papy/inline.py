@@ -39,10 +39,10 @@ How the decorators become a papy pipeline (``Work.run``)::
 Jobs, reducers and frames run on one papy pool per run (``worker_type='process'`` by
 default, ``'thread'``), or ``worker_type='inline'``: no pool, every stage evaluated by the
 run itself, in this process (linear Pipers; for debugging and deterministic runs);
-``result``, ``finish`` and ``init`` run in the main program. Unlike job_stream, an item that fails does not end the
-run: it becomes an error item in place, the other items go on, and ``w.errors`` lists the
-error items after the run. Definition-order mistakes and wrong arities are ValueErrors
-that name the function, raised at decoration time.
+``result``, ``finish`` and ``init`` run in the main program. Unlike job_stream, an item that
+fails does not end the run: it becomes an error item in place, the other items go on, and
+``w.errors`` lists the error items after the run. Definition-order mistakes and wrong
+arities are ValueErrors that name the function, raised at decoration time.
 """
 from __future__ import annotations
 
