@@ -348,9 +348,9 @@ def map_stage(worker: Callable[[Any], Any], bare: Callable[..., Any] | None,
     ``{position: exception}`` for what is not an Exception (SystemExit, ...): those
     positions hold None, as the per-item path would fail only that item. ``clean``: the
     caller knows every value is of a NEVER_SUSPECT type (no check is needed)."""
-    cached = getattr(worker, "_cached", None)
+    cached: WorkerCache | None = getattr(worker, "_cached", None)
     if cached is not None:          # a cached Worker: looked up and stored per batch
-        return cached.call_batch(values, boxed)  # type: ignore[no-any-return]
+        return cached.call_batch(values, boxed)
     if not boxed:
         if bare is not None and (clean or _plain_inboxes(values)):
             return _resumable(bare, values, False)      # the Worker would call it so
