@@ -13,8 +13,9 @@ import logging as _logging
 from ._errors import (BrokenPoolError, IMapError, IMapWarning, RemoteError, RemoteTraceback,
                       SerializationError, WorkerDiedError, WorkerStartError)
 from ._feeder import waiting_for_input
-from ._config import override_workers, preload  # noqa: F401 - imap.<name>, not in __all__
-from ._config import seconds as check_seconds  # noqa: F401 - for papy, not in __all__
+from ._config import override_workers as override_workers  # imap.<name>, not in __all__
+from ._config import preload as preload  # imap.<name>, not in __all__
+from ._config import seconds as _seconds
 from .backends._shm import unlink_shm as unlink_shm  # for papy, not in __all__
 from ._imap import IMap
 from ._results import TaskIterator
@@ -26,6 +27,8 @@ from ._queue import QueueClosedError, TaskQueue
 from ._execute import ExecuteIterator, execute
 from ._executor import Executor
 from .protocols import BatchFunction, BatchSource, Results, Wake
+
+check_seconds = _seconds    # for papy, not in __all__ (an assignment: re-exported for mypy)
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())   # the library's only handler
 

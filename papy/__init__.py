@@ -32,16 +32,18 @@ from ._errors import DaggerError, PapyError, PiperError, PlumberError, WorkerErr
 from ._fanout import Args, Multiple
 from ._fingerprint import fingerprint
 from ._frame import Frame
-from ._logging import start_logger  # noqa: F401 - papy.start_logger, not in __all__
+from ._logging import start_logger as start_logger  # papy.start_logger, not in __all__
 from ._piper import Piper
 from ._plumber import Plumber
-from ._progress import summary  # noqa: F401 - papy.summary, not in __all__
+from ._progress import summary as summary  # papy.summary, not in __all__
 from ._reduce import Reducer
-from ._runner import add_run_options, run_options, run_plumber  # noqa: F401 - not in __all__
-from ._runtime import current_stop_event  # noqa: F401 - papy.current_stop_event
-from ._signals import handle_signals  # noqa: F401 - papy.handle_signals, not in __all__
+from ._runner import add_run_options as add_run_options  # for templates, not in __all__
+from ._runner import run_options as run_options
+from ._runner import run_plumber as run_plumber
+from ._runtime import current_stop_event as current_stop_event  # not in __all__
+from ._signals import handle_signals as handle_signals  # not in __all__
 from ._worker import Worker
-from . import inline  # noqa: F401 - papy.inline, the job_stream front end (not in __all__)
+from . import inline as inline  # papy.inline, the job_stream front end (not in __all__)
 
 logging.getLogger("papy").addHandler(logging.NullHandler())
 # the Workers of Pipers unpickle papy's classes in every worker process: the fork server

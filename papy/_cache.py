@@ -231,12 +231,13 @@ class Cache:
             return [MISSING] * len(keys), misses
         store = self._store
         if not misses:
-            results = store.fetch(index, keys, locations)  # type: ignore[arg-type]
+            results = store.fetch(index, keys,
+                                  locations)  # type: ignore[arg-type]  # no None: no misses
         else:
             found = list(compress(range(len(keys)), map(is_not, locations, repeat(None))))
             results = [MISSING] * len(keys)
             fetched = store.fetch(index, [keys[k] for k in found],
-                                  [locations[k] for k in found])  # type: ignore[misc]
+                                  [locations[k] for k in found])  # type: ignore[misc]  # found
             for k, value in zip(found, fetched, strict=True):
                 results[k] = value
         # the misses, and the entries whose pack or result file could not be read here

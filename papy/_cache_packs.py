@@ -145,9 +145,9 @@ def encode_keys(keys: list[Key], ints: bool = False) -> bytes:
     (the reprs of papy._keys: a tenth of the cost of a pickle), else b"P" and their
     pickle."""
     if ints:
-        return b"Q" + array.array("q", keys).tobytes()  # type: ignore[type-var]
+        return b"Q" + array.array("q", keys).tobytes()  # type: ignore[type-var]  # all ints
     try:
-        text = "\n".join(keys)  # type: ignore[arg-type]
+        text = "\n".join(keys)  # type: ignore[arg-type]  # else TypeError, caught
     except TypeError:           # a bytes key (a digest)
         text = None
     if text is not None and text.count("\n") == len(keys) - 1:

@@ -80,7 +80,7 @@ class RecordDelta:
             return NotImplemented
         return (self.counts(), self.warnings) == (other.counts(), other.warnings)
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # unhashable, on purpose
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (RecordDelta, (self.executed, self.cached, self.failed, self.upstream_failed,

@@ -9,9 +9,10 @@ queue belongs to the queue: nobody mutates it afterwards (a fan-out puts the sam
 every downstream Pipe; taking part of a batch copies that part, taking all of it does not).
 
 Who owns what: a Pipe belongs to the scheduler thread. A node's ``imap.PushSource`` is
-written by the scheduler and read by one IMap feeder (imap owns its lock). An Outlet is written by the scheduler and read by any number of
-reader threads; its batches and end are guarded by the run's ``Wakeup`` condition shared by
-every Outlet of the run, so that the plunger waits for any output at once.
+written by the scheduler and read by one IMap feeder (imap owns its lock). An Outlet is
+written by the scheduler and read by any number of reader threads; its batches and end are
+guarded by the run's ``Wakeup`` condition shared by every Outlet of the run, so that the
+plunger waits for any output at once.
 """
 from __future__ import annotations
 

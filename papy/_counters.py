@@ -2,7 +2,8 @@
 by its readers), read by anyone (progress, stats) as plain numbers."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from types import MemberDescriptorType
 from typing import Any, Iterator
 
 __all__ = ["PiperCounters", "OutputCounters", "LinkedCounters"]
@@ -25,8 +26,10 @@ class PiperCounters:
         return getattr(self, key)
 
 
-_ITEMS_OUT = PiperCounters.items_out      # the slot of the base class
-_ITEMS_IN = PiperCounters.items_in
+# the slots of the base class (their member descriptors: ``vars`` is what attribute access
+# on the class returns, without mypy reading the field as an int)
+_ITEMS_OUT: MemberDescriptorType = vars(PiperCounters)["items_out"]
+_ITEMS_IN: MemberDescriptorType = vars(PiperCounters)["items_in"]
 
 
 class OutputCounters(PiperCounters):
@@ -39,11 +42,14 @@ class OutputCounters(PiperCounters):
         super().__init__()
         self.unread: Iterator[Any] | None = None
 
-    @property  # type: ignore[override]  # a slot of the base class, read through
+    @property       # a slot of the base class, read through
     def items_out(self) -> int:
         unread = self.unread
         out: int = _ITEMS_OUT.__get__(self)
-        return out if unread is None else out - unread.__length_hint__()  # type: ignore[attr-defined]
+        if unread is None:
+            return out
+        left: int = unread.__length_hint__()  # type: ignore[attr-defined]  # a list iterator's
+        return out - left
 
     @items_out.setter
     def items_out(self, value: int) -> None:
@@ -61,7 +67,7 @@ class LinkedCounters(PiperCounters):
         super().__init__()
         self.link, self.first = link, first
 
-    @property  # type: ignore[override]
+    @property
     def items_in(self) -> int:
         return int(_ITEMS_IN.__get__(self)) if self.first else self.link.items_in
 
@@ -69,7 +75,7 @@ class LinkedCounters(PiperCounters):
     def items_in(self, value: int) -> None:
         _ITEMS_IN.__set__(self, value)
 
-    @property  # type: ignore[override]
+    @property
     def items_out(self) -> int:
         return self.link.items_in
 

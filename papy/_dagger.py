@@ -15,15 +15,27 @@ from __future__ import annotations
 
 import graphlib
 import logging
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Literal, Sequence, overload
+
 from ._errors import DaggerError, PapyError
 from ._piper import Piper
+
+if TYPE_CHECKING:
+    from ._run import Run
 
 log = logging.getLogger("papy")  # one name for the whole package (and "imap")
 
 __all__ = ["Dagger"]
 
+#: a Piper of a Dagger given as itself or as its ``id()``
+PiperRef = Piper | int
 
-def _branch_key(piper: Piper):
+#: a saved copy of a Dagger's tables (``_snapshot``)
+_Tables = tuple[dict[int, Piper], dict[int, object], dict[int, list[Piper]],
+                dict[int, list[Piper]]]
+
+
+def _branch_key(piper: Piper) -> tuple[int, Any]:
     return (0, 0) if piper.branch is None else (1, piper.branch)
 
 
@@ -42,18 +54,26 @@ class Dagger:
     #: evaluate each chain of Pipers on one IMap in one call (``papy._fuse``); False: never
     fuse = True
 
-    def __init__(self, pipers=(), pipes=(), xtras=None):
+    def __init__(self, pipers: Sequence[Any] = (), pipes: Iterable[Iterable[Any]] = (),
+                 xtras: Iterable[object] | None = None):
         self._pipers: dict[int, Piper] = {}          # insertion order
         self._xtras: dict[int, object] = {}
         self._up: dict[int, list[Piper]] = {}        # pipes into a Piper, in order added
         self._down: dict[int, list[Piper]] = {}
-        xtras = list(xtras) if xtras is not None else [None] * len(pipers)
-        for piper, xtra in zip(pipers, xtras):
+        xtra_list = list(xtras) if xtras is not None else [None] * len(pipers)
+        # not strict: extra xtras (or Pipers) are ignored, as they always were
+        for piper, xtra in zip(pipers, xtra_list, strict=False):
             self.add_piper(piper, xtra)
         self.add_pipes(pipes)
 
     # -- lookup -----------------------------------------------------------------------
-    def resolve(self, piper, forgive: bool = False):
+    @overload
+    def resolve(self, piper: object, forgive: Literal[False] = False) -> Piper: ...
+
+    @overload
+    def resolve(self, piper: object, forgive: bool) -> Piper | Literal[False]: ...
+
+    def resolve(self, piper: object, forgive: bool = False) -> Piper | Literal[False]:
         """The Piper of this Dagger given as itself or as its ``id()``; else DaggerError
         (or False with ``forgive=True``)."""
         key = id(piper) if isinstance(piper, Piper) else piper
@@ -66,10 +86,10 @@ class Dagger:
     def __len__(self) -> int:
         return len(self._pipers)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Piper]:
         return iter(list(self._pipers.values()))
 
-    def __contains__(self, piper) -> bool:
+    def __contains__(self, piper: object) -> bool:
         return bool(self.resolve(piper, forgive=True))
 
     def nodes(self) -> list[Piper]:
@@ -82,7 +102,7 @@ class Dagger:
 
     edges = pipes
 
-    def get_upstream(self, piper) -> list[Piper]:
+    def get_upstream(self, piper: PiperRef) -> list[Piper]:
         """The Pipers that feed ``piper``, in join order (branch, then order added)."""
         piper = self.resolve(piper)
         try:
@@ -91,14 +111,14 @@ class Dagger:
             raise DaggerError(f"the branches of the inputs of {piper.name!r} cannot be "
                               f"compared: {[u.branch for u in self._up[id(piper)]]}") from exc
 
-    def get_downstream(self, piper) -> list[Piper]:
+    def get_downstream(self, piper: PiperRef) -> list[Piper]:
         piper = self.resolve(piper)
         return list(self._down[id(piper)])
 
     def postorder(self) -> list[Piper]:
         """All Pipers, upstream first (ties: branch, then order added)."""
         rank = {key: k for k, key in enumerate(self._pipers)}
-        sorter = graphlib.TopologicalSorter()
+        sorter: graphlib.TopologicalSorter[int] = graphlib.TopologicalSorter()
         for key, ups in self._up.items():
             sorter.add(key, *(id(u) for u in ups))
         try:
@@ -106,7 +126,7 @@ class Dagger:
         except graphlib.CycleError as exc:
             names = " -> ".join(self._pipers[key].name for key in exc.args[1])
             raise DaggerError(f"the pipes form a cycle: {names}") from None
-        order = []
+        order: list[Piper] = []
         while sorter.is_active():
             ready = list(sorter.get_ready())
             try:
@@ -127,7 +147,8 @@ class Dagger:
         return [p for p in self.postorder() if not self._down[id(p)]]
 
     # -- building ---------------------------------------------------------------------
-    def add_piper(self, piper, xtra=None, create: bool = True, branch=None):
+    def add_piper(self, piper: Any, xtra: object = None, create: bool = True,
+                  branch: Any = None) -> tuple[bool, Piper]:
         """Add a Piper (or its id, or anything ``Piper()`` accepts when ``create``).
 
         Returns ``(created, piper)``; adding a Piper twice is harmless.
@@ -165,7 +186,7 @@ class Dagger:
                 number += 1
             piper.name = f"{base}_{number}"
 
-    def del_piper(self, piper, forced: bool = False) -> None:
+    def del_piper(self, piper: PiperRef, forced: bool = False) -> None:
         """Remove a Piper and its pipes; one that feeds others needs ``forced=True``."""
         piper = self.resolve(piper)
         key = id(piper)
@@ -176,23 +197,24 @@ class Dagger:
             self._down[id(up)].remove(piper)
         for down in self._down[key]:
             self._up[id(down)].remove(piper)
-        for table in (self._pipers, self._up, self._down, self._xtras):
+        tables: tuple[dict[int, Any], ...] = (self._pipers, self._up, self._down, self._xtras)
+        for table in tables:
             table.pop(key, None)
 
-    def add_pipe(self, pipe, branch=None) -> None:
+    def add_pipe(self, pipe: Iterable[Any], branch: Any = None) -> None:
         """Add the pipes ``a -> b -> c`` of ``pipe = (a, b, c)`` (Pipers added as needed;
         ``branch`` is set on the Pipers this call adds). A cycle is a DaggerError."""
         if isinstance(pipe, (str, bytes, Piper)) or not hasattr(pipe, "__iter__"):
             raise DaggerError(f"a pipe is a sequence of Pipers, not {pipe!r}")
         saved = self._snapshot()
         try:
-            pipers = []
+            pipers: list[Piper] = []
             for element in pipe:
                 created, piper = self.add_piper(element)
                 if created and branch is not None:
                     piper.branch = branch
                 pipers.append(piper)
-            for up, down in zip(pipers, pipers[1:]):
+            for up, down in zip(pipers, pipers[1:], strict=False):    # pairs a -> b
                 if up is down:
                     raise DaggerError(f"the pipes form a cycle: {up.name} -> {up.name}")
                 if up not in self._up[id(down)]:
@@ -203,13 +225,13 @@ class Dagger:
             self._restore(saved)
             raise
 
-    def del_pipe(self, pipe, forced: bool = False) -> None:
+    def del_pipe(self, pipe: Iterable[PiperRef], forced: bool = False) -> None:
         """Remove the pipes of ``pipe`` (right to left) and the Pipers of ``pipe`` left
         without any pipe; ``forced=True`` also removes those left without downstream."""
         if isinstance(pipe, (str, bytes, Piper)) or not hasattr(pipe, "__iter__"):
             raise DaggerError(f"a pipe is a sequence of Pipers, not {pipe!r}")
         pipers = [self.resolve(p) for p in pipe]
-        pairs = list(zip(pipers, pipers[1:]))
+        pairs = list(zip(pipers, pipers[1:], strict=False))
         for up, down in pairs:
             if up not in self._up[id(down)]:
                 raise DaggerError(f"there is no pipe {up.name} -> {down.name}")
@@ -221,40 +243,42 @@ class Dagger:
             if key in self._pipers and not self._down[key] and (forced or not self._up[key]):
                 self.del_piper(piper)
 
-    def add_pipers(self, pipers, *args, **kwargs) -> None:
+    def add_pipers(self, pipers: Iterable[Any], *args: Any, **kwargs: Any) -> None:
         for piper in pipers:
             self.add_piper(piper, *args, **kwargs)
 
-    def del_pipers(self, pipers, *args, **kwargs) -> None:
+    def del_pipers(self, pipers: Iterable[PiperRef], *args: Any, **kwargs: Any) -> None:
         for piper in reversed(list(pipers)):
             self.del_piper(piper, *args, **kwargs)
 
-    def add_pipes(self, pipes, *args, **kwargs) -> None:
+    def add_pipes(self, pipes: Iterable[Iterable[Any]], *args: Any, **kwargs: Any) -> None:
         for pipe in pipes:
             self.add_pipe(pipe, *args, **kwargs)
 
-    def del_pipes(self, pipes, *args, **kwargs) -> None:
+    def del_pipes(self, pipes: Iterable[Iterable[PiperRef]], *args: Any, **kwargs: Any
+                  ) -> None:
         for pipe in reversed(list(pipes)):
             self.del_pipe(pipe, *args, **kwargs)
 
-    def _snapshot(self):
+    def _snapshot(self) -> _Tables:
         return (dict(self._pipers), dict(self._xtras), {k: list(v) for k, v in self._up.items()},
                 {k: list(v) for k, v in self._down.items()})
 
-    def _restore(self, saved) -> None:
+    def _restore(self, saved: _Tables) -> None:
         self._pipers, self._xtras, self._up, self._down = saved
 
     # -- running (the original PaPy names; the run is papy._run.Run) -----------------
-    def connect(self, datas=None) -> None:
+    def connect(self, datas: Any = None) -> None:
         """Connect every Piper: ``datas[i]`` feeds the i-th input Piper (if given), the
         others read their upstream Pipers in join order. Builds the run (``papy._run``):
         its nodes, the IMap tasks; chains of Pipers on one IMap are fused (``fuse``)."""
         from ._plan import build_run
         build_run(self, datas, fuse=self.fuse)
 
-    def run_of(self):
+    def run_of(self) -> Run | None:
         """The run the Pipers of this Dagger are connected in (None: not connected)."""
-        runs = {id(p._run): p._run for p in self._pipers.values() if p.connected}
+        runs = {id(p._run): p._run for p in self._pipers.values()
+                if p._run is not None and p.connected}
         if len(runs) > 1:
             raise DaggerError(f"the Pipers of {self!r} are connected in several pipelines; "
                               f"disconnect them first")
@@ -274,7 +298,7 @@ class Dagger:
             if piper.connected:
                 piper.disconnect(forced)
 
-    def start(self, datas=None) -> None:
+    def start(self, datas: Any = None) -> None:
         """Start the run: every IMap of it (after all the tasks of every Piper that shares
         it were added by ``connect``), then its scheduler; every Piper is started. With
         ``datas``, ``connect(datas)`` first (as ``Plumber.start(datas)``)."""

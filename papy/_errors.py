@@ -55,7 +55,8 @@ class WorkerError(PapyError):
     traceback_text = ""
 
     @property
-    def exception(self) -> BaseException:
+    def exception(self) -> BaseException | None:
+        """The exception the function raised (None: a WorkerError made without arguments)."""
         return self.args[0] if self.args else None
 
     @property
@@ -63,7 +64,7 @@ class WorkerError(PapyError):
         return self.args[1] if len(self.args) > 1 else ""
 
     @property
-    def inbox(self):
+    def inbox(self) -> Any:
         return self.args[2] if len(self.args) > 2 else None
 
     def __str__(self) -> str:
@@ -134,7 +135,7 @@ class PiperError(PapyError):
         origin = self.origins[0]
         cause = origin.args[0] if origin.args else None
         if isinstance(cause, WorkerError):
-            return cause.exception
+            return cause.exception  # type: ignore[return-value]  # None only if made bare
         return cause if isinstance(cause, BaseException) else origin
 
     @property
@@ -160,7 +161,7 @@ class PiperError(PapyError):
             piper 'parse' failed on item 3 (inbox ['x']): ValueError: ...
             Traceback (most recent call last): ...
         """
-        blocks = []
+        blocks: list[str] = []
         for origin in self.origins:
             cause = origin.root_cause
             where = f"piper {origin.piper_name!r}" if origin.piper_name else "a piper"
@@ -184,6 +185,6 @@ class PlumberError(PapyError):
     """An illegal transition of the Plumber state machine, or a save/load failure."""
 
 
-def _short_repr(value, limit: int = 200) -> str:
+def _short_repr(value: object, limit: int = 200) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -58,7 +58,7 @@ class Multiple:
             return NotImplemented
         return self.items == other.items
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # unhashable, on purpose
 
     def __reduce__(self) -> tuple[Callable[[list[Any]], Multiple], tuple[list[Any]]]:
         return (Multiple.of, (self.items,))
@@ -92,7 +92,7 @@ class Args:
             return NotImplemented
         return (self.args, self.kwargs) == (other.args, other.kwargs)
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # unhashable, on purpose
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_make_args, (self.args, self.kwargs))

@@ -143,7 +143,8 @@ class _Describer:
 
     def closure_text(self, func: types.FunctionType) -> str:
         captured = []
-        for name, cell in zip(func.__code__.co_freevars, func.__closure__ or ()):
+        # one cell per free variable
+        for name, cell in zip(func.__code__.co_freevars, func.__closure__ or (), strict=True):
             if name in ("self", "__class__"):
                 continue
             try:
@@ -202,7 +203,8 @@ def normal_repr(value: Any, depth: int = 0) -> str:
                        for k, v in value.items())
         return f"{_qualified(kind)}{{{', '.join(items)}}}"
     if isinstance(value, (set, frozenset)):
-        return f"{_qualified(kind)}{{{', '.join(sorted(normal_repr(v, depth + 1) for v in value))}}}"
+        members = sorted(normal_repr(v, depth + 1) for v in value)
+        return f"{_qualified(kind)}{{{', '.join(members)}}}"
     if kind is list or kind is tuple:
         inner = ", ".join(normal_repr(v, depth + 1) for v in value)
         return f"[{inner}]" if kind is list else f"({inner},)"

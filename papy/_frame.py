@@ -373,7 +373,7 @@ class FrameNode(Node):
     def __init__(self, pipers: tuple[Piper, ...], inputs: list[Pipe], context: RunContext,
                  stage_inputs: tuple[tuple[int, ...], ...] | None = None):
         super().__init__(pipers, inputs, context, stage_inputs)
-        frame: Frame = self.piper       # type: ignore[assignment]
+        frame: Frame = self.piper  # type: ignore[assignment]  # a Frame's node
         self.core = FrameCore(frame, context, owner=self)
 
     @property
@@ -432,4 +432,5 @@ class FrameNode(Node):
         self.core.loops.clear()
 
 
-Frame.node_type = FrameNode     # type: ignore[attr-defined]
+# the node class is set on the Frame here, once both exist (read with getattr by the run)
+Frame.node_type = FrameNode  # type: ignore[attr-defined]  # set here, not declared

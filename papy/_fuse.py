@@ -200,7 +200,8 @@ class FusedCall:
                 values, raised = map_stage(worker, bare, outputs[reads[0]], True,
                                            clean[reads[0]])
             else:
-                inboxes = list(map(list, zip(*(outputs[k] for k in reads))))
+                # every stage so far gave one value per item (or the slow path took over)
+                inboxes = list(map(list, zip(*(outputs[k] for k in reads), strict=True)))
                 values, raised = map_stage(worker, bare, inboxes, False,
                                            all(clean[k] for k in reads))
             now = _clock()

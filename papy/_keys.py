@@ -261,7 +261,7 @@ def inbox_key(inbox: Any) -> Key:
             item = inbox[0]
             kind = type(item)
             if kind is int and INT_KEYS[0] <= item < INT_KEYS[1]:
-                return item  # type: ignore[no-any-return]
+                return item  # type: ignore[no-any-return]  # an int (kind is int)
             if kind in _SCALARS or (kind is tuple and _SCALARS.issuperset(map(type, item))):
                 text = repr(item)
         elif inbox and _SCALARS.issuperset(map(type, inbox)):

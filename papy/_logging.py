@@ -9,16 +9,18 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import sys
+from typing import TextIO
 
 __all__ = ["start_logger"]
 
 LOGGER_NAMES = ("papy", "imap")
+_MARK = "_papy_start_logger"    # an attribute on the handlers start_logger installed
 FORMAT = "%(levelname)-8s %(asctime)s [%(name)s] %(threadName)s - %(message)s"
 
 
 def start_logger(log_to_stream: bool = True, log_to_file: bool = False,
                  level: int | str = logging.INFO, filename: str = "papy.log",
-                 stream=None, rotate: bool = True, max_bytes: int = 512 * 1024,
+                 stream: TextIO | None = None, rotate: bool = True, max_bytes: int = 512 * 1024,
                  backups: int = 3, fmt: str = FORMAT) -> list[logging.Handler]:
     """Send the records of the ``papy`` and ``imap`` loggers to the console and/or a file.
 
@@ -47,10 +49,10 @@ def start_logger(log_to_stream: bool = True, log_to_file: bool = False,
     for handler in handlers:
         handler.setFormatter(formatter)
         handler.setLevel(level)
-        handler._papy_start_logger = True
+        setattr(handler, _MARK, True)   # what a later call replaces
     for name in LOGGER_NAMES:
         logger = logging.getLogger(name)
-        for old in [h for h in logger.handlers if getattr(h, "_papy_start_logger", False)]:
+        for old in [h for h in logger.handlers if getattr(h, _MARK, False)]:
             logger.removeHandler(old)
             if old not in handlers:
                 old.close()

@@ -152,7 +152,7 @@ class Node:
             return False
         inboxes = self._group(rows)
         if self.inputs_done:
-            inboxes += self._group_tail()
+            inboxes += self._group_tail()  # type: ignore[unreachable]  # _rows() set it
         if self.imap is None:
             if inboxes:
                 self._evaluate_linear(inboxes)
@@ -163,7 +163,7 @@ class Node:
                 self.in_flight += len(inboxes)
                 channel.push_many(inboxes)
             if self.inputs_done:
-                channel.close()
+                channel.close()  # type: ignore[unreachable]  # _rows() set it
         return True
 
     def _rows(self) -> list[Any] | None:
@@ -178,14 +178,14 @@ class Node:
                 return None
             items = pipe.take(self._wanted(pipe.count))
             if pipe.ended:
-                self.inputs_done = True
+                self.inputs_done = True  # type: ignore[unreachable]  # take() set it
             self._count_in(len(items))
             return items if self.boxed else [[item] for item in items]
         count = min(pipe.count for pipe in inputs)
         if count:
             columns = [pipe.take(self._wanted(count)) for pipe in inputs]
             self._count_in(len(columns[0]))
-            return list(map(list, zip(*columns)))
+            return list(map(list, zip(*columns, strict=True)))     # count items each
         if all(pipe.ended for pipe in inputs):
             self.inputs_done = True
             return []
@@ -193,7 +193,7 @@ class Node:
             return self._mismatched_rows()
         return None
 
-    def _mismatched_rows(self) -> list[Any]:
+    def _mismatched_rows(self) -> list[Any] | None:
         """Some inputs of the join ended while others go on: a failure of the run (which
         ends the inputs), and a PiperError in place of each missing item."""
         inputs = self.inputs
@@ -212,7 +212,8 @@ class Node:
         if not count:
             return None         # another input that goes on has nothing yet
         columns = [pipe.take(count) if not pipe.ended else [_GAP] * count for pipe in inputs]
-        rows = [[self.mismatch if x is _GAP else x for x in row] for row in zip(*columns)]
+        rows = [[self.mismatch if x is _GAP else x for x in row]
+                for row in zip(*columns, strict=True)]
         self._count_in(len(rows))
         if all(pipe.ended for pipe in inputs):
             self.inputs_done = True

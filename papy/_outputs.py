@@ -61,7 +61,8 @@ class OutputReader:
     def holds_unread(self) -> bool:
         """Is part of a batch a hand reader took still unread?"""
         unread = self.counters.unread
-        return unread is not None and bool(unread.__length_hint__())  # type: ignore[attr-defined]
+        return unread is not None and bool(
+            unread.__length_hint__())  # type: ignore[attr-defined]  # a list iterator's
 
     def take_ready(self) -> list[list[Any]]:
         """Every batch ready now (first what is left of the batch a hand reader holds),
@@ -69,7 +70,8 @@ class OutputReader:
         reason is a failure of the run already) the reader is marked finished."""
         taken: list[list[Any]] = []
         unread = self.counters.unread
-        if unread is not None and unread.__length_hint__():  # type: ignore[attr-defined]
+        if unread is not None and \
+                unread.__length_hint__():  # type: ignore[attr-defined]  # a list iterator's
             taken.append(list(unread))
         while True:
             try:

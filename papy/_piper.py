@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import operator
 import warnings
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, Sequence
 
 from imap import check_seconds
 
@@ -25,6 +25,9 @@ from ._product import COMBINES
 from ._worker import Worker
 
 if TYPE_CHECKING:
+    from imap import IMap
+
+    from ._cache import Cache
     from ._run import Run
 
 log = logging.getLogger(__name__)
@@ -81,11 +84,12 @@ class Piper:
     #: may be part of a fused segment (papy._fuse); composite nodes (Reducer, Frame) are not
     fusable = True
 
-    def __init__(self, worker: Any, parallel: Any = False, consume: int = 1, produce: int = 1,
-                 spawn: int = 1, timeout: float | None = None, branch: Any = None,
-                 debug: bool = False, name: str | None = None, track: bool = False,
-                 repeat: bool = False, cache: Any = None, plain: bool = False,
-                 drop_none: bool = False, combine: str = "zip"):
+    def __init__(self, worker: Worker | Piper | Callable[..., Any] | Sequence[Any],
+                 parallel: IMap[Any] | Literal[False] | None = False, consume: int = 1,
+                 produce: int = 1, spawn: int = 1, timeout: float | None = None,
+                 branch: Any = None, debug: bool = False, name: str | None = None,
+                 track: bool = False, repeat: bool = False, cache: Cache | None = None,
+                 plain: bool = False, drop_none: bool = False, combine: str = "zip"):
         if isinstance(worker, Piper):
             worker = worker.worker
         if plain and isinstance(worker, Worker):
@@ -118,9 +122,9 @@ class Piper:
             warnings.warn(f"Piper {name or worker.__name__!r}: timeout applies to parallel "
                           f"Pipers only (a linear Piper runs in the pipeline's own thread, "
                           f"which cannot be interrupted); it is ignored", stacklevel=2)
-        self.worker = worker
-        self.parallel = parallel
-        self.imap = parallel if parallel is not False else map
+        self.worker: Worker = worker
+        self.parallel: IMap[Any] | Literal[False] = parallel
+        self.imap: IMap[Any] | type[map[Any]] = parallel if parallel is not False else map
         self.consume, self.produce, self.spawn = consume, produce, spawn
         self.timeout, self.branch, self.debug = timeout, branch, bool(debug)
         self.track, self.repeat = bool(track), bool(repeat)
@@ -128,7 +132,7 @@ class Piper:
         self.drop_none = bool(drop_none)
         # default: the function's name ('f', 'f>g' for a composition); a Dagger numbers
         # it when another of its Pipers has that name already ('f_2', 'f_3', ...)
-        self.name = name if name is not None else worker.__name__
+        self.name: str = name if name is not None else worker.__name__
         self._default_name = name is None
         self._run: Run | None = None                # the run this Piper is a node of
         self._next: Callable[[], Any] = _not_readable(self)   # its output, once started
@@ -195,7 +199,8 @@ class Piper:
                                  f"Piper nor an iterable")
         if self.connected:
             raise PiperError(f"piper {self.name!r} is already connected")
-        runs = {id(p._run): p._run for p in inbox if isinstance(p, Piper) and p.connected}
+        runs = {id(p._run): p._run for p in inbox
+                if isinstance(p, Piper) and p._run is not None and p.connected}
         if len(runs) > 1:
             raise PiperError(f"piper {self.name!r}: its inputs belong to different pipelines; "
                              f"connect them as one (a Dagger or a Plumber)")

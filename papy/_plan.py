@@ -17,6 +17,7 @@ from ._run import Run
 
 if TYPE_CHECKING:
     from ._dagger import Dagger
+    from ._piper import Piper
 
 __all__ = ["build_run"]
 
@@ -42,7 +43,7 @@ def build_run(dagger: Dagger, datas: Any, fuse: bool = True) -> Run:
                         "start([range(10)]) instead of start(range(10))")
             raise DaggerError(f"{len(datas)} input iterables for {len(inputs)} input Pipers "
                               f"{[p.name for p in inputs]}{hint}")
-        for piper, data in zip(inputs, datas):
+        for piper, data in zip(inputs, datas, strict=True):    # lengths checked above
             if not hasattr(data, "__iter__"):
                 raise TypeError(
                     f"the input of piper {piper.name!r} is not iterable "
@@ -77,9 +78,9 @@ def build_run(dagger: Dagger, datas: Any, fuse: bool = True) -> Run:
     return run
 
 
-def _existing_run(dagger: Dagger, inputs: list[Any], datas: Any) -> Run:
+def _existing_run(dagger: Dagger, inputs: list[Piper], datas: Any) -> Run:
     if datas is None:
-        runs = {id(p._run): p._run for p in inputs if p.connected}
+        runs = {id(p._run): p._run for p in inputs if p._run is not None and p.connected}
         if len(runs) == 1:
-            return next(iter(runs.values()))  # type: ignore[no-any-return]
+            return next(iter(runs.values()))
     return Run(repr(dagger))

@@ -31,7 +31,7 @@ import logging
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Literal
 
 from ._cache_run import cache_stats
 from ._dagger import Dagger
@@ -124,7 +124,7 @@ class Plumber(Dagger):
         if progress not in _PROGRESS_MODES:
             raise ValueError(f"Plumber progress must be True, False or one of 'auto', 'bar', "
                              f"'log', 'off', not {progress!r}")
-        self._progress_mode: bool | str = "auto" if progress is True else progress
+        self._progress_mode: str | Literal[False] = "auto" if progress is True else progress
         for key, value in (("fail_fast", fail_fast), ("verbose", verbose),
                            ("report_failures", report_failures)):
             if not isinstance(value, bool):

@@ -24,6 +24,7 @@ Example::
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import shutil
@@ -32,9 +33,15 @@ import threading
 import time
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Protocol, Sequence
 
 from ._cache_run import summary_lines
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from ._piper import Piper
+    from ._plumber import Plumber
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +76,7 @@ class _Zero:
 _ZERO = _Zero()
 
 
-def figures(plumber, pipers=None) -> list[PiperFigures]:
+def figures(plumber: Plumber, pipers: Iterable[Piper] | None = None) -> list[PiperFigures]:
     """The counters of ``pipers`` (default: every Piper of the last run, in postorder); a
     Piper given in ``pipers`` that has no counters yet shows zeros."""
     counters = (plumber.stats or {}).get("pipers") or {}
@@ -89,22 +96,23 @@ def figures(plumber, pipers=None) -> list[PiperFigures]:
     return result
 
 
-def count_errors(plumber) -> int:
+def count_errors(plumber: Plumber) -> int:
     """Error items counted by all Pipers of the last run (an item that failed upstream is
     counted again by each Piper it passes)."""
     return sum(f.errors for f in figures(plumber))
 
 
-def _elapsed(plumber) -> float:
+def _elapsed(plumber: Plumber) -> float:
     stats = plumber.stats or {}
     if stats.get("run_time") is not None:
         return float(stats["run_time"])
     if stats.get("start_time") is not None:
-        return max(0.0, time.time() - stats["start_time"])
+        start: float = stats["start_time"]
+        return max(0.0, time.time() - start)
     return 0.0
 
 
-def summary(plumber, title: str = "papy run") -> str:
+def summary(plumber: Plumber, title: str = "papy run") -> str:
     """A table of the last run: items in and out, items that failed at the Piper, error
     items it gave out (its own and those it passed on), busy and waiting seconds and
     throughput per Piper (upstream first), then the totals and the run time; then the
@@ -132,7 +140,7 @@ def summary(plumber, title: str = "papy run") -> str:
     return "\n".join(lines)
 
 
-def _output_closed(plumber) -> list[str]:
+def _output_closed(plumber: Plumber) -> list[str]:
     failed = (plumber.stats or {}).get("failed_items")
     if failed is None or failed.output_closed is None:
         return []
@@ -142,17 +150,18 @@ def _output_closed(plumber) -> list[str]:
 
 #: functions ``(plumber) -> [lines]`` whose lines end the summary, in order (a feature that
 #: has figures of its own appends one; an empty list adds nothing)
-SUMMARY_SECTIONS: list = [_output_closed, summary_lines]   # summary_lines: the cache's
+SUMMARY_SECTIONS: list[Callable[[Plumber], list[str]]] = [
+    _output_closed, summary_lines]      # summary_lines: the cache's
 
 
-def _safe(method) -> list:
+def _safe(method: Callable[[], list[Piper]]) -> list[Piper]:
     try:
         return method()
     except Exception:  # noqa: BLE001 - a graph being edited: show what the stats have
         return []
 
 
-def expected_totals(plumber, datas) -> dict:
+def expected_totals(plumber: Plumber, datas: Sequence[Any]) -> dict[Piper, int]:
     """Items each Piper will give out, when every input in ``datas`` has a length:
     ``{piper: n}`` (a Piper whose count cannot be known is left out).
 
@@ -162,15 +171,16 @@ def expected_totals(plumber, datas) -> dict:
     inputs = _safe(plumber.get_inputs)
     if len(inputs) != len(datas) or not all(hasattr(d, "__len__") for d in datas):
         return {}
-    made: dict = {}
+    made: dict[Piper, int] = {}
     for piper in _safe(plumber.postorder):
         if piper in inputs:
             taken = len(datas[inputs.index(piper)])
         else:
             ups = [made.get(u) for u in plumber.get_upstream(piper)]
-            if not ups or None in ups:
+            known = [u for u in ups if u is not None]
+            if not ups or len(known) < len(ups):
                 continue
-            taken = min(ups)
+            taken = min(known)
         made[piper] = int(math.ceil(Fraction(taken, piper.consume)) * piper.produce)
     return made
 
@@ -192,8 +202,8 @@ class Progress:
     thread: an error there stops the display, is logged and kept in ``error``.
     """
 
-    def __init__(self, plumber, mode: str = "auto", stream: IO | None = None,
-                 interval: float | None = None, totals: dict | None = None):
+    def __init__(self, plumber: Plumber, mode: str = "auto", stream: IO[str] | None = None,
+                 interval: float | None = None, totals: dict[Piper, int] | None = None):
         if mode not in MODES:
             raise ValueError(f"progress mode must be one of {', '.join(MODES)}, not {mode!r}")
         if interval is not None and (not isinstance(interval, (int, float)) or interval <= 0):
@@ -208,7 +218,7 @@ class Progress:
         self.error: BaseException | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._view = None
+        self._view: _View | None = None
         self._lock = threading.Lock()       # start/stop from different threads
 
     def start(self) -> "Progress":
@@ -233,6 +243,7 @@ class Progress:
             self._stop.set()
             thread.join()
             view, self._view = self._view, None
+        assert view is not None     # made by start() with the thread
         if self.error is None:
             try:
                 view.update(self._current(view), final=True)
@@ -246,7 +257,8 @@ class Progress:
     def __enter__(self) -> "Progress":
         return self.start()
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         self.stop()
 
     @property
@@ -255,6 +267,7 @@ class Progress:
 
     def _report_loop(self) -> None:
         view = self._view
+        assert view is not None     # made by start() before the thread
         try:
             while not self._stop.wait(self.interval):
                 view.update(self._current(view), final=False)
@@ -267,11 +280,11 @@ class Progress:
         log.error("progress display of %r failed: %s: %s", self.plumber, type(exc).__name__,
                   exc)
 
-    def _current(self, view) -> tuple[list[PiperFigures], float]:
+    def _current(self, view: _View) -> tuple[list[PiperFigures], float]:
         return figures(self.plumber, view.pipers), _elapsed(self.plumber)
 
 
-def _is_terminal(stream) -> bool:
+def _is_terminal(stream: IO[str]) -> bool:
     try:
         return bool(stream.isatty())
     except (AttributeError, ValueError):
@@ -288,11 +301,27 @@ def _describe(f: PiperFigures, elapsed: float) -> str:
     return text
 
 
-def _make_view(mode, stream, outputs, totals):
+#: what a view is given at each update: the figures of its Pipers and the seconds elapsed
+Rows = tuple[list[PiperFigures], float]
+
+
+class _View(Protocol):
+    """How the progress thread shows figures (_LogLines, _TerminalBars, _TqdmBars)."""
+
+    pipers: list[Piper]
+
+    def update(self, rows: Rows, final: bool) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _make_view(mode: str, stream: IO[str], outputs: list[Piper], totals: dict[Piper, int]
+               ) -> _View:
     if mode == "log":
         return _LogLines(stream, outputs)
     try:
-        import tqdm  # optional: not a dependency
+        # optional, not a dependency (and untyped: its attributes are Any)
+        tqdm = importlib.import_module("tqdm")
     except ImportError:
         return _TerminalBars(stream, outputs, totals)
     return _TqdmBars(tqdm.tqdm, stream, outputs, totals)
@@ -302,17 +331,17 @@ class _LogLines:
     """mode 'log': one timestamped line per output Piper per update, with the rate since
     the previous line."""
 
-    def __init__(self, stream, pipers):
+    def __init__(self, stream: IO[str], pipers: list[Piper]):
         self.stream, self.pipers = stream, pipers
         self._last = (0.0, [0] * len(pipers))
 
-    def update(self, rows, final: bool) -> None:
+    def update(self, rows: Rows, final: bool) -> None:
         items, elapsed = rows
         stamp = time.strftime("%H:%M:%S")
         word = "done" if final else "progress"
         before, counts = self._last
         span = elapsed - before
-        for f, count in zip(items, counts):
+        for f, count in zip(items, counts, strict=True):
             recent = (f.items_out - count) / span if span > 0 else 0.0
             self.stream.write(f"{stamp} papy {word}: {f.name}: {_describe(f, elapsed)}; "
                               f"{recent:.1f}/s lately\n")
@@ -329,20 +358,21 @@ class _TerminalBars:
 
     NAME_WIDTH = 16
 
-    def __init__(self, stream, pipers, totals):
+    def __init__(self, stream: IO[str], pipers: list[Piper], totals: dict[Piper, int]):
         self.stream, self.pipers, self.totals = stream, pipers, totals
         self._drawn = 0                 # lines of the block on the screen
 
-    def update(self, rows, final: bool) -> None:
+    def update(self, rows: Rows, final: bool) -> None:
         items, elapsed = rows
         width = shutil.get_terminal_size((100, 20)).columns - 1
-        lines = [self._line(piper, f, elapsed, width) for piper, f in zip(self.pipers, items)]
+        lines = [self._line(piper, f, elapsed, width) for piper, f in
+                 zip(self.pipers, items, strict=True)]
         up = f"\x1b[{self._drawn}F" if self._drawn else ""
         self.stream.write(up + "".join(f"\x1b[2K{line}\n" for line in lines))
         self.stream.flush()
         self._drawn = len(lines)
 
-    def _line(self, piper, f: PiperFigures, elapsed: float, width: int) -> str:
+    def _line(self, piper: Piper, f: PiperFigures, elapsed: float, width: int) -> str:
         total = self.totals.get(piper)
         rate = f.items_out / elapsed if elapsed > 0 else 0.0
         head = f"{f.name[:self.NAME_WIDTH]:<{self.NAME_WIDTH}} "
@@ -361,15 +391,16 @@ class _TerminalBars:
 class _TqdmBars:
     """mode 'bar' with tqdm: one bar per output Piper."""
 
-    def __init__(self, make_bar, stream, pipers, totals):
+    def __init__(self, make_bar: Callable[..., Any], stream: IO[str], pipers: list[Piper],
+                 totals: dict[Piper, int]):
         self.pipers = pipers
         self.bars = [make_bar(total=totals.get(p), desc=p.name, unit="item", position=k,
                               leave=True, file=stream, dynamic_ncols=True)
                      for k, p in enumerate(pipers)]
 
-    def update(self, rows, final: bool) -> None:
+    def update(self, rows: Rows, final: bool) -> None:
         items, _ = rows
-        for bar, f in zip(self.bars, items):
+        for bar, f in zip(self.bars, items, strict=True):
             bar.n = f.items_out
             bar.set_postfix_str(f"{f.errors} errors", refresh=False)
             bar.refresh()

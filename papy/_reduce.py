@@ -226,7 +226,7 @@ class ReduceNode(Node):
     def __init__(self, pipers: tuple[Piper, ...], inputs: list[Pipe], context: RunContext,
                  stage_inputs: tuple[tuple[int, ...], ...] | None = None):
         super().__init__(pipers, inputs, context, stage_inputs)
-        reducer: Reducer = self.piper      # type: ignore[assignment]
+        reducer: Reducer = self.piper  # type: ignore[assignment]  # a Reducer's node
         self.reducer = reducer
         self.fold_call = FoldCall(reducer.fold, reducer.store)
         self.body = Body(reducer.body, context) if reducer.body else None
@@ -503,4 +503,5 @@ class ReduceNode(Node):
             self.body.close()
 
 
-Reducer.node_type = ReduceNode  # type: ignore[attr-defined]
+# the node class is set on the Reducer here, once both exist (read with getattr by the run)
+Reducer.node_type = ReduceNode  # type: ignore[attr-defined]  # set here, not declared

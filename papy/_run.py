@@ -101,7 +101,7 @@ class Run:
         self._lock = threading.Lock()
         self._scheduler: threading.Thread | None = None
         self._aborting = False
-        self._imaps: list[IMap] = []
+        self._imaps: list[IMap[Any]] = []
         # the plunger: reads every output, discarding, until paused or the outputs end
         self._plunger: threading.Thread | None = None
         self._pausing = False
@@ -131,7 +131,7 @@ class Run:
         if self._state is not RunState.BUILDING:
             raise PiperError(f"piper {pipers[-1].name!r}: its pipeline is already started; "
                              f"connect every Piper before starting")
-        upstream = []
+        upstream: list[Node | None] = []
         for source in inbox:
             if _is_piper(source):
                 node = self._node_of.get(id(source))
@@ -152,7 +152,7 @@ class Run:
         attach = getattr(node, "attach", None)
         if attach is not None:
             attach(self)        # a composite node: the pools and Pipers of its body
-        for k, (source, up, pipe) in enumerate(zip(inbox, upstream, pipes)):
+        for k, (source, up, pipe) in enumerate(zip(inbox, upstream, pipes, strict=True)):
             pipe.reader = pipers[0].name
             if up is not None:
                 up.outputs.append(pipe)
@@ -171,7 +171,7 @@ class Run:
             self._pipers[id(piper)] = piper
         return node
 
-    def add_pool(self, imap: IMap, name: str) -> None:
+    def add_pool(self, imap: IMap[Any], name: str) -> None:
         """An IMap this run starts and stops (it must not be started yet)."""
         if imap.started:
             raise PiperError(f"piper {name!r}: its IMap is already started; connect "
@@ -311,7 +311,8 @@ class Run:
         while live:
             with cond:
                 cond.wait_for(lambda: self._pausing or any(
-                    r.outlet.ready() or r.holds_unread() for _, r in live))
+                    r.outlet.ready() or r.holds_unread()
+                    for _, r in live))  # noqa: B023 - called within this iteration
                 if self._pausing:
                     return
             for piper, reader in live:

@@ -28,7 +28,7 @@ import itertools
 import logging
 import operator
 import threading
-from typing import Iterable
+from typing import Any, Callable, Iterable
 
 from ._failures import FailedItems
 
@@ -121,7 +121,10 @@ def raise_failures(failures: list[BaseException], what: str) -> None:
     if len(failures) == 1:
         raise failures[0]
     if failures:
-        raise ExceptionGroup(f"{what}: {len(failures)} failures", failures)
+        # mypy: a BaseException that is no Exception among several failures would make
+        # ExceptionGroup raise TypeError (BaseExceptionGroup would take it): left as it is
+        raise ExceptionGroup(f"{what}: {len(failures)} failures",
+                             failures)  # type: ignore[type-var]  # Exceptions in practice
 
 
 # in-memory iterators that never wait and never raise, whose length is known or infinite
@@ -136,7 +139,7 @@ class Feed:
     up with the others, or when the input raises (the exception is a failure of the run).
     """
 
-    def __init__(self, iterable: Iterable, context: RunContext, label: str = "input"):
+    def __init__(self, iterable: Iterable[Any], context: RunContext, label: str = "input"):
         self._iterator = iter(iterable)
         self._context = context
         self._label = label
@@ -144,10 +147,10 @@ class Feed:
         self.taken = 0          # items handed out, plus the one being pulled
         context._register(self)
 
-    def __iter__(self):
+    def __iter__(self) -> Feed:
         return self
 
-    def __next__(self):
+    def __next__(self) -> Any:
         if not self._admit(1):      # reserved: a stop requested now waits for this item
             raise StopIteration
         context = self._context
@@ -222,7 +225,7 @@ class Gated:
         self._feed, self._iterator, self._left = feed, feed._iterator, left
         self._ended = left == 0
 
-    def take(self, count: int) -> list | None:
+    def take(self, count: int) -> list[Any] | None:
         if self._ended:
             return None
         feed = self._feed
@@ -234,7 +237,7 @@ class Gated:
             return None
         return items
 
-    def notify(self, wake) -> None:
+    def notify(self, wake: Callable[[], None]) -> None:
         """Never waits: nothing to notify."""
 
     def close(self) -> None:

@@ -38,9 +38,14 @@ import linecache
 import os
 import textwrap
 import time
+import types
+from typing import TYPE_CHECKING, Any, Callable
 
 from ._errors import PlumberError
 from ._worker import PlainCall, Worker
+
+if TYPE_CHECKING:
+    from ._dagger import Dagger
 
 __all__ = ["save_pipeline", "load_pipeline"]
 
@@ -51,7 +56,7 @@ _PIPER_FIELDS = ("consume", "produce", "spawn", "timeout", "branch", "debug", "n
 _loaded = itertools.count()
 
 
-def _literal(value, what: str) -> str:
+def _literal(value: object, what: str) -> str:
     text = repr(value)
     try:
         same = ast.literal_eval(text) == value
@@ -66,13 +71,13 @@ def _literal(value, what: str) -> str:
 class _Writer:
     """Collects the imports, sources and names a saved module needs."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.imports: dict[tuple[str, str], str] = {}   # (module, name) -> local alias
         self.sources: dict[int, str] = {}               # id(func) -> source text
         self.main_imports: list[str] = []
         self.taken: set[str] = set()
 
-    def function(self, func) -> str:
+    def function(self, func: Callable[..., Any]) -> str:
         """An expression naming ``func`` in the saved module."""
         if isinstance(func, functools.partial):
             args = ", ".join([self.function(func.func)] +
@@ -111,7 +116,7 @@ class _Writer:
             self.taken.add(alias)
         return self.imports[key]
 
-    def source(self, func) -> None:
+    def source(self, func: types.FunctionType) -> None:
         """Keep the source of ``func`` and the top-level imports of the file it is in."""
         try:
             self.sources[id(func)] = textwrap.dedent(inspect.getsource(func))
@@ -129,9 +134,9 @@ class _Writer:
                     self.main_imports.append(line)
 
 
-def _locate(module: str, qualname: str):
+def _locate(module: str, qualname: str) -> object:
     try:
-        obj = importlib.import_module(module)
+        obj: object = importlib.import_module(module)
         for part in qualname.split("."):
             obj = getattr(obj, part)
         return obj
@@ -139,8 +144,8 @@ def _locate(module: str, qualname: str):
         return None
 
 
-def _imap_expression(imap) -> str:
-    fields = []
+def _imap_expression(imap: object) -> str:
+    fields: list[str] = []
     for field in _IMAP_FIELDS:
         if not hasattr(imap, field):
             continue
@@ -151,7 +156,7 @@ def _imap_expression(imap) -> str:
     return f"IMap({', '.join(fields)})"
 
 
-def _worker_expression(writer: _Writer, worker) -> str:
+def _worker_expression(writer: _Writer, worker: Worker) -> str:
     plain = {type(f) is PlainCall for f in worker.task}
     if len(plain) > 1:      # plain and inbox functions composed: one Worker for each
         parts = [_worker_expression(writer, Worker(f.func if type(f) is PlainCall else f,
@@ -165,13 +170,13 @@ def _worker_expression(writer: _Writer, worker) -> str:
     return f"Worker(({functions},), {args}, {kwargs}{', plain=True' if True in plain else ''})"
 
 
-def save_pipeline(dagger, filename) -> None:
+def save_pipeline(dagger: Dagger, filename: str | os.PathLike[str]) -> None:
     """Write ``dagger`` (its Pipers, pipes, xtras, IMaps) as a runnable module."""
     writer = _Writer()
     pipers = dagger.nodes()
     names = {id(p): f"piper_{k}" for k, p in enumerate(pipers)}
     imaps: dict[int, tuple[str, object]] = {}
-    body = []
+    body: list[str] = []
     for piper in pipers:
         if hasattr(piper, "node_type"):     # a Reducer, a Frame: functions and a body
             raise PlumberError(f"cannot save {type(piper).__name__} {piper.name!r}: save "
@@ -207,7 +212,7 @@ def save_pipeline(dagger, filename) -> None:
         handle.write(text)
 
 
-def load_pipeline(dagger, filename) -> None:
+def load_pipeline(dagger: Dagger, filename: str | os.PathLike[str]) -> None:
     """Run the module ``filename`` and add the Pipers and pipes of its ``pipeline()``."""
     stem = "".join(c if c.isalnum() else "_" for c in os.path.basename(str(filename)))
     name = f"papy_saved_{stem}_{next(_loaded)}"
@@ -223,6 +228,8 @@ def load_pipeline(dagger, filename) -> None:
     except Exception as exc:
         raise PlumberError(f"cannot load the pipeline in {filename!r}: "
                            f"{type(exc).__name__}: {exc}") from exc
-    for piper, xtra in zip(pipers, xtras):
+    # not strict, as it always was: with fewer xtras (a module written by hand) the Pipers
+    # left over are added by their pipes only
+    for piper, xtra in zip(pipers, xtras, strict=False):
         dagger.add_piper(piper, xtra)
     dagger.add_pipes(pipes)

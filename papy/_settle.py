@@ -21,7 +21,7 @@ import itertools
 import logging
 from itertools import compress
 from operator import not_
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from imap import BrokenPoolError
 
@@ -77,11 +77,12 @@ def _convert(node: Node, result: Any, index: int) -> Any:
     if type(result) is Counted:         # a cached Worker's record (papy._cache_run)
         result = count_carried(node, result)
     if type(result) is Busy:
-        if node.fused:
-            for piper, seconds in zip(node.pipers, result.seconds):
+        if node.fused:      # a FusedCall's: seconds per stage
+            stages = cast("tuple[float, ...]", result.seconds)
+            for piper, seconds in zip(node.pipers, stages, strict=True):
                 node.counters_of(piper).time_busy += seconds
         else:
-            node.counters.time_busy += result.seconds
+            node.counters.time_busy += cast(float, result.seconds)
         result = result.value
         if type(result) is Counted:
             result = count_carried(node, result)

@@ -26,10 +26,18 @@ import os
 import time
 import traceback
 import types
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Sequence, TypeGuard
 
 from ._cache_run import call_one, carry, record_of
 from ._errors import PiperError, WorkerError
+
+if TYPE_CHECKING:
+    from ._cache import Cache
+    from ._cache_worker import CacheRecord, WorkerCache
+
+#: what ``map_stage`` returns: the results, and ``{position: exception}`` for what was raised
+#: and is not an Exception (None: nothing was)
+Raised = dict[int, BaseException] | None
 
 __all__ = ["Worker", "PlainCall"]
 
@@ -37,13 +45,13 @@ _FUNCTION_TYPES = (types.FunctionType, types.BuiltinFunctionType, types.MethodTy
                    types.BuiltinMethodType, types.MethodWrapperType, functools.partial)
 
 
-def _is_function(obj) -> bool:
+def _is_function(obj: object) -> TypeGuard[Callable[..., Any]]:
     # a function decorated by a papy.Cache (papy._cache.CachedFunction) is one too
     return isinstance(obj, _FUNCTION_TYPES) or hasattr(obj, "__papy_fingerprint_of__")
 
 
-def _function_name(func) -> str:
-    name = getattr(func, "__name__", None)
+def _function_name(func: object) -> str:
+    name: str | None = getattr(func, "__name__", None)
     if name is None and isinstance(func, functools.partial):
         name = _function_name(func.func)
     return name or repr(func)
@@ -119,12 +127,18 @@ class Worker:
         42
     """
 
-    __hash__ = None  # equal Workers are interchangeable, but they are mutable containers
+    # equal Workers are interchangeable, but they are mutable containers
+    __hash__: ClassVar[None] = None  # type: ignore[assignment]  # unhashable, on purpose
 
-    def __init__(self, functions, arguments=None, kwargs=None, name: str | None = None,
-                 cache=None, plain: bool = False):
+    def __init__(self, functions: Callable[..., Any] | Worker | Sequence[Any],
+                 arguments: Iterable[Any] | None = None,
+                 kwargs: dict[str, Any] | Iterable[dict[str, Any] | None] | None = None,
+                 name: str | None = None, cache: Cache | None = None, plain: bool = False):
         if not isinstance(plain, bool):
             raise TypeError(f"Worker plain must be True or False, not {plain!r}")
+        task: Sequence[Callable[..., Any]]
+        args: Sequence[tuple[Any, ...]]
+        kws: Sequence[dict[str, Any]]
         if isinstance(functions, Worker):
             if plain:
                 raise TypeError("Worker(plain=True) takes functions; a Worker keeps the "
@@ -139,26 +153,27 @@ class Worker:
         else:
             raise TypeError(f"Worker takes a function, a Worker or a non-empty sequence of "
                             f"them, not {functions!r}")
-        self.task: tuple = tuple(task)
-        self.args: tuple = tuple(args)
-        self.kwargs: tuple = tuple(kws)
-        for func, arg, kw in zip(self.task, self.args, self.kwargs):
+        self.task: tuple[Callable[..., Any], ...] = tuple(task)
+        self.args: tuple[tuple[Any, ...], ...] = tuple(args)
+        self.kwargs: tuple[dict[str, Any], ...] = tuple(kws)
+        for func, arg, kw in zip(self.task, self.args, self.kwargs, strict=True):
             if not isinstance(functions, Worker) and type(func) is not PlainCall:
                 _check_signature(func, arg, kw)
-        self._single = (self.task[0], self.args[0], self.kwargs[0]) if len(self.task) == 1 \
+        self._single: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None = \
+            (self.task[0], self.args[0], self.kwargs[0]) if len(self.task) == 1 \
             else None     # the common case, without the boxing of a composition
-        self._bare = self.task[0] if len(self.task) == 1 and not self.args[0] \
-            and not self.kwargs[0] else None    # one function of the inbox alone
+        self._bare: Callable[..., Any] | None = self.task[0] if len(self.task) == 1 \
+            and not self.args[0] and not self.kwargs[0] else None  # one function of the inbox
         self.__name__ = ">".join(_function_name(f) for f in self.task)
         self.name = name if name is not None else f"{self.__name__}_{id(self)}"
-        self.cache = None           # a papy.Cache: see _use_cache
-        self._cached = None
+        self.cache: Cache | None = None           # see _use_cache
+        self._cached: WorkerCache | None = None
         if cache is None and isinstance(functions, Worker):
             cache = functions.cache         # a copy of a cached Worker is cached
         if cache is not None:
             self._use_cache(cache)
 
-    def _use_cache(self, cache) -> None:
+    def _use_cache(self, cache: Cache) -> None:
         """Consult ``cache`` for every inbox (papy._cache_worker), where the Worker runs.
         The fast paths that call the function directly (``_bare``: Worker.__call__,
         TimedCall, BoxingCall, FusedCall, map_stage) are off for a cached Worker."""
@@ -168,13 +183,13 @@ class Worker:
         self._bare = None
 
     @property
-    def cache_record(self):
+    def cache_record(self) -> CacheRecord | None:
         """The per-item record of a cached Worker where it runs (``take()``: the counts
         of executed, cached, failed and upstream-failed items since the last take), or
         None without a cache. See papy._cache_worker."""
         return self._cached.record if self._cached is not None else None
 
-    def __call__(self, inbox: Sequence) -> Any:
+    def __call__(self, inbox: Sequence[Any]) -> Any:
         bare = self._bare
         if bare is not None and type(inbox) is list and len(inbox) == 1 \
                 and not isinstance(inbox[0], _SUSPECT):   # the common case, per item
@@ -184,7 +199,7 @@ class Worker:
                 return _worker_error(exc, bare, inbox)
         return self._evaluate(inbox)
 
-    def _evaluate(self, inbox: Sequence) -> Any:
+    def _evaluate(self, inbox: Sequence[Any]) -> Any:
         if self._cached is not None:
             return self._cached(inbox)
         try:
@@ -203,14 +218,14 @@ class Worker:
             except Exception as exc:  # noqa: BLE001 - every user error becomes a value
                 return _worker_error(exc, func, inbox)
         outbox = inbox
-        for func, args, kwargs in zip(self.task, self.args, self.kwargs):
+        for func, args, kwargs in zip(self.task, self.args, self.kwargs, strict=True):
             try:
                 outbox = (func(outbox, *args, **kwargs),)
             except Exception as exc:  # noqa: BLE001 - every user error becomes a value
                 return _worker_error(exc, func, inbox)
         return outbox[0]
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         if not isinstance(other, Worker):
             return NotImplemented
         return (self.task, self.args, self.kwargs) == (other.task, other.args, other.kwargs)
@@ -219,7 +234,7 @@ class Worker:
         return f"{self.__name__}({id(self)})"
 
 
-def _worker_error(exc: Exception, func, inbox) -> WorkerError:
+def _worker_error(exc: Exception, func: object, inbox: Any) -> WorkerError:
     error = WorkerError(exc, _function_name(func), inbox)
     error.traceback_text = _user_traceback(exc)
     return error
@@ -237,7 +252,8 @@ def _user_traceback(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
-def _check_signature(func, args: tuple, kwargs: dict) -> None:
+def _check_signature(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+                     ) -> None:
     """A TypeError now, not a WorkerError per item later, when ``func`` cannot be called as
     ``func(inbox, *args, **kwargs)``. Functions without a signature (some builtins) pass."""
     try:
@@ -259,7 +275,7 @@ def _check_signature(func, args: tuple, kwargs: dict) -> None:
         ) from None
 
 
-def _as_tuple(arguments, what: str) -> tuple:
+def _as_tuple(arguments: object, what: str) -> tuple[Any, ...]:
     if arguments is None:
         return ()
     if isinstance(arguments, (str, bytes)) or not isinstance(arguments, Iterable):
@@ -268,7 +284,7 @@ def _as_tuple(arguments, what: str) -> tuple:
     return tuple(arguments)
 
 
-def _as_dict(kwargs, what: str) -> dict:
+def _as_dict(kwargs: object, what: str) -> dict[str, Any]:
     if kwargs is None:
         return {}
     if not isinstance(kwargs, dict):
@@ -276,15 +292,20 @@ def _as_dict(kwargs, what: str) -> dict:
     return dict(kwargs)
 
 
-def _from_sequence(functions, arguments, kwargs, plain: bool = False):
+def _from_sequence(functions: Sequence[Any], arguments: Iterable[Any] | None,
+                   kwargs: Iterable[Any] | None, plain: bool = False
+                   ) -> tuple[list[Callable[..., Any]], list[tuple[Any, ...]],
+                              list[dict[str, Any]]]:
     count = len(functions)
-    arguments = [None] * count if arguments is None else list(arguments)
-    kwargs = [None] * count if kwargs is None else list(kwargs)
-    if len(arguments) != count or len(kwargs) != count:
-        raise TypeError(f"Worker got {count} functions, {len(arguments)} argument tuples and "
-                        f"{len(kwargs)} kwargs dicts; give one of each per function")
-    task, args, kws = [], [], []
-    for func, arg, kw in zip(functions, arguments, kwargs):
+    argument_list: list[Any] = [None] * count if arguments is None else list(arguments)
+    kwargs_list: list[Any] = [None] * count if kwargs is None else list(kwargs)
+    if len(argument_list) != count or len(kwargs_list) != count:
+        raise TypeError(f"Worker got {count} functions, {len(argument_list)} argument tuples "
+                        f"and {len(kwargs_list)} kwargs dicts; give one of each per function")
+    task: list[Callable[..., Any]] = []
+    args: list[tuple[Any, ...]] = []
+    kws: list[dict[str, Any]] = []
+    for func, arg, kw in zip(functions, argument_list, kwargs_list, strict=True):
         if isinstance(func, Worker):
             task += func.task
             args += func.args
@@ -301,9 +322,9 @@ def _from_sequence(functions, arguments, kwargs, plain: bool = False):
 _SUSPECT = (PiperError, list)      # an upstream error, or a consume group that may hold one
 
 
-def _upstream_errors(inbox) -> list:
+def _upstream_errors(inbox: Iterable[Any]) -> list[PiperError]:
     """The PiperErrors an inbox holds (one level deep, to see into ``consume`` groups)."""
-    errors = []
+    errors: list[PiperError] = []
     for element in inbox:
         if isinstance(element, PiperError):
             errors.append(element)
@@ -316,8 +337,9 @@ _clock = time.perf_counter
 REPORT_EVERY = 0.01     # seconds of work between two reports of a TimedCall
 
 
-def map_stage(worker, bare, values: list, boxed: bool, clean: bool = False
-              ) -> tuple[list, dict | None]:
+def map_stage(worker: Callable[[Any], Any], bare: Callable[..., Any] | None,
+              values: list[Any], boxed: bool, clean: bool = False
+              ) -> tuple[list[Any], Raised]:
     """``worker`` over a batch: ``(results, raised)``, user errors as values (WorkerError).
     ``values`` are the inboxes or, ``boxed``, the items (each evaluated as ``[item]``).
     With a ``bare`` function (a Worker of one function without arguments) and no item that
@@ -326,9 +348,9 @@ def map_stage(worker, bare, values: list, boxed: bool, clean: bool = False
     ``{position: exception}`` for what is not an Exception (SystemExit, ...): those
     positions hold None, as the per-item path would fail only that item. ``clean``: the
     caller knows every value is of a NEVER_SUSPECT type (no check is needed)."""
-    cached = getattr(worker, "_cached", None)
+    cached: WorkerCache | None = getattr(worker, "_cached", None)
     if cached is not None:          # a cached Worker: looked up and stored per batch
-        return cached.call_batch(values, boxed)  # type: ignore[no-any-return]
+        return cached.call_batch(values, boxed)
     if not boxed:
         if bare is not None and (clean or _plain_inboxes(values)):
             return _resumable(bare, values, False)      # the Worker would call it so
@@ -345,25 +367,26 @@ NEVER_SUSPECT = frozenset({int, float, complex, str, bytes, bool, type(None), tu
 _LISTS = frozenset({list})
 
 
-def _plain_inboxes(inboxes: list) -> bool:
+def _plain_inboxes(inboxes: list[Any]) -> bool:
     """Are these inboxes lists of NEVER_SUSPECT values only (a join's, without an upstream
     error or a consume group)? Two C-level scans of the types."""
     return _LISTS.issuperset(map(type, inboxes)) and NEVER_SUSPECT.issuperset(
         map(type, itertools.chain.from_iterable(inboxes)))
 
 
-def any_instance(values: list, types) -> bool:
+def any_instance(values: list[Any], types: type | tuple[type, ...]) -> bool:
     """Is any of ``values`` an instance of ``types`` (which holds no NEVER_SUSPECT type)?
     One C-level check of the exact types first, which settles the common batches."""
     return not NEVER_SUSPECT.issuperset(map(type, values)) and any(
         map(isinstance, values, itertools.repeat(types)))
 
 
-def _resumable(func, values: list, boxed: bool, box_errors: bool = False
-               ) -> tuple[list, dict | None]:
+def _resumable(func: Callable[..., Any], values: list[Any], boxed: bool,
+               box_errors: bool = False) -> tuple[list[Any], Raised]:
     """``box_errors``: ``values`` are items given to ``func`` as they are (a plain
     function), and a WorkerError's inbox is ``[item]`` as for the other paths."""
-    results, raised = [], None
+    results: list[Any] = []
+    raised: Raised = None
     mapped = map(func, map(list, zip(values)) if boxed else values)
     while True:
         try:
@@ -380,14 +403,15 @@ def _resumable(func, values: list, boxed: bool, box_errors: bool = False
 
 
 class Busy:
-    """A result that also carries the seconds a worker was busy since its last report."""
+    """A result that also carries the seconds a worker was busy since its last report (a
+    tuple of seconds, one per stage, from a fused chain's FusedCall)."""
 
     __slots__ = ("seconds", "value")
 
-    def __init__(self, seconds: float, value):
+    def __init__(self, seconds: float | tuple[float, ...], value: Any):
         self.seconds, self.value = seconds, value
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[Busy], tuple[float | tuple[float, ...], Any]]:
         return (Busy, (self.seconds, self.value))
 
 
@@ -402,11 +426,16 @@ class TimedCall:
 
     __slots__ = ("worker", "bare", "pending", "reported", "record")
     boxed = False       # given inboxes (BoxingCall: items)
+    worker: Callable[[Any], Any]
+    bare: Callable[..., Any] | None
+    pending: float
+    reported: float
+    record: Any         # a cached Worker's record (papy._cache_run.record_of), or None
 
-    def __init__(self, worker: Callable):
+    def __init__(self, worker: Callable[[Any], Any]):
         self.__setstate__(worker)
 
-    def call_batch(self, items: list):
+    def call_batch(self, items: list[Any]) -> tuple[list[Any], Raised]:
         """A whole batch (``imap._evaluate.evaluate``): timed once, errors as values."""
         start = _clock()
         values, raised = map_stage(self.worker, self.bare, items, self.boxed)
@@ -419,7 +448,7 @@ class TimedCall:
             self.pending, self.reported = 0.0, now
         return values, raised
 
-    def __call__(self, inbox):
+    def __call__(self, inbox: Any) -> Any:
         bare = self.bare
         start = _clock()
         if bare is not None and type(inbox) is list and len(inbox) == 1 \
@@ -439,10 +468,10 @@ class TimedCall:
         busy, self.pending, self.reported = self.pending, 0.0, now
         return Busy(busy, result)
 
-    def __getstate__(self):
+    def __getstate__(self) -> Callable[[Any], Any]:
         return self.worker
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: Callable[[Any], Any]) -> None:
         self.worker = state
         # a Worker of one function without arguments: evaluated here, one call less
         self.bare = getattr(state, "_bare", None) if isinstance(state, Worker) else None
@@ -465,7 +494,7 @@ class BoxingCall(TimedCall):
     __slots__ = ()
     boxed = True
 
-    def __call__(self, item):
+    def __call__(self, item: Any) -> Any:
         # TimedCall.__call__'s body, inlined on purpose: this runs per item for linear
         # Pipers and the IMap's tracked batches; delegating (one call more per item)
         # measured 0.17x instead of 0.24x Pool.imap in scripts/bench_pipeline.py (b) when

@@ -227,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:              # --help (0) or a usage error (2)
         return _exit_code(exc.code)
     try:
-        return args.handler(args)
+        code: int = args.handler(args)
+        return code
     except UsageError as exc:
         print(f"papy {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

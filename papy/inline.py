@@ -39,10 +39,10 @@ How the decorators become a papy pipeline (``Work.run``)::
 Jobs, reducers and frames run on one papy pool per run (``worker_type='process'`` by
 default, ``'thread'``), or ``worker_type='inline'``: no pool, every stage evaluated by the
 run itself, in this process (linear Pipers; for debugging and deterministic runs);
-``result``, ``finish`` and ``init`` run in the main program. Unlike job_stream, an item that fails does not end the
-run: it becomes an error item in place, the other items go on, and ``w.errors`` lists the
-error items after the run. Definition-order mistakes and wrong arities are ValueErrors
-that name the function, raised at decoration time.
+``result``, ``finish`` and ``init`` run in the main program. Unlike job_stream, an item that
+fails does not end the run: it becomes an error item in place, the other items go on, and
+``w.errors`` lists the error items after the run. Definition-order mistakes and wrong
+arities are ValueErrors that name the function, raised at decoration time.
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ import builtins
 import inspect
 import itertools
 import logging
-from typing import Any, Callable, Generator, Iterable, TypeVar
+from typing import Any, Callable, Generator, Iterable, Literal, TypeVar
 
 from imap import IMap
 
@@ -323,7 +323,7 @@ class Work:
         if not self._top:
             yield from items
             return
-        pool: IMap | bool = False       # 'inline': evaluated by the run itself
+        pool: IMap[Any] | Literal[False] = False       # 'inline': evaluated by the run itself
         if self.worker_type != "inline":
             pool = IMap(worker_type=self.worker_type, worker_num=self.worker_num,
                         name="papy.inline")
@@ -332,7 +332,7 @@ class Work:
         plumber.add_pipe(tuple(pipers))
         yield from plumber.stream([items])
 
-    def _piper(self, stage: Any, pool: IMap | bool) -> Piper:
+    def _piper(self, stage: Any, pool: IMap[Any] | Literal[False]) -> Piper:
         if type(stage) is _Job:
             return Piper(Worker(_job_call(stage.func)), parallel=pool, drop_none=True,
                          name=_name(stage.func))

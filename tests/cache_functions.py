@@ -73,11 +73,12 @@ class Scaler:
         return x * self.factor
 
 
-LAMBDA_ONE = lambda x: x + 1
-LAMBDA_TWO = (lambda x: x + 1)
-LAMBDA_OTHER = lambda x: x + 2
-GENEXPR_A = lambda xs: list(x for x in xs if x)  # noqa: C400 - a generator expression is tested
-GENEXPR_B = lambda xs: list(x for x in xs if x)  # noqa: C400
+# lambdas and generator expressions are what these fingerprint tests are about
+LAMBDA_ONE = lambda x: x + 1  # noqa: E731 - a lambda is tested
+LAMBDA_TWO = (lambda x: x + 1)  # noqa: E731 - a lambda is tested
+LAMBDA_OTHER = lambda x: x + 2  # noqa: E731 - a lambda is tested
+GENEXPR_A = lambda xs: list(x for x in xs if x)  # noqa: E731 - a lambda is tested
+GENEXPR_B = lambda xs: list(x for x in xs if x)  # noqa: E731 - a lambda is tested
 CAPTURED_DICT = {"b": 2, "a": 1, "c": {3, 1, 2}}
 
 

@@ -17,6 +17,7 @@ when it closes at the end of the session.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import threading
@@ -30,8 +31,8 @@ from imap.backends import _forkserver
 from remote_servers import ServerProcess
 from remote_servers import forking_server  # noqa: F401  (a session fixture, re-exported)
 
-try:
-    import distributed
+try:     # imported as Any: its LocalCluster, Client, ... are not annotated
+    distributed: Any = importlib.import_module("distributed")
 except ImportError:  # the dask pool kind is skipped (pip install -e '.[test]' installs it)
     distributed = None
 

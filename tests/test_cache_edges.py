@@ -117,7 +117,7 @@ def test_an_entry_of_another_format_is_a_miss(tmp_path, monkeypatch):
 
 def test_a_result_that_cannot_be_unpickled_here_is_a_miss(tmp_path, monkeypatch):
     module = types.ModuleType("papy_test_gone")
-    exec("class Thing:\n    def __init__(self, n):\n        self.n = n\n",  # noqa: S102
+    exec("class Thing:\n    def __init__(self, n):\n        self.n = n\n",
          module.__dict__)
     monkeypatch.setitem(sys.modules, "papy_test_gone", module)
     cache = Cache(tmp_path)

@@ -128,7 +128,7 @@ def test_not_callable_is_a_type_error():
 
 def test_code_without_source_still_has_a_fingerprint():
     namespace: dict = {}
-    exec("def made(x):\n    return x * 7\n", namespace)  # noqa: S102 - code without a file
+    exec("def made(x):\n    return x * 7\n", namespace)  # code without a file
     text = describe(namespace["made"])
     assert "source:\n\ncode:" in text and "LOAD_CONST 7" in text
     assert len(fingerprint(namespace["made"])) == 64

@@ -3,10 +3,11 @@
 The blocks of one file run in order in one fresh interpreter (so a block may use the names
 of the blocks above it, as a reader following the page would), with ``__name__ ==
 '__main__'``, in a temporary folder. A block that starts with ``>>>`` is an interactive
-session: it runs as a doctest, so its printed output is checked too. A block is left out when the line before its fence is
-``<!-- skip -->`` or ``<!-- skip: reason -->`` (e.g. it needs a remote server, or runs
-forever); docs/index.md lists the reasons. A failing block is reported with its file and
-line. docs/workers.md is left to tests/test_workers_docs.py (TESTED_ELSEWHERE).
+session: it runs as a doctest, so its printed output is checked too. A block is left out
+when the line before its fence is ``<!-- skip -->`` or ``<!-- skip: reason -->`` (e.g. it
+needs a remote server, or runs forever); docs/index.md lists the reasons. A failing block is
+reported with its file and line. docs/workers.md is left to tests/test_workers_docs.py
+(TESTED_ELSEWHERE).
 """
 from __future__ import annotations
 

@@ -21,11 +21,12 @@ def sub1(x):
 
 def test_public_names():
     assert set(imap.__all__) == {"IMap", "TaskIterator", "imports", "waiting_for_input",
-                                 "IMapError", "WorkerDiedError", "SerializationError", "WorkerStartError",
-                                 "RemoteError", "RemoteTraceback", "BrokenPoolError",
-                                 "IMapWarning", "BatchSource", "BatchFunction", "Results",
-                                 "Wake", "IterableSource", "TaskQueue", "QueueClosedError",
-                                 "execute", "ExecuteIterator", "Executor", "PushSource"}
+                                 "IMapError", "WorkerDiedError", "SerializationError",
+                                 "WorkerStartError", "RemoteError", "RemoteTraceback",
+                                 "BrokenPoolError", "IMapWarning", "BatchSource",
+                                 "BatchFunction", "Results", "Wake", "IterableSource",
+                                 "TaskQueue", "QueueClosedError", "execute", "ExecuteIterator",
+                                 "Executor", "PushSource"}
     for name in imap.__all__:
         assert getattr(imap, name) is not None
 

@@ -113,14 +113,14 @@ def test_an_item_that_cannot_be_unpickled_in_the_worker_fails_alone(pickling):
         assert pool.next() == 4
 
 
-class Unpicklable_Exception(Exception):
+class UnpicklableError(Exception):
     def __init__(self, a, b):
         super().__init__(a)  # unpickling calls __init__(a) and fails
 
 
 def raise_odd_exception(x):
     if x == 1:
-        raise Unpicklable_Exception("odd", "arguments")
+        raise UnpicklableError("odd", "arguments")
     return x
 
 
@@ -128,9 +128,9 @@ def test_an_exception_that_cannot_be_pickled_back_is_replaced(pickling):
     from imap import RemoteError
     with IMap(raise_odd_exception, range(3), **pickling.with_workers(1)) as pool:
         assert pool.next() == 0
-        with pytest.raises(RemoteError, match="Unpicklable_Exception: odd") as info:
+        with pytest.raises(RemoteError, match="UnpicklableError: odd") as info:
             pool.next()
-        assert "Unpicklable_Exception" in info.value.type_name
+        assert "UnpicklableError" in info.value.type_name
         assert pool.next() == 2
 
 

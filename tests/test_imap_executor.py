@@ -39,12 +39,12 @@ def make_dummy_object(_):
     return MyObject()
 
 
-class FalseyBoolException(Exception):
+class FalseyBoolError(Exception):
     def __bool__(self):
         return False
 
 
-class FalseyLenException(Exception):
+class FalseyLenError(Exception):
     def __len__(self):
         return 0
 
@@ -215,10 +215,10 @@ def test_free_reference(local_executor):
 
 
 def test_swallows_no_falsey_exception(local_executor):
-    with pytest.raises(FalseyBoolException, match="boolbool"):
-        local_executor.submit(raiser, FalseyBoolException, "boolbool").result(DEADLINE)
-    with pytest.raises(FalseyLenException, match="lenlen"):
-        local_executor.submit(raiser, FalseyLenException, "lenlen").result(DEADLINE)
+    with pytest.raises(FalseyBoolError, match="boolbool"):
+        local_executor.submit(raiser, FalseyBoolError, "boolbool").result(DEADLINE)
+    with pytest.raises(FalseyLenError, match="lenlen"):
+        local_executor.submit(raiser, FalseyLenError, "lenlen").result(DEADLINE)
 
 
 def test_max_workers_must_be_positive():

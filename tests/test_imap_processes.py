@@ -171,7 +171,6 @@ RUN_UNTIL_SIGNALLED = DESCENDANTS + """
 
 @pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
 def test_a_signal_ends_an_imap_program_and_its_workers(tmp_path, signum):
-    import os
     import signal
     import time
     script = tmp_path / "run.py"

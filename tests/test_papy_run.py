@@ -129,15 +129,15 @@ def test_leaving_the_block_raises_the_failures_of_the_run():
 
 
 def test_an_exception_in_the_block_stops_the_run_at_once_and_propagates(pool):
-    class Boom(Exception):
+    class BoomError(Exception):
         pass
 
-    with pytest.raises(Boom):
+    with pytest.raises(BoomError):
         with Plumber() as plumber:
             plumber.add_pipe((Piper(slow_identity, parallel=pool), Piper(inc)))
             plumber.start([itertools.count()])       # endless: only a forced stop ends it
             plumber.run()
-            raise Boom()
+            raise BoomError()
     assert plumber.state.value == "idle"
     assert pool is False or not pool.started
 

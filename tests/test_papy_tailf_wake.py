@@ -144,7 +144,7 @@ def follower(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
     handles: list[IO[str]] = []
 
     def start(path: Path, **options: Any) -> Follower:
-        handle = open(path)  # noqa: SIM115 - closed at the end of the test
+        handle = open(path)  # closed at the end of the test
         handles.append(handle)
         started.append(Follower(handle, monkeypatch, wait_for(mode), **options))
         return started[-1]

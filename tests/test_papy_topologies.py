@@ -85,7 +85,7 @@ def test_fan_out_to_three_outputs(pool):
     plumber = Plumber()
     plumber.add_pipes([(source, out) for out in outputs])
     tracked = run(plumber, [range(60)])
-    for out, name in zip(outputs, ("square", "negate", "halve")):
+    for out, name in zip(outputs, ("square", "negate", "halve"), strict=True):
         reference = FUNCTIONS[name][1]
         assert values(tracked[out]) == [reference(x + 1) for x in range(60)]
 
@@ -98,8 +98,8 @@ def test_fan_out_read_by_hand_in_turn(pool):
     plumber.add_pipes([(source, out) for out in outputs])
     plumber.start([range(20)])
     try:
-        assert list(zip(*outputs)) == [((x + 1) ** 2, -(x + 1), (x + 1) / 2)
-                                       for x in range(20)]
+        assert list(zip(*outputs, strict=False)) == [     # read in step
+            ((x + 1) ** 2, -(x + 1), (x + 1) / 2) for x in range(20)]
     finally:
         plumber.stop()
 

@@ -137,12 +137,12 @@ def test_result_that_cannot_be_pickled_on_the_server_fails_in_place(handle):
 
 def test_exception_that_cannot_be_pickled_becomes_remote_error(handle):
     def fail(x):
-        class Local(Exception):
+        class LocalError(Exception):
             pass
-        raise Local(f"bad {x}")
+        raise LocalError(f"bad {x}")
     _, errors, _ = handle.run(Batch(make_task(fail), 0, [5]))
     assert isinstance(errors[0], RemoteError) and "bad 5" in str(errors[0])
-    assert errors[0].type_name.endswith("Local")
+    assert errors[0].type_name.endswith("LocalError")
 
 
 def test_long_evaluation_is_kept_alive_by_heartbeats(server):

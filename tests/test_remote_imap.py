@@ -53,7 +53,7 @@ def test_weaving_two_tasks_with_errors_in_place(two_hosts):
         shout = pool.add_task(str.upper, ["ab", "cd", 3, "ef"])
         pool.start()
         got_inverse, got_shout = _drain(inverse), _drain(shout)
-    for x, got in zip(range(40), got_inverse):
+    for x, got in zip(range(40), got_inverse, strict=True):     # a result per item
         if x % 5:
             assert got == 1 / (x % 5)
         else:

@@ -102,7 +102,7 @@ def test_unloaded_items_are_removed_when_a_plain_program_exits(tmp_path, nothing
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
                           timeout=60, cwd=os.getcwd(), check=True,
                           env={**os.environ, "PYTHONPATH": os.getcwd()})
-    refs = [eval(line) for line in done.stdout.splitlines()]  # noqa: S307 - our own output
+    refs = [eval(line) for line in done.stdout.splitlines()]  # our own output
     assert [ref[0] for ref in refs] == list(KINDS)
     for kind, location, *_ in refs:
         if kind == "shm":

@@ -24,7 +24,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from papy import (
     IMap, Piper, Plumber, Worker, add_run_options, imports, run_options, run_plumber,
@@ -61,7 +61,7 @@ def write(inbox: Sequence[str | None], out: Output) -> str | None:
 # -- 2. the pipeline ---------------------------------------------------------------------
 
 
-def pipeline(pattern: str = "papy", imap: IMap | None = None, out: Output | None = None
+def pipeline(pattern: str = "papy", imap: IMap[Any] | None = None, out: Output | None = None
              ) -> Plumber:
     """grep on ``imap`` (default: 2 worker processes), then ``write`` to ``out`` (stdout).
 
@@ -99,7 +99,7 @@ class _Watch:
         self.out.flush()
 
 
-def demo(pattern: str, imap: IMap | None, delay: float = 0.2, out: Output | None = None,
+def demo(pattern: str, imap: IMap[Any] | None, delay: float = 0.2, out: Output | None = None,
          stream: Output | None = None) -> int:
     """Follow a temporary file while this thread appends DEMO_LINES to it; stop with
     ``chinkup()`` once the last matching line was printed (the seed's sequence)."""

@@ -23,7 +23,7 @@ import argparse
 import math
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from papy import IMap, Piper, Plumber, Worker, add_run_options, run_options, run_plumber
 
@@ -79,7 +79,7 @@ def show(inbox: Sequence[Best], out: TextIO) -> Best:
 # -- 2. the pipeline ---------------------------------------------------------------------
 
 
-def pipeline(rates: Sequence[float] = RATES, imap: IMap | None = None,
+def pipeline(rates: Sequence[float] = RATES, imap: IMap[Any] | None = None,
              out: TextIO | None = None) -> Plumber:
     """variants (linear, produce=n) -> evaluate (on ``imap``, spawn=n) -> best (linear,
     consume=n) -> show. ``imap`` defaults to a process pool with a worker per CPU."""

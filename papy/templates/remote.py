@@ -24,7 +24,7 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from papy import (
     IMap, Piper, Plumber, Worker, add_run_options, imports, run_options, run_plumber)
@@ -56,7 +56,7 @@ def tally(inbox: Sequence[Where], counts: collections.Counter[str], out: TextIO)
 # -- 2. the pipeline ---------------------------------------------------------------------
 
 
-def pipeline(imap: IMap | None = None, counts: collections.Counter[str] | None = None,
+def pipeline(imap: IMap[Any] | None = None, counts: collections.Counter[str] | None = None,
              out: TextIO | None = None) -> Plumber:
     """``work`` on ``imap`` (default: local processes), ``tally`` here into ``counts``."""
     imap = imap if imap is not None else IMap(worker_type="process")
@@ -70,7 +70,7 @@ def pipeline(imap: IMap | None = None, counts: collections.Counter[str] | None =
 
 
 def make_imap(remote: Sequence[str] = (), per_host: int = 2, local: int | None = None,
-              tls: dict[str, str] | None = None, timeout: float | None = None) -> IMap:
+              tls: dict[str, str] | None = None, timeout: float | None = None) -> IMap[Any]:
     """Local processes only (no ``remote``), or ``per_host`` slots on each ``host:port`` of
     ``remote`` plus ``local`` local processes (default 0 when remote hosts are given)."""
     if not remote:

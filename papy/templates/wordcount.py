@@ -89,7 +89,7 @@ def merge(inbox: Sequence[Any], totals: Totals) -> FileCount:
 # -- 2. the pipeline ---------------------------------------------------------------------
 
 
-def pipeline(imap: IMap | None = None, totals: Totals | None = None) -> Plumber:
+def pipeline(imap: IMap[Any] | None = None, totals: Totals | None = None) -> Plumber:
     """The word-count Plumber: ``read``, ``words`` and ``lines`` on ``imap`` (default: a
     process pool with one worker per CPU), ``merge`` linear into ``totals``."""
     imap = imap if imap is not None else IMap(worker_type="process")
