@@ -378,7 +378,9 @@ def run_script(body):
 
 def sleep_and_print(seconds, message):
     time.sleep(seconds)
-    print(message, flush=True)
+    # one write of the whole line: two processes share the pipe, and with
+    # PYTHONUNBUFFERED print() would write the message and its newline apart
+    os.write(1, (message + "\n").encode())
 
 
 def test_interpreter_exit_waits_for_the_calls_scheduled():
