@@ -144,6 +144,17 @@ def _locate(module: str, qualname: str) -> object:
         return None
 
 
+def _remote_literal(worker_type: object, value: Any) -> object:
+    """``worker_remote`` as saved: (host:port, n) pairs; for a Dask IMap the scheduler's
+    address (a Client or a cluster object is saved as its ``scheduler_address``)."""
+    if worker_type != "dask":
+        return [(f"[{h}]:{p}" if ":" in h else f"{h}:{p}", n) for h, p, n in value or []]
+    if value is None or isinstance(value, str):
+        return value
+    scheduler = getattr(value, "scheduler", None)        # a Client
+    return getattr(value, "scheduler_address", None) or getattr(scheduler, "address", value)
+
+
 def _imap_expression(imap: object) -> str:
     fields: list[str] = []
     for field in _IMAP_FIELDS:
@@ -151,7 +162,7 @@ def _imap_expression(imap: object) -> str:
             continue
         value = getattr(imap, field)
         if field == "worker_remote":
-            value = [(f"[{h}]:{p}" if ":" in h else f"{h}:{p}", n) for h, p, n in value or []]
+            value = _remote_literal(getattr(imap, "worker_type", None), value)
         fields.append(f"{field}={_literal(value, f'{imap!r}.{field}')}")
     return f"IMap({', '.join(fields)})"
 

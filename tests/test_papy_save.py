@@ -87,6 +87,26 @@ def test_remote_workers_are_saved(tmp_path):
     assert loaded.nodes()[0].parallel.worker_remote == [("node1", 18813, 2)]
 
 
+@pytest.mark.parametrize("target", ["address", "client", None])
+def test_dask_imaps_are_saved_with_the_scheduler_address(tmp_path, dask_client, target):
+    """A Client is saved as its scheduler's address (the loaded IMap connects there)."""
+    if dask_client is None:
+        pytest.skip("distributed is not installed (pip install 'papy[dask]')")
+    client = dask_client if target == "client" else None
+    address = client.scheduler.address if client is not None else "tcp://127.0.0.1:8786"
+    remote = {"address": address, "client": client, None: None}[target]
+    filename = tmp_path / "dask_pipeline.py"
+    plumber = Plumber()
+    plumber.add_piper(Piper(square, parallel=IMap(worker_type="dask", worker_remote=remote,
+                                                  worker_num=2)))
+    plumber.save(filename)
+    loaded = Plumber()
+    loaded.load(filename)
+    pool = loaded.nodes()[0].parallel
+    assert pool.worker_type == "dask"
+    assert pool.worker_remote == (None if target is None else address)
+
+
 def test_what_cannot_be_saved(tmp_path):
     plumber = Plumber()
     plumber.add_piper(Piper(Worker(scale, (object(),))))
