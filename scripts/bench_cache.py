@@ -14,7 +14,7 @@ Runs, each over the same --n items:
                again, stages 1 and 3 are hits (stage 3's inputs did not change)
     tiny       the cache's overhead on a first run of functions that do nothing:
                (cached first run - uncached run) / uncached run (target: under 25%),
-               the best of --repeat runs of each (a new cache each time)
+               the medians of --repeat runs of each, interleaved (a new cache each time)
 
 Prints seconds, items/s, the cache's hits and misses per run, and the two ratios.
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -103,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=100_000, help="items per run")
     parser.add_argument("--work-ms", type=float, default=1.0, help="ms per item per stage")
     parser.add_argument("--tiny-n", type=int, default=100_000, help="items of the tiny run")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="runs of the tiny comparison (the best of each is kept)")
+    parser.add_argument("--repeat", type=int, default=5,
+                        help="runs of the tiny comparison (the median of each is kept)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--worker-type", default="process", choices=("process", "thread"))
     parser.add_argument("--root", help="cache folder (default: a temporary one, removed)")
@@ -123,15 +124,15 @@ def main(argv: list[str] | None = None) -> int:
         changed = run_pipeline([add1, mul2_changed, sub1], args.n, seconds, cache, options)
         report("rerun, stage 2 changed", args.n, changed, cache)
 
-        plain = tiny = float("inf")
-        for attempt in range(args.repeat):      # the best of each: a shared machine's noise
-            plain = min(plain, run_pipeline([add1, mul2, sub1], args.tiny_n, 0.0, None,
-                                            options))
+        plains, tinies = [], []
+        for attempt in range(args.repeat):      # interleaved: a shared machine's noise
+            plains.append(run_pipeline([add1, mul2, sub1], args.tiny_n, 0.0, None, options))
             tiny_cache = Cache(os.path.join(root, f"tiny-{attempt}"))     # empty each time
-            tiny = min(tiny, run_pipeline([add1, mul2, sub1], args.tiny_n, 0.0, tiny_cache,
-                                          options))
-        report(f"tiny items, no cache (best of {args.repeat})", args.tiny_n, plain, None)
-        report(f"tiny items, first cached run (best of {args.repeat})", args.tiny_n, tiny,
+            tinies.append(run_pipeline([add1, mul2, sub1], args.tiny_n, 0.0, tiny_cache,
+                                       options))
+        plain, tiny = statistics.median(plains), statistics.median(tinies)
+        report(f"tiny items, no cache (median of {args.repeat})", args.tiny_n, plain, None)
+        report(f"tiny items, first cached run (median of {args.repeat})", args.tiny_n, tiny,
                tiny_cache)
     finally:
         if not args.root:
