@@ -15,71 +15,42 @@ Threads and what each owns:
     slots      one per worker (see _pool.py); deliver finished batches to their Task
     consumer   whoever calls next()/take_ready(); gives a buffer slot back per result taken
 
-Life cycle (self._state, changed only under self._lock):
-    IDLE --start()--> STARTING --> STARTED --stop()--> STOPPING --> IDLE (tasks removed)
+Life cycle and shutdown order: imap._running (start, stop, deliveries: a mixin of IMap).
 Tasks: add_task() in any state but STOPPING; handle.remove() in any state.
-
-Shutdown order in stop():
- 1. state STOPPING; the input readers the IMap made are closed; every task is closed
-    (blocked readers get RuntimeError, notify callbacks are called); the feeder is told
- 2. the pool stops: queued batches dropped, workers finish (or are killed if forced), joined
- 3. the feeder and the input readers are joined (a reader stuck inside a user's iterator is
-    abandoned after a grace, with a warning)
- 4. tasks removed, state IDLE
 """
 from __future__ import annotations
 
-import atexit
-import enum
 import itertools
 import logging
-import math
 import os
 import threading
-import time
-import weakref
-from collections.abc import Callable, Iterable, Sized
-from types import TracebackType
-from typing import Any, NoReturn, Self, TypeVar, cast, overload
+from collections.abc import Callable, Iterable, Sequence, Sized
+from typing import Any, TypeVar, cast, overload
 
 from . import _config
-from ._errors import decorate, warn_safely
 from ._feeder import Feeder
-from ._inline import InlineFeeder, inline_workers
+from ._inline import inline_workers
 from ._inputs import make_source, upstream_of
 from ._pool import Pool, make_handles
 from ._queue import TaskQueue
 from ._results import R, ResultReading, TaskIterator
+from ._running import RunLifecycle, _State
 from ._task import Task
-from .backends import _forkserver, _main_guard, _shm
+from .backends import _forkserver, _shm
 from .backends import process as _process  # noqa: F401 - imported with imap, not in a start
-from .backends.base import Batch, TaskSpec
+from .backends.base import TaskSpec, WorkerHandle
 from .protocols import BatchSource
 
 log = logging.getLogger(__name__)
 
 #: default stride per worker: long enough for batches that amortise IPC (see docs/imap.md)
 STRIDE_PER_WORKER = 8192
-#: the default buffer (2 x tasks x stride items) also holds at most about this many bytes
-#: of items once their size is measured (process and remote pools): large items get fewer
-#: buffer slots, small ones long batches
-DEFAULT_BUFFER_BYTES = 256 << 20
-#: seconds stop() waits for the feeder and for input readers blocked inside a user's input
-FEEDER_GRACE = 2.0
 _names = itertools.count()
-_live: weakref.WeakSet[IMap[Any]] = weakref.WeakSet()
 #: the result type of a task added with add_task
 T = TypeVar("T")
 
 
-class _State(enum.Enum):
-    IDLE = "idle"
-    STARTING = "starting"
-    STARTED = "started"
-    STOPPING = "stopping"
-
-
-class IMap(ResultReading[R]):
+class IMap(RunLifecycle, ResultReading[R]):
     """A lazy parallel map over several (function, iterable) tasks at once.
 
     ``IMap(f, xs)`` is like ``map(f, xs)`` evaluated by a pool of worker processes: it
@@ -344,6 +315,9 @@ class IMap(ResultReading[R]):
         if feeder is not None:
             feeder.remove(task)          # it closes the task's reader, if it was its own
 
+    def _handles(self) -> Sequence[WorkerHandle]:
+        return make_handles(self)
+
     def _attach(self, task: Task) -> None:
         """Make ``task`` part of the run (under self._lock, with a feeder)."""
         feeder = self._feeder
@@ -353,207 +327,6 @@ class IMap(ResultReading[R]):
         self._by_key[task.spec.key] = task
         feeder.add(task)
 
-    # -- life cycle --------------------------------------------------------------------------
-
-    @property
-    def started(self) -> bool:
-        return self._state is _State.STARTED
-
-    @property
-    def buffer_size(self) -> int | None:
-        """The buffer in force for the current run (items), None when not started."""
-        feeder = self._feeder
-        return feeder.buffer_size if feeder is not None else None
-
-    def _not_started(self) -> NoReturn:
-        """next(imap) without a task 0 (before add_task, after stop())."""
-        raise RuntimeError(f"{self.name} is not started: add tasks, then call start() "
-                           f"(after stop() the tasks are removed)")
-
-    @property
-    def buffer_limit(self) -> int | None:
-        """The buffer in force now (items): ``buffer_size``, or fewer for a default buffer
-        once the items' size is measured (at most about 256 MiB of them); None when not
-        started."""
-        feeder = self._feeder
-        return feeder.limit() if feeder is not None else None
-
-    @property
-    def buffer_used(self) -> int | None:
-        """Items read from the inputs and not yet taken by a reader (now; a snapshot that
-        may be off by a batch while threads run), None when not started."""
-        feeder = self._feeder
-        return feeder.used() if feeder is not None else None
-
-    def start(self, stages: Iterable[int] | None = None) -> None:
-        """Start the workers and the feeder. Raises WorkerStartError if a worker cannot start.
-
-        ``stages`` (default both): 1 starts the workers and makes the results readable
-        (``started`` is True, a reader waits for results), 2 starts the feeder. Pipelines
-        whose IMaps read each other's results start every IMap's stage 1 first, then every
-        stage 2, so no feeder reads an IMap that is not started yet (as the original did).
-        """
-        wanted = (1, 2) if stages is None else tuple(stages)
-        if not set(wanted) <= {1, 2}:
-            raise ValueError(f"{self.name}: start stages are 1 and 2, not {wanted!r}")
-        if 1 in wanted:
-            self._start_workers()
-        if 2 in wanted:
-            with self._lock:
-                if self._state is not _State.STARTED:
-                    raise RuntimeError(f"{self.name}: start stage 2 needs stage 1 first")
-                feeder = self._feeder
-            assert feeder is not None
-            feeder.start()
-
-    def _start_workers(self) -> None:
-        _main_guard.refuse_in_worker()    # a pool started by the main module imported again
-        with self._lock:
-            if self._state is not _State.IDLE:
-                raise RuntimeError(f"{self.name} is already started; stop() it first")
-            self._state = _State.STARTING
-            self._stopped.clear()
-            self._not_starting.clear()
-            self._starter = threading.get_ident()
-            count = len(self._tasks)
-        pool = None
-        try:
-            pool = Pool(make_handles(self), self._deliver, self.name)
-            pool.start()
-        except BaseException:   # a failure, or a signal: nothing started is left running
-            try:
-                if pool is not None:
-                    pool.stop(forced=True)
-            finally:
-                with self._lock:
-                    self._state = _State.IDLE
-                    self._stopped.set()
-                    self._not_starting.set()
-            raise
-        with self._lock:
-            self._pool = pool
-            feeder = InlineFeeder if self.worker_type == "inline" else Feeder
-            self._feeder = feeder(self.name, pool, self.stride,
-                                  buffer_size=self.buffer or 2 * max(1, count) * self.stride,
-                                  batch_cap=max(1, math.ceil(self.stride / self._worker_total)),
-                                  workers=self._worker_total)
-            if self.buffer is None:      # the default buffer: also bounded in bytes
-                self._feeder.byte_budget = DEFAULT_BUFFER_BYTES
-            for task in self._tasks:     # with those added while the workers started
-                self._attach(task)
-            self._state = _State.STARTED   # only now may readers come in
-            self._not_starting.set()
-        _live.add(self)
-
-    def stop(self, ends: object = None, forced: bool = False) -> None:
-        """End every task, join every thread and worker, remove the tasks.
-
-        Results not taken yet are discarded. The IMap can then take new tasks and be
-        started again. ``forced=True`` kills process workers at once instead of letting them
-        finish their current batch. ``ends`` is accepted for compatibility and ignored
-        (every task is ended). A no-op when not started.
-        """
-        while True:
-            with self._lock:
-                state = self._state
-                if state is _State.IDLE:
-                    return
-                if state is _State.STARTING and self._starter == threading.get_ident():
-                    return    # inside its own start (a signal handler): the start undoes itself
-                if state is _State.STARTED:
-                    self._state = _State.STOPPING
-                    tasks = list(self._tasks)
-                    feeder, pool = self._feeder, self._pool
-                    break
-            if state is _State.STARTING:     # another thread starts it: stop it when done
-                self._not_starting.wait()
-                continue
-            self._stopped.wait()             # another thread stops it
-            return
-        try:
-            self._stop_run(tasks, feeder, pool, forced)
-        finally:
-            with self._lock:
-                self._tasks = []
-                self._by_id = {}
-                self._by_key = {}
-                self._next_id = 0
-                self._next0 = self._not_started
-                self._iterators = {}
-                self._tasks_tracked = {}
-                self._pool = None
-                self._feeder = None
-                self._state = _State.IDLE
-                self._stopped.set()
-            _live.discard(self)
-
-    def _stop_run(self, tasks: list[Task], feeder: Feeder | None, pool: Pool | None,
-                  forced: bool) -> None:
-        """Steps 1-3 of the shutdown order (module docstring)."""
-        readers = list({id(t.source): t.source for t in tasks if t.own_source}.values())
-        for source in readers:
-            source.close()
-        reason = RuntimeError("stop() was called")
-        for task in tasks:
-            task.close(reason)
-        if feeder is not None:
-            feeder.stop()
-        if pool is not None:
-            pool.stop(forced=forced)
-        deadline = time.monotonic() + FEEDER_GRACE
-        threads = [feeder.thread] if feeder is not None and feeder.thread.ident else []
-        threads += [s.thread for s in readers if s.thread is not None]
-        stuck = []
-        for thread in threads:
-            if thread is not threading.current_thread():
-                thread.join(max(0.0, deadline - time.monotonic()))
-                if thread.is_alive():
-                    stuck.append(thread.name)
-        if stuck:
-            message = (f"{self.name}: {', '.join(stuck)} blocked inside a task's input (or "
-                       f"its take()) and abandoned (daemon threads); make the input end, or "
-                       f"see the stop on its own")
-            warn_safely(message, stacklevel=3)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop(forced=exc_type is not None)
-
     def __repr__(self) -> str:
         return (f"IMap(name={self.name!r}, worker_type={self.worker_type!r}, "
                 f"workers={self._worker_total}, stride={self.stride}, {self._state.value})")
-
-    # -- results from the pool -------------------------------------------------------------
-
-    def _deliver(self, batch: Batch, values: list[Any], errors: dict[int, BaseException] | None,
-                 elapsed: float) -> None:
-        feeder = batch.task.owner      # of an earlier run: its feeder (stopped)
-        task = self._by_key.get(batch.task.key)
-        if task is not None:           # else a removed task, or a batch of an earlier run
-            if errors:
-                decorate(errors, batch.items)
-            if not batch.isolated and errors is None:
-                task.learn(len(values), elapsed, feeder.batch_cap, batch.nbytes)
-            task.deliver(batch.start, values, errors)
-        if feeder is not None:         # after the results are in: "nothing in flight"
-            feeder.delivered(batch)    # then means "every result is in its task"
-
-
-@atexit.register
-def _stop_live_imaps() -> None:
-    """An IMap left running at interpreter exit is stopped, so exit never hangs.
-
-    Registered with threading too, so that it runs before every atexit handler: in
-    particular before multiprocessing's, which terminates daemon processes and joins the
-    others (a slot would replace a terminated worker, and exit would wait for it)."""
-    for imap in list(_live):
-        try:
-            imap.stop(forced=True)
-        except Exception:
-            log.debug("error stopping %s at exit", imap, exc_info=True)
-
-
-threading._register_atexit(_stop_live_imaps)  # type: ignore[attr-defined]  # private, no stub

@@ -1,11 +1,11 @@
-"""The default buffer is bounded in bytes too (imap._imap.DEFAULT_BUFFER_BYTES): once the
+"""The default buffer is bounded in bytes too (imap._running.DEFAULT_BUFFER_BYTES): once the
 size of the items is measured, large items get fewer buffer slots; a buffer given
 explicitly is in items only. Before the first batch is measured a stride may be read."""
 import time
 
 import pytest
 
-import imap._imap
+import imap._running
 from imap import IMap
 
 
@@ -15,7 +15,7 @@ def identity(x):
 
 @pytest.mark.parametrize("explicit", [False, True])
 def test_large_items_get_fewer_slots_of_a_default_buffer(monkeypatch, explicit):
-    monkeypatch.setattr(imap._imap, "DEFAULT_BUFFER_BYTES", 8 << 20)
+    monkeypatch.setattr(imap._running, "DEFAULT_BUFFER_BYTES", 8 << 20)
     item = b"x" * 100_000                    # ~200 KB per item, both ways
     settings = dict(buffer=1000) if explicit else {}
     with IMap(worker_type="process", worker_num=2, stride=100, **settings) as pool:
