@@ -1,7 +1,7 @@
 """Cache: results that survive the run, in a directory, keyed by code and content.
 
     caller (a Worker where it runs: papy._cache_worker, a batch at a time; or a
-      |     decorated function: CachedFunction, a call at a time)
+      |     decorated function: papy._cache_function, a call at a time)
       |  prefix = digest(format, papy series, Python cache tag,
       |                  fingerprint of the function (or its name: code=False),
       |                  its arguments (ignore= left out))
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib
 import logging
 import os
 import sys
@@ -44,12 +43,12 @@ from typing import Any
 
 from . import _cache_store
 from ._cache_stats import StatsFolder
-from ._cache_packs import PrefixIndex, index_of
+from ._cache_index import PrefixIndex, index_of
 from ._cache_store import FULL_DISK, MISSING, Store
 from ._fingerprint import fingerprint
-from ._keys import Key, UnkeyableError, call_arguments, content_digest, inbox_key
+from ._keys import Key, content_digest
 
-__all__ = ["Cache", "CachedFunction"]
+__all__ = ["Cache"]
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +142,7 @@ class Cache:
             self.key if key is None else key)
         if func is None:
             return view
+        from ._cache_function import CachedFunction     # which imports this module
         return CachedFunction(func, view)
 
     def _view(self, code: bool, ignore: Iterable[str], key: Callable[[Any], Any] | None
@@ -199,7 +199,7 @@ class Cache:
         self._stats = StatsFolder(self.root, state["id"])
         self._shared = _Shared(state["id"], state["epoch"])
 
-    # -- for the callers: papy._cache_worker and CachedFunction ----------------------
+    # -- for the callers: papy._cache_worker and papy._cache_function --------------
     def _prefix(self, identity: str, arguments: Any) -> bytes:
         """The key part of a function and its arguments (UnkeyableError)."""
         digest = hashlib.blake2b(KEY_SALT, digest_size=_DIGEST)
@@ -218,7 +218,7 @@ class Cache:
         self._stats.count_many(amounts)
 
     def _index(self, prefix: bytes) -> PrefixIndex:
-        """This process's index of the entries of ``prefix`` (papy._cache_packs)."""
+        """This process's index of the entries of ``prefix`` (papy._cache_index)."""
         return index_of(self._store.packs, prefix)
 
     def _find(self, index: PrefixIndex, keys: list[Key]
@@ -329,110 +329,3 @@ def _qualified_names(func: Any) -> str:
     module = getattr(target, "__module__", None) or ""
     name = getattr(target, "__qualname__", None) or type(target).__qualname__
     return f"{module}.{name}"
-
-
-class CachedFunction:
-    """A function whose results are cached (what ``@cache`` returns).
-
-    A call binds its arguments to the function's parameters (defaults filled in, the
-    cache's ``ignore`` left out); the first argument is the item (``key=`` maps it). A
-    hit returns the stored result; a miss calls the function and stores what it returns.
-    An exception is raised as usual and nothing is stored.
-
-    Pickled (to a process pool, a remote host) by reference when the module defines it
-    (the copy there uses this cache object, so the statistics add up), else by value.
-    """
-
-    def __init__(self, func: Callable[..., Any], cache: Cache):
-        if not callable(func):
-            raise TypeError(f"a Cache decorates a callable, not {func!r}")
-        if not isinstance(cache, Cache):
-            raise TypeError(f"CachedFunction needs a Cache, not {cache!r}")
-        functools.update_wrapper(self, func)
-        self._label: str = getattr(func, "__qualname__", None) or repr(func)
-        self.__papy_fingerprint_of__ = func
-        self.cache = cache
-        self._func = func
-        self._prefix_bytes: bytes | None = None
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        cache = self.cache
-        try:
-            key = self._key(args, kwargs)
-        except UnkeyableError as exc:
-            cache._uncacheable(self._tag(), f"a call of {self._label} has no key "
-                                            f"({exc})")
-            return self._func(*args, **kwargs)
-        index = cache._index(self._prefix())
-        value = cache._find_one(index, key, timed=True)
-        if value is not MISSING:
-            cache._count("hits")
-            return value
-        cache._count("misses")
-        try:
-            value = self._func(*args, **kwargs)
-        except Exception:
-            cache._count("errors")
-            raise
-        written, _ = cache._keep(index, [key], [value], self._tag(), self._label)
-        if written:
-            cache._count("bytes", written)
-        return value
-
-    def _prefix(self) -> bytes:
-        if self._prefix_bytes is None:      # lazily: fingerprinting at import costs time
-            self._prefix_bytes = self.cache._prefix(self.cache._identity(self._func), ())
-        return self._prefix_bytes
-
-    def _tag(self) -> str:
-        return self._prefix().hex()[:16]
-
-    def _key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Key:
-        """The call's key in the function's packs: its bound arguments (key= applied to
-        the first) as papy._keys.inbox_key sees a one-item inbox."""
-        cache = self.cache
-        arguments = list(call_arguments(self._func, args, kwargs, frozenset(cache.ignore)))
-        if cache.key is not None and arguments:
-            name, first = arguments[0]
-            arguments[0] = (name, cache.key(first))
-        return inbox_key([tuple(arguments)])
-
-    def __get__(self, instance: Any, owner: type | None = None) -> Any:
-        return self if instance is None else types.MethodType(self, instance)
-
-    def __repr__(self) -> str:
-        return f"<cached {self.__module__}.{self._label} in {self.cache.root}>"
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        module, qualname = self.__module__, self._label
-        if module != "__main__" and _defined_at(module, qualname, self._func):
-            return (_by_reference, (module, qualname, self.cache, self._prefix()))
-        return (_by_value, (self._func, self.cache, self._prefix()))
-
-
-def _attribute(module: str, qualname: str) -> Any:
-    obj: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def _defined_at(module: str, qualname: str, func: Any) -> bool:
-    try:
-        found = _attribute(module, qualname)
-    except Exception:  # noqa: BLE001 - not importable by name: pickled by value
-        return False
-    return isinstance(found, CachedFunction) and found._func is func
-
-
-def _by_reference(module: str, qualname: str, cache: Cache, prefix: bytes) -> CachedFunction:
-    found = _attribute(module, qualname)
-    func = found._func if isinstance(found, CachedFunction) else found
-    return _by_value(func, cache, prefix)
-
-
-def _by_value(func: Callable[..., Any], cache: Cache, prefix: bytes) -> CachedFunction:
-    copy = CachedFunction(func, cache)
-    copy._prefix_bytes = prefix         # the sender's: one key in every process
-    return copy
-

@@ -33,8 +33,9 @@ import zlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from ._cache_files import remove, write_atomic
 from ._cache_packs import Pack, Stored, decode_keys, encode_keys, encode_pack, \
-    new_segment_name, parse_segment, remove, segment_files, write_atomic
+    new_segment_name, parse_segment, segment_files
 
 if TYPE_CHECKING:
     from ._cache_store import Store

@@ -3,7 +3,8 @@
     root/
       papy-cache                  marker: what wrote this directory ({"format": N})
       packs/<prefix>/*.seg        the entries: one segment per process, one pack per
-                                  batch appended to it (papy._cache_packs)
+                                  batch appended to it (papy._cache_packs;
+                                  each process's index of them: papy._cache_index)
       results/12/3456...          one file per result larger than INLINE_LIMIT, named by
                                   the digest of its pickle: stored once, however many
                                   entries point at it
@@ -35,8 +36,9 @@ import pickle
 import shutil
 from typing import Any
 
-from ._cache_packs import MAX_PER_PACK, POSITION_BITS, PrefixIndex, Stored, encode_pack, \
-    forget_indexes, index_of, remove, write_atomic
+from ._cache_files import remove, write_atomic
+from ._cache_index import MAX_PER_PACK, POSITION_BITS, PrefixIndex, forget_indexes, index_of
+from ._cache_packs import Stored, encode_pack
 from ._cache_prune import note_uses, prune
 from ._cache_run import DEFERRING, PENDING
 from ._keys import RAW_SCALARS, Key

@@ -1,4 +1,4 @@
-"""A Worker's cache where the Worker runs, and the per-item record the run layer reads.
+"""A Worker's cache where the Worker runs: WorkerCache, a batch of inboxes at a time.
 
     Worker(f, cache=cache)          in the parent: WorkerCache(worker, cache) computes the
       |                             key prefix once (fingerprint + arguments): a Worker
@@ -20,120 +20,31 @@ per batch: a cached first run of cheap functions costs little more than an uncac
 (scripts/bench_cache.py). A run killed by SIGKILL loses only the batches that had not
 finished: every result that left a Worker is in a pack.
 
-The **record** (``worker.cache_record``, a ``CacheRecord``) counts those four outcomes where
-the Worker runs: one record per copy of the Worker (per process; threads of a pool share
-one, under a lock). ``record.take()`` returns what was counted since the previous take
-(a ``RecordDelta``, picklable, or None when nothing was) and starts again from zero. The
-run layer's calls (``TimedCall``, ``BoxingCall``, ``FusedCall``: papy._cache_run.carry)
-take it after each batch and send it with the batch's results, as ``Busy`` carries busy
-time; summed in the parent, the deltas count every item exactly once, whatever thread took
-them. A delta also carries the cache's warnings raised meanwhile (unpicklable results, a
-full disk) and the process it comes from: the parent logs those of other processes.
+The record of those four outcomes (``worker.cache_record``) and the deltas the run layer
+takes from it: papy._cache_record. What is read off a batch's items (their keys, the
+errors they hold): papy._cache_batch.
 """
 from __future__ import annotations
 
 import copy
-import os
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._cache import Cache
-from ._cache_packs import GENERATION, PrefixIndex
+from ._cache_batch import ERRORS, holds_errors, holds_upstream_error, plain_keys
+from ._cache_index import GENERATION, PrefixIndex
+from ._cache_record import CacheRecord
 from ._cache_run import DEFERRING, PENDING
 from ._cache_store import MISSING
-from ._errors import PiperError, WorkerError
 from ._keys import INT_KEYS, RAW_LIMIT, RAW_SCALARS, Key, UnkeyableError, call_arguments, \
     inbox_key, long_key
-from ._worker import NEVER_SUSPECT, any_instance, map_stage, _worker_error
+from ._worker import any_instance, map_stage, _worker_error
 
 if TYPE_CHECKING:
     from ._worker import Worker
 
-__all__ = ["CacheRecord", "RecordDelta", "WorkerCache"]
-
-OUTCOMES = ("executed", "cached", "failed", "upstream_failed")
-_SHORT = frozenset({float, bool, complex, type(None)})   # reprs of at most 51 characters
-_INT = {int}
-_ERRORS = (WorkerError, PiperError)
-
-
-class RecordDelta:
-    """The outcomes of a cached Worker's items counted since the previous take, with the
-    warnings raised meanwhile and the process that counted them (picklable)."""
-
-    __slots__ = ("executed", "cached", "failed", "upstream_failed", "warnings", "pid")
-
-    def __init__(self, executed: int = 0, cached: int = 0, failed: int = 0,
-                 upstream_failed: int = 0, warnings: tuple[str, ...] = (), pid: int = 0):
-        self.executed, self.cached, self.failed = executed, cached, failed
-        self.upstream_failed, self.warnings, self.pid = upstream_failed, warnings, pid
-
-    def __add__(self, other: RecordDelta) -> RecordDelta:
-        return RecordDelta(self.executed + other.executed, self.cached + other.cached,
-                           self.failed + other.failed,
-                           self.upstream_failed + other.upstream_failed,
-                           self.warnings + other.warnings, other.pid or self.pid)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, RecordDelta):
-            return NotImplemented
-        return (self.counts(), self.warnings) == (other.counts(), other.warnings)
-
-    __hash__ = None  # type: ignore[assignment]  # unhashable, on purpose
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (RecordDelta, (self.executed, self.cached, self.failed, self.upstream_failed,
-                              self.warnings, self.pid))
-
-    def __repr__(self) -> str:
-        return f"RecordDelta({self.as_dict()}, warnings={len(self.warnings)})"
-
-    def counts(self) -> tuple[int, int, int, int]:
-        return self.executed, self.cached, self.failed, self.upstream_failed
-
-    def as_dict(self) -> dict[str, int]:
-        """``{'executed': n, 'cached': n, 'failed': n, 'upstream_failed': n}``"""
-        return dict(zip(OUTCOMES, self.counts(), strict=True))
-
-
-class CacheRecord:
-    """Counts of a cached Worker's outcomes where it runs (module docstring)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts = [0, 0, 0, 0]
-        self._warnings: list[str] = []
-        self._dirty = False
-
-    def add(self, executed: int = 0, cached: int = 0, failed: int = 0,
-            upstream_failed: int = 0, warnings: Sequence[str] = ()) -> None:
-        with self._lock:
-            counts = self._counts
-            counts[0] += executed
-            counts[1] += cached
-            counts[2] += failed
-            counts[3] += upstream_failed
-            if warnings:
-                self._warnings.extend(warnings)
-            self._dirty = True
-
-    def take(self) -> RecordDelta | None:
-        """What was counted since the previous take (None: nothing), and zero again."""
-        if not self._dirty:         # read without the lock: an add under way is taken next
-            return None
-        with self._lock:
-            executed, cached, failed, upstream_failed = self._counts
-            delta = RecordDelta(executed, cached, failed, upstream_failed,
-                                tuple(self._warnings), _PID[0])
-            self._counts = [0, 0, 0, 0]
-            self._warnings = []
-            self._dirty = False
-        return delta
-
-
-_PID = [os.getpid()]
-os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
+__all__ = ["WorkerCache"]
 
 
 class _InboxParameter:
@@ -227,7 +138,7 @@ class WorkerCache:
             return self._one(values)
         tally = _Batch()
         index = self._index()
-        keys, ints = self._plain_keys(values, boxed)
+        keys, ints = plain_keys(values, boxed, cache.key)
         if keys is not None and index.empty():
             return self._first(index, values, keys, ints, tally)
         if keys is not None:
@@ -258,7 +169,7 @@ class WorkerCache:
         """A batch of plain items that nothing here is known for (a first run): evaluated
         and stored without a lookup."""
         computed, raised = map_stage(self.plain, self.bare, values, True)
-        if raised or _holds_errors(computed):
+        if raised or holds_errors(computed):
             results = [MISSING] * len(values)
             tally.misses = len(values)
             raised = self._evaluate(index, values, True, results, keys, None,
@@ -292,7 +203,7 @@ class WorkerCache:
             return [found], None
         results, raised = map_stage(self.plain, self.bare, values, True)
         result = results[0]
-        if raised or isinstance(result, _ERRORS):
+        if raised or isinstance(result, ERRORS):
             errors = 0 if raised else 1
             if not raised:
                 record.add(failed=1)
@@ -352,27 +263,6 @@ class WorkerCache:
             held = self._held = (GENERATION[0], self.cache._index(self.prefix))
         return held[1]
 
-    def _plain_keys(self, values: list[Any], boxed: bool) -> tuple[list[Key] | None, bool]:
-        """The keys of a batch of plain items (RAW_SCALARS, no key=), in C, as
-        papy._keys.inbox_key makes them one by one; else None. A batch of ints of 64 bits
-        is its own keys (True: the store packs them as int64)."""
-        if not boxed or self.cache.key is not None or not values:
-            return None, False
-        kinds = set(map(type, values))
-        if not RAW_SCALARS.issuperset(kinds):
-            return None, False
-        if kinds == _INT and INT_KEYS[0] <= min(values) and max(values) < INT_KEYS[1]:
-            return values, True
-        keys: list[Key] = list(map(repr, values))
-        if int in kinds:                    # ints are their own keys, the others reprs
-            keys = [v if type(v) is int and INT_KEYS[0] <= v < INT_KEYS[1] else k
-                    for v, k in zip(values, keys, strict=True)]
-        elif _SHORT.issuperset(kinds):
-            return keys, False              # no repr of these is longer than RAW_LIMIT
-        if any(type(k) is str and len(k) > RAW_LIMIT for k in keys):
-            keys = [long_key(k) if type(k) is str and len(k) > RAW_LIMIT else k for k in keys]
-        return keys, False
-
     def _sort(self, values: list[Any], boxed: bool, results: list[Any], tally: _Batch
               ) -> tuple[list[int], list[Key], list[int]]:
         """Item by item: the positions that are looked up and their keys, the positions
@@ -384,7 +274,7 @@ class WorkerCache:
         unkeyed: list[int] = []
         for position, value in enumerate(values):
             inbox = [value] if boxed else value
-            if _holds_upstream_error(inbox):
+            if holds_upstream_error(inbox):
                 results[position] = self.plain(inbox)       # PiperError(*those errors)
                 tally.upstream += 1
                 continue
@@ -418,7 +308,7 @@ class WorkerCache:
             computed, raised = map_stage(self.plain, self.bare,
                                          values if every else [values[p] for p in todo],
                                          boxed)
-        clean = not raised and not any_instance(computed, _ERRORS)
+        clean = not raised and not any_instance(computed, ERRORS)
         if every and clean:                             # the common first run: all stored
             results[:] = computed
             tally.executed = len(computed)
@@ -435,7 +325,7 @@ class WorkerCache:
                 results[position] = None
                 continue
             results[position] = value
-            error = not clean and isinstance(value, _ERRORS)
+            error = not clean and isinstance(value, ERRORS)
             if error:
                 tally.failed += 1
             else:
@@ -473,24 +363,3 @@ class WorkerCache:
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         self.plain, self.cache, self.label, self.prefix = state
         self._ready()
-
-
-def _holds_errors(values: list[Any]) -> bool:
-    """Does ``values`` hold an error item? One scan of the types (which settles batches of
-    plain results), then isinstance only for the types that could be one."""
-    kinds = set(map(type, values))
-    return not NEVER_SUSPECT.issuperset(kinds) and any(issubclass(k, _ERRORS) for k in kinds)
-
-
-def _holds_upstream_error(inbox: Sequence[Any]) -> bool:
-    """What Worker._evaluate looks for before it evaluates (one level into lists)."""
-    try:
-        for element in inbox:
-            if isinstance(element, PiperError):
-                return True
-            if type(element) is list and any(isinstance(e, PiperError) for e in element):
-                return True
-    except TypeError:
-        return False
-    return False
-

@@ -19,7 +19,7 @@ What cannot be encoded (a lock, an open file, a cycle) raises ``UnkeyableError``
 ``inbox_key(inbox)`` is what a cache entry is looked up by: for the common inboxes (one
 item, or a join's items, of the plain types below) an int item itself, or the item's
 ``repr``, which is canonical for those types and costs a tenth of a digest
-(papy._cache_worker computes them for a whole batch in C: ``map(repr, items)``); for
+(papy._cache_batch computes them for a whole batch in C: ``map(repr, items)``); for
 anything else, a tagged digest.
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ RAW_SCALARS = _SCALARS
 RAW_LIMIT = 96
 #: the ints keyed by themselves: those of 64 bits (a pack stores them as int64)
 INT_KEYS = (-(1 << 63), 1 << 63)
-#: what an item is found by in a cache's index (papy._cache_packs)
+#: what an item is found by in a cache's index (papy._cache_index)
 Key = int | str | bytes
 
 

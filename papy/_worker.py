@@ -33,7 +33,8 @@ from ._errors import PiperError, WorkerError
 
 if TYPE_CHECKING:
     from ._cache import Cache
-    from ._cache_worker import CacheRecord, WorkerCache
+    from ._cache_record import CacheRecord
+    from ._cache_worker import WorkerCache
 
 #: what ``map_stage`` returns: the results, and ``{position: exception}`` for what was raised
 #: and is not an Exception (None: nothing was)
@@ -46,7 +47,7 @@ _FUNCTION_TYPES = (types.FunctionType, types.BuiltinFunctionType, types.MethodTy
 
 
 def _is_function(obj: object) -> TypeGuard[Callable[..., Any]]:
-    # a function decorated by a papy.Cache (papy._cache.CachedFunction) is one too
+    # a function decorated by a papy.Cache (papy._cache_function.CachedFunction) is one too
     return isinstance(obj, _FUNCTION_TYPES) or hasattr(obj, "__papy_fingerprint_of__")
 
 
@@ -186,7 +187,7 @@ class Worker:
     def cache_record(self) -> CacheRecord | None:
         """The per-item record of a cached Worker where it runs (``take()``: the counts
         of executed, cached, failed and upstream-failed items since the last take), or
-        None without a cache. See papy._cache_worker."""
+        None without a cache. See papy._cache_record."""
         return self._cached.record if self._cached is not None else None
 
     def __call__(self, inbox: Sequence[Any]) -> Any:

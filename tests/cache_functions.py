@@ -213,7 +213,7 @@ def hammer_entry(inbox, root):
 
 def read_hammered(root):
     """What a fresh process finds under the hammered key."""
-    from papy._cache_packs import forget_indexes
+    from papy._cache_index import forget_indexes
     from papy._cache_store import Store
     store = Store(root)
     forget_indexes(store.packs)

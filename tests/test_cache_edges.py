@@ -18,6 +18,7 @@ import cache_functions as cf
 import pytest
 
 import papy._cache as cache_module
+import papy._cache_index as index_module
 import papy._cache_packs as packs_module
 from papy import Cache, IMap, Worker
 from papy._cache_packs import parse_segment
@@ -150,7 +151,7 @@ def test_a_full_disk_degrades_to_no_caching_with_one_warning(tmp_path, monkeypat
 
     def full(fd, data):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    monkeypatch.setattr(packs_module, "write_all", full)
+    monkeypatch.setattr(index_module, "write_all", full)
     with caplog.at_level(logging.WARNING, logger="papy"):
         assert [worker([i]) for i in range(6)] == [i * i for i in range(6)]
     warnings = [r.getMessage() for r in caplog.records if "cannot store" in r.getMessage()]

@@ -10,7 +10,7 @@ import cache_functions as cf
 import pytest
 
 from papy import Cache, IMap, Piper, PiperError, Worker, WorkerError
-from papy._cache_worker import RecordDelta
+from papy._cache_record import RecordDelta
 from papy._fuse import FusedCall
 from papy._worker import BoxingCall, TimedCall, map_stage
 
@@ -305,9 +305,10 @@ def test_a_decorated_function_is_a_worker_function(tmp_path):
 def test_the_keys_of_a_batch_are_those_of_its_items_one_by_one(tmp_path, items):
     """A batch keys plain items in C (reprs, long ones digested); one item at a time, by
     papy._keys.inbox_key: the same keys, so each finds what the other stored."""
+    from papy._cache_batch import plain_keys
     from papy._keys import inbox_key
     worker = Worker(cf.first, cache=Cache(tmp_path))
-    assert worker._cached._plain_keys(items, True)[0] == [inbox_key([x]) for x in items]
+    assert plain_keys(items, True, worker.cache.key)[0] == [inbox_key([x]) for x in items]
     values, _ = map_stage(worker, None, items, True)
     assert [worker([x]) for x in items] == values or items[-1] != items[-1]   # nan
     assert worker.cache_record.take().cached == len(items)
