@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import socket
 import struct
 import threading
 import time
@@ -33,7 +32,7 @@ import zlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from ._cache_files import remove, write_atomic
+from ._cache_files import HOST, remove, write_atomic
 from ._cache_packs import Pack, Stored, decode_keys, encode_keys, encode_pack, \
     new_segment_name, parse_segment, segment_files
 
@@ -46,7 +45,6 @@ __all__ = ["note_uses", "used_since", "prune"]
 log = logging.getLogger(__name__)
 
 _USE_HEAD = struct.Struct("<IQ20sI")
-_HOST = socket.gethostname().replace("/", "_") or "host"
 
 
 def note_uses(folder: str, prefix: bytes, keys: list[Key]) -> None:
@@ -214,7 +212,7 @@ class _UsesLog:
                           "know what this process read", self.folder, exc)
 
     def _open(self) -> int:
-        path = os.path.join(self.folder, f"{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        path = os.path.join(self.folder, f"{HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
         try:
             return os.open(path, flags, 0o644)

@@ -31,7 +31,6 @@ import mmap
 import logging
 import os
 import shutil
-import socket
 import struct
 import threading
 import time
@@ -40,7 +39,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from ._cache_store import write_atomic
+from ._cache_files import HOST, write_atomic
 
 __all__ = ["FIELDS", "StatsFolder"]
 
@@ -54,7 +53,6 @@ _CRC = struct.Struct("<I")
 _MAGIC = b"PAPYSTAT"
 _SUFFIX = ".counts"
 _OPEN_LIMIT = 32            # counter files kept mapped per process (the others map again)
-_HOST = socket.gethostname().replace("/", "_") or "host"
 
 
 class _ProcessCounter:
@@ -63,7 +61,7 @@ class _ProcessCounter:
 
     def __init__(self, folder: str):
         self.folder = folder
-        self.name = f"{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}{_SUFFIX}"
+        self.name = f"{HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}{_SUFFIX}"
         self.values = [0] * len(FIELDS)
         self.lock = threading.Lock()
         self.map: mmap.mmap | None = None

@@ -43,7 +43,7 @@ from ._cache_prune import note_uses, prune
 from ._cache_run import DEFERRING, PENDING
 from ._keys import RAW_SCALARS, Key
 
-__all__ = ["FORMAT", "INLINE_LIMIT", "FULL_DISK", "MISSING", "Saved", "Store", "write_atomic"]
+__all__ = ["FORMAT", "INLINE_LIMIT", "FULL_DISK", "MISSING", "Saved", "Store"]
 
 log = logging.getLogger(__name__)
 

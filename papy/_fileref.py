@@ -32,7 +32,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any, Self
 
-from ._cache_store import write_atomic
+from ._cache_files import write_atomic
 
 __all__ = ["FileRef", "default_memo", "file_refs"]
 
