@@ -5,6 +5,8 @@ import textwrap
 
 import pytest
 
+from proc_tree import DESCENDANTS
+
 DEADLINE = 60
 
 
@@ -79,27 +81,6 @@ def test_exit_without_stop_does_not_hang(tmp_path):
 
 
 
-DESCENDANTS = """
-    def descendants():
-        # every process under this one: workers, fork servers, multiprocessing's helpers
-        import os
-        children = {}
-        for entry in os.listdir('/proc'):
-            if entry.isdigit():
-                try:
-                    with open(f'/proc/{entry}/stat') as handle:
-                        stat = handle.read()
-                except OSError:
-                    continue
-                parent = int(stat[stat.rfind(')') + 2:].split()[1])
-                children.setdefault(parent, []).append(int(entry))
-        found, todo = [], [os.getpid()]
-        while todo:
-            for child in children.get(todo.pop(), []):
-                found.append(child)
-                todo.append(child)
-        return found
-"""
 
 PARENT_KILLED = DESCENDANTS + """
     import itertools, os, sys, time

@@ -21,6 +21,7 @@ import time
 import pytest
 
 from imap import SerializationError, WorkerDiedError
+from proc_tree import DESCENDANTS
 from papy import IMap, Piper, PiperError, Plumber, Worker, WorkerError
 
 FAULTY = 5
@@ -193,7 +194,7 @@ def test_exactly_the_affected_item_fails_in_a_plumber(fault, kind, forking_serve
 DEADLINE = 60
 LIMIT = 3.0
 
-PROGRAM = """
+PROGRAM = DESCENDANTS + """
     import itertools, multiprocessing, sys, time
     from papy import IMap, Piper, Plumber
     from papy._signals import handle_signals
@@ -204,25 +205,6 @@ PROGRAM = """
 
     def passer(inbox):
         return inbox[0]
-
-    def descendants():   # workers and fork servers: not all are multiprocessing's children
-        import os
-        children = {}
-        for entry in os.listdir('/proc'):
-            if entry.isdigit():
-                try:
-                    with open(f'/proc/{entry}/stat') as handle:
-                        stat = handle.read()
-                except OSError:
-                    continue
-                children.setdefault(int(stat[stat.rfind(')') + 2:].split()[1]), []).append(
-                    int(entry))
-        found, todo = [], [os.getpid()]
-        while todo:
-            for child in children.get(todo.pop(), []):
-                found.append(child)
-                todo.append(child)
-        return found
 
     if __name__ == '__main__':
         handled, seconds, stride = sys.argv[1] == 'handled', float(sys.argv[2]), int(sys.argv[3])

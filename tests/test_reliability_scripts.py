@@ -13,31 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from proc_tree import DESCENDANTS
+
 DEADLINE = 60
 GONE_WITHIN = 3.0
 ROOT = Path(__file__).resolve().parent.parent
 
-DESCENDANTS = """
-    def descendants():
-        # every process under this one: workers, fork servers, multiprocessing's helpers
-        import os
-        children = {}
-        for entry in os.listdir('/proc'):
-            if entry.isdigit():
-                try:
-                    with open(f'/proc/{entry}/stat') as handle:
-                        stat = handle.read()
-                except OSError:
-                    continue
-                parent = int(stat[stat.rfind(')') + 2:].split()[1])
-                children.setdefault(parent, []).append(int(entry))
-        found, todo = [], [os.getpid()]
-        while todo:
-            for child in children.get(todo.pop(), []):
-                found.append(child)
-                todo.append(child)
-        return found
-"""
 
 
 def write(tmp_path: Path, source: str, name: str = "script.py") -> Path:
