@@ -1,4 +1,4 @@
-"""What the benchmark and soak scripts share: timing a multiprocessing pool, and the
+"""What the benchmark and soak scripts share: timing an IMap and a multiprocessing pool, and the
 resident memory of this process and every process under it (forkserver workers are
 grandchildren: children of the fork server)."""
 from __future__ import annotations
@@ -7,11 +7,36 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from multiprocessing.pool import Pool
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from imap import IMap
 
 T = TypeVar("T")
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def imap_seconds(func: Callable[[T], object], items: Sequence[T], warm: bool = True,
+                 **settings: Any) -> float:
+    """Seconds for an ``IMap(**settings)`` to give every result of ``func`` over ``items``,
+    its workers started before the clock starts (``warm``: after a first run of 100 items,
+    so that a pool's one-time costs, a fork server say, are paid)."""
+    pool = IMap(**settings)
+    if warm:
+        first = pool.add_task(func, items[:100])
+        pool.start()
+        list(first)
+        pool.stop()
+    results = pool.add_task(func, items)
+    pool.start()    # the workers start here, before the clock starts
+    try:
+        started = time.perf_counter()
+        count = sum(1 for _ in results)
+        elapsed = time.perf_counter() - started
+    finally:
+        pool.stop()
+    assert count == len(items)
+    return elapsed
 
 
 def pool_seconds(pool: Pool, func: Callable[[T], object], items: Sequence[T],

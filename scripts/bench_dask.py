@@ -28,12 +28,11 @@ import sys
 import time
 from collections.abc import Callable
 from itertools import islice
-from typing import Any
 
 import dask.bag
 from distributed import Client, LocalCluster, as_completed
 
-from imap import IMap
+from _common import imap_seconds  # scripts/
 
 WORKERS = 2
 WINDOW_PER_THREAD = 4
@@ -46,24 +45,6 @@ def add1(x: int) -> int:
 def sleep5ms(x: int) -> int:
     time.sleep(0.005)
     return x
-
-
-def time_imap(func: Callable[[int], int], items: list[int], **settings: Any) -> float:
-    pool = IMap(**settings)
-    warm = pool.add_task(func, range(100))
-    pool.start()
-    list(warm)
-    pool.stop()
-    results = pool.add_task(func, items)
-    pool.start()
-    try:
-        started = time.perf_counter()
-        count = sum(1 for _ in results)
-        elapsed = time.perf_counter() - started
-    finally:
-        pool.stop()
-    assert count == len(items)
-    return elapsed
 
 
 def time_bag(client: Client, func: Callable[[int], int], items: list[int]) -> float:
@@ -121,14 +102,14 @@ def main(argv: list[str] | None = None) -> int:
         client.gather(client.map(add1, range(100), pure=False))     # warm up
         on_dask = {"worker_type": "dask", "worker_remote": client}
         for _ in range(options.repeat):
-            record("IMap dask", time_imap(add1, items, **on_dask))
+            record("IMap dask", imap_seconds(add1, items, **on_dask))
             record("dask.bag", time_bag(client, add1, items))
             record("submit window", time_window(client, add1, window_items,
                                                 WINDOW_PER_THREAD * WORKERS)
                    * len(items) / len(window_items))
-            record("sleep 5 ms: IMap dask", time_imap(sleep5ms, sleepers, **on_dask))
+            record("sleep 5 ms: IMap dask", imap_seconds(sleep5ms, sleepers, **on_dask))
             record("sleep 5 ms: IMap 2 processes",
-                   time_imap(sleep5ms, sleepers, worker_type="process", worker_num=WORKERS))
+                   imap_seconds(sleep5ms, sleepers, worker_type="process", worker_num=WORKERS))
 
     median = {label: statistics.median(times) for label, times in runs.items()}
     print(f"python {sys.version.split()[0]}, LocalCluster of {WORKERS} worker processes x 1 "

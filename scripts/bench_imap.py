@@ -28,12 +28,11 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from multiprocessing import get_context
 from multiprocessing.pool import ThreadPool
-from typing import Any
 
-from _common import pool_seconds  # scripts/
+from _common import imap_seconds, pool_seconds  # scripts/
 from imap import IMap
 
 WORKERS = 2
@@ -46,24 +45,6 @@ def add1(x: int) -> int:
 def sleep10ms(x: int) -> int:
     time.sleep(0.01)
     return x
-
-
-def time_imap(func: Callable[[int], int], items: list[int], **settings: Any) -> float:
-    pool = IMap(worker_num=WORKERS, **settings)
-    warm = pool.add_task(func, range(100))
-    pool.start()
-    list(warm)
-    pool.stop()
-    results = pool.add_task(func, items)
-    pool.start()  # workers start here; they are forked before the clock starts
-    try:
-        started = time.perf_counter()
-        count = sum(1 for _ in results)
-        elapsed = time.perf_counter() - started
-    finally:
-        pool.stop()
-    assert count == len(items)
-    return elapsed
 
 
 STARTUP_KINDS = {   # label: what the child program starts
@@ -156,13 +137,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             record("Pool.imap chunksize=1", pool_seconds(process_pool, add1, items[:20_000], 1)
                    * len(items) / 20_000)
             record("Pool.imap chunksize=100", pool_seconds(process_pool, add1, items, 100))
-            record("IMap process, defaults", time_imap(add1, items))
-            record("IMap process, stride=100", time_imap(add1, items, stride=100))
+            record("IMap process, defaults", imap_seconds(add1, items, worker_num=WORKERS))
+            record("IMap process, stride=100",
+                   imap_seconds(add1, items, worker_num=WORKERS, stride=100))
             record("ThreadPool.imap chunksize=100", pool_seconds(thread_pool, add1, items, 100))
-            record("IMap thread, defaults", time_imap(add1, items, worker_type="thread"))
-            record("sleep 10 ms: IMap process", time_imap(sleep10ms, sleepers))
+            record("IMap thread, defaults",
+                   imap_seconds(add1, items, worker_num=WORKERS, worker_type="thread"))
+            record("sleep 10 ms: IMap process",
+                   imap_seconds(sleep10ms, sleepers, worker_num=WORKERS))
             record("sleep 10 ms: IMap thread",
-                   time_imap(sleep10ms, sleepers, worker_type="thread"))
+                   imap_seconds(sleep10ms, sleepers, worker_num=WORKERS,
+                                worker_type="thread"))
     finally:
         process_pool.terminate()
         thread_pool.terminate()

@@ -17,12 +17,10 @@ import argparse
 import os
 import statistics
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from multiprocessing import get_context
 
-from _common import pool_seconds  # scripts/
-from imap import IMap
+from _common import imap_seconds, pool_seconds  # scripts/
 
 WORKERS = 2
 
@@ -33,21 +31,6 @@ def size_of(payload: bytes) -> int:
 
 def echo(payload: bytes) -> bytes:
     return payload
-
-
-def run_imap(func: Callable[[bytes], object], payloads: list[bytes],
-             threshold: int | None) -> float:
-    pool = IMap(worker_num=WORKERS, shm_threshold=threshold)
-    results = pool.add_task(func, payloads)
-    pool.start()
-    try:
-        started = time.perf_counter()
-        count = sum(1 for _ in results)
-        elapsed = time.perf_counter() - started
-    finally:
-        pool.stop()
-    assert count == len(payloads)
-    return elapsed
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -65,8 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for _ in range(options.repeat):
             for name, func in (("one way", size_of), ("round trip", echo)):
                 runs.setdefault(f"{name}: IMap shared memory", []).append(
-                    run_imap(func, payloads, None))
-                runs.setdefault(f"{name}: IMap pipe", []).append(run_imap(func, payloads, 0))
+                    imap_seconds(func, payloads, False, worker_num=WORKERS))
+                runs.setdefault(f"{name}: IMap pipe", []).append(
+                    imap_seconds(func, payloads, False, worker_num=WORKERS, shm_threshold=0))
                 runs.setdefault(f"{name}: Pool.imap", []).append(
                     pool_seconds(pool, func, payloads, 1))
     print(f"python {sys.version.split()[0]}, {WORKERS} workers, {options.items} payloads of "
