@@ -104,7 +104,8 @@ class _Describer:
             self.seen.discard(id(func))
 
     def _callable_text(self, func: Any) -> str:
-        from ._worker import PlainCall, Worker  # papy._worker imports this lazily: no cycle
+        from ._plain import PlainCall
+        from ._worker import Worker  # papy._worker imports this lazily: no cycle
         if isinstance(func, Worker):
             return "worker[" + ", ".join(self.callable_text(f) for f in func.task) + "]"
         if isinstance(func, PlainCall):         # f(*inbox): not the same call as f(inbox)

@@ -33,7 +33,7 @@ from ._errors import PiperError, _short_repr
 from ._fanout import fan_out
 from ._fuse import FusedCall
 from ._settle import settle
-from ._worker import BoxingCall, TimedCall
+from ._timed import BoxingCall, TimedCall
 
 if TYPE_CHECKING:
     from imap import TaskIterator

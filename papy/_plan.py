@@ -1,6 +1,6 @@
 """The plan of a run: which nodes a Dagger's graph becomes, and the run built from them.
 
-    Dagger (topology) --postorder, join order, fusion (papy._fuse.segments)--> nodes
+    Dagger (topology) --postorder, join order, fusion (papy._fuse_groups)--> nodes
         --Run.add_node, upstream first--> Run (papy._run), with its IMap tasks
 
 Fusion is a decision of the plan: a chain of Pipers on one IMap with nothing for the run
@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._errors import DaggerError
-from ._fuse import groups
+from ._fuse_groups import groups
 from ._run import Run
 
 if TYPE_CHECKING:

@@ -9,6 +9,7 @@ Threads of a run and what each does:
                 iterable behind the stop gate; steady inputs (lists, ranges) need none
     IMap threads   (each IMap's feeder and slots) evaluate what the nodes' PushSources hold
     plunger     (Plumber.run() .. pause()) takes whole batches of every output, discards
+                (papy._run_outputs: it, collect() and drain() read the outputs)
     progress    (Plumber(progress=...)) reads the counters
     readers     the user's threads reading output Pipers (next(piper), for x in piper)
 
@@ -40,7 +41,7 @@ import functools
 import logging
 import threading
 import warnings
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from ._channels import Outlet, Pipe, Wakeup
 from ._errors import PiperError
@@ -48,6 +49,7 @@ from ._failures import StopRun
 from ._nodes import Node
 from ._outputs import OutputReader
 from ._product import join_node
+from ._run_outputs import RunOutputs
 from ._runtime import Feed, RunContext, raise_failures
 from ._scheduler import READ_AHEAD, Source, schedule
 
@@ -81,7 +83,7 @@ _MOVES = {
 }
 
 
-class Run:
+class Run(RunOutputs):
     """One run of a pipeline (see the module docstring). Built by ``Dagger.connect`` or
     ``Piper.connect``, started by ``start()``, ended by ``stop()``."""
 
@@ -102,11 +104,7 @@ class Run:
         self._scheduler: threading.Thread | None = None
         self._aborting = False
         self._imaps: list[IMap[Any]] = []
-        # the plunger: reads every output, discarding, until paused or the outputs end
-        self._plunger: threading.Thread | None = None
-        self._pausing = False
-        self.outputs_ended = threading.Event()
-        self.on_outputs_ended: Callable[[], None] | None = None   # the Plumber's hook
+        super().__init__()                  # RunOutputs: the plunger, outputs_ended
         self.progress: Any = None           # a papy._progress.Progress, owned by the run
 
     # -- building --------------------------------------------------------------------------
@@ -261,17 +259,6 @@ class Run:
             if node.outlet is not None:
                 node.outlet.close(aborted=reason)
 
-    def _reader_ended(self) -> None:
-        if all(reader.finished for reader in self.readers.values()):
-            self._outputs_done()
-
-    def _outputs_done(self) -> None:
-        if not self.outputs_ended.is_set():
-            self.outputs_ended.set()
-            callback = self.on_outputs_ended
-            if callback is not None:
-                callback()
-
     def _raise_at_end(self) -> None:
         """A hand reader reached the end of an output: Pipers used without a Plumber raise
         the failures of their run there."""
@@ -298,65 +285,6 @@ class Run:
             return reader.finished
         node = self._node_of.get(id(piper))
         return node is not None and node.done
-
-    # -- reading every output: the plunger, collect(), a graceful stop -------------------
-    def read_outputs(self, skip: tuple[Piper, ...] = ()) -> Iterator[tuple[Piper, list[Any]]]:
-        """``(output Piper, batch)`` for every output but ``skip``, as batches become
-        ready, until every one ended (reading all of them at once: an output nobody reads
-        would fill the run's window and stop the others)."""
-        cond = self.wakeup.cond
-        skipped = {id(p) for p in skip}
-        live = [(self._pipers[key], reader) for key, reader in self.readers.items()
-                if key not in skipped]
-        while live:
-            with cond:
-                cond.wait_for(lambda: self._pausing or any(
-                    r.outlet.ready() or r.holds_unread()
-                    for _, r in live))  # noqa: B023 - called within this iteration
-                if self._pausing:
-                    return
-            for piper, reader in live:
-                for batch in reader.take_ready():
-                    yield piper, batch
-            live = [(p, r) for p, r in live if not r.finished]
-
-    def plunge(self, skip: tuple[Piper, ...] = ()) -> None:
-        """Start (or go on) reading every output but ``skip`` in the background,
-        discarding the items."""
-        with self.wakeup.cond:
-            self._pausing = False
-            if self._plunger is not None and self._plunger.is_alive():
-                return
-        self._join_plunger()
-        self._plunger = threading.Thread(target=self._plunge, args=(skip,), daemon=True,
-                                         name=f"papy-plunger-{self.name}")
-        self._plunger.start()
-
-    def pause(self) -> None:
-        """Stop the plunger at its next batch boundary; returns at once."""
-        with self.wakeup.cond:
-            self._pausing = True
-            self.wakeup.cond.notify_all()
-
-    def _plunge(self, skip: tuple[Piper, ...]) -> None:
-        try:
-            for _ in self.read_outputs(skip):
-                pass
-        except BaseException as exc:  # noqa: BLE001 - never lost: recorded for wait()
-            self.context.fail(exc, "the plunger thread failed")
-            self._outputs_done()
-
-    def _join_plunger(self) -> None:
-        plunger, self._plunger = self._plunger, None
-        if plunger is not None and plunger is not threading.current_thread():
-            plunger.join()
-
-    def drain(self) -> None:
-        """Read every output to its end here, discarding (a graceful stop without plunger)."""
-        with self.wakeup.cond:
-            self._pausing = False
-        for _ in self.read_outputs():
-            pass
 
     # -- stopping --------------------------------------------------------------------------
     def stop(self, forced: bool = False) -> None:

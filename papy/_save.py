@@ -42,7 +42,8 @@ import types
 from typing import TYPE_CHECKING, Any, Callable
 
 from ._errors import PlumberError
-from ._worker import PlainCall, Worker
+from ._plain import PlainCall
+from ._worker import Worker
 
 if TYPE_CHECKING:
     from ._dagger import Dagger

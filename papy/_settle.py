@@ -29,7 +29,8 @@ from ._cache_run import Counted, count_carried, count_lost, count_skipped
 from ._errors import PapyError, PiperError, WorkerError
 from ._fanout import Multiple
 from ._fuse import StagesFailed
-from ._worker import NEVER_SUSPECT, Busy
+from ._timed import Busy
+from ._worker import NEVER_SUSPECT
 
 if TYPE_CHECKING:
     from ._nodes import Node

@@ -13,9 +13,12 @@ Errors are values, never raised: an exception raised by a function is returned a
 
 Plain functions of the items, ``f(x)`` or ``f(x, y)`` for a join, need no wrapper:
 ``Worker(f, plain=True)`` (or ``Piper(f, plain=True)``) calls ``f(*inbox, *arguments)``, and
-each later function of a composition gets the previous result as it is::
+each later function of a composition gets the previous result as it is (papy._plain)::
 
     Worker((f, g), plain=True)(inbox)  ==  g(f(*inbox))
+
+``map_stage`` evaluates a Worker over a whole batch with the same results, the loop in C;
+where a Worker runs, it is called through a TimedCall (papy._timed).
 """
 from __future__ import annotations
 
@@ -23,13 +26,12 @@ import functools
 import inspect
 import itertools
 import os
-import time
 import traceback
 import types
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Sequence, TypeGuard
 
-from ._cache_run import call_one, carry, record_of
 from ._errors import PiperError, WorkerError
+from ._plain import PlainCall, _function_name
 
 if TYPE_CHECKING:
     from ._cache import Cache
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
 #: and is not an Exception (None: nothing was)
 Raised = dict[int, BaseException] | None
 
-__all__ = ["Worker", "PlainCall"]
+__all__ = ["Worker"]
 
 _FUNCTION_TYPES = (types.FunctionType, types.BuiltinFunctionType, types.MethodType,
                    types.BuiltinMethodType, types.MethodWrapperType, functools.partial)
@@ -49,47 +51,6 @@ _FUNCTION_TYPES = (types.FunctionType, types.BuiltinFunctionType, types.MethodTy
 def _is_function(obj: object) -> TypeGuard[Callable[..., Any]]:
     # a function decorated by a papy.Cache (papy._cache_function.CachedFunction) is one too
     return isinstance(obj, _FUNCTION_TYPES) or hasattr(obj, "__papy_fingerprint_of__")
-
-
-def _function_name(func: object) -> str:
-    name: str | None = getattr(func, "__name__", None)
-    if name is None and isinstance(func, functools.partial):
-        name = _function_name(func.func)
-    return name or repr(func)
-
-
-class PlainCall:
-    """A plain function of the items as a Worker function: ``PlainCall(f)(inbox, *args)``
-    is ``f(*inbox, *args)`` (``Worker(f, plain=True)`` makes it). In a composition, the
-    previous result comes boxed as a 1-tuple, so ``f`` gets it as it is.
-
-    ``__wrapped__`` is ``f``: ``inspect.signature`` (and so a cache key's argument names)
-    sees ``f``'s parameters; the name and the fingerprint are ``f``'s, marked plain.
-    """
-
-    __slots__ = ("func", "__name__", "__wrapped__")
-
-    def __init__(self, func: Callable[..., Any]):
-        if not callable(func):
-            raise TypeError(f"Worker(plain=True) takes callables, not {func!r}")
-        self.func = func
-        self.__name__ = _function_name(func)
-        self.__wrapped__ = func
-
-    def __call__(self, inbox: Sequence[Any], *args: Any, **kwargs: Any) -> Any:
-        return self.func(*inbox, *args, **kwargs)
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is PlainCall and other.func == self.func
-
-    def __hash__(self) -> int:
-        return hash((PlainCall, self.func))
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (PlainCall, (self.func,))
-
-    def __repr__(self) -> str:
-        return f"PlainCall({self.__name__})"
 
 
 class Worker:
@@ -334,9 +295,6 @@ def _upstream_errors(inbox: Iterable[Any]) -> list[PiperError]:
     return errors
 
 
-_clock = time.perf_counter
-REPORT_EVERY = 0.01     # seconds of work between two reports of a TimedCall
-
 
 def map_stage(worker: Callable[[Any], Any], bare: Callable[..., Any] | None,
               values: list[Any], boxed: bool, clean: bool = False
@@ -401,120 +359,3 @@ def _resumable(func: Callable[..., Any], values: list[Any], boxed: bool,
             raised = raised or {}
             raised[len(results)] = exc
             results.append(None)
-
-
-class Busy:
-    """A result that also carries the seconds a worker was busy since its last report (a
-    tuple of seconds, one per stage, from a fused chain's FusedCall)."""
-
-    __slots__ = ("seconds", "value")
-
-    def __init__(self, seconds: float | tuple[float, ...], value: Any):
-        self.seconds, self.value = seconds, value
-
-    def __reduce__(self) -> tuple[type[Busy], tuple[float | tuple[float, ...], Any]]:
-        return (Busy, (self.seconds, self.value))
-
-
-class TimedCall:
-    """Evaluate a Worker and measure the time it is busy where it runs.
-
-    This is what a Piper hands to its IMap, so the time is measured in the thread, process
-    or host that evaluates. Most results travel bare; about every ``REPORT_EVERY`` seconds
-    of work one is wrapped in a ``Busy`` carrying the time summed since the last report
-    (the time of the last few milliseconds of a run may be missing from the total).
-    """
-
-    __slots__ = ("worker", "bare", "pending", "reported", "record")
-    boxed = False       # given inboxes (BoxingCall: items)
-    worker: Callable[[Any], Any]
-    bare: Callable[..., Any] | None
-    pending: float
-    reported: float
-    record: Any         # a cached Worker's record (papy._cache_run.record_of), or None
-
-    def __init__(self, worker: Callable[[Any], Any]):
-        self.__setstate__(worker)
-
-    def call_batch(self, items: list[Any]) -> tuple[list[Any], Raised]:
-        """A whole batch (``imap._evaluate.evaluate``): timed once, errors as values."""
-        start = _clock()
-        values, raised = map_stage(self.worker, self.bare, items, self.boxed)
-        if self.record is not None:     # a cached Worker's counts travel with its results
-            carry(self.record, values, raised)
-        now = _clock()
-        self.pending += now - start
-        if now - self.reported >= REPORT_EVERY and values and not raised:
-            values[-1] = Busy(self.pending, values[-1])
-            self.pending, self.reported = 0.0, now
-        return values, raised
-
-    def __call__(self, inbox: Any) -> Any:
-        bare = self.bare
-        start = _clock()
-        if bare is not None and type(inbox) is list and len(inbox) == 1 \
-                and not isinstance(inbox[0], _SUSPECT):   # Worker.__call__'s fast path
-            try:
-                result = bare(inbox)
-            except Exception as exc:  # noqa: BLE001 - every user error becomes a value
-                result = _worker_error(exc, bare, inbox)
-        elif self.record is not None:   # a cached Worker: its writes wait for the batch
-            result = call_one(self.record, self.worker, inbox)
-        else:
-            result = self.worker(inbox)
-        now = _clock()
-        self.pending += now - start
-        if now - self.reported < REPORT_EVERY:
-            return result
-        busy, self.pending, self.reported = self.pending, 0.0, now
-        return Busy(busy, result)
-
-    def __getstate__(self) -> Callable[[Any], Any]:
-        return self.worker
-
-    def __setstate__(self, state: Callable[[Any], Any]) -> None:
-        self.worker = state
-        # a Worker of one function without arguments: evaluated here, one call less
-        self.bare = getattr(state, "_bare", None) if isinstance(state, Worker) else None
-        self.record = record_of(state)     # a cached Worker's record, or None
-        self.pending = 0.0
-        self.reported = time.perf_counter()
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.worker!r})"
-
-
-class BoxingCall(TimedCall):
-    """A TimedCall given the item itself, which makes the inbox ``[item]`` where it runs.
-
-    For a Piper with one input and ``consume=1``: the parent builds no inbox lists and
-    pickles the bare items (about 5x cheaper than one-item lists); the Worker sees the
-    same inbox.
-    """
-
-    __slots__ = ()
-    boxed = True
-
-    def __call__(self, item: Any) -> Any:
-        # TimedCall.__call__'s body, inlined on purpose: this runs per item for linear
-        # Pipers and the IMap's tracked batches; delegating (one call more per item)
-        # measured 0.17x instead of 0.24x Pool.imap in scripts/bench_pipeline.py (b) when
-        # IMap batches were still evaluated item by item
-        inbox = [item]
-        bare = self.bare
-        start = _clock()
-        if bare is not None and not isinstance(item, _SUSPECT):
-            try:
-                result = bare(inbox)
-            except Exception as exc:  # noqa: BLE001 - every user error becomes a value
-                result = _worker_error(exc, bare, inbox)
-        elif self.record is not None:   # a cached Worker: its writes wait for the batch
-            result = call_one(self.record, self.worker, inbox)
-        else:
-            result = self.worker(inbox)
-        now = _clock()
-        self.pending += now - start
-        if now - self.reported < REPORT_EVERY:
-            return result
-        busy, self.pending, self.reported = self.pending, 0.0, now
-        return Busy(busy, result)

@@ -12,7 +12,8 @@ import pytest
 from papy import Cache, IMap, Piper, PiperError, Worker, WorkerError
 from papy._cache_record import RecordDelta
 from papy._fuse import FusedCall
-from papy._worker import BoxingCall, TimedCall, map_stage
+from papy._timed import BoxingCall, TimedCall
+from papy._worker import map_stage
 
 
 def run(worker, items, **pool_options):

@@ -223,7 +223,7 @@ def test_a_non_exception_fails_only_its_item_in_a_batch():
     the others of the batch keep their results; a fused item that raised skips the rest."""
     from papy import Worker
     from papy._fuse import FusedCall, StagesFailed
-    from papy._worker import BoxingCall
+    from papy._timed import BoxingCall
     values, raised = BoxingCall(Worker(leaves_on_7)).call_batch(list(range(10)))
     assert list(raised) == [7] and isinstance(raised[7], SystemExit)
     assert values[:7] == list(range(7)) and values[8:] == [8, 9]

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from papy import IMap, Piper, PiperError, Plumber, Worker, fingerprint
-from papy._worker import PlainCall
+from papy._plain import PlainCall
 
 
 def scale(x, k):
