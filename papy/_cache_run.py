@@ -1,6 +1,6 @@
 """The run layer's side of the cache: the per-item record of every cached Piper of a run.
 
-    where a Worker runs (papy._worker TimedCall/BoxingCall, papy._fuse FusedCall), after
+    where a Worker runs (papy._timed TimedCall/BoxingCall, papy._fuse FusedCall), after
     each batch:  carry(record, values, raised)
         one result of the batch becomes Counted(delta, result): the RecordDelta taken
         from the cached Worker's record (a fused call: one delta per stage, a tuple)
