@@ -1,12 +1,12 @@
 """The body of a Reducer or a Frame: a chain of stages its items go through, tagged.
 
-    composite node (papy._reduce, papy._frame), in the run's scheduler thread
+    composite node (papy._reduce_node, papy._frame_core), in the run's scheduler thread
         | put(items, tags)        a tag says whose an item is: a Frame's loop, a Reducer's
         v                         window; it never leaves the parent
     stage 0 --drain--> stage 1 --drain--> ... --> exit --take()--> the composite
       PiperStage: a Piper on its IMap (an ordered task: the tags of what is in flight wait
                   in a FIFO here) or evaluated here in chunks (a linear Piper)
-      FrameCore:  a Frame nested in the body (papy._frame): loops of its own
+      FrameCore:  a Frame nested in the body (papy._frame_core): loops of its own
                   (``Multiple`` results and dropped ``None``s: each output takes its input's tag)
 
 ``outstanding[tag]`` counts the items of ``tag`` inside the body (a stage's input that
@@ -44,7 +44,7 @@ Wake = Callable[[], None]
 
 
 class Stage(Protocol):
-    """What the Body needs of a stage (PiperStage, papy._frame.FrameCore)."""
+    """What the Body needs of a stage (PiperStage, papy._frame_core.FrameCore)."""
 
     name: str
 

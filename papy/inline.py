@@ -47,7 +47,6 @@ arities are ValueErrors that name the function, raised at decoration time.
 from __future__ import annotations
 
 import builtins
-import inspect
 import itertools
 import logging
 from typing import Any, Callable, Generator, Iterable, Literal, TypeVar
@@ -57,6 +56,7 @@ from imap import IMap
 from ._errors import PapyError
 from ._fanout import Args, Multiple, as_items, call_with
 from ._frame import Frame
+from ._inline_calls import check_arity, fold_call, frame_call, job_call, name_of
 from ._piper import Piper
 from ._plumber import Plumber
 from ._reduce import Reducer
@@ -95,35 +95,6 @@ class _Reduce:
                  interval: float | None, body: list[Any]):
         self.fold, self.store, self.emit = fold, store, emit
         self.every, self.interval, self.body = every, interval, body
-
-
-def _name(func: Any) -> str:
-    return getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
-
-
-def _check_arity(kind: str, func: Any, count: int, at_least: bool) -> None:
-    """ValueError unless ``func`` takes ``count`` positional arguments (``at_least``: that
-    many or more); ``*args`` takes any number."""
-    if not callable(func):
-        raise ValueError(f"Work.{kind}: {func!r} is not a function")
-    try:
-        signature = inspect.signature(func)
-    except (TypeError, ValueError):
-        return                  # no signature to read (some builtins): called as it is
-    params = list(signature.parameters.values())
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    required = sum(1 for p in positional if p.default is p.empty)
-    varargs = any(p.kind is p.VAR_POSITIONAL for p in params)
-    takes = len(positional)
-    if at_least:
-        fits = takes >= count or varargs
-    else:           # as job_stream counts: parameters with defaults too
-        fits = required <= count if varargs else takes == count
-    if not fits:
-        what = "at least" if at_least else "exactly"
-        raise ValueError(f"Work.{kind}: function {_name(func)!r} must take {what} {count} "
-                         f"argument{'s' if count != 1 else ''}; it takes {takes}"
-                         f"{' (and *args)' if varargs else ''}")
 
 
 def _decorator(method: Callable[..., Any], func: Any, kwargs: dict[str, Any]) -> Any:
@@ -168,7 +139,7 @@ class Work:
 
     def _job(self, func: F) -> F:
         self._check_open("job", func)
-        _check_arity("job", func, 1, at_least=True)
+        check_arity("job", func, 1, at_least=True)
         self._stages().append(_Job(func))
         return func
 
@@ -184,10 +155,10 @@ class Work:
                 interval: float | None = None) -> F:
         self._check_open("reduce", func)
         if self._frames:
-            raise ValueError(f"Work.reduce: function {_name(func)!r} is inside frame "
-                             f"{_name(self._frames[-1].start)!r}; end the frame "
+            raise ValueError(f"Work.reduce: function {name_of(func)!r} is inside frame "
+                             f"{name_of(self._frames[-1].start)!r}; end the frame "
                              f"(@frame_end) first: a reduce closes the stream's scope")
-        _check_arity("reduce", func, 3, at_least=False)
+        check_arity("reduce", func, 3, at_least=False)
         body, self._top = self._top[self._cut:], self._top[:self._cut]
         self._top.append(_Reduce(func, store, emit, every, interval, body))
         self._cut = len(self._top)
@@ -203,7 +174,7 @@ class Work:
     def _frame(self, func: F, store: Callable[[], Any] = Object,
                emit: Callable[[Any], Any] | None = None) -> F:
         self._check_open("frame", func)
-        _check_arity("frame", func, 2, at_least=True)
+        check_arity("frame", func, 2, at_least=True)
         self._frames.append(_FrameSpec(func, store, emit))
         return func
 
@@ -217,9 +188,9 @@ class Work:
     def _frame_end(self, func: F) -> F:
         self._check_open("frame_end", func)
         if not self._frames:
-            raise ValueError(f"Work.frame_end: function {_name(func)!r} ends no frame "
+            raise ValueError(f"Work.frame_end: function {name_of(func)!r} ends no frame "
                              f"(decorate the frame's start with @frame first)")
-        _check_arity("frame_end", func, 2, at_least=True)
+        check_arity("frame_end", func, 2, at_least=True)
         spec = self._frames.pop()
         spec.end = func
         self._stages().append(spec)
@@ -233,7 +204,7 @@ class Work:
     def _set_result(self, func: F) -> F:
         self._check_open("result", func)
         self._check_frames_closed("result", func)
-        _check_arity("result", func, 1, at_least=True)
+        check_arity("result", func, 1, at_least=True)
         self._result = func
         return func
 
@@ -245,7 +216,7 @@ class Work:
     def _set_finish(self, func: F) -> F:
         self._check_open("finish", func)
         self._check_frames_closed("finish", func)
-        _check_arity("finish", func, 1, at_least=False)
+        check_arity("finish", func, 1, at_least=False)
         self._finish = func
         return func
 
@@ -256,7 +227,7 @@ class Work:
 
     def _init(self, func: F) -> F:
         self._check_open("init", func)
-        _check_arity("init", func, 0, at_least=False)
+        check_arity("init", func, 0, at_least=False)
         self._inits.append(func)
         return func
 
@@ -266,14 +237,14 @@ class Work:
     def _check_open(self, kind: str, func: Any) -> None:
         for ender, handler in (("result", self._result), ("finish", self._finish)):
             if handler is not None:
-                raise ValueError(f"Work.{kind}: function {_name(func)!r} comes after "
-                                 f"Work.{ender} ({_name(handler)!r}); after a result or a "
+                raise ValueError(f"Work.{kind}: function {name_of(func)!r} comes after "
+                                 f"Work.{ender} ({name_of(handler)!r}); after a result or a "
                                  f"finish nothing may be added to the stream")
 
     def _check_frames_closed(self, kind: str, func: Any) -> None:
         if self._frames:
-            raise ValueError(f"Work.{kind}: function {_name(func)!r} comes before the end "
-                             f"of frame {_name(self._frames[-1].start)!r}; end it with "
+            raise ValueError(f"Work.{kind}: function {name_of(func)!r} comes before the end "
+                             f"of frame {name_of(self._frames[-1].start)!r}; end it with "
                              f"@frame_end first")
 
     # -- running ---------------------------------------------------------------------------
@@ -291,7 +262,7 @@ class Work:
 
     def _run(self, keep: bool) -> Any:
         if self._frames:
-            raise ValueError(f"Work.run: frame {_name(self._frames[-1].start)!r} is not "
+            raise ValueError(f"Work.run: frame {name_of(self._frames[-1].start)!r} is not "
                              f"ended; end it with @frame_end")
         self.errors = []
         self._composites = []
@@ -334,51 +305,21 @@ class Work:
 
     def _piper(self, stage: Any, pool: IMap[Any] | Literal[False]) -> Piper:
         if type(stage) is _Job:
-            return Piper(Worker(_job_call(stage.func)), parallel=pool, drop_none=True,
-                         name=_name(stage.func))
+            return Piper(Worker(job_call(stage.func)), parallel=pool, drop_none=True,
+                         name=name_of(stage.func))
         body = [self._piper(inner, pool) for inner in stage.body]
         composite: Reducer | Frame
         if type(stage) is _Reduce:
-            composite = Reducer(_fold_call(stage.fold), store=stage.store, emit=stage.emit,
+            composite = Reducer(fold_call(stage.fold), store=stage.store, emit=stage.emit,
                                 parallel=pool, body=body, every=stage.every,
-                                interval=stage.interval, name=_name(stage.fold))
+                                interval=stage.interval, name=name_of(stage.fold))
         else:
             assert stage.end is not None
-            composite = Frame(_frame_call(stage.start), _frame_call(stage.end), body=body,
+            composite = Frame(frame_call(stage.start), frame_call(stage.end), body=body,
                               store=stage.store, emit=stage.emit, parallel=pool,
-                              name=_name(stage.start))
+                              name=name_of(stage.start))
         self._composites.append(composite)
         return composite
-
-
-def _job_call(func: Callable[..., Any]) -> Callable[[list[Any]], Any]:
-    """A job as a Worker function: ``f(item)``, or ``f(*a, **k)`` for an Args item."""
-    def job(inbox: list[Any]) -> Any:
-        return call_with(func, inbox[0])
-    job.__name__ = job.__qualname__ = getattr(func, "__name__", "job")
-    return job
-
-
-def _frame_call(func: Callable[..., Any]) -> Callable[[Any, Any], Any]:
-    """A frame's start or end: ``f(store, item)``, or ``f(store, *a, **k)`` for Args."""
-    def frame(store: Any, item: Any) -> Any:
-        return call_with(func, item, store)
-    frame.__name__ = frame.__qualname__ = getattr(func, "__name__", "frame")
-    return frame
-
-
-def _fold_call(func: Callable[..., Any]) -> Callable[[Any, list[Any], list[Any]], Any]:
-    """job_stream's reduce adapter: ``f(store, [w], [])`` per item, ``f(store, [], [o])``
-    per partial store; what the calls return, together, is recurred."""
-    def fold(store: Any, works: list[Any], others: list[Any]) -> Any:
-        recurred: list[Any] = []
-        for work in works:
-            recurred += as_items(func(store, [work], []))
-        for other in others:
-            recurred += as_items(func(store, [], [other]))
-        return Multiple.of(recurred) if recurred else None
-    fold.__name__ = fold.__qualname__ = getattr(func, "__name__", "fold")
-    return fold
 
 
 def map(func: Callable[..., Any], *iterables: Iterable[Any],  # noqa: A001 - job_stream's
