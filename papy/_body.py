@@ -38,7 +38,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Body", "Stage", "PiperStage", "check_body", "composite_worker", "pool_error"]
+__all__ = ["Body", "Stage", "PiperStage", "check_body", "composite_worker", "pool_error",
+           "ERRORS_KEPT"]
+
+#: error items a composite node keeps for ``error_items`` (the others are counted only)
+ERRORS_KEPT = 10_000
 
 Wake = Callable[[], None]
 

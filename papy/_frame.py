@@ -6,7 +6,6 @@ there), nested in a body as a stage or driven in a run by a FrameNode, here.
 """
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any, Callable
 
 from ._body import check_body, composite_worker
@@ -21,7 +20,6 @@ if TYPE_CHECKING:
     from ._run import Run
     from ._runtime import RunContext
 
-log = logging.getLogger(__name__)
 
 __all__ = ["Frame", "FrameNode"]
 

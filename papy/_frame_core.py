@@ -29,11 +29,10 @@ from typing import TYPE_CHECKING, Any, Callable, cast
 
 from imap import PushSource
 
-from ._body import Body, pool_error
+from ._body import ERRORS_KEPT, Body, pool_error
 from ._counters import PiperCounters
 from ._errors import PapyError, PiperError, WorkerError
 from ._fanout import as_items
-from ._reduce_node import ERRORS_KEPT
 from ._settle import error_item
 from ._stores import Shipped
 from ._worker import _worker_error

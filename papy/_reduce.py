@@ -6,7 +6,6 @@ bound, drawn there); the pool folds its items with a FoldCall (papy._reduce_fold
 """
 from __future__ import annotations
 
-import logging
 from typing import Any, Callable
 
 from imap import check_seconds
@@ -17,7 +16,6 @@ from ._piper import Piper
 from ._reduce_node import ReduceNode
 from ._stores import Object
 
-log = logging.getLogger(__name__)
 
 __all__ = ["Reducer"]
 

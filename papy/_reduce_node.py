@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from imap import PushSource
 
-from ._body import Body, pool_error
+from ._body import ERRORS_KEPT, Body, pool_error
 from ._errors import PapyError, PiperError
 from ._fanout import as_items
 from ._nodes import Node
@@ -48,10 +48,7 @@ if TYPE_CHECKING:
     from ._run import Run
     from ._runtime import RunContext
 
-__all__ = ["ReduceNode", "ERRORS_KEPT"]
-
-#: error items a composite node keeps for ``error_items`` (the others are counted only)
-ERRORS_KEPT = 10_000
+__all__ = ["ReduceNode"]
 
 
 class _Window:

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import builtins
 import itertools
-import logging
 from typing import Any, Callable, Generator, Iterable, Literal, TypeVar
 
 from imap import IMap
@@ -63,7 +62,6 @@ from ._reduce import Reducer
 from ._stores import Object
 from ._worker import Worker
 
-log = logging.getLogger(__name__)
 
 __all__ = ["Work", "Multiple", "Args", "Object", "map"]
 
