@@ -35,7 +35,7 @@ from ._mapping import MapRun, make_stream
 
 if TYPE_CHECKING:
     from ._imap import IMap
-    from ._task import Run
+    from ._task_cursor import Run
 
 __all__ = ["Executor"]
 

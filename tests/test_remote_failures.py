@@ -10,7 +10,7 @@ from remote_servers import (ROOT, any_server, forking_server, make_task, open_ha
                             servers, wait_for)
 
 from imap import WorkerStartError
-from imap.backends import remote
+from imap.backends import _remote_args, _remote_connection, remote
 from imap.backends.base import Batch, WorkerLost
 
 pytestmark = pytest.mark.timeout(60)
@@ -58,7 +58,7 @@ def test_unreachable_server_raises_worker_start_error_naming_host_and_port():
 
 def test_version_mismatch_names_both_sides_and_the_host(any_server, monkeypatch):  # noqa: F811
     here = remote.local_versions()
-    monkeypatch.setattr(remote, "local_versions", lambda: ("3.99", "6.9.9", here[2]))
+    monkeypatch.setattr(_remote_connection, "local_versions", lambda: ("3.99", "6.9.9", here[2]))
     handle = remote.RemoteHandle("127.0.0.1", any_server.port, timeout=5)
     with pytest.raises(WorkerStartError) as info:
         handle.open()
@@ -155,7 +155,7 @@ def test_stopped_server_is_detected_by_the_timeout(servers, kind, tmp_path):  # 
 def test_a_message_that_stops_halfway_is_an_eof():
     left, right = socket.socketpair()
     try:
-        stream = remote._Stream(left)
+        stream = _remote_args._Stream(left)
         left.settimeout(0.2)
         right.sendall(b"abc")
         with pytest.raises(EOFError, match="stopped sending in the middle of a message"):
