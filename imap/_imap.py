@@ -7,7 +7,7 @@ Data flow:
         --Batch--> Pool (_pool.py, dispatch queue) --> slot threads
         --> workers (threads | processes | remote connections | Dask futures)
         --> slot threads --IMap._deliver--> Task.arrived (per task, under Task.cond)
-        --> next() / iteration / take_ready(), in the consumer's thread (_task.py)
+        --> next() / iteration / take_ready(), in the consumer's thread (_task_cursor.py)
 
 Threads and what each owns:
     feeder     the weave and the buffer accounting (one Feeder per run, see _feeder.py)

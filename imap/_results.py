@@ -19,7 +19,8 @@ from .protocols import Results, Wake
 if TYPE_CHECKING:
     from ._feeder import Feeder
     from ._imap import IMap
-    from ._task import Run, Task
+    from ._task import Task
+    from ._task_cursor import Run
 
 __all__ = ["TaskIterator"]
 

@@ -26,7 +26,6 @@ from typing import Any
 from collections.abc import Callable
 
 from ._task_cursor import Fill, TaskCursor
-from ._task_cursor import Run as Run   # imported from here by imap._results
 from .backends.base import TaskSpec
 from .protocols import Wake
 
