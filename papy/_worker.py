@@ -301,9 +301,10 @@ def map_stage(worker: Callable[[Any], Any], bare: Callable[..., Any] | None,
               ) -> tuple[list[Any], Raised]:
     """``worker`` over a batch: ``(results, raised)``, user errors as values (WorkerError).
     ``values`` are the inboxes or, ``boxed``, the items (each evaluated as ``[item]``).
-    With a ``bare`` function (a Worker of one function without arguments) and no item that
-    could hold an upstream error, the function is called directly. The loop runs in C
-    (``list.extend`` over ``map``), resumed after an exception; ``raised`` is None or
+    With a ``bare`` function (a Worker of one function without arguments), or a Worker of
+    one function with arguments, and no item that could hold an upstream error, the
+    function is called directly. The loop runs in C (``list.extend`` over ``map``), or in
+    bytecode where each item is boxed, resumed after an exception; ``raised`` is None or
     ``{position: exception}`` for what is not an Exception (SystemExit, ...): those
     positions hold None, as the per-item path would fail only that item. ``clean``: the
     caller knows every value is of a NEVER_SUSPECT type (no check is needed)."""
@@ -314,7 +315,13 @@ def map_stage(worker: Callable[[Any], Any], bare: Callable[..., Any] | None,
         if bare is not None and (clean or _plain_inboxes(values)):
             return _resumable(bare, values, False)      # the Worker would call it so
         return _resumable(worker, values, False)
-    if bare is None or (not clean and any_instance(values, _SUSPECT)):
+    suspect = not clean and any_instance(values, _SUSPECT)
+    if bare is None or suspect:
+        # one function with arguments (of a Worker, not a subclass): called as it would
+        single = worker._single if type(worker) is Worker and not suspect else None
+        if single is not None:
+            func, args, kwargs = single
+            return _resumable(func, values, True, extra=(args, kwargs))
         return _resumable(worker, values, True)
     if type(bare) is PlainCall:         # f(item): no inbox list is made at all
         return _resumable(bare.func, values, False, box_errors=True)
@@ -341,15 +348,27 @@ def any_instance(values: list[Any], types: type | tuple[type, ...]) -> bool:
 
 
 def _resumable(func: Callable[..., Any], values: list[Any], boxed: bool,
-               box_errors: bool = False) -> tuple[list[Any], Raised]:
+               box_errors: bool = False,
+               extra: tuple[tuple[Any, ...], dict[str, Any]] | None = None
+               ) -> tuple[list[Any], Raised]:
     """``box_errors``: ``values`` are items given to ``func`` as they are (a plain
-    function), and a WorkerError's inbox is ``[item]`` as for the other paths."""
+    function), and a WorkerError's inbox is ``[item]`` as for the other paths.
+    ``extra``: ``(args, kwargs)`` that ``func`` takes after each inbox (``boxed`` only)."""
     results: list[Any] = []
     raised: Raised = None
-    mapped = map(func, map(list, zip(values)) if boxed else values)
+    items = iter(values)        # shared by the passes: a pass resumes after a raise
+    append = results.append
     while True:
         try:
-            results.extend(mapped)
+            if extra is not None:
+                args, kwargs = extra
+                for item in items:
+                    append(func([item], *args, **kwargs))
+            elif boxed:     # a loop in bytecode boxes and calls faster than two maps
+                for item in items:
+                    append(func([item]))
+            else:
+                results.extend(map(func, items))
             return results, raised
         except Exception as exc:  # noqa: BLE001 - every user error becomes a value
             inbox = values[len(results)]

@@ -145,3 +145,44 @@ def test_worker_runs_inside_an_imap(worker_type):
         task = pool.add_task(worker, ([i] for i in range(20)))
         pool.start()
         assert list(task) == [(i + 1) * 2 for i in range(20)]
+
+
+def divide_by(inbox, divisor, exit_on=None):
+    if inbox[0] == exit_on:
+        raise SystemExit(3)
+    return inbox[0] // divisor
+
+
+@pytest.mark.parametrize("worker", [
+    Worker(divide_by, (2,)), Worker(divide_by, (), {"divisor": 2}),
+    Worker(divide_by, (2,), {"exit_on": 5})], ids=["args", "kwargs", "both"])
+def test_a_batch_of_a_worker_with_arguments_is_what_each_call_gives(worker):
+    """map_stage calls a Worker of one function with arguments directly for a batch of
+    plain items: the same results, error items (inbox ``[item]``) in place, and a
+    BaseException only for its own position, the rest of the batch evaluated."""
+    from papy._worker import map_stage
+    items = [4, "x", 6, 5, 8]
+    values, raised = map_stage(worker, None, items, True)
+    exits = worker.kwargs[0].get("exit_on") is not None
+    assert values[0] == 2 and values[2] == 3 and values[4] == 4
+    assert isinstance(values[1], WorkerError) and values[1].inbox == ["x"]
+    assert str(values[1].exception) == str(worker(["x"]).exception)
+    if exits:
+        assert values[3] is None and isinstance(raised[3], SystemExit)
+        assert list(raised) == [3]
+    else:
+        assert raised is None and values[3] == 2
+    for position, item in enumerate(items):
+        if position == 1 or (exits and position == 3):
+            continue
+        assert values[position] == worker([item])
+
+
+def test_a_batch_with_an_upstream_error_goes_through_the_worker():
+    """An item that is an error item is settled by the Worker (not evaluated), in a batch
+    of a Worker with arguments too."""
+    from papy._worker import map_stage
+    upstream = PiperError(WorkerError(ValueError("bad"), "f", [1]))
+    values, raised = map_stage(Worker(divide_by, (2,)), None, [4, upstream], True)
+    assert raised is None and values[0] == 2
+    assert isinstance(values[1], PiperError)
