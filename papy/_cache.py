@@ -226,9 +226,10 @@ class Cache:
         """The stored result of each key (MISSING where there is none or it cannot be
         read) and the positions of the misses; not counted (the caller counts)."""
         locations = index.find(keys)
+        if locations and locations[0] is None and locations.count(None) == len(keys):
+            # all misses (a first run): one C scan
+            return [MISSING] * len(keys), list(range(len(keys)))
         misses = list(compress(range(len(keys)), map(is_, locations, repeat(None))))
-        if len(misses) == len(keys):
-            return [MISSING] * len(keys), misses
         store = self._store
         if not misses:
             results = store.fetch(index, keys,
