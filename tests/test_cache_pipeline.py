@@ -153,3 +153,25 @@ def test_pipers_without_a_cache_are_not_in_the_record(cache, marks):
     assert len(list(cached)) == len(ITEMS)
     plumber.stop()
     assert plumber.stats["cache"] == {"cached": counts(executed=12)}
+
+
+def test_remote_workers_and_local_ones_share_the_cache_directory(forking_server, tmp_path,
+                                                                 marks):
+    """A shared directory (here the same host's): what workers on an RPyC server stored, a
+    process pool's workers read, and the other way round, each through its own Cache."""
+    remote = {"worker_num": 0, "worker_remote": [(forking_server.address, 2)]}
+    local = {"worker_type": "process", "worker_num": 2}
+    folder = tmp_path / "shared"
+    outputs, record = run(Cache(folder, ignore=("folder",)), chain(marks), ITEMS, remote)
+    assert outputs == expected(ITEMS)
+    assert record == {name: counts(executed=12) for name in record} and len(record) == 3
+    outputs, record = run(Cache(folder, ignore=("folder",)), chain(marks), ITEMS, local)
+    assert outputs == expected(ITEMS)
+    assert record == {name: counts(cached=12) for name in record}
+    more = [x + 100 for x in ITEMS]
+    run(Cache(folder, ignore=("folder",)), chain(marks), more, local)
+    outputs, record = run(Cache(folder, ignore=("folder",)), chain(marks), ITEMS + more,
+                          remote)
+    assert outputs == expected(ITEMS + more)
+    assert record == {name: counts(cached=24) for name in record}
+    assert len(os.listdir(marks)) == 3 * 24         # each item evaluated once per stage
