@@ -315,14 +315,14 @@ def map_stage(worker: Callable[[Any], Any], bare: Callable[..., Any] | None,
         if bare is not None and (clean or _plain_inboxes(values)):
             return _resumable(bare, values, False)      # the Worker would call it so
         return _resumable(worker, values, False)
-    suspect = not clean and any_instance(values, _SUSPECT)
-    if bare is None or suspect:
-        # one function with arguments (of a Worker, not a subclass): called as it would
-        single = worker._single if type(worker) is Worker and not suspect else None
-        if single is not None:
-            func, args, kwargs = single
-            return _resumable(func, values, True, extra=(args, kwargs))
+    # one function, maybe with arguments (of a Worker, not a subclass): called as it would
+    single = worker._single if type(worker) is Worker else None
+    if (bare is None and single is None) or (not clean and any_instance(values, _SUSPECT)):
         return _resumable(worker, values, True)
+    if bare is None:
+        assert single is not None
+        func, args, kwargs = single
+        return _resumable(func, values, True, extra=(args, kwargs))
     if type(bare) is PlainCall:         # f(item): no inbox list is made at all
         return _resumable(bare.func, values, False, box_errors=True)
     return _resumable(bare, values, True)
