@@ -28,6 +28,7 @@ everywhere (and not an error); so is an entry that cannot be read or unpickled h
 """
 from __future__ import annotations
 
+import array
 import functools
 import hashlib
 import logging
@@ -253,10 +254,11 @@ class Cache:
         return self._store.fetch(index, [key], [location])[0]
 
     def _keep(self, index: PrefixIndex, keys: list[Key], values: list[Any],
-              tag: str, label: str, ints: bool = False) -> tuple[int, tuple[str, ...]]:
-        """Store ``values`` under ``keys`` (one pack; ``ints``: the keys are all ints of 64
-        bits): (bytes written, the warnings logged now, for the caller's record). Counts
-        what could not be stored."""
+              tag: str, label: str, ints: array.array[int] | None = None
+              ) -> tuple[int, tuple[str, ...]]:
+        """Store ``values`` under ``keys`` (one pack; ``ints``: the keys packed as int64,
+        papy._cache_packs.encode_keys): (bytes written, the warnings logged now, for the
+        caller's record). Counts what could not be stored."""
         if self._shared.writes_off is not None or not keys:
             return 0, _NO_WARNINGS
         try:

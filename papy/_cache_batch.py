@@ -13,6 +13,7 @@ types; isinstance runs only where a type could be an error.
 """
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,26 +30,30 @@ _INT = {int}
 
 
 def plain_keys(values: list[Any], boxed: bool, key: Callable[[Any], Any] | None
-               ) -> tuple[list[Key] | None, bool]:
+               ) -> tuple[list[Key] | None, array[int] | None]:
     """The keys of a batch of plain items (RAW_SCALARS, no key=), in C, as
     papy._keys.inbox_key makes them one by one; else None. A batch of ints of 64 bits
-    is its own keys (True: the store packs them as int64)."""
+    is its own keys, and those packed as int64 (the range check; the store writes them
+    as they are)."""
     if not boxed or key is not None or not values:
-        return None, False
+        return None, None
     kinds = set(map(type, values))
     if not RAW_SCALARS.issuperset(kinds):
-        return None, False
-    if kinds == _INT and INT_KEYS[0] <= min(values) and max(values) < INT_KEYS[1]:
-        return values, True
+        return None, None
+    if kinds == _INT:
+        try:
+            return values, array("q", values)
+        except OverflowError:           # past 64 bits: those are keyed by their repr
+            pass
     keys: list[Key] = list(map(repr, values))
     if int in kinds:                    # ints are their own keys, the others reprs
         keys = [v if type(v) is int and INT_KEYS[0] <= v < INT_KEYS[1] else k
                 for v, k in zip(values, keys, strict=True)]
     elif _SHORT.issuperset(kinds):
-        return keys, False              # no repr of these is longer than RAW_LIMIT
+        return keys, None               # no repr of these is longer than RAW_LIMIT
     if any(type(k) is str and len(k) > RAW_LIMIT for k in keys):
         keys = [long_key(k) if type(k) is str and len(k) > RAW_LIMIT else k for k in keys]
-    return keys, False
+    return keys, None
 
 
 def holds_errors(values: list[Any]) -> bool:

@@ -78,6 +78,7 @@ class PrefixIndex:
         self.by_name: dict[str, int] = {}
         self.loaded = False
         self.stale = False                  # read the segments again at the next miss
+        self.known = False                  # entries were known at the last (re)load
         self.refreshed = 0.0
         self.own: int | None = None         # this process's segment (its number)
         self.own_fd: int | None = None
@@ -99,13 +100,16 @@ class PrefixIndex:
         return found
 
     def empty(self) -> bool:
-        """Nothing is known here, and the index is not stale (a first run): every key is a
-        miss, without a lookup."""
+        """Nothing was known when the index was last loaded or refreshed (at the start
+        of this use: a first run), and it is not stale: every key of a batch is a miss,
+        without a lookup. The small packs this process indexed as it wrote them since
+        (items of a tracked batch) do not count: like its batches, they are duplicates of
+        this run, found by the next."""
         if not self.loaded:
             self.load()
         if self.stale:
             self.refresh()
-        return not self.entries
+        return not self.known
 
     def find_one(self, key: Key, timed: bool = False) -> int | None:
         """``find([key])[0]``, for one item; ``timed``: read the segments again when
@@ -145,6 +149,7 @@ class PrefixIndex:
             return self._read_segments()
         finally:
             self.stale, self.refreshed = False, time.monotonic()
+            self.known = bool(self.entries)
 
     def _read_segments(self) -> bool:
         found = False

@@ -69,13 +69,13 @@ def _check(*parts: bytes | memoryview) -> bytes:
     return _CRC.pack(check)
 
 
-def encode_keys(keys: list[Key], ints: bool = False) -> bytes:
-    """b"Q" and an array of int64 when the caller knows the keys are all ints of 64 bits
-    (``ints``), b"S" and the keys joined by line breaks when they are all strs without one
-    (the reprs of papy._keys: a tenth of the cost of a pickle), else b"P" and their
-    pickle."""
-    if ints:
-        return b"Q" + array.array("q", keys).tobytes()  # type: ignore[type-var]  # all ints
+def encode_keys(keys: list[Key], ints: array.array[int] | None = None) -> bytes:
+    """b"Q" and an array of int64 when the caller has the keys as one (``ints``: keys that
+    are all ints of 64 bits, packed as papy._cache_batch.plain_keys checked them), b"S"
+    and the keys joined by line breaks when they are all strs without one (the reprs of
+    papy._keys: a tenth of the cost of a pickle), else b"P" and their pickle."""
+    if ints is not None:
+        return b"Q" + ints.tobytes()
     try:
         text = "\n".join(keys)  # type: ignore[arg-type]  # else TypeError, caught
     except TypeError:           # a bytes key (a digest)
@@ -104,7 +104,8 @@ def decode_keys(blob: bytes | memoryview, count: int) -> list[Key]:
 
 
 def encode_pack(keys: list[Key], values: bytes, refs: list[bytes],
-                written_ns: int | None = None, ints: bool = False) -> bytes:
+                written_ns: int | None = None, ints: array.array[int] | None = None
+                ) -> bytes:
     """The bytes of a pack (module docstring): ``values`` is the pickled list of results;
     ``ints``: see encode_keys."""
     keys_blob = encode_keys(keys, ints)

@@ -26,6 +26,7 @@ that cannot be pickled is left out (``Saved.unpicklable``).
 """
 from __future__ import annotations
 
+import array
 import copy
 import errno
 import hashlib
@@ -169,22 +170,23 @@ class Store:
 
     # -- write -------------------------------------------------------------------------
     def save(self, index: PrefixIndex, keys: list[Key], values: list[Any],
-             ints: bool = False) -> Saved:
+             ints: array.array[int] | None = None) -> Saved:
         """Store ``values`` under ``keys`` in one pack (several past MAX_PER_PACK entries;
-        ``ints``: the keys are all ints of 64 bits); raises OSError. A result that cannot
-        be pickled is left out (``Saved``)."""
+        ``ints``: the keys packed as int64, papy._cache_packs.encode_keys); raises
+        OSError. A result that cannot be pickled is left out (``Saved``)."""
         if len(keys) <= MAX_PER_PACK:
             return self._save_part(index, keys, values, ints)
         written, unpicklable = 0, {}
         for start in range(0, len(keys), MAX_PER_PACK):
             part = self._save_part(index, keys[start:start + MAX_PER_PACK],
-                                   values[start:start + MAX_PER_PACK], ints)
+                                   values[start:start + MAX_PER_PACK],
+                                   None if ints is None else ints[start:start + MAX_PER_PACK])
             written += part.written
             unpicklable.update({start + k: exc for k, exc in part.unpicklable.items()})
         return Saved(written, unpicklable)
 
     def _save_part(self, index: PrefixIndex, keys: list[Key], values: list[Any],
-                   ints: bool = False) -> Saved:
+                   ints: array.array[int] | None = None) -> Saved:
         try:
             blob: bytes | None = pickle.dumps(values, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception:  # noqa: BLE001 - found item by item below

@@ -26,6 +26,7 @@ errors they hold): papy._cache_batch.
 """
 from __future__ import annotations
 
+import array
 import copy
 import threading
 from collections.abc import Sequence
@@ -164,11 +165,12 @@ class WorkerCache:
         self._account(tally)
         return results, raised
 
-    def _first(self, index: PrefixIndex, values: list[Any], keys: list[Key], ints: bool,
-               tally: _Batch) -> tuple[list[Any], dict[int, BaseException] | None]:
+    def _first(self, index: PrefixIndex, values: list[Any], keys: list[Key],
+               ints: array.array[int] | None, tally: _Batch
+               ) -> tuple[list[Any], dict[int, BaseException] | None]:
         """A batch of plain items that nothing here is known for (a first run): evaluated
         and stored without a lookup."""
-        computed, raised = map_stage(self.plain, self.bare, values, True)
+        computed, raised = map_stage(self.plain, self.bare, values, True, True)
         if raised or holds_errors(computed):
             results = [MISSING] * len(values)
             tally.misses = len(values)
@@ -305,9 +307,10 @@ class WorkerCache:
         every = not unkeyed and len(misses) == len(values)
         todo = misses if not unkeyed else sorted(misses + unkeyed)
         if computed is None:
+            # positions None: plain_keys keyed every item, all RAW_SCALARS (never suspect)
             computed, raised = map_stage(self.plain, self.bare,
                                          values if every else [values[p] for p in todo],
-                                         boxed)
+                                         boxed, positions is None)
         clean = not raised and not any_instance(computed, ERRORS)
         if every and clean:                             # the common first run: all stored
             results[:] = computed
@@ -342,7 +345,7 @@ class WorkerCache:
         return lost or None
 
     def _keep(self, index: PrefixIndex, keys: list[Key], values: list[Any],
-              tally: _Batch, ints: bool = False) -> None:
+              tally: _Batch, ints: array.array[int] | None = None) -> None:
         if DEFERRING.on:                    # one item of a tracked batch: written later
             for key, value in zip(keys, values, strict=True):
                 self._defer(index, key, value)

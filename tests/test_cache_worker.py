@@ -302,7 +302,8 @@ def test_a_decorated_function_is_a_worker_function(tmp_path):
 
 @pytest.mark.parametrize("items", [
     [1, -2, 10 ** 60, -10 ** 60, 10 ** 200, 2.5, True, None],
-    [None, 1 + 2j, 3], ["x" * 200, "y", b"z" * 100, float("nan")], [float("inf"), 10 ** 59]])
+    [None, 1 + 2j, 3], ["x" * 200, "y", b"z" * 100, float("nan")], [float("inf"), 10 ** 59],
+    [(1 << 63) - 1, -(1 << 63), 0], [1 << 63, 7], [7, -(1 << 63) - 1]])   # ints: int64 or not
 def test_the_keys_of_a_batch_are_those_of_its_items_one_by_one(tmp_path, items):
     """A batch keys plain items in C (reprs, long ones digested); one item at a time, by
     papy._keys.inbox_key: the same keys, so each finds what the other stored."""
