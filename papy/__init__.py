@@ -47,8 +47,10 @@ from . import inline as inline  # papy.inline, the job_stream front end (not in 
 
 logging.getLogger("papy").addHandler(logging.NullHandler())
 # the Workers of Pipers unpickle papy's classes in every worker process: the fork server
-# imports papy once instead (when no process pool has started the fork server yet)
-_imap.preload("papy")
+# imports papy once instead (when no process pool has started the fork server yet), with
+# the cache's side of a Worker (imported by papy only when a Worker has a cache: each
+# worker would import it before its first result)
+_imap.preload("papy", "papy._cache_worker")
 
 __all__ = ["Worker", "Piper", "Dagger", "Plumber", "IMap", "imports", "workers",
            "PapyError", "WorkerError", "PiperError", "DaggerError", "PlumberError",

@@ -126,6 +126,12 @@ def pid_of(inbox):
     return os.getpid()
 
 
+def imported(inbox):
+    """Has this process imported the module named ``inbox[0]``?"""
+    import sys
+    return inbox[0] in sys.modules
+
+
 def reads_file(inbox):
     with open(inbox[0], "rb") as handle:
         return len(handle.read())

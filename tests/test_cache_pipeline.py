@@ -175,3 +175,13 @@ def test_remote_workers_and_local_ones_share_the_cache_directory(forking_server,
     assert outputs == expected(ITEMS + more)
     assert record == {name: counts(cached=24) for name in record}
     assert len(os.listdir(marks)) == 3 * 24         # each item evaluated once per stage
+
+
+def test_a_process_worker_has_the_cache_module_before_its_first_item():
+    """papy has the fork server import the cache's side of a Worker with papy: a worker
+    that receives a cached Worker does not import it before its first result."""
+    pool = IMap(worker_type="process", worker_num=1)
+    results = pool.add_task(cf.imported, [["papy._cache_worker"], ["papy"]])
+    with pool:
+        pool.start()
+        assert list(results) == [True, True]
