@@ -39,6 +39,9 @@ TARGET_BATCH_BYTES = 4 << 20
 #: death is blamed on exactly the item it was evaluating
 TRACK_ABOVE_SECONDS = 50e-6
 TRACK_UP_TO_ITEMS = 16
+#: the weight of a new measurement of the time per item in its moving average (``learn``)
+FASTER_WEIGHT = 0.7
+SLOWER_WEIGHT = 0.3
 
 
 class Task(TaskCursor):
@@ -104,7 +107,14 @@ class Task(TaskCursor):
             return
         per_item = max(elapsed / n_items, 1e-7)
         previous = self.item_time
-        self.item_time = per_item if previous is None else 0.7 * previous + 0.3 * per_item
+        if previous is None:
+            self.item_time = per_item
+        else:
+            # a faster batch weighs more than a slower one: the first batches on each
+            # worker pay for its start (imports, opening files), which must not keep
+            # the batches small and tracked for long; a slower one still counts at once
+            fresh = FASTER_WEIGHT if per_item < previous else SLOWER_WEIGHT
+            self.item_time = (1 - fresh) * previous + fresh * per_item
         wanted = int(TARGET_BATCH_SECONDS / self.item_time)
         if nbytes:
             per_item_bytes = nbytes / n_items

@@ -556,3 +556,21 @@ def test_in_memory_inputs_behind_zip_map_enumerate_are_read_in_bulk():
     assert not _is_steady(x for x in [1]) and not _is_steady(enumerate(x for x in [1]))
     pool = IMap(worker_type="thread", worker_num=1)
     assert _is_chained(enumerate(pool.add_task(add1, [1])))
+
+
+def test_a_slow_start_does_not_keep_the_batches_tracked_for_long():
+    """The first batches on a worker pay for its start (imports, opening files): a faster
+    measurement of the time per item weighs more than a slower one, so a slow first item
+    does not keep the batches small and evaluated item by item (tracked) for long; a
+    slower measurement still tracks the next batches at once."""
+    from imap._task import Task
+    from imap.backends.base import TaskSpec
+    task = Task(0, TaskSpec(0, abs))
+    assert task.tracked_mode(1000)                   # nothing measured yet
+    task.learn(1, 0.002, cap=100_000)                # a first item of 2 ms: the start
+    assert task.tracked_mode(1000)
+    for _ in range(4):                               # then items of 5 µs
+        task.learn(task.batch_size, task.batch_size * 5e-6, cap=100_000)
+    assert not task.tracked_mode(1000)
+    task.learn(10, 0.01, cap=100_000)                # items of 1 ms again
+    assert task.tracked_mode(1000)
