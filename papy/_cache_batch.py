@@ -14,7 +14,7 @@ types; isinstance runs only where a type could be an error.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Set as AbstractSet
 from typing import Any
 
 from ._errors import PiperError, WorkerError
@@ -29,15 +29,18 @@ _SHORT = frozenset({float, bool, complex, type(None)})   # reprs of at most 51 c
 _INT = {int}
 
 
-def plain_keys(values: list[Any], boxed: bool, key: Callable[[Any], Any] | None
+def plain_keys(values: list[Any], boxed: bool, key: Callable[[Any], Any] | None,
+               kinds: AbstractSet[type] | None = None
                ) -> tuple[list[Key] | None, array[int] | None]:
     """The keys of a batch of plain items (RAW_SCALARS, no key=), in C, as
     papy._keys.inbox_key makes them one by one; else None. A batch of ints of 64 bits
     is its own keys, and those packed as int64 (the range check; the store writes them
-    as they are)."""
+    as they are). ``kinds``: the items' exact types, if the caller has them (a fused
+    stage's: papy._fuse), else one scan finds them."""
     if not boxed or key is not None or not values:
         return None, None
-    kinds = set(map(type, values))
+    if kinds is None:
+        kinds = set(map(type, values))
     if not RAW_SCALARS.issuperset(kinds):
         return None, None
     if kinds == _INT:

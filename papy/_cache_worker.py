@@ -29,7 +29,7 @@ from __future__ import annotations
 import array
 import copy
 import threading
-from collections.abc import Sequence
+from collections.abc import Sequence, Set as AbstractSet
 from typing import TYPE_CHECKING, Any
 
 from ._cache import Cache
@@ -128,18 +128,20 @@ class WorkerCache:
             raise raised[0]
         return results[0]
 
-    def call_batch(self, values: list[Any], boxed: bool
+    def call_batch(self, values: list[Any], boxed: bool,
+                   kinds: AbstractSet[type] | None = None
                    ) -> tuple[list[Any], dict[int, BaseException] | None]:
         """``map_stage``'s contract (papy._worker): the results of a batch of inboxes
         (``boxed``: of items, each the inbox ``[item]``), errors as values, and
-        ``{position: exception}`` for what is not an Exception."""
+        ``{position: exception}`` for what is not an Exception; ``kinds``: what the caller
+        knows of the items' exact types."""
         cache = self.cache
         if len(values) == 1 and boxed and cache.key is None \
                 and type(values[0]) in RAW_SCALARS:
             return self._one(values)
         tally = _Batch()
         index = self._index()
-        keys, ints = plain_keys(values, boxed, cache.key)
+        keys, ints = plain_keys(values, boxed, cache.key, kinds)
         if keys is not None and index.empty():
             return self._first(index, values, keys, ints, tally)
         if keys is not None:
@@ -170,7 +172,7 @@ class WorkerCache:
                ) -> tuple[list[Any], dict[int, BaseException] | None]:
         """A batch of plain items that nothing here is known for (a first run): evaluated
         and stored without a lookup."""
-        computed, raised = map_stage(self.plain, self.bare, values, True, True)
+        computed, raised = map_stage(self.plain, self.bare, values, True, RAW_SCALARS)
         if raised or holds_errors(computed):
             results = [MISSING] * len(values)
             tally.misses = len(values)
@@ -203,7 +205,7 @@ class WorkerCache:
             else:
                 cache._count("hits")
             return [found], None
-        results, raised = map_stage(self.plain, self.bare, values, True)
+        results, raised = map_stage(self.plain, self.bare, values, True, RAW_SCALARS)
         result = results[0]
         if raised or isinstance(result, ERRORS):
             errors = 0 if raised else 1
@@ -310,7 +312,7 @@ class WorkerCache:
             # positions None: plain_keys keyed every item, all RAW_SCALARS (never suspect)
             computed, raised = map_stage(self.plain, self.bare,
                                          values if every else [values[p] for p in todo],
-                                         boxed, positions is None)
+                                         boxed, RAW_SCALARS if positions is None else None)
         clean = not raised and not any_instance(computed, ERRORS)
         if every and clean:                             # the common first run: all stored
             results[:] = computed

@@ -102,7 +102,7 @@ class FusedCall:
                     ) -> tuple[list[Any], dict[int, BaseException] | None]:
         pending, last = self.pending, len(self.stages) - 1
         outputs: list[list[Any]] = []
-        clean: list[bool] = []      # per stage: every value of a NEVER_SUSPECT type
+        kinds: list[frozenset[type]] = []      # per stage: the exact types of its values
         start = now = _clock()
         for stage, (worker, bare) in enumerate(self.stages):
             reads = self.inputs[stage]
@@ -110,12 +110,12 @@ class FusedCall:
                 values, raised = map_stage(worker, bare, items, self.boxing)
             elif len(reads) == 1:
                 values, raised = map_stage(worker, bare, outputs[reads[0]], True,
-                                           clean[reads[0]])
+                                           kinds[reads[0]])
             else:
                 # every stage so far gave one value per item (or the slow path took over)
                 inboxes = list(map(list, zip(*(outputs[k] for k in reads), strict=True)))
                 values, raised = map_stage(worker, bare, inboxes, False,
-                                           all(clean[k] for k in reads))
+                                           frozenset().union(*(kinds[k] for k in reads)))
             now = _clock()
             pending[stage] += now - start
             start = now
@@ -125,8 +125,9 @@ class FusedCall:
                     return self._slow(items, outputs, stage, raised, now)
                 break
             # one scan of the types: plain values need no other check here or next stage
-            clean.append(NEVER_SUSPECT.issuperset(map(type, values)))
-            if raised or (not clean[stage] and any_instance(values, _IRREGULAR)) or (
+            kinds.append(frozenset(map(type, values)))
+            clean = NEVER_SUSPECT.issuperset(kinds[stage])
+            if raised or (not clean and any_instance(values, _IRREGULAR)) or (
                     self.drops[stage] and any(map(is_, values, repeat(None)))):
                 return self._slow(items, outputs, stage, raised, now)
         values = outputs[last]

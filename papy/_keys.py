@@ -38,7 +38,7 @@ __all__ = ["UnkeyableError", "call_arguments", "content_digest", "inbox_key", "R
 DIGEST_SIZE = 20
 _MAX_DEPTH = 200
 _NEWOBJ = vars(copyreg)["__newobj__"]      # what object.__reduce_ex__ names the class with
-_SCALARS = frozenset({int, float, str, bytes, bool, type(None), complex})
+_SCALARS: frozenset[type] = frozenset({int, float, str, bytes, bool, type(None), complex})
 #: exact types whose repr is canonical, distinct between types (``1``, ``1.0``, ``True``,
 #: ``'1'``, ``b'1'``) and free of line breaks: such items are keyed by their repr
 RAW_SCALARS = _SCALARS

@@ -28,6 +28,7 @@ import itertools
 import os
 import traceback
 import types
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Sequence, TypeGuard
 
 from ._errors import PiperError, WorkerError
@@ -297,7 +298,7 @@ def _upstream_errors(inbox: Iterable[Any]) -> list[PiperError]:
 
 
 def map_stage(worker: Callable[[Any], Any], bare: Callable[..., Any] | None,
-              values: list[Any], boxed: bool, clean: bool = False
+              values: list[Any], boxed: bool, kinds: AbstractSet[type] | None = None
               ) -> tuple[list[Any], Raised]:
     """``worker`` over a batch: ``(results, raised)``, user errors as values (WorkerError).
     ``values`` are the inboxes or, ``boxed``, the items (each evaluated as ``[item]``).
@@ -306,11 +307,14 @@ def map_stage(worker: Callable[[Any], Any], bare: Callable[..., Any] | None,
     function is called directly. The loop runs in C (``list.extend`` over ``map``), or in
     bytecode where each item is boxed, resumed after an exception; ``raised`` is None or
     ``{position: exception}`` for what is not an Exception (SystemExit, ...): those
-    positions hold None, as the per-item path would fail only that item. ``clean``: the
-    caller knows every value is of a NEVER_SUSPECT type (no check is needed)."""
+    positions hold None, as the per-item path would fail only that item. ``kinds``: what
+    the caller knows of the exact types of the items (``boxed``: the values; else the
+    elements of the inboxes), a set that holds each one's: none is checked again where
+    they are all NEVER_SUSPECT, and a cache need not scan them for its keys."""
     cached: WorkerCache | None = getattr(worker, "_cached", None)
     if cached is not None:          # a cached Worker: looked up and stored per batch
-        return cached.call_batch(values, boxed)
+        return cached.call_batch(values, boxed, kinds)
+    clean = kinds is not None and NEVER_SUSPECT.issuperset(kinds)
     if not boxed:
         if bare is not None and (clean or _plain_inboxes(values)):
             return _resumable(bare, values, False)      # the Worker would call it so

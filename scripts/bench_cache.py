@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=100_000, help="items per run")
     parser.add_argument("--work-ms", type=float, default=1.0, help="ms per item per stage")
     parser.add_argument("--tiny-n", type=int, default=100_000, help="items of the tiny run")
-    parser.add_argument("--repeat", type=int, default=5,
+    parser.add_argument("--repeat", type=int, default=11,
                         help="runs of the tiny comparison (the median of each is kept)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--worker-type", default="process", choices=("process", "thread"))

@@ -311,6 +311,9 @@ def test_the_keys_of_a_batch_are_those_of_its_items_one_by_one(tmp_path, items):
     from papy._keys import inbox_key
     worker = Worker(cf.first, cache=Cache(tmp_path))
     assert plain_keys(items, True, worker.cache.key)[0] == [inbox_key([x]) for x in items]
+    # the types given by a caller that has them (a fused stage) make the same keys
+    assert plain_keys(items, True, worker.cache.key, frozenset(map(type, items)))[0] == \
+        plain_keys(items, True, worker.cache.key)[0]
     values, _ = map_stage(worker, None, items, True)
     assert [worker([x]) for x in items] == values or items[-1] != items[-1]   # nan
     assert worker.cache_record.take().cached == len(items)
