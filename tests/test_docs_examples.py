@@ -119,7 +119,10 @@ def test_examples_run(page, tmp_path):
         pytest.skip(f"{page.name} has no runnable python examples")
     (tmp_path / "blocks.json").write_text(json.dumps(runnable))
     (tmp_path / "run_blocks.py").write_text(RUNNER)
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    temp = tmp_path / "tmp"     # what the examples make with tempfile goes with the test's
+    temp.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               TMPDIR=str(temp))
     done = subprocess.run([sys.executable, "run_blocks.py", "blocks.json", page.name],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=100)
     assert done.returncode == 0, f"{page.name}:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
