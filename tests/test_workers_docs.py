@@ -4,6 +4,7 @@ import doctest
 import importlib
 import os
 import re
+import tempfile
 
 import pytest
 
@@ -11,7 +12,9 @@ DOC = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "workers.md")
 MODULES = ["core", "maths", "io", "streams", "transfer", "script"]
 
 
-def test_the_examples_of_the_page_run():
+def test_the_examples_of_the_page_run(tmp_path, monkeypatch):
+    # what the examples make with tempfile goes with the test's own folder
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     result = doctest.testfile(DOC, module_relative=False, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 30 and result.failed == 0
 
