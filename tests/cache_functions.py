@@ -171,7 +171,10 @@ def plain_double(x):
     return 2 * x
 
 
-MODULE_CACHE = Cache(os.path.join(tempfile.gettempdir(), f"papy-test-module-cache-{os.getuid()}"))
+#: a module-level cache: conftest.py gives the session's folder (outside a pytest run: one
+#: folder under the temporary folder, kept)
+MODULE_CACHE = Cache(os.environ.get("PAPY_TEST_MODULE_CACHE") or os.path.join(
+    tempfile.gettempdir(), f"papy-test-module-cache-{os.getuid()}"))
 
 
 @MODULE_CACHE

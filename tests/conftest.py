@@ -18,8 +18,11 @@ when it closes at the end of the session.
 from __future__ import annotations
 
 import importlib
+import multiprocessing.process
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -28,13 +31,26 @@ from typing import Any
 import pytest
 
 from imap.backends import _forkserver
-from remote_servers import ServerProcess
-from remote_servers import forking_server  # noqa: F401  (a session fixture, re-exported)
+
+#: the session's own folder for what must outlive one test (the module-level cache of
+#: cache_functions.py, Dask's scratch space); set before any test module imports them, in
+#: the environment so that subprocesses and remote servers use it too; removed at the end
+SESSION_FOLDER = tempfile.mkdtemp(prefix="papy-tests-")
+os.environ["PAPY_TEST_MODULE_CACHE"] = os.path.join(SESSION_FOLDER, "module-cache")
+#: what a run of the suite must not leave in the temporary folder: multiprocessing's folders
+#: (its forkserver's socket), papy's and tempfile's, Dask's scratch space
+TEMP_LEFTOVERS = ("pymp-", "papy", "tmp", "dask-")
+_temp_before: set[str] = set()
+
+from remote_servers import ServerProcess  # noqa: E402  (after the environment is set)
+from remote_servers import forking_server  # noqa: E402, F401  (a session fixture, re-exported)
 
 try:     # imported as Any: its LocalCluster, Client, ... are not annotated
     distributed: Any = importlib.import_module("distributed")
 except ImportError:  # the dask pool kind is skipped (pip install -e '.[test]' installs it)
     distributed = None
+else:   # Dask's workers make their scratch space there (default: the temporary folder)
+    importlib.import_module("dask").config.set({"temporary-directory": SESSION_FOLDER})
 
 SETTLE_SECONDS = 10.0
 # multiprocessing's own singletons: started on first use of spawn/forkserver, they live
@@ -133,6 +149,30 @@ def no_leftovers(request: pytest.FixtureRequest) -> Iterator[None]:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "allow_leftovers: the leak guard does not fail this test")
+    _temp_before.update(_temp_entries())
+
+
+def _temp_entries() -> set[str]:
+    return {name for name in os.listdir(tempfile.gettempdir()) if name.startswith(TEMP_LEFTOVERS)}
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the session's folder, then fail the run if the temporary folder has entries it
+    did not have before (a test or the library left them). This process's own
+    multiprocessing folder is not counted: multiprocessing removes it when the process
+    exits."""
+    shutil.rmtree(SESSION_FOLDER, ignore_errors=True)
+    own = multiprocessing.process.current_process()._config.get("tempdir")
+    left = sorted(name for name in _temp_entries() - _temp_before
+                  if own is None or name != os.path.basename(own))
+    if left:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = f"the run left these in {tempfile.gettempdir()}: {left}"
+        if reporter is not None:
+            reporter.write_line("\n" + message, red=True)
+        for name in left:
+            shutil.rmtree(os.path.join(tempfile.gettempdir(), name), ignore_errors=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(params=["thread", "process"])

@@ -4,9 +4,11 @@ killed with SIGKILL mid-item, fork servers that die, broken pools, a missing __m
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -74,8 +76,13 @@ def test_every_worker_and_fork_server_dies_with_a_parent_killed_mid_item(tmp_pat
     """Items of 30 s are running when the parent is killed with SIGKILL: every process under
     it (workers, fork servers, multiprocessing's helpers) is gone within 3 s."""
     script = write(tmp_path, LONG_ITEMS)
+    # multiprocessing's forkserver puts its socket in a folder of its own under TMPDIR, which
+    # only a parent that exits removes: this one is killed, so that folder is the test's
+    # (short: a unix socket's path has at most 107 bytes)
+    scratch = tempfile.mkdtemp(prefix="papy-")
     parent = subprocess.Popen([sys.executable, str(script), method, str(tmp_path / "running")],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "TMPDIR": scratch})
     try:
         family = [int(pid) for pid in parent.stdout.readline().split()]
         assert len(family) >= 2, parent.stderr.read()
@@ -91,6 +98,7 @@ def test_every_worker_and_fork_server_dies_with_a_parent_killed_mid_item(tmp_pat
             parent.wait()
         parent.stdout.close()
         parent.stderr.close()
+        shutil.rmtree(scratch)
 
 
 # -- a fork server that dies while the pool runs (18.2) -----------------------------------
