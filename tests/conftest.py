@@ -162,7 +162,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     multiprocessing folder is not counted: multiprocessing removes it when the process
     exits."""
     shutil.rmtree(SESSION_FOLDER, ignore_errors=True)
-    own = multiprocessing.process.current_process()._config.get("tempdir")
+    config: dict[str, Any] = getattr(multiprocessing.process.current_process(), "_config", {})
+    own = config.get("tempdir")     # private, no public accessor that would not make one
     left = sorted(name for name in _temp_entries() - _temp_before
                   if own is None or name != os.path.basename(own))
     if left:
