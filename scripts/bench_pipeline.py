@@ -7,6 +7,9 @@
     Pool       multiprocessing.Pool(2): imap of the composed function (chunksize 100 and the
                best of 100, 1000, 10000); for fan-join the hand-written
                map(add, pool.imap(f, xs, 1000), pool.imap(g, xs, 1000))
+    Pool, the same calls   imap of the three inbox functions composed by hand,
+               sub1([mul2([add1([x])])]), chunksize 10000: the calls papy makes per item,
+               with no framework around them (a reference, not a target of issue 11)
     pypeln     pl.process.map x 3, workers=2 per stage (optional: --pypeln-n > 0)
 
 Every rate is items/s, the median of --repeat runs, all measured in this one run (the
@@ -74,6 +77,11 @@ def composed(x: int) -> int:
     return (x + 1) * 2 - 1
 
 
+def inbox_composed(x: int) -> int:
+    """What papy calls per item of chain (b), composed by hand."""
+    return sub1([mul2([add1([x])])])
+
+
 def slow_print(inbox: Sequence[Any]) -> None:
     time.sleep(0.001)
 
@@ -119,10 +127,10 @@ def papy_fan_join(n: int, fuse: bool) -> float:
     return took
 
 
-def pool_chain(n: int, chunksize: int) -> float:
+def pool_chain(n: int, chunksize: int, func: Callable[[int], int] = composed) -> float:
     with multiprocessing.Pool(2) as pool:
         began = time.perf_counter()
-        total = sum(pool.imap(composed, range(n), chunksize=chunksize))
+        total = sum(pool.imap(func, range(n), chunksize=chunksize))
         took = time.perf_counter() - began
     assert total == sum(composed(x) for x in range(n)), "wrong results"
     return took
@@ -197,6 +205,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     for chunksize in (100, 1000, 10000):
         rates[f"Pool.imap(composed, {chunksize})"] = median_rate(
             functools.partial(pool_chain, n, chunksize), n, repeat)
+    rates["Pool.imap(inbox functions composed, 10000)"] = median_rate(
+        functools.partial(pool_chain, n, 10000, inbox_composed), n, repeat)
     rates["hand-written fan-join (Pool.imap x 2, 1000)"] = median_rate(
         lambda: pool_fan_join(n), n, repeat)
     for fuse in (True, False) if args.no_fuse else (True,):
@@ -223,6 +233,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"chain (a){tag}: {a / pool100:.2f}x Pool.imap(100) (target >= 0.5)")
         print(f"chain (b){tag}: {b / pool100:.2f}x Pool.imap(100) (target >= 1.0), "
               f"{b / best:.2f}x the best chunksize (target >= 0.6)")
+        same = rates["Pool.imap(inbox functions composed, 10000)"]
+        print(f"chain (b){tag}: {b / same:.2f}x Pool.imap of the same three inbox functions "
+              f"composed by hand (10000), which is {same / best:.2f}x the best chunksize")
         print(f"fan-join{tag}: {fj / hand:.2f}x the hand-written version (target >= 0.8)")
         if "pypeln process x 3" in rates:
             print(f"chain (b){tag}: {b / rates['pypeln process x 3']:.0f}x pypeln")
