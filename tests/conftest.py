@@ -157,10 +157,12 @@ def _temp_entries() -> set[str]:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Remove the session's folder, then fail the run if the temporary folder has entries it
-    did not have before (a test or the library left them). This process's own
-    multiprocessing folder is not counted: multiprocessing removes it when the process
-    exits."""
+    """Remove the session's folder, then name the entries the temporary folder has that it
+    did not have before (a test or the library left them; this process's own multiprocessing
+    folder excepted: multiprocessing removes it when the process exits). They are reported,
+    not removed: another program sharing the folder may have made them. With
+    ``PAPY_STRICT_TEMP=1`` they also fail the run (a check for a machine nothing else uses:
+    the folder is shared, so it cannot be the default)."""
     shutil.rmtree(SESSION_FOLDER, ignore_errors=True)
     config: dict[str, Any] = getattr(multiprocessing.process.current_process(), "_config", {})
     own = config.get("tempdir")     # private, no public accessor that would not make one
@@ -168,12 +170,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                   if own is None or name != os.path.basename(own))
     if left:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-        message = f"the run left these in {tempfile.gettempdir()}: {left}"
+        message = f"new entries in {tempfile.gettempdir()} since the run began: {left}"
         if reporter is not None:
             reporter.write_line("\n" + message, red=True)
-        for name in left:
-            shutil.rmtree(os.path.join(tempfile.gettempdir(), name), ignore_errors=True)
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if os.environ.get("PAPY_STRICT_TEMP") == "1":
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(params=["thread", "process"])
