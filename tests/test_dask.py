@@ -427,3 +427,23 @@ def test_papy_run_dask_puts_the_modules_imaps_on_the_cluster(dask_client, tmp_pa
     assert sorted(module.RESULTS) == [0, 2, 4, 6, 8, 10]
     assert [(m.worker_type, m.worker_remote) for m in module.IMAPS] == [("dask", address)]
     assert IMap(worker_type="thread").worker_type == "thread"       # only during the run
+
+
+def test_a_local_cluster_of_its_own_keeps_its_files_in_a_folder_removed_at_stop(
+        tmp_path, monkeypatch):
+    """Dask's workers would leave <temporary folder>/dask-scratch-space behind: the IMap's
+    own LocalCluster uses a folder of its own, removed at stop (unless Dask's
+    temporary-directory is configured: conftest.py configures one, so it is unset here)."""
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    with dask.config.set({"temporary-directory": None}):
+        pool = on_dask(None, worker_num=1)
+        pool.add_task(pid_of_worker, range(3))
+        pool.start()
+        try:
+            workers = set(pool)
+            during = sorted(entry.name for entry in tmp_path.iterdir())
+        finally:
+            pool.stop()
+    assert len(workers) == 1 and os.getpid() not in workers        # a process of its own
+    assert len(during) == 1 and during[0].startswith("imap-dask-"), during
+    assert list(tmp_path.iterdir()) == []

@@ -15,7 +15,8 @@ State (``_State``, changed under ``_Session._lock``):
                     OPEN --last lease--> CLOSED
 
 Shutdown order (the last lease): the payload futures are released, then the Client and
-the LocalCluster if the session made them; what the caller gave is never closed.
+the LocalCluster if the session made them (and the LocalCluster's folder, made unless Dask's
+"temporary-directory" is configured); what the caller gave is never closed.
 """
 from __future__ import annotations
 
@@ -23,10 +24,13 @@ import enum
 import itertools
 import logging
 import os
+import shutil
+import tempfile
 import threading
 import uuid
 from typing import Any
 
+import dask
 import distributed
 from distributed import Client, Future
 from distributed.deploy.cluster import Cluster
@@ -145,6 +149,7 @@ class _Session:
         self.leases = 0
         self.lost_reason = ""
         self._cluster: Any = None           # a LocalCluster made here
+        self._scratch: str | None = None    # its workers' folder, made here (see _connect)
         self._owns_client = False
         self._payloads: dict[int, Future[bytes]] = {}
         self._keys = itertools.count()
@@ -169,10 +174,19 @@ class _Session:
                 return
             self._owns_client = True
             if target is None:
-                # distributed does not annotate LocalCluster
-                self._cluster = distributed.LocalCluster(  # type: ignore[no-untyped-call]
-                    n_workers=self.worker_num, threads_per_worker=1, processes=True,
-                    host="127.0.0.1", dashboard_address="127.0.0.1:0")
+                # Dask's scheduler and workers keep their files in <temporary
+                # folder>/dask-scratch-space, which nobody removes: unless Dask's
+                # "temporary-directory" is configured, the cluster uses a folder of this
+                # session instead, removed at close
+                scratch = dask.config.get("temporary-directory", None)
+                if scratch is None:
+                    scratch = self._scratch = tempfile.mkdtemp(prefix="imap-dask-")
+                with dask.config.set({"temporary-directory": scratch}):
+                    # distributed does not annotate LocalCluster
+                    self._cluster = distributed.LocalCluster(  # type: ignore[no-untyped-call]
+                        n_workers=self.worker_num, threads_per_worker=1, processes=True,
+                        host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                        local_directory=scratch)
                 self.address = str(self._cluster.scheduler_address)
                 target = self._cluster
             self.client = _OwnClient(target)
@@ -274,6 +288,9 @@ class _Session:
             _quietly(lambda: client.close(timeout=CONNECT_TIMEOUT))  # type: ignore[no-untyped-call]
         if cluster is not None:
             _quietly(lambda: cluster.close(timeout=CONNECT_TIMEOUT))
+        scratch, self._scratch = self._scratch, None
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _quietly(call: Any) -> None:
